@@ -1,0 +1,43 @@
+"""vitlab: a workbench for Vision Transformer foundation models.
+
+Example:
+    >>> import vitlab
+    >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+    >>> src = vitlab.load_source("sample:fashion-mnist")
+    >>> emb = vitlab.embed(bb, src, layers=[-1, -4], pool="cls+mean", progress=False)  # doctest: +SKIP
+    >>> emb.get().shape  # doctest: +SKIP
+    (2000, 192)
+"""
+
+__version__ = "0.1.0"
+
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from vitlab.backbones import Backbone, load_backbone  # noqa: E402
+from vitlab.data import DataSource, load_source  # noqa: E402
+from vitlab.errors import VitlabError  # noqa: E402
+from vitlab.store import Embeddings, EmbeddingStore  # noqa: E402
+
+
+def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str | Path | None = None,
+          **kwargs: Any) -> Embeddings:
+    """Embed a data source with a backbone through the cache (computing only what is missing).
+
+    Args:
+        backbone: a :class:`Backbone` or a name such as ``"dinov2-s"`` or ``"demo:fmnist-vit"``.
+        source: a :class:`DataSource` or a URI such as ``"folder:./my_images"``.
+        cache_dir: cache root (default ``$VITLAB_CACHE_DIR`` or the user cache dir).
+        **kwargs: see :meth:`EmbeddingStore.get_or_compute` (``layers``, ``pool``, ``batch_size``,
+            ``num_workers``, ``device``, ``precision``, ``on_error``, ``progress``...).
+
+    Example:
+        >>> emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", progress=False)  # doctest: +SKIP
+        >>> emb.labels[:3]  # doctest: +SKIP
+        array([1, 2, 4])
+    """
+    return EmbeddingStore(cache_dir).get_or_compute(backbone, source, **kwargs)
+
+
+__all__ = ["__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
+           "EmbeddingStore", "VitlabError"]

@@ -1,0 +1,116 @@
+"""``file:<checkpoint>`` backbones: a local timm-architecture checkpoint.
+
+The architecture comes from, in order: the ``arch=`` argument (or ``?arch=`` in
+the name), a sidecar ``<checkpoint stem>.json`` written by vitlab
+(``{"arch": ..., "model_kwargs": ..., "preprocessing": ...}``), or the
+safetensors metadata key ``arch``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitlab.backbones.preprocessing import Preprocessing
+from vitlab.backbones.timm import TimmBackbone, create_timm_model, spec_from_timm
+from vitlab.errors import BackboneError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+_NESTED_KEYS = ("state_dict", "model", "teacher", "model_ema", "module")
+_PREFIXES = ("module.", "model.", "backbone.", "encoder.")
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The ``<stem>.json`` next to a checkpoint, or ``{}``."""
+    side = path.with_suffix(".json")
+    if not side.exists():
+        return {}
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise BackboneError(f"{side}: invalid JSON ({e}). Fix or delete the sidecar file.") from e
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load tensors (and safetensors metadata) from a checkpoint, unwrapping common nestings."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            return load_file(str(path)), meta
+        except (SafetensorError, OSError) as e:
+            raise BackboneError(f"{path}: not a readable safetensors file ({e}).") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad pickles
+        raise BackboneError(f"{path}: cannot load as a torch checkpoint ({type(e).__name__}: {e}). "
+                            "Only plain state dicts are loaded (weights_only=True).") from e
+    for key in _NESTED_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BackboneError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}.")
+    return obj, {}
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for p in _PREFIXES:
+        if state and all(k.startswith(p) for k in state):
+            state = {k[len(p):]: v for k, v in state.items()}
+    return state
+
+
+def load_file(target: str, *, pretrained: bool = True, seed: int = 0, arch: str | None = None,
+              name: str | None = None, **kwargs: Any) -> TimmBackbone:
+    """Load ``file:<path>[?arch=<timm arch>]``.
+
+    Example:
+        >>> bb = load_file("ckpt.safetensors", arch="vit_small_patch16_224")  # doctest: +SKIP
+    """
+    path_s, _, query = target.partition("?")
+    for part in filter(None, query.split("&")):
+        k, _, v = part.partition("=")
+        if k != "arch":
+            raise BackboneError(f"file:{target}: unknown option {k!r}; only ?arch=<timm model> is supported.")
+        arch = arch or v
+    path = Path(path_s).expanduser()
+    if not path.is_file():
+        hint = " It is a directory: for a transformers checkpoint use hf:<dir>." if path.is_dir() else ""
+        raise BackboneError(f"file:{path}: no such checkpoint file.{hint}")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise BackboneError(f"file:{path}: unsupported checkpoint type {path.suffix!r}; "
+                            f"expected one of {', '.join(CHECKPOINT_SUFFIXES)}.")
+    side = read_sidecar(path)
+    state, meta = read_state_dict(path)
+    arch = arch or side.get("arch") or meta.get("arch")
+    if not arch:
+        raise BackboneError(
+            f"file:{path}: the architecture is unknown. Pass it as file:{path}?arch=vit_small_patch16_224 "
+            f"(any timm model name), or write a sidecar {path.with_suffix('.json').name} with {{\"arch\": ...}}.")
+    model_kwargs = {**side.get("model_kwargs", {}), **kwargs}
+    model_kwargs.pop("num_classes", None)
+    model = create_timm_model(arch, pretrained=False, seed=seed, **model_kwargs)
+    if pretrained:
+        state = _strip_prefixes(state)
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if k in own or not k.startswith("head")}  # classifier heads
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                     for k in state if k in own and state[k].shape != own[k].shape]
+        if missing or unexpected or bad_shape:
+            raise BackboneError(
+                f"file:{path} does not match timm arch {arch!r} {model_kwargs or ''}: "
+                + "; ".join(f"{what} ({len(ks)}): {', '.join(ks[:5])}{' ...' if len(ks) > 5 else ''}"
+                            for what, ks in (("missing keys", missing), ("unexpected keys", unexpected),
+                                             ("shape mismatches", bad_shape)) if ks)
+                + ". Check the architecture name and its kwargs (img_size, patch_size, embed_dim, depth).")
+        model.load_state_dict(state, strict=True)
+    prep = Preprocessing.from_dict(side["preprocessing"]) if "preprocessing" in side else None
+    return TimmBackbone(model, spec_from_timm(model, name or f"file:{path.resolve()}", pretrained, prep))

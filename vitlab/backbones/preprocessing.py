@@ -1,0 +1,115 @@
+"""Preprocessing that travels with a backbone's weights (as timm's data config).
+
+The transform is built from torchvision's well-kept ops; only the small mapping
+from each model source's config to one :class:`Preprocessing` is our own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vitlab.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RESIZE_MODES = ("shorter", "stretch")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB PIL image becomes a normalised ``[3, H, W]`` tensor.
+
+    Args:
+        input_size: ``(H, W)`` fed to the model.
+        resize: ``"shorter"`` resizes the shorter side to ``floor(size / crop_pct)``
+            then centre-crops ``input_size`` (timm/ImageNet eval); ``"stretch"``
+            resizes straight to ``input_size`` without cropping (dgm-eval).
+        crop_pct: fraction kept by the centre crop (``"shorter"`` only).
+        interpolation: PIL resampling filter name.
+        mean, std: per-channel normalisation.
+        antialias: antialias when downsampling (torchvision on PIL always does).
+
+    Example:
+        >>> p = Preprocessing(input_size=(224, 224), crop_pct=0.875)
+        >>> p.resize_size
+        256
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    resize: str = "shorter"
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ConfigError(f"input_size must be (H, W) with positive sizes, got {self.input_size}.")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}.")
+        if not 0 < self.crop_pct <= 1:
+            raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}.")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}.")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"mean/std need 3 values and std > 0, got mean={self.mean} std={self.std}.")
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter-side size before the centre crop (timm's ``floor(size / crop_pct)``)."""
+        return int(math.floor(min(self.input_size) / self.crop_pct))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (part of every embedding fingerprint)."""
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = set(cls.__dataclass_fields__)
+        extra = set(d) - known
+        if extra:
+            raise ConfigError(f"unknown preprocessing keys {sorted(extra)}; allowed: {sorted(known)}.")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> Preprocessing:
+        """A copy with some fields changed."""
+        return Preprocessing(**{**self.to_dict(), **changes})
+
+    def build_transform(self):
+        """A callable mapping an RGB PIL image to a float tensor ``[3, H, W]``."""
+        from torchvision import transforms as T
+
+        interp = T.InterpolationMode(self.interpolation)
+        if self.resize == "stretch":
+            steps = [T.Resize(self.input_size, interpolation=interp, antialias=self.antialias)]
+        else:
+            steps = [T.Resize(self.resize_size, interpolation=interp, antialias=self.antialias),
+                     T.CenterCrop(self.input_size)]
+        return T.Compose([*steps, T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+
+def from_timm_config(cfg: dict[str, Any]) -> Preprocessing:
+    """Map timm's ``resolve_model_data_config`` output to :class:`Preprocessing`."""
+    _, h, w = cfg["input_size"]
+    crop_mode = cfg.get("crop_mode", "center")
+    return Preprocessing(
+        input_size=(h, w),
+        resize="stretch" if crop_mode == "squash" else "shorter",
+        crop_pct=float(cfg.get("crop_pct", 1.0) or 1.0),
+        interpolation=cfg.get("interpolation", "bicubic") or "bicubic",
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
+    )

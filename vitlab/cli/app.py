@@ -1,0 +1,170 @@
+"""``vitlab`` verbs. Each parses options, calls one public function and prints."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from vitlab.cli.common import console, friendly_errors, parse_int_list, print_json
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="vitlab: compare, evaluate and accelerate Vision Transformer backbones on your images.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the embedding cache.")
+app.add_typer(cache_app, name="cache")
+
+
+class Pool(str, Enum):
+    cls = "cls"
+    mean = "mean"
+    cls_mean = "cls+mean"
+
+
+class OnError(str, Enum):
+    raise_ = "raise"
+    skip = "skip"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+CacheDir = typer.Option(None, "--cache-dir", help="Cache root [default: $VITLAB_CACHE_DIR or ~/.cache/vitlab].")
+
+
+@app.command("ls")
+@friendly_errors
+def ls_cmd() -> None:
+    """List backbone aliases, backbone sources and data-source kinds.
+
+    Example: [bold]vitlab ls[/]
+    """
+    from vitlab.backbones import ALIASES, SOURCES
+    from vitlab.data import list_kinds
+
+    t = Table(title="Backbone aliases", title_justify="left")
+    t.add_column("alias", style="cyan")
+    t.add_column("full name")
+    for alias, full in ALIASES.items():
+        t.add_row(alias, full)
+    console.print(t)
+    t = Table(title="Backbone sources", title_justify="left")
+    t.add_column("prefix", style="cyan")
+    t.add_column("usage")
+    for e in SOURCES:
+        t.add_row(f"{e.name}:", e.help)
+    console.print(t)
+    t = Table(title="Data-source kinds", title_justify="left")
+    t.add_column("kind", style="cyan")
+    t.add_column("usage")
+    for kind, usage in list_kinds().items():
+        t.add_row(f"{kind}:", usage)
+    console.print(t)
+
+
+@app.command("embed")
+@friendly_errors
+def embed_cmd(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Alias or <source>:<model>, e.g. dinov2-s, demo:fmnist-vit."),
+    data: str = typer.Option(..., "--data", "-d", help="<kind>:<path>, e.g. folder:./my_images, sample:fashion-mnist."),
+    layers: str = typer.Option("-1", help="Comma-separated block indices, negative from the end, e.g. -1,-4."),
+    pool: Pool = typer.Option(Pool.cls, help="Pooling reported in the summary (cls and mean are always stored)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Pretrained or seeded random weights."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers [default: CPUs - 1, at most 8]."),
+    precision: Precision = typer.Option(Precision.auto, help="auto = bf16 autocast on CUDA, fp32 on CPU."),
+    on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
+    cache_dir: Optional[Path] = CacheDir,
+    export: Optional[Path] = typer.Option(None, help="Also write the embeddings to an .npz (features, labels, ids)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    verify: bool = typer.Option(False, help="Re-check checksums of cached arrays before reuse."),
+) -> None:
+    """Compute (or fetch from the cache) embeddings of a data source.
+
+    Example: [bold]vitlab embed --backbone demo:fmnist-vit --data sample:fashion-mnist --layers -1,-4 --pool cls+mean[/]
+    """
+    import numpy as np
+
+    import vitlab
+
+    emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=parse_int_list(layers, "layers"), pool=pool.value,
+                       pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
+                       precision=None if precision is Precision.auto else precision.value,
+                       on_error=on_error.value, progress=True, verify=verify)
+    summary = emb.summary()
+    if export is not None:
+        arrays = {f"L{layer}_{pool.value.replace('+', '_')}": emb.get(layer, pool.value) for layer in emb.layers}
+        np.savez(export, **arrays, labels=emb.labels if emb.labels is not None else np.array([]),
+                 ids=np.array(emb.ids), classes=np.array(emb.classes))
+        summary["export"] = str(export)
+    if json_out:
+        print_json(summary)
+        return
+    s = summary["stats"]
+    where = "[green]from cache[/]" if emb.from_cache else "[yellow]computed[/]"
+    console.print(f"{where}  {summary['backbone']} on {summary['source']['kind']} "
+                  f"({len(emb)} images) → {emb.path}")
+    for layer in emb.layers:
+        console.print(f"  layer {layer}: {pool.value} {list(emb.get(layer, pool.value).shape)}")
+    if s:
+        console.print(f"  {s['images_per_s']:.1f} img/s on {s['device']}, peak memory {s['peak_memory_mb']:.0f} MB "
+                      f"({s['memory_kind']})")
+    if emb.skipped:
+        console.print(f"[yellow]  skipped {len(emb.skipped)} image(s):[/]")
+        for item in emb.skipped:
+            console.print(f"    {item['id']}: {item['reason']}", highlight=False)
+    if export is not None:
+        console.print(f"  exported to {export}")
+
+
+@cache_app.command("ls")
+@friendly_errors
+def cache_ls(cache_dir: Optional[Path] = CacheDir,
+             json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List cached embedding sets.
+
+    Example: [bold]vitlab cache ls[/]
+    """
+    from vitlab.store import EmbeddingStore
+
+    store = EmbeddingStore(cache_dir)
+    rows = store.entries()
+    if json_out:
+        print_json(rows)
+        return
+    t = Table(title=f"Embedding cache at {store.root}", title_justify="left")
+    for c in ("digest", "backbone", "source", "n", "layers", "MB", "status"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["digest"][:12], r["backbone"], r["source"], str(r["n"]), str(r["layers"]),
+                  f"{r['bytes'] / 1e6:.1f}", "complete" if r["complete"] else "[yellow]partial (resumable)[/]")
+    console.print(t)
+
+
+@cache_app.command("clear")
+@friendly_errors
+def cache_clear(digest: Optional[str] = typer.Argument(None, help="Digest prefix; omit to clear everything."),
+                cache_dir: Optional[Path] = CacheDir,
+                yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Delete cached embeddings (one entry by digest prefix, or all).
+
+    Example: [bold]vitlab cache clear 3fa2c1 --yes[/]
+    """
+    from vitlab.store import EmbeddingStore
+
+    store = EmbeddingStore(cache_dir)
+    if not yes and not typer.confirm(f"Delete {'entry ' + digest if digest else 'all entries'} under {store.root}?"):
+        raise typer.Exit(1)
+    console.print(f"removed {store.clear(digest)} entr(ies)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

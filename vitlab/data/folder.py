@@ -1,0 +1,91 @@
+"""``folder:<dir>``: one subfolder per class, or a flat folder of unlabeled images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from vitlab.data.base import DataSource
+from vitlab.data.images import IMAGE_SUFFIXES, open_rgb
+from vitlab.errors import DataError
+
+
+def _images_under(root: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames)
+                   if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    return out
+
+
+class FolderSource(DataSource):
+    """Images under a directory. Class folders (``root/<class>/**/img``) give labels;
+    images directly in ``root`` with no class folders give an unlabeled source.
+
+    The fingerprint covers each file's relative path, size and modification time
+    (``fingerprint="content"`` hashes the bytes instead: slower, robust to copies).
+
+    Example:
+        >>> src = FolderSource("./my_images")  # doctest: +SKIP
+    """
+
+    kind = "folder"
+
+    def __init__(self, root: str | Path, *, fingerprint: str = "stat") -> None:
+        root = Path(root).expanduser()
+        if not root.exists():
+            raise DataError(f"folder:{root}: no such directory. Check the path (relative paths are from {Path.cwd()}).")
+        if not root.is_dir():
+            raise DataError(f"folder:{root}: is a file, not a directory. For a CSV/Parquet manifest use csv:{root}.")
+        if fingerprint not in ("stat", "content"):
+            raise DataError(f"fingerprint must be 'stat' or 'content', got {fingerprint!r}.")
+        self.root = root.resolve()
+        self._fp_mode = fingerprint
+        top = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
+        class_dirs = [p for p in top if p.is_dir()]
+        loose = [p for p in top if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if class_dirs and loose:
+            raise DataError(
+                f"folder:{root}: has {len(loose)} image(s) at the top level (e.g. {loose[0].name}) and "
+                f"{len(class_dirs)} subfolder(s). Use one subfolder per class with no loose images, "
+                "or a flat folder of images with no subfolders.")
+        if class_dirs:
+            classes, files, labels = [], [], []
+            for d in class_dirs:
+                imgs = _images_under(d)
+                if imgs:
+                    labels += [len(classes)] * len(imgs)
+                    classes.append(d.name)
+                    files += imgs
+            empty = [d.name for d in class_dirs if d.name not in classes]
+            if empty and files:
+                raise DataError(f"folder:{root}: class folder(s) {', '.join(empty)} contain no images "
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))}). Add images or remove the folder(s).")
+        else:
+            classes, files, labels = [], loose, None
+        if not files:
+            raise DataError(f"folder:{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}). "
+                            "Point --data at a folder of images or of class subfolders.")
+        self.files = files
+        import numpy as np
+
+        super().__init__(f"folder:{root}", [p.relative_to(self.root).as_posix() for p in files],
+                         None if labels is None else np.asarray(labels), classes)
+
+    def load_image(self, i: int) -> Image.Image:
+        return open_rgb(self.files[i])
+
+    def describe_item(self, i: int) -> str:
+        return str(self.files[i])
+
+    def _content_key(self) -> Any:
+        if self._fp_mode == "content":
+            from vitlab.data.base import hash_bytes
+
+            return [hash_bytes(p.read_bytes()) for p in self.files]
+        stats = [p.stat() for p in self.files]
+        return [[s.st_size, s.st_mtime_ns] for s in stats]

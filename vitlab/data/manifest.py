@@ -1,0 +1,122 @@
+"""``csv:<manifest>``: a CSV/TSV/Parquet table with columns ``path[,label][,split][,group][,id]``."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vitlab.data.base import DataSource
+from vitlab.data.images import open_rgb
+from vitlab.data.splits import normalise_split
+from vitlab.errors import DataError
+
+KNOWN_COLUMNS = ("path", "label", "split", "group", "id")
+
+
+def _rows(mask: np.ndarray, limit: int = 5) -> str:
+    """File line numbers (header = line 1) of the first rows where ``mask`` holds."""
+    rows = (np.flatnonzero(mask) + 2).tolist()
+    return ", ".join(map(str, rows[:limit])) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def read_table(path: Path):
+    """Read a manifest with pandas; every column as string."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+            return df.astype({c: "string" for c in df.columns})
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        raise DataError(f"csv:{path}: cannot parse the manifest ({e}).") from e
+
+
+class ManifestSource(DataSource):
+    """Images listed in a table. Paths are relative to the manifest's folder (or absolute).
+
+    ``label`` may be text or integers (classes sorted numerically then); ``split``
+    takes train/val/test (and synonyms); ``group`` is a patient/slide/site id.
+
+    Example:
+        >>> src = ManifestSource("data/manifest.csv")  # doctest: +SKIP
+    """
+
+    kind = "csv"
+
+    def __init__(self, manifest: str | Path) -> None:
+        path = Path(manifest).expanduser()
+        if not path.is_file():
+            raise DataError(f"csv:{path}: no such manifest file.")
+        df = read_table(path)
+        cols = [str(c).strip().lower() for c in df.columns]
+        df.columns = cols
+        if "path" not in cols:
+            close = difflib.get_close_matches("path", cols, n=1)
+            raise DataError(f"csv:{path}: missing required column 'path' (found: {', '.join(cols) or 'none'})"
+                            + (f"; did you mean {close[0]!r}?" if close else "")
+                            + ". Columns: path,label[,split][,group].")
+        for c in cols:
+            if c not in KNOWN_COLUMNS:
+                close = difflib.get_close_matches(c, KNOWN_COLUMNS, n=1, cutoff=0.75)
+                if close and close[0] not in cols:
+                    raise DataError(f"csv:{path}: column {c!r} looks like a misspelt {close[0]!r}; rename it "
+                                    f"(known columns: {', '.join(KNOWN_COLUMNS)}).")
+        if len(df) == 0:
+            raise DataError(f"csv:{path}: the manifest has no rows.")
+        for col in ("path", "label", "split", "group"):
+            if col in df and df[col].isna().any():
+                raise DataError(f"csv:{path}: blank {col!r} in row(s) at line {_rows(df[col].isna().to_numpy())}. "
+                                f"Fill every {col}, or drop those rows.")
+        base = path.parent.resolve()
+        self.files = [p if p.is_absolute() else base / p for p in map(Path, df["path"].str.strip())]
+        missing = np.array([not f.is_file() for f in self.files])
+        if missing.any():
+            first = self.files[int(np.flatnonzero(missing)[0])]
+            raise DataError(f"csv:{path}: {int(missing.sum())} listed file(s) do not exist, at line "
+                            f"{_rows(missing)} (first: {first}). Paths are relative to {base}.")
+        labels, classes = None, []
+        if "label" in df:
+            raw = df["label"].str.strip().tolist()
+            try:  # integer labels sort numerically ("2" < "10")
+                raw = [str(int(v)) for v in raw]
+                classes = [str(c) for c in sorted({int(v) for v in raw})]
+            except ValueError:
+                classes = sorted(set(raw))
+            index = {c: i for i, c in enumerate(classes)}
+            labels = np.array([index[v] for v in raw])
+        splits = None
+        if "split" in df:
+            splits = [normalise_split(v, f"csv:{path} line {i + 2}") for i, v in enumerate(df["split"])]
+        groups = df["group"].str.strip().tolist() if "group" in df else None
+        ids = df["id"].str.strip().tolist() if "id" in df else df["path"].str.strip().tolist()
+        if len(set(ids)) != len(ids):
+            dup = df.loc[pd_duplicated(ids), "path"].iloc[0]
+            raise DataError(f"csv:{path}: ids are not unique (e.g. {dup!r} is listed twice). "
+                            "Remove duplicate rows or add a unique 'id' column.")
+        self.path = path
+        super().__init__(f"csv:{path}", ids, labels, classes, groups, splits)
+
+    def load_image(self, i: int) -> Image.Image:
+        return open_rgb(self.files[i])
+
+    def describe_item(self, i: int) -> str:
+        return f"{self.files[i]} (manifest {self.path} line {i + 2})"
+
+    def _content_key(self) -> Any:
+        stats = [f.stat() for f in self.files]
+        return [[str(f), s.st_size, s.st_mtime_ns] for f, s in zip(self.files, stats)]
+
+
+def pd_duplicated(values: list[str]) -> np.ndarray:
+    seen: set[str] = set()
+    out = np.zeros(len(values), bool)
+    for i, v in enumerate(values):
+        out[i] = v in seen
+        seen.add(v)
+    return out

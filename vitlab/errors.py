@@ -1,0 +1,59 @@
+"""Error types. Every message says what is wrong *and* how to fix it.
+
+Example:
+    >>> from vitlab.errors import DataError
+    >>> raise DataError("data/cats/img_017.jpg: cannot decode image (truncated JPEG). "
+    ...                 "Remove it or pass --on-error skip.")
+    Traceback (most recent call last):
+    ...
+    vitlab.errors.DataError: data/cats/img_017.jpg: cannot decode image (truncated JPEG). Remove it or pass --on-error skip.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class VitlabError(Exception):
+    """Base class of every error vitlab raises on purpose."""
+
+
+class ConfigError(VitlabError, ValueError):
+    """A configuration value is invalid (bad k, unknown pooling, ...)."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name (backbone, alias, data kind, metric, ...) is not known.
+
+    The message lists the closest known names.
+    """
+
+    def __init__(self, what: str, name: str, known: Iterable[str], hint: str = "") -> None:
+        known = sorted(set(known))
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
+        msg = f"unknown {what} {name!r}."
+        if close:
+            msg += f" Did you mean: {', '.join(close)}?"
+        elif known and len(known) <= 30:
+            msg += f" Known: {', '.join(known)}."
+        if hint:
+            msg += f" {hint}"
+        self.name = name
+        self.suggestions = close
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class DataError(VitlabError, ValueError):
+    """Input data is missing, malformed or inconsistent."""
+
+
+class BackboneError(VitlabError):
+    """A backbone cannot be loaded or does not support what was asked."""
+
+
+class CacheError(VitlabError):
+    """The embedding cache is unusable (unwritable dir, corrupt entry that cannot be repaired)."""
