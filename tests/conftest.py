@@ -1,0 +1,120 @@
+"""Shared offline fixtures: tiny seeded backbones of every source kind, small image folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vitlab
+from vitlab.data.sample import SampleSource
+
+torch.set_num_threads(2)
+
+TINY_OPEN_CLIP = "vitlab-test-tiny"
+
+
+def _register_tiny_open_clip() -> None:
+    from open_clip import factory
+
+    factory._MODEL_CONFIGS[TINY_OPEN_CLIP] = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+    }
+
+
+def _hf_dir(tmp: Path, kind: str) -> Path:
+    import transformers as T
+
+    kw = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+              image_size=32, patch_size=8)
+    cfg = {"vit": T.ViTConfig, "dinov2": T.Dinov2Config, "dinov2_reg": T.Dinov2WithRegistersConfig,
+           "clip": T.CLIPVisionConfig, "mae": T.ViTMAEConfig, "siglip": T.SiglipVisionConfig}[kind](**kw)
+    d = tmp / f"hf-{kind}"
+    cfg.save_pretrained(d)
+    return d
+
+
+def _file_ckpt(tmp: Path) -> Path:
+    from safetensors.torch import save_file
+
+    bb = vitlab.load_backbone("timm:vit_small_patch16_224", pretrained=False, seed=7, img_size=32, patch_size=8,
+                              embed_dim=32, depth=3, num_heads=2)
+    path = tmp / "tiny_vit.safetensors"
+    save_file(bb.model.state_dict(), str(path))
+    path.with_suffix(".json").write_text(json.dumps({"arch": "vit_small_patch16_224", "model_kwargs": {
+        "img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}}))
+    return path
+
+
+# name → factory(tmp_path_factory) returning a Backbone; every source kind, seeded random init
+BACKBONE_FACTORIES = {
+    "timm-vit": lambda t: vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=32,
+                                               patch_size=8, embed_dim=32, depth=3, num_heads=2),
+    "timm-dinov2-reg": lambda t: vitlab.load_backbone("timm:vit_small_patch14_reg4_dinov2.lvd142m", pretrained=False,
+                                                      img_size=28, embed_dim=32, depth=3, num_heads=2),
+    "timm-siglip-nocls": lambda t: vitlab.load_backbone("timm:vit_base_patch16_siglip_224", pretrained=False,
+                                                        img_size=32, patch_size=8, embed_dim=32, depth=3,
+                                                        num_heads=2),
+    "hf-vit": lambda t: vitlab.load_backbone(f"hf:{_hf_dir(t.mktemp('h'), 'vit')}", pretrained=False),
+    "hf-dinov2": lambda t: vitlab.load_backbone(f"hf:{_hf_dir(t.mktemp('h'), 'dinov2')}", pretrained=False),
+    "hf-dinov2-reg": lambda t: vitlab.load_backbone(f"hf:{_hf_dir(t.mktemp('h'), 'dinov2_reg')}", pretrained=False),
+    "hf-clip": lambda t: vitlab.load_backbone(f"hf:{_hf_dir(t.mktemp('h'), 'clip')}", pretrained=False),
+    "hf-mae": lambda t: vitlab.load_backbone(f"hf:{_hf_dir(t.mktemp('h'), 'mae')}", pretrained=False),
+    "open_clip": lambda t: (_register_tiny_open_clip(), vitlab.load_backbone(f"open_clip:{TINY_OPEN_CLIP}",
+                                                                             pretrained=False))[1],
+    "file": lambda t: vitlab.load_backbone(f"file:{_file_ckpt(t.mktemp('f'))}"),
+    "demo": lambda t: vitlab.load_backbone("demo:fmnist-vit"),
+}
+
+
+@pytest.fixture(scope="session", params=sorted(BACKBONE_FACTORIES))
+def any_backbone(request, tmp_path_factory):
+    """Each source kind once per session."""
+    return BACKBONE_FACTORIES[request.param](tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """A 3-block timm ViT on 32x32 inputs (fast)."""
+    return BACKBONE_FACTORIES["timm-vit"](None)
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+def write_images(root: Path, n_per_class: int = 6, classes=("bag", "coat", "shoe"), size: int = 28,
+                 flat: bool = False) -> Path:
+    """Write real Fashion-MNIST PNGs (from the bundled sample) into a class-folder tree."""
+    src = SampleSource("fashion-mnist")
+    root.mkdir(parents=True, exist_ok=True)
+    k = 0
+    for c in classes:
+        d = root if flat else root / c
+        d.mkdir(exist_ok=True)
+        for j in range(n_per_class):
+            img = Image.fromarray(src.images[k]).resize((size, size))
+            img.save(d / f"{c}_{j:02d}.png")
+            k += 1
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return write_images(tmp_path / "imgs")
+
+
+def truncated_jpeg(path: Path) -> Path:
+    """A JPEG cut in half."""
+    arr = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(path, format="JPEG")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
