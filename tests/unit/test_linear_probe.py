@@ -1,0 +1,152 @@
+"""Tests of vitlab.protocols.linear: parity with sklearn LogisticRegression, C selection, splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from vitlab.errors import ConfigError, DataError
+from vitlab.protocols import linear as lin
+from vitlab.protocols.linear import LinearProbe, fit_logistic
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _data(n=300, d=8, n_cls=3, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    W = rng.normal(size=(d, n_cls)) * scale
+    p = _softmax(X @ W)
+    y = (p.cumsum(1) > rng.random((n, 1))).argmax(1)
+    return X, y
+
+
+def _sk(X, y, C):
+    return LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit(X, y)
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+@pytest.mark.parametrize("n_cls", [2, 4])
+def test_matches_sklearn(C, n_cls):
+    X, y = _data(n_cls=n_cls, seed=n_cls)
+    W, b = fit_logistic(X, y, C, tol=1e-9, max_iter=5000)
+    sk = _sk(X, y, C)
+    np.testing.assert_allclose(_softmax(X @ W + b), sk.predict_proba(X), atol=1e-5)
+    if n_cls == 2:  # returned as the symmetric pair [-w/2, w/2]
+        np.testing.assert_allclose(W[:, 1] - W[:, 0], sk.coef_[0], atol=1e-4)
+        np.testing.assert_allclose(b[1] - b[0], sk.intercept_[0], atol=1e-4)
+    else:
+        np.testing.assert_allclose(W.T, sk.coef_, atol=1e-4)
+        np.testing.assert_allclose(b, sk.intercept_ - sk.intercept_.mean(), atol=1e-4)
+
+
+def test_objective_is_sklearns():
+    """At our optimum, the gradient of C*sum(logloss) + 0.5||W||^2 (written out) vanishes."""
+    X, y = _data(n_cls=3, seed=5)
+    C = 0.3
+    W, b = fit_logistic(X, y, C, tol=1e-10, max_iter=5000)
+    G = _softmax(X @ W + b) - np.eye(3)[y]
+    np.testing.assert_allclose(C * X.T @ G + W, 0, atol=1e-6)
+    np.testing.assert_allclose(C * G.sum(0), 0, atol=1e-6)
+
+
+def test_float32_close_and_warm_start_same_solution():
+    X, y = _data(seed=1)
+    W64, b64 = fit_logistic(X, y, 1.0, tol=1e-9)
+    W32, b32 = fit_logistic(X, y, 1.0, dtype="float32", tol=1e-5)
+    np.testing.assert_allclose(_softmax(X @ W32 + b32), _softmax(X @ W64 + b64), atol=1e-3)
+    Wa, ba = fit_logistic(X, y, 0.01, tol=1e-9)
+    Ww, bw = fit_logistic(X, y, 1.0, init=(Wa, ba), tol=1e-9)
+    np.testing.assert_allclose(Ww, W64, atol=1e-5)
+
+
+def test_probe_picks_sensible_C():
+    # many noise dims, few samples: tiny C underfits, huge C overfits
+    rng = np.random.default_rng(0)
+    n, d = 240, 60
+    y = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, d))
+    X[:, :3] += 1.2 * np.eye(3)[y]
+    Xte = rng.normal(size=(2000, d))
+    yte = rng.integers(0, 3, 2000)
+    Xte[:, :3] += 1.2 * np.eye(3)[yte]
+    Cs = np.logspace(-6, 4, 11)
+    probe = LinearProbe(Cs=Cs, seed=0).fit(X, y)
+    assert probe.val_scores_.shape == (11,)
+    assert probe.C_ == Cs[np.argmax(probe.val_scores_)]
+    assert 1e-4 <= probe.C_ <= 1e2
+    assert probe.val_scores_[0] < probe.val_scores_.max()  # C=1e-6 predicts ~one class
+    acc = (probe.predict(Xte) == yte).mean()
+    assert acc > 0.55
+    # final model = refit on all training data at C_, same as sklearn at that C
+    sk = _sk(X, y, probe.C_)
+    np.testing.assert_allclose(probe.predict_proba(Xte), sk.predict_proba(Xte), atol=1e-3)
+    assert probe.coef_.shape == (3, d) and probe.intercept_.shape == (3,)
+
+
+def test_group_split_keeps_groups_apart():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 10)
+    y = np.repeat(rng.integers(0, 2, 40), 10)
+    y[:20] = [0] * 10 + [1] * 10
+    groups[:20] = [0] * 10 + [1] * 10
+    tr, va = lin._split(y, groups, 0.2, seed=0)
+    assert not set(groups[tr]) & set(groups[va])
+    assert 0.1 < len(va) / len(y) < 0.35
+    tr2, va2 = lin._split(y, None, 0.2, seed=0)
+    assert len(va2) == 80 and not set(tr2) & set(va2)
+    # stratified: each class's validation count is within 1 of 20% of the class
+    assert np.all(np.abs(np.bincount(y[va2], minlength=2) - 0.2 * np.bincount(y)) <= 1)
+
+
+def test_probe_with_groups_fits_and_is_deterministic():
+    X, y = _data(n=400, seed=2)
+    groups = np.arange(400) // 4
+    a = LinearProbe(Cs=[0.01, 1.0, 100.0], seed=3).fit(X, y, groups=groups)
+    b = LinearProbe(Cs=[0.01, 1.0, 100.0], seed=3).fit(X, y, groups=groups)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    np.testing.assert_array_equal(a.val_scores_, b.val_scores_)
+
+
+def test_standardize_flag_and_predict_shapes():
+    X, y = _data(seed=4)
+    Xs = X * np.array([1000.0] + [1.0] * 7) + 50
+    p = LinearProbe(Cs=[1.0], standardize=True).fit(Xs, y)
+    ref = fit_logistic((Xs - Xs.mean(0)) / Xs.std(0), y, 1.0)
+    Z = ((Xs - Xs.mean(0)) / Xs.std(0)) @ ref[0] + ref[1]
+    np.testing.assert_allclose(p.predict_proba(Xs), _softmax(Z), atol=1e-5)
+    assert p.predict(Xs).dtype == np.int64
+
+
+def test_errors():
+    X, y = _data(n_cls=3)
+    with pytest.raises(DataError, match=r"class\(es\) \[3\] have no train samples \(of 4 classes\)"):
+        fit_logistic(X, y, 1.0, num_classes=4)
+    with pytest.raises(DataError, match=r"class\(es\) \[1\] have no train samples"):
+        fit_logistic(X, np.where(y == 1, 0, y), 1.0)
+    with pytest.raises(DataError, match="only one class"):
+        fit_logistic(X, np.zeros_like(y), 1.0)
+    with pytest.raises(ConfigError, match="C=-1.0 must be a finite positive"):
+        fit_logistic(X, y, -1.0)
+    with pytest.raises(ConfigError, match="init shapes"):
+        fit_logistic(X, y, 1.0, init=(np.zeros((3, 3)), np.zeros(3)))
+    with pytest.raises(DataError, match="too few samples for a stratified validation split.*"
+                                         "class 0 has 1 sample"):
+        LinearProbe(Cs=[0.1, 1.0]).fit(X[:7], np.array([0, 1, 1, 2, 2, 1, 2]))
+    with pytest.raises(DataError, match="2 group\\(s\\) cannot be split"):
+        LinearProbe(Cs=[0.1, 1.0]).fit(X, y, groups=np.arange(300) % 2)
+    with pytest.raises(ConfigError, match="val_fraction=1.5"):
+        LinearProbe(val_fraction=1.5).fit(X, y)
+    with pytest.raises(ConfigError, match="not fitted"):
+        LinearProbe().predict(X)
+    fitted = LinearProbe(Cs=[1.0]).fit(X, y)
+    assert 0.0 <= fitted.score(X, y) <= 1.0
+    with pytest.raises(DataError, match="labels contain class 5 but the probe was trained on classes 0..2"):
+        fitted.score(X[:3], np.array([0, 1, 5]))
+    with pytest.raises(DataError, match="fitted on d=8"):
+        LinearProbe(Cs=[1.0]).fit(X, y).predict(X[:, :4])

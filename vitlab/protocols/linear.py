@@ -1,0 +1,435 @@
+"""Linear probe: L2-regularised logistic regression fitted with torch L-BFGS.
+
+The objective is exactly scikit-learn's ``LogisticRegression(C=C)`` (lbfgs)::
+
+    C * sum_i logloss_i + 0.5 * ||W||^2        (intercept not penalised)
+
+multinomial (softmax) for ``C >= 3`` classes and binomial (sigmoid) for two
+classes, as sklearn does, so coefficients and probabilities agree with sklearn
+at the same ``C``. It is minimised in the equivalent scaled form
+``mean_i logloss_i + ||W||^2 / (2 C n)``, and ``tol`` bounds the largest
+absolute gradient entry of that form (sklearn's ``gtol``).
+
+Written in torch instead of calling sklearn because (a) gradients are computed
+in closed form with one matmul pair per evaluation, (b) it runs on GPU, and (c)
+a sweep over a grid of ``C`` warm-starts each fit from the previous solution
+without re-validating/copying the data; ``bench/bench_probes.py`` measures it
+against sklearn.
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 5)); y = (X[:, 0] > 0).astype(int)
+    >>> probe = LinearProbe(Cs=[0.01, 1.0], seed=0).fit(X, y)
+    >>> probe.predict(X[:3]).shape, probe.predict_proba(X[:3]).shape
+    ((3,), (3, 2))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
+
+from vitlab.errors import ConfigError, DataError
+
+__all__ = ["fit_logistic", "LinearProbe", "check_labels", "DEFAULT_CS"]
+
+DEFAULT_CS = np.logspace(-6, 5, 45)
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def check_labels(
+    X: np.ndarray, y: np.ndarray, num_classes: int | None = None, *, what: str = "train"
+) -> int:
+    """Validate ``X [n, d]`` / ``y [n]`` and return the number of classes.
+
+    Every class ``0..num_classes-1`` must have at least one sample in ``y``.
+
+    Raises:
+        DataError: shapes, dtypes, non-finite values, or a class without samples.
+
+    Example:
+        >>> check_labels(np.zeros((3, 2)), np.array([0, 1, 1]))
+        2
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise DataError(
+            f"{what} features must be a non-empty 2-D array [n, d]; got shape {X.shape}. "
+            "Pool embeddings to one vector per sample."
+        )
+    if y.shape != (X.shape[0],):
+        raise DataError(
+            f"{what} labels have shape {y.shape} but features have {X.shape[0]} rows. "
+            "Pass one integer label per sample."
+        )
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise DataError(
+            f"{what} labels must be integer class ids 0..C-1 (got dtype {y.dtype}, "
+            f"min {y.min()}). Encode them with np.unique(y, return_inverse=True)."
+        )
+    if not np.isfinite(X).all():
+        raise DataError(f"{what} features contain NaN or inf. Re-extract or drop those samples.")
+    n_cls = int(y.max()) + 1 if num_classes is None else int(num_classes)
+    if y.max() >= n_cls:
+        raise ConfigError(
+            f"num_classes={n_cls} but {what} labels contain class {int(y.max())}. "
+            f"Use num_classes >= {int(y.max()) + 1}."
+        )
+    counts = np.bincount(y, minlength=n_cls)
+    missing = np.flatnonzero(counts == 0)
+    if missing.size:
+        raise DataError(
+            f"class(es) {missing[:10].tolist()} have no {what} samples (of {n_cls} classes), "
+            "so a classifier cannot learn them. Add samples of those classes to the "
+            "training split, or relabel to drop them."
+        )
+    if n_cls < 2:
+        raise DataError(
+            f"only one class (0) in the {what} labels; a classifier needs at least 2. "
+            "Check the label column of the dataset."
+        )
+    return n_cls
+
+
+def _fit_torch(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    n_cls: int,
+    C: float,
+    W0: torch.Tensor | None,
+    b0: torch.Tensor | None,
+    max_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Minimise the scaled objective. ``W [d, K]``, ``b [K]`` with K=1 (binary) or C."""
+    n, d = X.shape
+    K = 1 if n_cls == 2 else n_cls
+    W = torch.zeros(d, K, dtype=X.dtype, device=X.device) if W0 is None else W0.clone()
+    b = torch.zeros(K, dtype=X.dtype, device=X.device) if b0 is None else b0.clone()
+    W.grad, b.grad = torch.zeros_like(W), torch.zeros_like(b)
+    reg = 1.0 / (C * n)
+    rows = torch.arange(n, device=X.device)
+    yf = y.to(X.dtype).unsqueeze(1)
+    # Stop on loss / step changes below this: sklearn's ftol (64 eps) in float64; in float32,
+    # 64 eps (7.6e-6) stopped fits early (proba off by ~2e-3), 1e-9 gets ~1e-4.
+    tol_change = 64 * torch.finfo(torch.float64).eps if X.dtype == torch.float64 else 1e-9
+    opt = torch.optim.LBFGS(
+        [W, b],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter + 20,
+        tolerance_grad=tol,
+        tolerance_change=tol_change,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        with torch.no_grad():
+            Z = X @ W + b
+            if K == 1:  # binomial: sum softplus(z) - y z
+                loss = (torch.nn.functional.softplus(Z) - yf * Z).sum()
+                # Padded to 2 columns: on a busy 2-core CPU a threaded matrix-vector
+                # product cost ~20 ms per call here, a 2-column matmul ~0.01 ms.
+                G = torch.cat([torch.sigmoid(Z) - yf, torch.zeros_like(Z)], dim=1)
+            else:
+                lse = torch.logsumexp(Z, dim=1)
+                loss = (lse - Z[rows, y]).sum()
+                G = torch.exp(Z - lse.unsqueeze(1))
+                G[rows, y] -= 1.0
+            G /= n
+            W.grad.copy_((G.T @ X)[:K].T).add_(W, alpha=reg)
+            b.grad.copy_(G.sum(0)[:K])
+            return loss / n + 0.5 * reg * (W * W).sum()
+
+    opt.step(closure)
+    n_iter = int(opt.state[opt._params[0]]["n_iter"])
+    return W.detach(), b.detach(), n_iter
+
+
+def _to_symmetric(W: torch.Tensor, b: torch.Tensor, n_cls: int) -> tuple[np.ndarray, np.ndarray]:
+    """Express a fit as ``W [d, C]``, ``b [C]`` whose softmax gives the class probabilities."""
+    W, b = W.cpu().numpy(), b.cpu().numpy()
+    if n_cls == 2:  # sigmoid(z) == softmax([-z/2, z/2])[1]
+        return np.concatenate([-W / 2, W / 2], 1), np.concatenate([-b / 2, b / 2])
+    return W, b - b.mean()  # intercepts are defined up to a constant; centre them
+
+
+def _from_symmetric(W: np.ndarray, b: np.ndarray, n_cls: int) -> tuple[np.ndarray, np.ndarray]:
+    W, b = np.asarray(W), np.asarray(b)
+    if n_cls == 2:
+        return W[:, 1:] - W[:, :1], b[1:] - b[:1]
+    return W, b
+
+
+def fit_logistic(
+    X: np.ndarray,
+    y: np.ndarray,
+    C: float,
+    *,
+    num_classes: int | None = None,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    dtype: Literal["float64", "float32"] = "float64",
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit L2-regularised logistic regression, same objective as sklearn's ``C``.
+
+    Args:
+        X: ``[n, d]`` features (used as given, no standardisation).
+        y: ``[n]`` integer labels ``0..C-1``; every class must occur.
+        C: Inverse regularisation strength (> 0), as in sklearn.
+        num_classes: Number of classes; defaults to ``max(y) + 1``.
+        init: Optional warm start ``(W [d, C], b [C])``, e.g. a previous solution.
+        max_iter: L-BFGS iteration cap.
+        tol: Stop when ``max |grad|`` of the mean-scaled objective is ``<= tol``.
+        dtype: ``"float64"`` (parity with sklearn) or ``"float32"`` (faster).
+        device: torch device.
+
+    Returns:
+        ``(W [d, C], b [C])``; class probabilities are ``softmax(X @ W + b)``. For two
+        classes the binomial solution ``w`` is returned as ``W = [-w/2, w/2]``.
+
+    Raises:
+        ConfigError: ``C <= 0``, ``max_iter < 1``, ``tol <= 0``, unknown dtype, bad ``init`` shape.
+        DataError: invalid arrays or a class without samples.
+
+    Example:
+        >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 0, 1, 1])
+        >>> W, b = fit_logistic(X, y, C=1.0)
+        >>> W.shape, b.shape
+        ((1, 2), (2,))
+    """
+    n_cls = check_labels(X, y, num_classes)
+    if not (np.isfinite(C) and C > 0):
+        raise ConfigError(f"C={C} must be a finite positive number, e.g. C=1.0.")
+    if max_iter < 1 or not tol > 0:
+        raise ConfigError(f"max_iter={max_iter} must be >= 1 and tol={tol} > 0, e.g. tol=1e-6.")
+    if dtype not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}. Use 'float64' or 'float32'.")
+    tdt, dev = _DTYPES[dtype], torch.device(device)
+    Xt = torch.as_tensor(np.asarray(X), dtype=tdt, device=dev)
+    yt = torch.as_tensor(np.asarray(y, dtype=np.int64), device=dev)
+    W0 = b0 = None
+    if init is not None:
+        Wi, bi = init
+        if np.shape(Wi) != (X.shape[1], n_cls) or np.shape(bi) != (n_cls,):
+            raise ConfigError(
+                f"init shapes W{np.shape(Wi)}, b{np.shape(bi)} do not match "
+                f"W({X.shape[1]}, {n_cls}), b({n_cls},). Pass the output of a previous "
+                "fit_logistic on the same features and classes."
+            )
+        Wi, bi = _from_symmetric(Wi, bi, n_cls)
+        W0 = torch.as_tensor(Wi, dtype=tdt, device=dev)
+        b0 = torch.as_tensor(bi, dtype=tdt, device=dev)
+    W, b, _ = _fit_torch(Xt, yt, n_cls, float(C), W0, b0, max_iter, tol)
+    return _to_symmetric(W, b, n_cls)
+
+
+def _softmax(Z: np.ndarray) -> np.ndarray:
+    Z = Z - Z.max(axis=1, keepdims=True)
+    E = np.exp(Z)
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def _split(
+    y: np.ndarray, groups: np.ndarray | None, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (and, with groups, group-disjoint) train / validation indices."""
+    n = y.shape[0]
+    if groups is None:
+        counts = np.bincount(y)
+        n_cls = counts.size
+        n_val = int(np.ceil(val_fraction * n))
+        if counts.min() < 2 or n_val < n_cls or n - n_val < n_cls:
+            worst = int(np.argmin(counts))
+            raise DataError(
+                f"too few samples for a stratified validation split: {n} samples, "
+                f"{n_cls} classes, val_fraction={val_fraction}, smallest class {worst} has "
+                f"{counts[worst]} sample(s). Each class needs >= 2 samples and the "
+                f"validation split >= {n_cls} samples; add data, raise val_fraction, or "
+                "fit a single C with fit_logistic."
+            )
+        sss = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
+        return next(sss.split(np.zeros(n), y))
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise DataError(
+            f"groups has shape {groups.shape}, expected ({n},): one group id per sample."
+        )
+    n_groups = np.unique(groups).size
+    n_splits = max(2, int(round(1.0 / val_fraction)))
+    if n_groups < n_splits:
+        raise DataError(
+            f"{n_groups} group(s) cannot be split group-disjointly with "
+            f"val_fraction={val_fraction} (needs >= {n_splits} groups). Use more groups or "
+            "a larger val_fraction."
+        )
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    tr, va = next(sgkf.split(np.zeros(n), y, groups))
+    missing = np.setdiff1d(np.unique(y), np.unique(y[tr]))
+    if missing.size:
+        raise DataError(
+            f"the group-aware validation split left class(es) {missing[:10].tolist()} without "
+            "training samples (all their groups fell in validation). Use a smaller "
+            "val_fraction, another seed, or more groups per class."
+        )
+    return tr, va
+
+
+class LinearProbe:
+    """Linear probe with C chosen on a held-out validation split, then refit on all data.
+
+    ``fit`` holds out a stratified ``val_fraction`` of the training data (group
+    disjoint via ``StratifiedGroupKFold`` when ``groups`` are given), fits
+    :func:`fit_logistic` for every ``C`` in ascending order, warm-starting each
+    fit from the previous solution, keeps the ``C`` with the best validation
+    accuracy (ties: the smallest ``C``), and refits on train + validation.
+
+    Args:
+        Cs: Grid of inverse regularisation strengths.
+        val_fraction: Fraction of training samples held out for choosing C.
+        seed: Seed of the validation split.
+        device: torch device.
+        max_iter: L-BFGS iteration cap per fit.
+        tol: Gradient tolerance (see :func:`fit_logistic`).
+        dtype: ``"float64"`` or ``"float32"``.
+        standardize: Standardise features with train mean/std first (off by
+            default so results match sklearn on raw features).
+        num_classes: Number of classes; every class must have training samples.
+        refit: Refit on train + validation with the chosen C (default). ``False`` keeps the
+            fit on the training part (used by the coarse stage of a coarse-to-fine search).
+
+    With a single ``C`` no validation split is made (``val_scores_ = [nan]``).
+
+    Attributes:
+        Cs_: ``[n_Cs]`` sorted grid. val_scores_: ``[n_Cs]`` validation accuracy.
+        C_: chosen C. coef_: ``[C, d]``. intercept_: ``[C]``. n_iter_: iterations of the refit.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(300, 4)); y = np.digitize(X[:, 0], [-0.5, 0.5])
+        >>> LinearProbe(Cs=[0.1, 10.0]).fit(X, y).coef_.shape
+        (3, 4)
+    """
+
+    def __init__(
+        self,
+        Cs: Sequence[float] | np.ndarray = DEFAULT_CS,
+        *,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        max_iter: int = 1000,
+        tol: float = 1e-6,
+        dtype: Literal["float64", "float32"] = "float64",
+        standardize: bool = False,
+        num_classes: int | None = None,
+        refit: bool = True,
+    ) -> None:
+        self.Cs = Cs
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.device = device
+        self.max_iter = max_iter
+        self.tol = tol
+        self.dtype = dtype
+        self.standardize = standardize
+        self.refit = refit
+        self.num_classes = num_classes
+
+    def _prep(self, X: np.ndarray) -> torch.Tensor:
+        X = np.asarray(X, dtype=np.float64)
+        if self.standardize:
+            X = (X - self.mean_) / self.scale_
+        return torch.as_tensor(X, dtype=_DTYPES[self.dtype], device=torch.device(self.device))
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> LinearProbe:
+        """Choose C on a validation split and refit. ``X [n, d]``, ``y [n]``, ``groups [n]``."""
+        Cs = np.sort(np.asarray(self.Cs, dtype=np.float64).ravel())
+        if Cs.size == 0 or not (np.isfinite(Cs).all() and (Cs > 0).all()):
+            raise ConfigError(
+                f"Cs={self.Cs!r} must be a non-empty list of finite positive values, "
+                "e.g. np.logspace(-6, 5, 45)."
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1), e.g. 0.2.")
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}. Use 'float64' or 'float32'.")
+        n_cls = check_labels(X, y, self.num_classes)
+        y = np.asarray(y, dtype=np.int64)
+        X = np.asarray(X)
+        self.mean_ = X.mean(axis=0, dtype=np.float64)
+        std = X.std(axis=0, dtype=np.float64)
+        self.scale_ = np.where(std > 0, std, 1.0)
+        Xt = self._prep(X)
+        yt = torch.as_tensor(y, device=Xt.device)
+        self.n_classes_ = n_cls
+        self.Cs_ = Cs
+        if Cs.size == 1:
+            self.val_scores_ = np.full(1, np.nan)
+            best, W, b = 0, None, None
+        else:
+            tr, va = _split(y, groups, self.val_fraction, self.seed)
+            tr_t = torch.as_tensor(tr, device=Xt.device)
+            va_t = torch.as_tensor(va, device=Xt.device)
+            check_labels(X[tr], y[tr], n_cls, what="train part of the validation split")
+            X_tr, y_tr, X_va, y_va = Xt[tr_t], yt[tr_t], Xt[va_t], yt[va_t]
+            scores, sols, W, b = [], [], None, None
+            for C in Cs:
+                W, b, _ = _fit_torch(X_tr, y_tr, n_cls, float(C), W, b, self.max_iter, self.tol)
+                Z = X_va @ W + b
+                pred = (Z[:, 0] > 0).long() if n_cls == 2 else Z.argmax(1)
+                scores.append(float((pred == y_va).double().mean()))
+                sols.append((W, b))
+            self.val_scores_ = np.asarray(scores)
+            best = int(np.argmax(self.val_scores_))  # first max = smallest C
+            W, b = sols[best]
+        self.C_ = float(Cs[best])
+        if self.refit or W is None:
+            W, b, self.n_iter_ = _fit_torch(Xt, yt, n_cls, self.C_, W, b, self.max_iter, self.tol)
+        else:
+            self.n_iter_ = 0
+        Ws, bs = _to_symmetric(W, b, n_cls)
+        self.coef_, self.intercept_ = Ws.T.copy(), bs
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits ``[n, C]`` (softmax of them = :meth:`predict_proba`)."""
+        if not hasattr(self, "coef_"):
+            raise ConfigError("LinearProbe is not fitted yet. Call .fit(X, y) first.")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.coef_.shape[1]:
+            raise DataError(
+                f"X has shape {X.shape} but the probe was fitted on d={self.coef_.shape[1]} "
+                "features. Use embeddings from the same backbone and pooling."
+            )
+        X = np.asarray(X, dtype=np.float64)
+        if self.standardize:
+            X = (X - self.mean_) / self.scale_
+        return X @ self.coef_.T.astype(np.float64) + self.intercept_.astype(np.float64)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[n, C]`` float64."""
+        return _softmax(self.decision_function(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted labels ``[n]`` int64."""
+        return self.decision_function(X).argmax(axis=1).astype(np.int64)
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy on ``X [n, d]``, ``y [n]``; errors if ``y`` has classes the probe never saw."""
+        y = np.asarray(y)
+        if y.size and (y.min() < 0 or y.max() >= self.n_classes_):
+            raise DataError(
+                f"labels contain class {int(y.max())} but the probe was trained on classes "
+                f"0..{self.n_classes_ - 1}. Pass num_classes and include every class in the "
+                "training split."
+            )
+        return float(np.mean(self.predict(X) == y))
