@@ -70,6 +70,7 @@ BACKBONE_FACTORIES = {
                                                                              pretrained=False))[1],
     "file": lambda t: vitlab.load_backbone(f"file:{_file_ckpt(t.mktemp('f'))}"),
     "demo": lambda t: vitlab.load_backbone("demo:fmnist-vit"),
+    "pixels": lambda t: vitlab.load_backbone("pixels:16"),
 }
 
 

@@ -39,5 +39,8 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
     return EmbeddingStore(cache_dir).get_or_compute(backbone, source, **kwargs)
 
 
-__all__ = ["__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
+from vitlab.compare import compare  # noqa: E402
+from vitlab.evaluate import evaluate  # noqa: E402
+
+__all__ = ["evaluate", "compare", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
            "EmbeddingStore", "VitlabError"]

@@ -121,3 +121,21 @@ def test_demo_is_small_and_documents_its_accuracy():
     assert "Fashion-MNIST train split" in info["recipe"]["data"]
     bb = vitlab.load_backbone("demo:fmnist-vit")
     assert bb.spec.preprocessing.input_size == (28, 28) and bb.spec.grid_size == (7, 7)
+
+
+def test_random_prefix_gives_a_seeded_random_copy():
+    trained = vitlab.load_backbone("demo:fmnist-vit")
+    rand = vitlab.load_backbone("random:demo:fmnist-vit")
+    assert rand.spec.name == "random:demo:fmnist-vit" and not rand.spec.pretrained
+    assert rand.weights_id != trained.weights_id
+    assert rand.weights_id == vitlab.load_backbone("random:fmnist-vit").weights_id  # aliases work inside random:
+
+
+def test_no_pretrained_does_not_discard_local_weights():
+    assert vitlab.load_backbone("demo:fmnist-vit", pretrained=False).weights_id == \
+        vitlab.load_backbone("demo:fmnist-vit").weights_id
+
+
+def test_pixels_baseline():
+    bb = vitlab.load_backbone("pixels")
+    assert bb.spec.name == "pixels:28" and bb.spec.embed_dim == 3 * 28 * 28 and not bb.spec.has_cls_token

@@ -83,3 +83,24 @@ def test_errors():
         classification_metrics(y[:5], p)
     with pytest.raises(DataError, match="np.stack\\(\\[1 - s, s\\]"):
         top1(y, p[:, :1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_metrics_equal_sklearn_on_random_and_degenerate_data(seed):
+    rng = np.random.default_rng(seed)
+    n_cls = int(rng.integers(2, 8))
+    y = rng.integers(0, n_cls, 60)
+    y[:n_cls] = np.arange(n_cls)
+    p = rng.random((60, n_cls)).round(1)  # ties
+    if seed == 0:
+        p[:, 0] += 5  # everything predicted as class 0
+    pred = p.argmax(1)
+    m = classification_metrics(y, p)
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro", zero_division=0.0))
+    ref_auc = skm.roc_auc_score(y, p[:, 1]) if n_cls == 2 else np.mean(
+        [skm.roc_auc_score(y == c, p[:, c]) for c in range(n_cls)])
+    assert m["auroc"] == pytest.approx(ref_auc)
+    assert m["cohen_kappa"] == pytest.approx(skm.cohen_kappa_score(y, pred))
+    q = classification_metrics(y, p, ordinal=True)["cohen_kappa"]
+    assert q == pytest.approx(skm.cohen_kappa_score(y, pred, weights="quadratic", labels=np.arange(n_cls)))

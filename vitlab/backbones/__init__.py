@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -25,6 +26,11 @@ SOURCES.register("hf", "vitlab.backbones.hf:load_hf", help="hf:<hub id or local 
 SOURCES.register("open_clip", "vitlab.backbones.open_clip:load_open_clip", help="open_clip:<arch>/<tag>  (visual tower)")
 SOURCES.register("file", "vitlab.backbones.file:load_file", help="file:<checkpoint>[?arch=<timm model>]")
 SOURCES.register("demo", "vitlab.backbones.demo:load_demo", help="demo:fmnist-vit  (small ViT shipped with vitlab)")
+SOURCES.register("pixels", "vitlab.backbones.pixels:load_pixels", help="pixels[:<size>]  (flattened pixels baseline)")
+SOURCES.register("inception", "vitlab.backbones.inception:load_inception", help="inception:fid  (FID Inception-V3, pool3 features)")
+SOURCES.register("random", None, help="random:<name>  (seeded random-init copy of any backbone, e.g. random:demo:fmnist-vit)")
+# Sources whose weights are local files: `pretrained=False` does not apply (use random:<name>).
+LOCAL_WEIGHTS = ("file", "demo", "pixels")
 
 
 def resolve_name(name: str) -> str:
@@ -37,6 +43,8 @@ def resolve_name(name: str) -> str:
     name = name.strip()
     if name in ALIASES:
         return ALIASES[name]
+    if name == "pixels":
+        return "pixels:28"
     prefix, sep, rest = name.partition(":")
     if not sep or not rest:
         raise UnknownNameError("backbone", name, list(ALIASES) + [f"{s}:" for s in SOURCES.names()],
@@ -54,7 +62,10 @@ def load_backbone(name: str, *, pretrained: bool = True, device: str | torch.dev
         name: ``"timm:vit_small_patch14_dinov2.lvd142m"``, ``"hf:facebook/dinov2-small"``,
             ``"open_clip:ViT-B-16/openai"``, ``"file:ckpt.safetensors?arch=vit_small_patch16_224"``,
             ``"demo:fmnist-vit"``, or an alias such as ``"dinov2-s"``.
-        pretrained: load pretrained weights; ``False`` gives seeded random weights (offline).
+        pretrained: load pretrained weights; ``False`` gives seeded random weights for hub sources
+            (``timm:``, ``hf:``, ``open_clip:``) so nothing is downloaded. Local checkpoints
+            (``file:``, ``demo:``) always load their weights; ``random:<name>`` gives a seeded
+            random-init copy of any backbone.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         seed: seed for random initialisation.
         **kwargs: passed to the source's constructor (e.g. ``img_size=`` for timm).
@@ -65,9 +76,15 @@ def load_backbone(name: str, *, pretrained: bool = True, device: str | torch.dev
         1
     """
     full = resolve_name(name)
+    random_init = full.startswith("random:")
+    if random_init:
+        full = resolve_name(full[len("random:"):])
     prefix, _, rest = full.partition(":")
     dev = resolve_device(device)
-    backbone = SOURCES.get(prefix)(rest, pretrained=pretrained, seed=seed, **kwargs)
+    use_pretrained = not random_init and (pretrained or prefix in LOCAL_WEIGHTS)
+    backbone = SOURCES.get(prefix)(rest, pretrained=use_pretrained, seed=seed, **kwargs)
+    if random_init:
+        backbone.spec = dataclasses.replace(backbone.spec, name=f"random:{backbone.spec.name}")
     backbone.weights_id  # hash on CPU, before any move
     return backbone.to(dev)
 

@@ -10,13 +10,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from vitlab.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-RESIZE_MODES = ("shorter", "stretch")
+RESIZE_MODES = ("shorter", "stretch", "clean")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
@@ -28,7 +30,10 @@ class Preprocessing:
         input_size: ``(H, W)`` fed to the model.
         resize: ``"shorter"`` resizes the shorter side to ``floor(size / crop_pct)``
             then centre-crops ``input_size`` (timm/ImageNet eval); ``"stretch"``
-            resizes straight to ``input_size`` without cropping (dgm-eval).
+            resizes straight to ``input_size`` without cropping (dgm-eval); ``"clean"``
+            resizes straight to ``input_size`` like clean-fid (Parmar et al. 2022): each
+            channel as a float32 PIL image (mode ``"F"``), antialiased, clipped to
+            [0, 255] and kept in float (no re-quantisation), see :class:`CleanResize`.
         crop_pct: fraction kept by the centre crop (``"shorter"`` only).
         interpolation: PIL resampling filter name.
         mean, std: per-channel normalisation.
@@ -60,6 +65,8 @@ class Preprocessing:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}.")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}.")
+        if self.resize == "clean" and not self.antialias:
+            raise ConfigError("resize='clean' always antialiases (PIL resampling); set antialias=True.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean/std need 3 values and std > 0, got mean={self.mean} std={self.std}.")
 
@@ -92,6 +99,8 @@ class Preprocessing:
         """A callable mapping an RGB PIL image to a float tensor ``[3, H, W]``."""
         from torchvision import transforms as T
 
+        if self.resize == "clean":
+            return T.Compose([CleanResize(self.input_size, self.interpolation), T.Normalize(self.mean, self.std)])
         interp = T.InterpolationMode(self.interpolation)
         if self.resize == "stretch":
             steps = [T.Resize(self.input_size, interpolation=interp, antialias=self.antialias)]
@@ -99,6 +108,46 @@ class Preprocessing:
             steps = [T.Resize(self.resize_size, interpolation=interp, antialias=self.antialias),
                      T.CenterCrop(self.input_size)]
         return T.Compose([*steps, T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+
+class CleanResize:
+    """clean-fid's resize: an RGB PIL image → float tensor ``[3, H, W]`` in ``[0, 1]``.
+
+    As ``cleanfid.resize.make_resizer("PIL", quantize_after=False, filter, (W, H))`` (and
+    dgm-eval's ``pil_resize``): the 8-bit image (already quantised, as clean-fid quantises
+    generator outputs to uint8 before resizing) is converted to float32, each channel is
+    resized as a PIL mode ``"F"`` image (PIL filters are antialiased when downsampling),
+    clipped to ``[0, 255]``, kept in float32 (no re-quantisation) and divided by 255.
+
+    Args:
+        size: output ``(H, W)``.
+        interpolation: PIL filter name (clean-fid uses ``"bicubic"``).
+
+    Example:
+        >>> from PIL import Image
+        >>> CleanResize((4, 6))(Image.new("RGB", (10, 8), (255, 0, 0))).shape
+        torch.Size([3, 4, 6])
+    """
+
+    def __init__(self, size: tuple[int, int], interpolation: str = "bicubic") -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.interpolation = interpolation
+
+    def __call__(self, img: Any) -> Any:
+        import torch
+        from PIL import Image
+
+        resample = Image.Resampling[self.interpolation.upper()]
+        h, w = self.size
+        x = np.asarray(img.convert("RGB"), dtype=np.float32)
+        chans = []
+        for c in range(3):
+            ch = Image.fromarray(np.ascontiguousarray(x[:, :, c]))  # 2-D float32 → mode "F"
+            chans.append(np.asarray(ch.resize((w, h), resample=resample), dtype=np.float32).clip(0, 255))
+        return torch.from_numpy(np.stack(chans, axis=0) / np.float32(255.0))
+
+    def __repr__(self) -> str:
+        return f"CleanResize(size={self.size}, interpolation={self.interpolation!r})"
 
 
 def from_timm_config(cfg: dict[str, Any]) -> Preprocessing:

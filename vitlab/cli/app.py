@@ -75,7 +75,9 @@ def embed_cmd(
     data: str = typer.Option(..., "--data", "-d", help="<kind>:<path>, e.g. folder:./my_images, sample:fashion-mnist."),
     layers: str = typer.Option("-1", help="Comma-separated block indices, negative from the end, e.g. -1,-4."),
     pool: Pool = typer.Option(Pool.cls, help="Pooling reported in the summary (cls and mean are always stored)."),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Pretrained or seeded random weights."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained",
+                                    help="--no-pretrained: seeded random weights for hub backbones (timm:, hf:, "
+                                         "open_clip:); file:/demo: always load theirs (random:<name> for a random copy)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers [default: CPUs - 1, at most 8]."),
@@ -168,3 +170,6 @@ def cache_clear(digest: Optional[str] = typer.Argument(None, help="Digest prefix
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+from vitlab.cli import eval_cmds  # noqa: E402,F401  (registers eval, compare, report, quickstart)

@@ -1,0 +1,162 @@
+"""``vitlab eval``, ``compare``, ``report`` and ``quickstart``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vitlab.cli.app import CacheDir, app
+from vitlab.cli.common import console, friendly_errors, parse_int_list, print_json
+
+Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
+Json = typer.Option(False, "--json", help="Print the run record(s) as JSON on stdout.")
+Pretrained = typer.Option(True, "--pretrained/--no-pretrained",
+                          help="--no-pretrained: seeded random weights for hub backbones (timm:, hf:, open_clip:); "
+                               "file: and demo: always load their weights (use random:<name> for a random copy).")
+
+
+def _split_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _show(records) -> None:
+    from vitlab.report import leaderboard_table
+
+    for table in leaderboard_table(records):
+        console.print(table)
+
+
+@app.command("eval")
+@friendly_errors
+def eval_cmd(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Alias or <source>:<model>."),
+    data: str = typer.Option(..., "--data", "-d", help="Labelled data: folder:, csv:, idx:, sample:."),
+    protocol: str = typer.Option("knn,linear,fewshot", "--protocol", "-p", help="knn, linear, fewshot."),
+    layers: str = typer.Option("-1", help="Block index (negative from the end)."),
+    pool: str = typer.Option("auto", help="cls, mean, cls+mean or auto (cls when there is a class token)."),
+    seed: int = typer.Option(0, help="Seeds splits, protocols and bootstrap."),
+    test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
+    n_resamples: int = typer.Option(1000, help="Bootstrap resamples per confidence interval."),
+    ordinal: bool = typer.Option(False, help="Labels are ordered (quadratic-weighted kappa)."),
+    pretrained: bool = Pretrained,
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    cache_dir: Optional[Path] = CacheDir,
+    out: Optional[Path] = Out,
+    json_out: bool = Json,
+) -> None:
+    """Evaluate one backbone with frozen-feature protocols; every metric gets a 95% CI.
+
+    Example: [bold]vitlab eval --backbone demo:fmnist-vit --data sample:fashion-mnist --protocol knn,linear,fewshot --out runs/[/]
+    """
+    import vitlab
+
+    res = vitlab.evaluate(backbone, data, protocols=protocol, layers=parse_int_list(layers, "layers"), pool=pool,
+                          seed=seed, test_fraction=test_fraction, n_resamples=n_resamples, ordinal=ordinal,
+                          pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
+                          cache_dir=cache_dir, out=out, progress=True)
+    if json_out:
+        print_json(res.record.to_dict())
+        return
+    _show([res.record])
+    if res.path:
+        console.print(f"run record → {res.path}")
+
+
+@app.command("compare")
+@friendly_errors
+def compare_cmd(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Comma-separated backbones (>= 2), e.g. demo:fmnist-vit,pixels."),
+    data: str = typer.Option(..., "--data", "-d", help="One or more comma-separated labelled data sources."),
+    protocol: str = typer.Option("knn,linear", "--protocol", "-p", help="knn, linear, fewshot."),
+    seed: int = typer.Option(0, help="Seeds splits, protocols and bootstrap."),
+    test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
+    n_resamples: int = typer.Option(1000, help="Bootstrap resamples."),
+    pretrained: bool = Pretrained,
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    cache_dir: Optional[Path] = CacheDir,
+    out: Optional[Path] = Out,
+    json_out: bool = Json,
+) -> None:
+    """Compare backbones on the same splits: leaderboard with CIs and paired significance tests.
+
+    Example: [bold]vitlab compare --backbone demo:fmnist-vit,pixels,timm:vit_tiny_patch16_224 --no-pretrained --data sample:fashion-mnist --out runs/[/]
+    """
+    import vitlab
+
+    res = vitlab.compare(_split_list(backbone), _split_list(data), protocols=protocol, seed=seed,
+                         test_fraction=test_fraction, n_resamples=n_resamples, pretrained=pretrained, device=device,
+                         num_workers=num_workers, cache_dir=cache_dir, out=out, progress=True)
+    if json_out:
+        print_json(res.record.to_dict())
+        return
+    _show([r.record for r in res.runs.values()] + [res.record])
+    _verdicts(res.record)
+    if res.path:
+        console.print(f"run records → {res.path.parent}")
+
+
+def _verdicts(record) -> None:
+    for ds, per in record.details["pairwise"].items():
+        for proto, tests in per.items():
+            for t in tests:
+                sign = "better" if t["diff"] > 0 else "worse"
+                verdict = (f"[green]significantly {sign}[/]" if t["significant"]
+                           else "[yellow]not significantly different[/]")
+                console.print(f"{ds} · {proto}: {t['a']} vs {t['b']}: Δtop1 = {t['diff']:+.3f} "
+                              f"[{t['low']:+.3f}, {t['high']:+.3f}], p(boot, Holm) = {t['p_bootstrap_holm']:.3g}, "
+                              f"p(McNemar, Holm) = {t['p_mcnemar_holm']:.3g} → {verdict}", highlight=False)
+
+
+@app.command("report")
+@friendly_errors
+def report_cmd(
+    runs: Path = typer.Argument(..., help="Directory of run records (or one record)."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
+    markdown: Optional[Path] = typer.Option(None, help="Also write a Markdown summary."),
+    csv: Optional[Path] = typer.Option(None, help="Also write the metrics as CSV."),
+) -> None:
+    """Render run records as one self-contained HTML report (plus optional Markdown / CSV).
+
+    Example: [bold]vitlab report runs/ -o report.html --markdown report.md --csv metrics.csv[/]
+    """
+    from vitlab.report import load_records, render_html, to_csv, to_markdown
+
+    records = load_records(runs)
+    _show(records)
+    console.print(f"report → {render_html(records, output)}")
+    if markdown:
+        markdown.write_text(to_markdown(records))
+        console.print(f"markdown → {markdown}")
+    if csv:
+        console.print(f"csv → {to_csv(records, csv)}")
+
+
+@app.command("quickstart")
+@friendly_errors
+def quickstart_cmd(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Directory for run records."),
+    report: Path = typer.Option(Path("report.html"), "--report", help="HTML report to write."),
+    cache_dir: Optional[Path] = CacheDir,
+) -> None:
+    """Offline demo: pixels vs a random-init ViT vs the trained demo ViT on the bundled sample.
+
+    Prints a leaderboard with 95% CIs and significance verdicts, writes run records and report.html.
+
+    Example: [bold]vitlab quickstart[/]
+    """
+    import vitlab
+    from vitlab.report import render_html
+
+    backbones = ["demo:fmnist-vit", "random:demo:fmnist-vit", "pixels"]
+    console.print(f"[bold]vitlab quickstart[/]: {', '.join(backbones)} on sample:fashion-mnist (offline)")
+    res = vitlab.compare(backbones, "sample:fashion-mnist", protocols="knn,linear", cache_dir=cache_dir, out=out,
+                         num_workers=0, progress=True)
+    records = [r.record for r in res.runs.values()] + [res.record]
+    _show(records)
+    _verdicts(res.record)
+    console.print(f"run records → {out}\nreport → {render_html(records, report)}")

@@ -1,0 +1,165 @@
+"""``vitlab gen-eval`` and ``vitlab gen-stats``: generative-model evaluation from the command line."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from vitlab.cli.app import CacheDir, OnError, app
+from vitlab.cli.common import console, friendly_errors, print_json
+from vitlab.errors import ConfigError
+
+
+class Resize(str, Enum):
+    default = "default"
+    clean = "clean"
+
+
+Pretrained = typer.Option(True, "--pretrained/--no-pretrained",
+                          help="--no-pretrained: seeded random encoder weights (offline; numbers are meaningless).")
+ResizeOpt = typer.Option(None, "--resize", help="default (the encoder's protocol) or clean (clean-fid's PIL bicubic "
+                                                "resize on float32) [default: the --real-stats file's, else default].")
+
+
+def _one(role: str, data: Optional[str], features: Optional[Path]) -> Any:
+    """The set given by ``--<role>`` (images) or ``--<role>-features`` (file), or ``None``."""
+    if data is not None and features is not None:
+        raise ConfigError(f"pass either --{role} or --{role}-features, not both.")
+    if features is not None:
+        if features.suffix.lower() not in (".npy", ".npz"):
+            raise ConfigError(f"--{role}-features takes a .npy ([n, d]) or .npz (key 'features') file, "
+                              f"got {str(features)!r}.")
+        return str(features)
+    return data
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _show(record) -> None:
+    enc = record.config.get("encoder") or {}
+    ns = ", ".join(f"{k[2:]}={v}" for k, v in record.config.items() if k.startswith("n_") and k != "n_resamples"
+                   and v is not None)
+    t = Table(title=f"gen-eval · encoder {enc.get('encoder', 'precomputed features')}"
+                    f"{' (resize ' + enc['resize'] + ')' if enc.get('resize') == 'clean' else ''} · {ns}",
+              title_justify="left")
+    for c in ("metric", "value", "95% CI / spread", "note"):
+        t.add_column(c)
+    for name, m in record.metrics.items():
+        if m.get("low") is not None:
+            spread = f"[{_fmt(m['low'])}, {_fmt(m['high'])}] ({m['n_resamples']} boot.)"
+        elif m.get("std") is not None:
+            spread = f"± {_fmt(m['std'])} (std, {m.get('uncertainty', '').split(' over ')[-1]})"
+        else:
+            spread = ""
+        t.add_row(name, _fmt(m["value"]), spread, "[yellow]small sample[/]" if m.get("small_sample") else "")
+    console.print(t)
+    for n in record.details.get("notes", []):
+        console.print(f"[yellow]note[/] ({n['metric']}): {n['message']}", highlight=False)
+    close = record.details.get("memorization", {}).get("closest", [])
+    if close:
+        c = close[0]
+        console.print(f"closest generated sample to the training set: {c['fake_id']} ↔ {c['train_id']} "
+                      f"(distance {c['distance']:.4g}); {len(close)} pairs in the record.", highlight=False)
+
+
+@app.command("gen-eval")
+@friendly_errors
+def gen_eval_cmd(
+    real: Optional[str] = typer.Option(None, "--real", help="Reference images: folder:, csv:, idx:, sample:."),
+    fake: Optional[str] = typer.Option(None, "--fake", help="Generated images (class subfolders → per-class Vendi)."),
+    train: Optional[str] = typer.Option(None, "--train", help="The generator's training images (authpct, ct, fls)."),
+    test: Optional[str] = typer.Option(None, "--test", help="Held-out real images (ct, ct_test, fls)."),
+    real_features: Optional[Path] = typer.Option(None, help="Precomputed real features (.npy [n, d] or .npz)."),
+    fake_features: Optional[Path] = typer.Option(None, help="Precomputed generated features (.npy / .npz)."),
+    train_features: Optional[Path] = typer.Option(None, help="Precomputed training-set features."),
+    test_features: Optional[Path] = typer.Option(None, help="Precomputed test-set features."),
+    real_stats: Optional[Path] = typer.Option(None, help="Reference statistics from `vitlab gen-stats` (FD only "
+                                                         "unless saved with --save-features)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="dinov2-s/b/l/g, inception, clip-l14 or any "
+                                          "backbone name [default: the --real-stats file's, else dinov2-l]."),
+    resize: Optional[Resize] = ResizeOpt,
+    metrics: str = typer.Option("default", "--metrics", "-m", help="default (fd,fd_inf,kd,prdc,vendi,sw[,is]), all, "
+                                "or a list: fd,fd_inf,kd,prdc,realism,is,vendi,sw,authpct,ct,ct_modified,ct_test,"
+                                "fls,fls_pog."),
+    seed: int = typer.Option(0, help="Seeds subsampling, bootstrap and every randomised metric."),
+    n_resamples: Optional[int] = typer.Option(None, help="Bootstrap resamples per CI [default: FD 100, PRDC 20, "
+                                                         "Vendi 100]; 0 = no CIs."),
+    nearest_k: int = typer.Option(5, help="k of the PRDC / realism k-NN balls."),
+    reduced_n: int = typer.Option(10_000, help="PRDC, realism and FLS use at most this many samples per set."),
+    pretrained: bool = Pretrained,
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
+    batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers [default: CPUs - 1, at most 8]."),
+    on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
+    cache_dir: Optional[Path] = CacheDir,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the JSON run record."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout."),
+) -> None:
+    """Evaluate generated images against real ones (FD, KD, PRDC, Vendi, ... with CIs) on cached features.
+
+    Example: [bold]vitlab gen-eval --real folder:./imagenet_val --fake folder:./samples --metrics fd,kd,prdc --out runs/[/]
+    """
+    from dataclasses import replace
+
+    from vitlab.backbones import resolve_device
+    from vitlab.generative import GenEvalConfig, gen_eval
+
+    cfg = replace(GenEvalConfig(), nearest_k=nearest_k, reduced_n=reduced_n)
+    res = gen_eval(_one("real", real, real_features), _one("fake", fake, fake_features),
+                   train=_one("train", train, train_features), test=_one("test", test, test_features),
+                   real_stats=real_stats, encoder=encoder, resize=resize.value if resize else None, metrics=metrics,
+                   seed=seed, n_resamples=n_resamples, config=cfg, pretrained=pretrained,
+                   device=str(resolve_device(device)), cache_dir=cache_dir, out=out, batch_size=batch_size,
+                   num_workers=num_workers, on_error=on_error.value, progress=True)
+    if json_out:
+        print_json(res.record.to_dict())
+        return
+    _show(res.record)
+    if res.path:
+        console.print(f"run record → {res.path}")
+
+
+@app.command("gen-stats")
+@friendly_errors
+def gen_stats_cmd(
+    data: str = typer.Option(..., "--data", "-d", help="Real images (folder:, csv:, idx:, sample:) or a .npy/.npz."),
+    output: Path = typer.Option(..., "--output", "-o", help="Stats file to write, e.g. imagenet_val.dinov2-l.stats."),
+    encoder: str = typer.Option("dinov2-l", "--encoder", "-e", help="dinov2-s/b/l/g, inception, clip-l14 or any "
+                                                                    "backbone name."),
+    resize: Optional[Resize] = ResizeOpt,
+    save_features: bool = typer.Option(False, help="Also store the raw features (then gen-eval can compute every "
+                                                   "metric from the file, not only FD)."),
+    pretrained: bool = Pretrained,
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it."),
+    cache_dir: Optional[Path] = CacheDir,
+    json_out: bool = typer.Option(False, "--json", help="Print the file's header as JSON on stdout."),
+) -> None:
+    """Write reference statistics (mean, covariance, encoder and data fingerprints) of a real set to one file.
+
+    Example: [bold]vitlab gen-stats --data folder:./imagenet_val --encoder dinov2-l -o imagenet_val.dinov2-l.stats[/]
+    """
+    from vitlab.backbones import resolve_device
+    from vitlab.generative import gen_stats
+
+    if Path(data).suffix.lower() not in (".npy", ".npz") and ":" not in data:
+        raise ConfigError(f"--data takes <kind>:<path> (e.g. folder:{data}) or a .npy/.npz feature file, got {data!r}.")
+    stats = gen_stats(data, output, encoder=encoder, resize=resize.value if resize else None,
+                      save_features=save_features, pretrained=pretrained, device=str(resolve_device(device)),
+                      cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, on_error=on_error.value,
+                      progress=True)
+    if json_out:
+        print_json(stats.header)
+        return
+    enc = stats.encoder or {}
+    console.print(f"reference statistics of {stats.n} samples ({stats.dim}-d, encoder "
+                  f"{enc.get('encoder', 'precomputed features')}"
+                  f"{', with features' if stats.features is not None else ''}) → {stats.path}", highlight=False)

@@ -1,0 +1,154 @@
+"""Report figures as self-contained ``data:image/png;base64,...`` URIs.
+
+Every figure is a ``matplotlib.figure.Figure`` on an Agg canvas (never pyplot),
+so rendering works headless and never changes the global backend. Images from
+data sources become PNG thumbnails with PIL alone.
+
+Example:
+    >>> uri = confusion_matrix_uri([[5, 1], [0, 6]], ["cat", "dog"])
+    >>> uri.startswith("data:image/png;base64,")
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from vitlab.stats.cd_diagram import plot_critical_difference
+
+__all__ = ["png_data_uri", "figure_to_data_uri", "confusion_matrix_figure", "confusion_matrix_uri",
+           "cd_diagram_uri", "thumbnail_uri"]
+
+_PREFIX = "data:image/png;base64,"
+
+
+def png_data_uri(png: bytes) -> str:
+    """Wrap PNG bytes in a ``data:`` URI.
+
+    Example:
+        >>> png_data_uri(b"abc")
+        'data:image/png;base64,YWJj'
+    """
+    return _PREFIX + base64.b64encode(png).decode("ascii")
+
+
+def figure_to_data_uri(fig: Figure, *, dpi: int = 110) -> str:
+    """Render a figure to PNG (tight bounding box) and return it as a ``data:`` URI.
+
+    Example:
+        >>> fig = Figure(figsize=(1, 1)); _ = FigureCanvasAgg(fig)
+        >>> figure_to_data_uri(fig)[:22]
+        'data:image/png;base64,'
+    """
+    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08, facecolor="white",
+                metadata={"Software": None})
+    return png_data_uri(buf.getvalue())
+
+
+def _short(name: str, width: int = 18) -> str:
+    """Keep both ends of a long name (``class_wi…name_12``): the end often tells classes apart."""
+    return name if len(name) <= width else name[: width // 2] + "…" + name[-(width - width // 2 - 1):]
+
+
+def confusion_matrix_figure(cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str], *,
+                            title: str | None = None) -> Figure:
+    """Heat-map of a confusion matrix: rows = true class, columns = predicted, colour = row share.
+
+    Counts are written in the cells when there are at most 25 classes; class names label both axes
+    (class indices above 50 classes).
+
+    Args:
+        cm: ``[C, C]`` counts, ``cm[i, j]`` = samples of true class ``i`` predicted as ``j``.
+        classes: ``C`` class names.
+        title: Optional title.
+
+    Returns:
+        The figure (Agg canvas).
+
+    Example:
+        >>> fig = confusion_matrix_figure([[3, 1], [0, 4]], ["a", "b"], title="knn")
+        >>> len(fig.axes)
+        2
+    """
+    m = np.asarray(cm, dtype=float)
+    n = m.shape[0]
+    names = [_short(str(c)) for c in classes] if len(classes) == n else [str(i) for i in range(n)]
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    side = min(12.0, max(3.0, 0.42 * n + 1.6))
+    fig = Figure(figsize=(side + 0.9, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    font = 9 if n <= 12 else max(5, 9 - (n - 12) // 7)
+    if n <= 50:
+        ax.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
+        ax.set_yticks(range(n), names, fontsize=font)
+    else:  # too many names to read: every k-th class index
+        step = -(-n // 25)
+        ax.set_xticks(range(0, n, step), [str(i) for i in range(0, n, step)], fontsize=font)
+        ax.set_yticks(range(0, n, step), [str(i) for i in range(0, n, step)], fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if m[i, j]:
+                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=font,
+                            color="white" if share[i, j] > 0.55 else "black")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("share of true class", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def confusion_matrix_uri(cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str], *,
+                         title: str | None = None) -> str:
+    """:func:`confusion_matrix_figure` as a PNG ``data:`` URI.
+
+    Example:
+        >>> confusion_matrix_uri([[1, 0], [0, 1]], ["a", "b"]).startswith("data:image/png")
+        True
+    """
+    return figure_to_data_uri(confusion_matrix_figure(cm, classes, title=title))
+
+
+def cd_diagram_uri(mean_ranks: dict[str, float], cd: float, *, title: str | None = None) -> str:
+    """Critical-difference diagram (:func:`vitlab.stats.cd_diagram.plot_critical_difference`) as a ``data:`` URI.
+
+    Example:
+        >>> cd_diagram_uri({"A": 1.2, "B": 2.1, "C": 2.7}, 1.0).startswith("data:image/png")
+        True
+    """
+    return figure_to_data_uri(plot_critical_difference(mean_ranks, cd, title=title), dpi=120)
+
+
+def thumbnail_uri(img: Image.Image, size: int = 96) -> str:
+    """A PIL image as a PNG thumbnail ``data:`` URI, longest side ``size`` pixels.
+
+    Small images (e.g. 28x28) are enlarged with nearest-neighbour sampling so pixels stay crisp;
+    larger ones are reduced with Lanczos.
+
+    Example:
+        >>> thumbnail_uri(Image.new("RGB", (28, 28)), 84).startswith("data:image/png")
+        True
+    """
+    im = img.convert("RGB") if img.mode not in ("RGB", "L") else img
+    w, h = im.size
+    scale = size / max(w, h, 1)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    im = im.resize(new, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return png_data_uri(buf.getvalue())

@@ -1,0 +1,396 @@
+"""``render_html``: run records → one static, self-contained HTML report.
+
+Inline CSS, figures and images as base64 ``data:`` URIs, no script and no external
+URL: the file can be mailed, archived or opened offline. Every string that comes
+from a record is escaped with :func:`html.escape`.
+
+Sections are chosen by ``record.kind`` through :data:`SECTIONS`; add a kind with
+:func:`register_section`. Kinds without a renderer get a generic JSON summary.
+
+Example:
+    >>> from vitlab.report import load_records, render_html
+    >>> render_html(load_records("runs/"), "report.html")  # doctest: +SKIP
+    PosixPath('report.html')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitlab.report.figures import cd_diagram_uri, confusion_matrix_uri, thumbnail_uri
+from vitlab.report.record import RunRecord
+from vitlab.report.tables import FEWSHOT_KEY, MARKS, Board, fmt, fmt_ci, fmt_p, leaderboards
+
+__all__ = ["render_html", "register_section", "SECTIONS", "RenderContext"]
+
+e = html.escape
+_MARK_TEXT = {"leader": "★ leader", "worse": "▼ significantly worse", "same": "= not significantly different",
+              None: ""}
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d232a;margin:0;background:#f6f7f9}
+main{max-width:1200px;margin:0 auto;padding:24px}
+h1{margin:0 0 4px}h2{border-bottom:2px solid #d8dde3;padding-bottom:4px;margin-top:36px}h3{margin:22px 0 8px}
+.sub,.note,caption,.ci,.small{color:#5b6672}.ci{font-size:12px}.small{font-size:12px}
+.note{background:#fff6db;border-left:4px solid #e0b400;padding:8px 12px;color:#4a3b00}
+table{border-collapse:collapse;background:#fff;margin:8px 0 4px;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #dde2e7;padding:4px 8px;text-align:left;vertical-align:top}th{background:#eef1f4}
+td.num{text-align:right;white-space:nowrap}caption{caption-side:bottom;text-align:left;font-size:12px;padding-top:4px}
+.scroll{overflow-x:auto}.worse{color:#b3261e;font-weight:600}.same{color:#5b6672}.leader{color:#0b6e3d;font-weight:600}
+.bar{display:inline-block;height:8px;background:#4a7fc1;vertical-align:middle;margin-right:6px}
+.figs{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.figs figure{margin:0;background:#fff;padding:6px}
+figcaption{font-size:12px;color:#5b6672;text-align:center}
+details.run{background:#fff;border:1px solid #dde2e7;border-radius:6px;padding:4px 14px;margin:12px 0}
+details.run>summary{cursor:pointer;font-weight:600;padding:6px 0}
+.gallery{display:flex;flex-direction:column;gap:8px}.gal{display:flex;gap:10px;align-items:flex-start}
+.tile{width:100px;font-size:11px;text-align:center;overflow-wrap:anywhere}.tile img{display:block;margin:0 auto;
+image-rendering:pixelated;border:3px solid #ccd2d8}.tile.test img{border-color:#b3261e}
+.tile.ok img{border-color:#0b6e3d}.sep{align-self:center;color:#9aa4ae;font-size:20px}
+pre{background:#fff;border:1px solid #dde2e7;padding:8px;overflow-x:auto;font-size:12px;max-height:420px}
+footer{margin-top:40px;font-size:12px}code{font-size:12px}nav a{margin-right:12px}
+"""
+SectionRenderer = Callable[[list[RunRecord], "RenderContext"], str]
+SECTIONS: dict[str, tuple[str, SectionRenderer]] = {}
+
+
+def register_section(kind: str, heading: str) -> Callable[[SectionRenderer], SectionRenderer]:
+    """Register ``fn(records_of_that_kind, ctx) -> html`` as the section for ``record.kind == kind``.
+
+    Example:
+        >>> @register_section("my-kind", "My runs")
+        ... def _mine(records, ctx):
+        ...     return "<p>" + e(str(len(records))) + " runs</p>"
+        >>> _ = SECTIONS.pop("my-kind")  # unregister
+    """
+    def deco(fn: SectionRenderer) -> SectionRenderer:
+        SECTIONS[kind] = (heading, fn)
+        return fn
+    return deco
+
+
+@dataclass
+class RenderContext:
+    """Shared state while rendering: options and opened data sources (``uri → (source, id index, error)``)."""
+
+    records: list[RunRecord]
+    load_images: bool = True
+    thumb_size: int = 84
+    _sources: dict[str, tuple[Any, dict[str, int], str | None]] = field(default_factory=dict)
+    _fingerprints: dict[str, str | None] = field(default_factory=dict)
+
+    def source(self, uri: str) -> tuple[Any, dict[str, int], str | None]:
+        if uri not in self._sources:
+            from vitlab.data import load_source
+
+            try:
+                src = load_source(uri)
+                self._sources[uri] = (src, {str(i): k for k, i in enumerate(src.ids)}, None)
+            except Exception as err:  # noqa: BLE001 - any failure becomes a note in the report
+                self._sources[uri] = (None, {}, f"{type(err).__name__}: {err}")
+        return self._sources[uri]
+
+    def fingerprint(self, uri: str) -> str | None:
+        """The current fingerprint of the source at ``uri`` (``None`` if it cannot be opened or hashed)."""
+        if uri not in self._fingerprints:
+            src = self.source(uri)[0]
+            try:
+                self._fingerprints[uri] = None if src is None else str(src.fingerprint)
+            except Exception:  # noqa: BLE001
+                self._fingerprints[uri] = None
+        return self._fingerprints[uri]
+
+    def image(self, uri: str, sample_id: str) -> str | None:
+        """A thumbnail ``data:`` URI for ``sample_id``, or ``None`` when it cannot be loaded."""
+        src, index, err = self.source(uri)
+        if src is None or sample_id not in index:
+            return None
+        try:
+            return thumbnail_uri(src.load_image(index[sample_id]), self.thumb_size)
+        except Exception:  # noqa: BLE001 - one unreadable image must not sink the report
+            return None
+
+
+# ---------------------------------------------------------------- small helpers
+def _ci_cell(m: dict[str, Any] | None) -> str:
+    if not m:
+        return '<td class="num">–</td>'
+    ci = f'<br><span class="ci">[{fmt(m.get("low"))}, {fmt(m.get("high"))}]</span>' if m.get("low") is not None else ""
+    return f'<td class="num"><b>{fmt(m.get("value"))}</b>{ci}</td>'
+
+
+def _table(head: list[str], rows: list[list[str]], caption: str = "") -> str:
+    """``rows`` hold pre-rendered ``<td>`` cells (escape user text with :func:`_td`); ``head`` is escaped."""
+    th = "".join(f"<th>{e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
+    cap = f"<caption>{caption}</caption>" if caption else ""
+    return f'<div class="scroll"><table>{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _td(text: Any) -> str:
+    return f"<td>{e(str(text))}</td>"
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in d.items())
+
+
+def _label(classes: list[str], i: Any) -> str:
+    return str(classes[i]) if isinstance(i, int) and 0 <= i < len(classes) else str(i)
+
+
+def _board_html(b: Board) -> str:
+    head = ["#", "backbone"] + [f"{m} [95% CI]" for m in b.metrics] + (["vs leader"] if b.paired else [])
+    rows = []
+    for i, row in enumerate(b.rows, 1):
+        mark = [f'<td class="{row.mark}" title="{e(MARKS[row.mark][1])}">{e(_MARK_TEXT[row.mark])}</td>'] \
+            if b.paired else []
+        rows.append([f'<td class="num">{i}</td>', f"<td><code>{e(row.backbone)}</code></td>"]
+                    + [_ci_cell(row.values.get(m)) for m in b.metrics] + mark)
+    if b.paired:
+        cap = (f"Sorted by {e(b.primary)}. 95% bootstrap CIs. ▼ significantly worse than the leader "
+               f"(Holm-adjusted p &lt; {b.alpha:g}, paired bootstrap and McNemar); = not significantly different.")
+    elif FEWSHOT_KEY.match(b.primary):
+        cap = "Mean accuracy over episodes with 95% t-interval, at the largest shot every backbone ran. No paired test."
+    else:
+        cap = "95% bootstrap CIs. No paired tests (run <code>vitlab compare</code> for significance marks)."
+    return f"<h3>{e(b.dataset)} · {e(b.protocol)}</h3>" + _table(head, rows, cap)
+
+
+# ---------------------------------------------------------------- compare
+@register_section("compare", "Comparisons")
+def _compare_section(records: list[RunRecord], ctx: RenderContext) -> str:
+    out = []
+    for r in records:
+        c = r.config
+        out.append(f"<h3>Comparison <code>{e(r.run_id)}</code></h3><p class=small>"
+                   f"Backbones: {e(', '.join(map(str, c.get('backbones', []))))}<br>"
+                   f"Datasets: {e(', '.join(map(str, c.get('datasets', []))))}<br>"
+                   f"Rule: {e(str(c.get('significance_rule', '')))}; alpha = {e(str(c.get('alpha', '')))}; "
+                   f"{e(str(c.get('n_resamples', '')))} bootstrap resamples.</p>")
+        for ds, per_proto in r.details.get("pairwise", {}).items():
+            for proto, tests in per_proto.items():
+                out.append(f"<h3>Pairwise tests · {e(ds)} · {e(proto)}</h3>" + _pairwise_table(tests))
+        for proto, rk in r.details.get("ranks", {}).items():
+            out.append(_ranks_html(proto, rk))
+    return "".join(out)
+
+
+def _pairwise_table(tests: list[dict[str, Any]]) -> str:
+    if not tests:
+        return '<p class="note">No pairs.</p>'
+    delong = any("p_delong" in t for t in tests)
+    head = ["A", "B", "Δ top-1 (A − B) [95% CI]", "p bootstrap (Holm)", "p McNemar (Holm)"] \
+        + (["p DeLong (Holm)"] if delong else []) + ["significant"]
+    rows = []
+    for t in tests:
+        p = [f'<td class="num">{fmt_p(t.get(k))} ({fmt_p(t.get(k + "_holm"))})</td>'
+             for k in ("p_bootstrap", "p_mcnemar") + (("p_delong",) if delong else ())]
+        sig = '<td class="worse">yes</td>' if t.get("significant") else '<td class="same">no</td>'
+        diff = fmt_ci({"value": t.get("diff"), "low": t.get("low"), "high": t.get("high")})
+        rows.append([f"<td><code>{e(str(t.get('a')))}</code></td>", f"<td><code>{e(str(t.get('b')))}</code></td>",
+                     f'<td class="num">{e(diff)}</td>', *p, sig])
+    return _table(head, rows, "Raw p-values, Holm-adjusted within this (dataset, protocol) in parentheses. "
+                              "Significant = both adjusted p &lt; alpha.")
+
+
+def _ranks_html(proto: str, rk: dict[str, Any]) -> str:
+    ranks = rk.get("mean_ranks", {})
+    rows = [[f"<td><code>{e(str(b))}</code></td>", f'<td class="num">{fmt(v, 2)}</td>']
+            for b, v in sorted(ranks.items(), key=lambda kv: kv[1])]
+    out = f"<h3>Rank tests · {e(proto)}</h3>" + _table(["backbone", "mean rank (1 = best)"], rows)
+    if "friedman_p" in rk:
+        out += (f"<p>Friedman p = {fmt_p(rk['friedman_p'])}; "
+                f"Nemenyi critical difference = {fmt(rk.get('nemenyi_cd'))}.</p>")
+    if rk.get("nemenyi_cd") and len(ranks) >= 2:
+        uri = cd_diagram_uri({str(k): float(v) for k, v in ranks.items()}, float(rk["nemenyi_cd"]))
+        out += (f'<div class="figs"><figure><img alt="critical-difference diagram, {e(proto)}" src="{uri}">'
+                "<figcaption>Critical-difference diagram: backbones joined by a bar are not significantly "
+                "different (Nemenyi).</figcaption></figure></div>")
+    elif rk.get("note"):
+        out += f'<p class="small">{e(str(rk["note"]))}</p>'
+    return out
+
+
+# ---------------------------------------------------------------- eval
+@register_section("eval", "Evaluation runs")
+def _eval_section(records: list[RunRecord], ctx: RenderContext) -> str:
+    many = len(records) > 4  # then only the first run starts unfolded
+    return "".join(f'<details class="run"{"" if many and i else " open"}>{_eval_run(r, ctx)}</details>'
+                   for i, r in enumerate(records))
+
+
+def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
+    c, d = r.config, r.details
+    classes = [str(x) for x in d.get("data", {}).get("classes", [])]
+    protos = [p for p in c.get("protocols", list(r.metrics)) if p in r.metrics or p in d]
+    tops = ", ".join(f"{p} {fmt(r.metrics[p]['top1']['value'])}" for p in protos if "top1" in r.metrics.get(p, {}))
+    dd = d.get("data", {})
+    out = [f"<summary><code>{e(str(c.get('backbone')))}</code> on <code>{e(str(c.get('dataset')))}</code>"
+           f" <span class=small>top-1: {e(tops)}</span></summary>",
+           f"<p class=small>layer {e(str(c.get('layer')))} · pool {e(str(c.get('pool')))} · "
+           f"{e(str(dd.get('n_train')))} train / {e(str(dd.get('n_test')))} test ({e(str(c.get('split_origin')))}) · "
+           f"{len(classes)} classes · run <code>{e(r.run_id)}</code></p>"]
+    hp = [[f"<td>{e(p)}</td>", f"<td>{e(_kv(r.hparams.get(p, {})))}</td>",
+           "<td>" + "<br>".join(f"{e(k.replace('_', ' '))}: {e(_kv(v))}" for k, v in d.get(p, {}).items()
+                                if isinstance(v, dict) and k.endswith(tuple(f"_by_{x}" for x in "kC"))) + "</td>"]
+          for p in protos]
+    out.append("<h3>Chosen hyper-parameters</h3>" + _table(["protocol", "chosen", "sweep"], hp))
+    scored = [p for p in protos if "per_class_recall" in d.get(p, {})]
+    if scored and classes:
+        rows = [[f"<td>{e(cl)}</td>"] + [_recall_cell(d[p]["per_class_recall"], i) for p in scored]
+                for i, cl in enumerate(classes)]
+        out.append("<h3>Per-class recall</h3>" + _table(["class"] + scored, rows))
+        figs = "".join(f'<figure><img alt="confusion matrix, {e(p)}" '
+                       f'src="{confusion_matrix_uri(d[p]["confusion_matrix"], classes, title=p)}">'
+                       f"<figcaption>confusion matrix · {e(p)}</figcaption></figure>"
+                       for p in scored if d[p].get("confusion_matrix"))
+        out.append(f'<h3>Confusion matrices</h3><div class="figs">{figs}</div>')
+    for p in protos:
+        if any(FEWSHOT_KEY.match(k) for k in r.metrics.get(p, {})):
+            out.append(_fewshot_html(p, r.metrics[p]))
+    for p in scored:
+        if d[p].get("gallery") is not None:
+            out.append(_gallery_html(p, d[p]["gallery"], classes, str(c.get("data", "")), ctx,
+                                     (r.fingerprints.get("data") or {}).get("fingerprint")))
+    return "".join(out)
+
+
+def _recall_cell(recall: list[Any], i: int) -> str:
+    v = recall[i] if i < len(recall) else None
+    w = int(60 * v) if isinstance(v, (int, float)) and v == v else 0
+    return f'<td class="num"><span class="bar" style="width:{w}px"></span>{fmt(v)}</td>'
+
+
+def _fewshot_html(proto: str, metrics: dict[str, Any]) -> str:
+    table: dict[int, dict[str, dict[str, Any]]] = {}
+    for k, m in metrics.items():
+        if g := FEWSHOT_KEY.match(k):
+            table.setdefault(int(g["shot"]), {})[g["clf"]] = m
+    clfs = sorted({c for per in table.values() for c in per})
+    rows = [[f'<td class="num">{s}</td>'] + [_ci_cell(table[s].get(c)) for c in clfs] for s in sorted(table)]
+    head = f"<h3>Few-shot{'' if proto == 'fewshot' else ' · ' + e(proto)}</h3>"
+    return head + _table(["shots per class"] + clfs, rows, "Mean test accuracy over seeded episodes, 95% t-interval.")
+
+
+def _gallery_html(proto: str, items: list[dict[str, Any]], classes: list[str], uri: str, ctx: RenderContext,
+                  fingerprint: str | None = None) -> str:
+    head = f"<h3>Misclassified test images · {e(proto)}</h3>"
+    if not items:
+        return head + "<p class=small>No misclassified test image.</p>"
+    note = changed = ""
+    if not ctx.load_images:
+        note = '<p class="note">Images not embedded (<code>load_images=False</code>); ids and labels only.</p>'
+    elif (err := ctx.source(uri)[2]) is not None:
+        note = (f'<p class="note">Images not shown: the data source <code>{e(uri)}</code> could not be opened '
+                f"({e(err)}). It may have moved; the ids and labels below come from the record.</p>")
+    elif fingerprint and ctx.fingerprint(uri) not in (None, fingerprint):
+        changed = (f'<p class="note">The data at <code>{e(uri)}</code> has changed since this run (fingerprint '
+                   "differs): the images shown may not be the ones that were evaluated.</p>")
+
+    def tile(sid: str, caption: str, cls: str) -> str:
+        uri_img = ctx.image(uri, sid) if ctx.load_images and not note else None
+        img = f'<img alt="{e(sid)}" src="{uri_img}">' if uri_img else ("<div class=small>[image unavailable]</div>"
+                                                                      if ctx.load_images and not note else "")
+        return f'<div class="tile {cls}">{img}{caption}<br><span class=small>{e(sid)}</span></div>'
+
+    rows = []
+    for it in items:
+        true, pred = _label(classes, it.get("true")), _label(classes, it.get("pred"))
+        nb = "".join(tile(str(n.get("id")), f"{e(_label(classes, n.get('label')))}",
+                          "ok" if n.get("label") == it.get("true") else "")
+                     for n in it.get("neighbors", []))
+        test = tile(str(it.get("id")), f"true <b>{e(true)}</b><br>pred <b class=worse>{e(pred)}</b>", "test")
+        rows.append(f'<div class="gal">{test}<span class="sep">→</span>{nb}</div>')
+    return (head + note + changed + "<p class=small>Test image (red border) → its 3 nearest training images in "
+            "embedding space (cosine) with their labels; green border = same class as the test image.</p>"
+            f'<div class="gallery">{"".join(rows)}</div>')
+
+
+# ---------------------------------------------------------------- generic + footer
+def _generic_section(records: list[RunRecord], ctx: RenderContext) -> str:
+    out = []
+    for r in records:
+        blob = json.dumps({"config": r.config, "metrics": r.metrics, "hparams": r.hparams,
+                           "details (keys)": sorted(r.details)}, indent=1, default=str)
+        blob = blob if len(blob) < 20000 else blob[:20000] + "\n… (truncated)"
+        out.append(f"<h3><code>{e(r.kind)}</code> run <code>{e(r.run_id)}</code></h3><pre>{e(blob)}</pre>")
+    return "".join(out)
+
+
+def _provenance(records: list[RunRecord]) -> str:
+    rows = []
+    for r in records:
+        fp = r.fingerprints
+        what = (f"{r.config.get('backbone')} @ {r.config.get('dataset')}" if r.kind == "eval" else
+                f"{len(r.config.get('backbones', []))} backbones × {len(r.config.get('datasets', []))} datasets"
+                if r.kind == "compare" else "")
+        fps = "; ".join(x for x in (f"weights {fp.get('backbone', {}).get('weights_id', '')}"
+                                    if isinstance(fp.get("backbone"), dict) else "",
+                                    f"data {fp.get('data', {}).get('fingerprint', '')}"
+                                    if isinstance(fp.get("data"), dict) else "",
+                                    f"embeddings {fp['embeddings']}" if "embeddings" in fp else "") if x)
+        if not fps and fp:
+            fps = f"{len(fp)} runs' fingerprints in the record"
+        rows.append([_td(x) for x in (r.kind, r.run_id, what, r.created, r.git, _kv(r.seeds), fps, r.schema_version)])
+    versions: dict[str, list[str]] = {}
+    for r in records:
+        versions.setdefault(_kv({k: v for k, v in r.versions.items() if v}), []).append(r.run_id)
+    vs = "".join(f"<p class=small>Versions{'' if len(versions) == 1 else ' (runs ' + e(', '.join(ids)) + ')'}: "
+                 f"{e(v)}</p>" for v, ids in versions.items())
+    return ("<h2 id=provenance>Provenance</h2>" + _table(["kind", "run id", "what", "created", "git", "seeds",
+                                                          "fingerprints", "schema"], rows) + vs)
+
+
+def render_html(records: list[RunRecord], path: str | Path, *, title: str = "vitlab report",
+                load_images: bool = True, thumb_size: int = 84) -> Path:
+    """Write one self-contained HTML report for ``records`` and return its path.
+
+    Args:
+        records: run records (e.g. from :func:`vitlab.report.load_records`); any mix of kinds.
+        path: output file (parent folders are created).
+        title: page title.
+        load_images: embed the gallery's images, re-opened from each record's data URI (a source that
+            cannot be opened gives a note, not an error).
+        thumb_size: gallery thumbnail size in pixels.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import vitlab
+        >>> res = vitlab.compare(["demo:fmnist-vit", "pixels"], "sample:fashion-mnist")  # doctest: +SKIP
+        >>> render_html([res.record, *(r.record for r in res.runs.values())], "report.html")  # doctest: +SKIP
+        PosixPath('report.html')
+    """
+    ctx = RenderContext(list(records), load_images=load_images, thumb_size=thumb_size)
+    by_kind: dict[str, list[RunRecord]] = {}
+    for r in ctx.records:
+        by_kind.setdefault(r.kind, []).append(r)
+    order = [k for k in SECTIONS if k in by_kind] + [k for k in by_kind if k not in SECTIONS]
+    boards = leaderboards(ctx.records)
+    parts, toc = [], []
+    if boards:
+        toc.append('<a href="#leaderboards">Leaderboards</a>')
+        parts.append("<h2 id=leaderboards>Leaderboards</h2>" + "".join(_board_html(b) for b in boards))
+    for kind in order:
+        heading, fn = SECTIONS.get(kind, (f"Records of kind “{kind}”", _generic_section))
+        anchor = "sec-" + "".join(ch if ch.isalnum() else "-" for ch in kind)
+        toc.append(f'<a href="#{e(anchor)}">{e(heading)}</a>')
+        parts.append(f"<h2 id={e(anchor)}>{e(heading)}</h2>" + fn(by_kind[kind], ctx))
+    toc.append('<a href="#provenance">Provenance</a>')
+    kinds = ", ".join(f"{len(v)} {k}" for k, v in by_kind.items()) or "no records"
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{e(title)}</title>'
+            f"<style>{CSS}</style></head><body><main><header><h1>{e(title)}</h1>"
+            f'<p class="sub">{e(kinds)} record(s) · rendered {e(now)}</p><nav>{"".join(toc)}</nav></header>'
+            + "".join(parts) + f"<footer>{_provenance(ctx.records)}</footer></main></body></html>\n")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

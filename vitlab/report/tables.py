@@ -1,0 +1,292 @@
+"""Leaderboards from run records → plain rows, rich tables, Markdown and CSV.
+
+One :class:`Board` per (dataset, protocol). A ``compare`` record supplies the order
+and the significance marks (Holm-adjusted paired tests against the leader); ``eval``
+records not covered by a comparison add rows without marks.
+
+Example:
+    >>> from vitlab.report.record import RunRecord
+    >>> r = RunRecord(kind="eval", config={"backbone": "pixels:28", "dataset": "sample:fashion-mnist"},
+    ...               metrics={"knn": {"top1": {"value": 0.8, "low": 0.7, "high": 0.9}}})
+    >>> b = leaderboards([r])[0]
+    >>> (b.dataset, b.protocol, b.rows[0].backbone, fmt_ci(b.rows[0].values["top1"]))
+    ('sample:fashion-mnist', 'knn', 'pixels:28', '0.800 [0.700, 0.900]')
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from vitlab.report.record import RunRecord
+
+__all__ = ["SCALAR_METRICS", "MARKS", "Board", "BoardRow", "leaderboards", "metric_rows", "fmt", "fmt_ci",
+           "leaderboard_table", "to_markdown", "to_csv", "FEWSHOT_KEY"]
+
+SCALAR_METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "auroc", "cohen_kappa", "cohen_kappa_quadratic")
+FEWSHOT_KEY = re.compile(r"^(?P<clf>.+)_(?P<shot>\d+)shot$")
+# mark → (symbol, explanation)
+MARKS = {
+    "leader": ("★", "leader (best primary metric)"),
+    "worse": ("▼", "significantly worse than the leader (Holm-adjusted p < 0.05)"),
+    "same": ("=", "not significantly different from the leader (Holm-adjusted p ≥ 0.05)"),
+    None: ("", "no paired test"),
+}
+
+
+@dataclass
+class BoardRow:
+    """One backbone on a board: ``values[metric] = {"value", "low", "high", ...}``; ``mark`` a :data:`MARKS` key."""
+
+    backbone: str
+    values: dict[str, dict[str, Any]]
+    mark: str | None = None
+
+
+@dataclass
+class Board:
+    """A leaderboard for one (dataset, protocol): rows best first, ``metrics`` the columns in order."""
+
+    dataset: str
+    protocol: str
+    metrics: list[str]
+    rows: list[BoardRow] = field(default_factory=list)
+    paired: bool = False
+    alpha: float = 0.05
+
+    @property
+    def primary(self) -> str:
+        return self.metrics[0] if self.metrics else "top1"
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; ``–`` for missing/NaN.
+
+    Example:
+        >>> fmt(0.91666), fmt(None), fmt(float("nan")), fmt(-0.0001)
+        ('0.917', '–', '–', '0.000')
+    """
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "–" if x is None else str(x)
+    if math.isnan(x):
+        return "–"
+    if round(x, digits) == 0:
+        x = 0.0  # no "-0.000"
+    return f"{x:.{digits}f}"
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: 3 decimals, ``<0.001`` below.
+
+    Example:
+        >>> fmt_p(0.0004), fmt_p(0.0312)
+        ('<0.001', '0.031')
+    """
+    if isinstance(p, (int, float)) and not math.isnan(p) and p < 0.001:
+        return "<0.001"
+    return fmt(p)
+
+
+def fmt_ci(m: dict[str, Any] | None, digits: int = 3) -> str:
+    """``value [low, high]`` from a metric dict.
+
+    Example:
+        >>> fmt_ci({"value": 0.5, "low": 0.25, "high": 0.75})
+        '0.500 [0.250, 0.750]'
+    """
+    if not m:
+        return "–"
+    if m.get("low") is None or m.get("high") is None:
+        return fmt(m.get("value"), digits)
+    return f"{fmt(m.get('value'), digits)} [{fmt(m.get('low'), digits)}, {fmt(m.get('high'), digits)}]"
+
+
+def _columns(per_backbone: list[dict[str, Any]]) -> list[str]:
+    """Metric columns: the scalar metrics present, else few-shot entries at the largest shared shot."""
+    present = set().union(*(m.keys() for m in per_backbone)) if per_backbone else set()
+    scalar = [k for k in SCALAR_METRICS if k in present]
+    if scalar:
+        return scalar
+    shots = [{int(g["shot"]) for k in m if (g := FEWSHOT_KEY.match(k))} for m in per_backbone]
+    common = set.intersection(*shots) if shots and all(shots) else set()
+    if common:
+        top = max(common)
+        return sorted(k for k in present if (g := FEWSHOT_KEY.match(k)) and int(g["shot"]) == top)
+    return sorted(present)
+
+
+def leaderboards(records: list[RunRecord]) -> list[Board]:
+    """Build one :class:`Board` per (dataset, protocol) from compare and eval records.
+
+    Later records win over earlier ones for the same (dataset, backbone, protocol).
+
+    Example:
+        >>> leaderboards([])
+        []
+    """
+    cells: dict[tuple[str, str], dict[str, BoardRow]] = {}
+    paired: dict[tuple[str, str], tuple[list[str], float]] = {}
+    for r in records:
+        if r.kind != "compare":
+            continue
+        alpha = float(r.config.get("alpha", 0.05))
+        for ds, per_proto in r.details.get("leaderboards", {}).items():
+            for proto, rows in per_proto.items():
+                key = (ds, proto)
+                order = [row["backbone"] for row in rows]
+                board = cells.setdefault(key, {})
+                has_tests = any("worse_than_leader" in row for row in rows)
+                for i, row in enumerate(rows):
+                    values = r.metrics.get(f"{ds}|{row['backbone']}", {}).get(proto) or {row["metric"]: row}
+                    mark = ("leader" if i == 0 else "worse" if row.get("worse_than_leader") else "same") \
+                        if has_tests else None
+                    board[row["backbone"]] = BoardRow(row["backbone"], values, mark)
+                if has_tests:
+                    paired[key] = (order, alpha)
+    for r in records:
+        if r.kind != "eval":
+            continue
+        ds, bb = str(r.config.get("dataset", r.config.get("data", "?"))), str(r.config.get("backbone", "?"))
+        for proto, values in r.metrics.items():
+            board = cells.setdefault((ds, proto), {})
+            if bb not in board or board[bb].mark is None:
+                board[bb] = BoardRow(bb, values, None)
+    out = []
+    for (ds, proto), rows in cells.items():
+        cols = _columns([row.values for row in rows.values()])
+        order, alpha = paired.get((ds, proto), ([], 0.05))
+        primary = cols[0] if cols else None
+
+        def score(row: BoardRow) -> float:
+            v = row.values.get(primary, {}).get("value") if primary else None
+            return -v if isinstance(v, (int, float)) and not math.isnan(v) else math.inf
+
+        ranked = [rows[b] for b in order if b in rows] + sorted((r for b, r in rows.items() if b not in order),
+                                                              key=score)
+        out.append(Board(ds, proto, cols, ranked, paired=bool(order), alpha=alpha))
+    return out
+
+
+def metric_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """Flat rows ``{dataset, backbone, protocol, metric, value, low, high}`` from eval and compare records.
+
+    Example:
+        >>> from vitlab.report.record import RunRecord
+        >>> r = RunRecord(kind="eval", config={"backbone": "b", "dataset": "d"},
+        ...               metrics={"knn": {"top1": {"value": 0.8, "low": 0.7, "high": 0.9}}})
+        >>> metric_rows([r])[0]["value"]
+        0.8
+    """
+    rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+
+    def add(ds: str, bb: str, per_proto: dict[str, Any]) -> None:
+        for proto, metrics in per_proto.items():
+            for name, m in metrics.items():
+                if isinstance(m, dict) and "value" in m:
+                    rows[(ds, bb, proto, name)] = {"dataset": ds, "backbone": bb, "protocol": proto, "metric": name,
+                                                   "value": m.get("value"), "low": m.get("low"),
+                                                   "high": m.get("high")}
+
+    for r in records:
+        if r.kind == "compare":
+            for key, per_proto in r.metrics.items():
+                ds, _, bb = key.rpartition("|") if "|" in key else ("", "", key)
+                add(ds, bb, per_proto)
+    for r in records:
+        if r.kind == "eval":
+            add(str(r.config.get("dataset", r.config.get("data", ""))), str(r.config.get("backbone", "")), r.metrics)
+    return list(rows.values())
+
+
+def leaderboard_table(records: list[RunRecord]) -> list[Table]:
+    """Rich tables for the terminal, one per (dataset, protocol).
+
+    Example:
+        >>> from rich.console import Console
+        >>> for t in leaderboard_table(records):  # doctest: +SKIP
+        ...     Console().print(t)
+    """
+    tables = []
+    for b in leaderboards(records):
+        t = Table(title=f"{b.dataset} · {b.protocol} · value [95% CI]", caption=_legend(b) or None,
+                  title_justify="left")
+        t.add_column("#", justify="right")
+        t.add_column("backbone", no_wrap=True)
+        for m in b.metrics:
+            t.add_column(m, justify="right")
+        if b.paired:
+            t.add_column("vs leader", justify="center")
+        for i, row in enumerate(b.rows, 1):
+            cells = [str(i), escape(row.backbone)] + [_two_lines(row.values.get(m)) for m in b.metrics]
+            t.add_row(*cells, *([MARKS[row.mark][0]] if b.paired else []))
+        tables.append(t)
+    return tables
+
+
+def _two_lines(m: dict[str, Any] | None) -> str:
+    """``value`` over ``[low, high]`` (dim) for a narrow terminal column."""
+    if not m or m.get("low") is None:
+        return fmt_ci(m)
+    return f"{fmt(m.get('value'))}\n[dim][{fmt(m.get('low'))}, {fmt(m.get('high'))}][/dim]"
+
+
+def _legend(b: Board) -> str:
+    if not b.paired:
+        return ""
+    return "; ".join(f"{MARKS[k][0]} {MARKS[k][1]}" for k in ("leader", "worse", "same"))
+
+
+def _md_escape(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(records: list[RunRecord], *, title: str = "vitlab results") -> str:
+    """Leaderboards as Markdown tables (``value [95% CI]`` cells, significance marks).
+
+    Example:
+        >>> print(to_markdown([]))
+        # vitlab results
+        <BLANKLINE>
+        _No eval or compare records._
+        <BLANKLINE>
+    """
+    lines = [f"# {_md_escape(title)}", ""]
+    boards = leaderboards(records)
+    if not boards:
+        lines += ["_No eval or compare records._", ""]
+    for b in boards:
+        lines += [f"## {_md_escape(b.dataset)} · {_md_escape(b.protocol)}", ""]
+        head = ["#", "backbone"] + [f"{m} [95% CI]" for m in b.metrics] + (["vs leader"] if b.paired else [])
+        lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---:", "---"] + ["---:"] * (len(head) - 2)) + "|"]
+        for i, row in enumerate(b.rows, 1):
+            cells = [str(i), f"`{_md_escape(row.backbone)}`"] + [fmt_ci(row.values.get(m)) for m in b.metrics]
+            lines.append("| " + " | ".join(cells + ([MARKS[row.mark][0]] if b.paired else [])) + " |")
+        legend = _legend(b)
+        lines += ([""] + [f"_{legend}_"] if legend else []) + [""]
+    return "\n".join(lines)
+
+
+def to_csv(records: list[RunRecord], path: str | Path) -> Path:
+    """Write one row per (dataset, backbone, protocol, metric) with value, low and high.
+
+    Example:
+        >>> to_csv(records, "results.csv")  # doctest: +SKIP
+        PosixPath('results.csv')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["dataset", "backbone", "protocol", "metric", "value", "low", "high"]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for row in metric_rows(records):
+            w.writerow({k: ("" if row[k] is None else repr(row[k]) if isinstance(row[k], float) else row[k])
+                        for k in fields})
+    return path
