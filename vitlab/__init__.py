@@ -41,6 +41,7 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
 
 from vitlab.compare import compare  # noqa: E402
 from vitlab.evaluate import evaluate  # noqa: E402
+from vitlab.generative import gen_eval, gen_stats  # noqa: E402
 
-__all__ = ["evaluate", "compare", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
+__all__ = ["evaluate", "compare", "gen_eval", "gen_stats", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
            "EmbeddingStore", "VitlabError"]

@@ -29,6 +29,8 @@ ALIASES: dict[str, str] = {
     "phikon": "hf:owkin/phikon",          # pathology, ViT-B iBOT
     "phikon-v2": "hf:owkin/phikon-v2",    # pathology, ViT-L DINOv2
     "rad-dino": "hf:microsoft/rad-dino",  # chest X-ray, DINOv2 ViT-B
+    # Inception-V3 with the FID weights (generative metrics)
+    "inception": "inception:fid",
     # offline demo
     "fmnist-vit": "demo:fmnist-vit",
 }

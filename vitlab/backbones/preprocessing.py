@@ -37,7 +37,8 @@ class Preprocessing:
         crop_pct: fraction kept by the centre crop (``"shorter"`` only).
         interpolation: PIL resampling filter name.
         mean, std: per-channel normalisation.
-        antialias: antialias when downsampling (torchvision on PIL always does).
+        antialias: must stay ``True``: PIL-image resizing always antialiases (kept in the
+            fingerprint so a future tensor-resize path gets a different cache key).
 
     Example:
         >>> p = Preprocessing(input_size=(224, 224), crop_pct=0.875)
@@ -65,8 +66,9 @@ class Preprocessing:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}.")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}.")
-        if self.resize == "clean" and not self.antialias:
-            raise ConfigError("resize='clean' always antialiases (PIL resampling); set antialias=True.")
+        if not self.antialias:
+            raise ConfigError("antialias=False is not supported: images are resized as PIL images, which torchvision "
+                              "and PIL always antialias. Leave antialias=True.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean/std need 3 values and std > 0, got mean={self.mean} std={self.std}.")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vitlab.cli.app import CacheDir, OnError, app
@@ -31,8 +32,8 @@ def _one(role: str, data: Optional[str], features: Optional[Path]) -> Any:
         raise ConfigError(f"pass either --{role} or --{role}-features, not both.")
     if features is not None:
         if features.suffix.lower() not in (".npy", ".npz"):
-            raise ConfigError(f"--{role}-features takes a .npy ([n, d]) or .npz (key 'features') file, "
-                              f"got {str(features)!r}.")
+            raise ConfigError(f"--{role}-features takes a .npy file (one n x d array) or an .npz file (key "
+                              f"'features'), got {str(features)!r}.")
         return str(features)
     return data
 
@@ -52,7 +53,7 @@ def _show(record) -> None:
         t.add_column(c)
     for name, m in record.metrics.items():
         if m.get("low") is not None:
-            spread = f"[{_fmt(m['low'])}, {_fmt(m['high'])}] ({m['n_resamples']} boot.)"
+            spread = escape(f"[{_fmt(m['low'])}, {_fmt(m['high'])}] ({m['n_resamples']} boot.)")
         elif m.get("std") is not None:
             spread = f"± {_fmt(m['std'])} (std, {m.get('uncertainty', '').split(' over ')[-1]})"
         else:
@@ -60,11 +61,12 @@ def _show(record) -> None:
         t.add_row(name, _fmt(m["value"]), spread, "[yellow]small sample[/]" if m.get("small_sample") else "")
     console.print(t)
     for n in record.details.get("notes", []):
-        console.print(f"[yellow]note[/] ({n['metric']}): {n['message']}", highlight=False)
+        console.print(f"[yellow]note[/] ({escape(n['metric'])}): {escape(n['message'])}", highlight=False)
     close = record.details.get("memorization", {}).get("closest", [])
     if close:
         c = close[0]
-        console.print(f"closest generated sample to the training set: {c['fake_id']} ↔ {c['train_id']} "
+        console.print(f"closest generated sample to the training set: {escape(c['fake_id'])} ↔ "
+                      f"{escape(c['train_id'])} "
                       f"(distance {c['distance']:.4g}); {len(close)} pairs in the record.", highlight=False)
 
 
@@ -75,7 +77,7 @@ def gen_eval_cmd(
     fake: Optional[str] = typer.Option(None, "--fake", help="Generated images (class subfolders → per-class Vendi)."),
     train: Optional[str] = typer.Option(None, "--train", help="The generator's training images (authpct, ct, fls)."),
     test: Optional[str] = typer.Option(None, "--test", help="Held-out real images (ct, ct_test, fls)."),
-    real_features: Optional[Path] = typer.Option(None, help="Precomputed real features (.npy [n, d] or .npz)."),
+    real_features: Optional[Path] = typer.Option(None, help="Precomputed real features (.npy n x d, or .npz)."),
     fake_features: Optional[Path] = typer.Option(None, help="Precomputed generated features (.npy / .npz)."),
     train_features: Optional[Path] = typer.Option(None, help="Precomputed training-set features."),
     test_features: Optional[Path] = typer.Option(None, help="Precomputed test-set features."),

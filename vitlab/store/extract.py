@@ -106,7 +106,8 @@ def extract(backbone: Backbone, source: DataSource, plans: list[ShardPlan], shar
     """
     device = backbone.device
     ph, pw = backbone.spec.patch_size
-    ds = _Images(source, backbone.spec.preprocessing.build_transform(), max(ph, pw), f"{ph}x{pw} px")
+    min_side = getattr(backbone, "min_image_side", None) or max(ph, pw)  # CNN encoders may upsample tiny images
+    ds = _Images(source, backbone.spec.preprocessing.build_transform(), min_side, f"{ph}x{pw} px")
     batches = [list(range(s, min(s + batch_size, p.stop))) for p in plans for s in range(p.start, p.stop, batch_size)]
     loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if num_workers else None)
