@@ -21,13 +21,15 @@ from vitlab.store import Embeddings, EmbeddingStore  # noqa: E402
 
 
 def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str | Path | None = None,
-          **kwargs: Any) -> Embeddings:
+          accel: str | None = None, **kwargs: Any) -> Embeddings:
     """Embed a data source with a backbone through the cache (computing only what is missing).
 
     Args:
         backbone: a :class:`Backbone` or a name such as ``"dinov2-s"`` or ``"demo:fmnist-vit"``.
         source: a :class:`DataSource` or a URI such as ``"folder:./my_images"``.
         cache_dir: cache root (default ``$VITLAB_CACHE_DIR`` or the user cache dir).
+        accel: an accelerator spec such as ``"tome:r=8"`` or ``"tome:r=8+int8"`` applied to a copy of
+            the backbone first (PTQ variants calibrate on 32 images of ``source``); part of the cache key.
         **kwargs: see :meth:`EmbeddingStore.get_or_compute` (``layers``, ``pool``, ``batch_size``,
             ``num_workers``, ``device``, ``precision``, ``on_error``, ``progress``...).
 
@@ -36,6 +38,14 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
         >>> emb.labels[:3]  # doctest: +SKIP
         array([1, 2, 4])
     """
+    if accel and accel != "none":
+        from vitlab.accel import apply_accel
+
+        source = load_source(source)
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone, pretrained=kwargs.pop("pretrained", True),
+                                     device=kwargs.get("device") or "cpu")
+        backbone = apply_accel(backbone, accel, calib=source)
     return EmbeddingStore(cache_dir).get_or_compute(backbone, source, **kwargs)
 
 

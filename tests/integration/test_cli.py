@@ -72,3 +72,16 @@ def test_cache_ls_and_clear(cache_dir):
     assert json.loads(res.stdout)[0]["backbone"] == "demo:fmnist-vit"
     res = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "--yes"])
     assert "removed 1" in res.output
+
+
+def test_embed_with_an_accelerator_is_a_separate_cache_entry(cache_dir):
+    base = ["embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--num-workers", "0", "--json"]
+    out = _run(*base, cache_dir=cache_dir).stdout
+    plain = json.loads(out[out.index("{"):])
+    res = _run(*base, "--accel", "tome:r=2", cache_dir=cache_dir)
+    assert res.exit_code == 0, res.output
+    fast = json.loads(res.stdout[res.stdout.index("{"):])
+    assert fast["digest"] != plain["digest"] and fast["shape"] == plain["shape"] and not fast["from_cache"]
+    bad = _run("embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--accel", "tomee:r=2",
+               cache_dir=cache_dir)
+    assert bad.exit_code == 2 and "unknown accelerator 'tomee'" in bad.output

@@ -60,6 +60,14 @@ def ls_cmd() -> None:
     for e in SOURCES:
         t.add_row(f"{e.name}:", e.help)
     console.print(t)
+    from vitlab.accel import ACCELERATORS
+
+    t = Table(title="Accelerators (--accel; chain with +)", title_justify="left")
+    t.add_column("name", style="cyan")
+    t.add_column("usage")
+    for e in ACCELERATORS:
+        t.add_row(e.name, e.help)
+    console.print(t)
     t = Table(title="Data-source kinds", title_justify="left")
     t.add_column("kind", style="cyan")
     t.add_column("usage")
@@ -87,6 +95,8 @@ def embed_cmd(
     export: Optional[Path] = typer.Option(None, help="Also write the embeddings to an .npz (features, labels, ids)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     verify: bool = typer.Option(False, help="Re-check checksums of cached arrays before reuse."),
+    accel: Optional[str] = typer.Option(None, help="Accelerator applied to a copy of the backbone, e.g. tome:r=8, "
+                                                   "evit:keep=0.7, int8, w8a8, tome:r=8+int8 (see vitlab ls)."),
 ) -> None:
     """Compute (or fetch from the cache) embeddings of a data source.
 
@@ -99,7 +109,7 @@ def embed_cmd(
     emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=parse_int_list(layers, "layers"), pool=pool.value,
                        pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
                        precision=None if precision is Precision.auto else precision.value,
-                       on_error=on_error.value, progress=True, verify=verify)
+                       on_error=on_error.value, progress=True, verify=verify, accel=accel)
     summary = emb.summary()
     if export is not None:
         arrays = {f"L{layer}_{pool.value.replace('+', '_')}": emb.get(layer, pool.value) for layer in emb.layers}
