@@ -53,7 +53,8 @@ class EvalConfig:
     knn_ks: tuple[int, ...] | None = None  # None: DINOv2's (10, 20, 100, 200), minus any k > train size
     knn_temperature: float = 0.07
     linear_Cs: tuple[float, ...] | None = None  # None: coarse-to-fine search (see run_linear)
-    linear_dtype: str = "float64"
+    linear_dtype: str = "float32"  # 5.8x faster than float64 at equal test accuracy (BENCHMARKS.md)
+    linear_max_iter: int = 500
     val_fraction: float = 0.2
     fewshot_shots: tuple[int, ...] = (1, 2, 4, 8, 16)
     fewshot_episodes: int = 10
@@ -113,7 +114,7 @@ def run_linear(train: Split, test: Split, cfg: EvalConfig, seed: int, n_classes:
     from vitlab.protocols.linear import LinearProbe
 
     common = dict(val_fraction=cfg.val_fraction, seed=seed, device=cfg.device, num_classes=n_classes,
-                  dtype=cfg.linear_dtype)
+                  dtype=cfg.linear_dtype, max_iter=cfg.linear_max_iter)
     sweep: dict[str, float] = {}
     if cfg.linear_Cs is None:
         coarse = LinearProbe(Cs=10.0 ** np.arange(-6, 6), refit=False, **common).fit(train.X, train.y, train.groups)

@@ -202,6 +202,10 @@ def metric_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     for r in records:
         if r.kind == "eval":
             add(str(r.config.get("dataset", r.config.get("data", ""))), str(r.config.get("backbone", "")), r.metrics)
+    for r in records:  # gen-eval: dataset = the generated (fake) set, backbone = the encoder
+        if r.kind == "gen-eval":
+            enc = (r.config.get("encoder") or {}).get("encoder") or "precomputed features"
+            add(str((r.config.get("sets") or {}).get("fake", "")), str(enc), {"gen-eval": r.metrics})
     return list(rows.values())
 
 
@@ -217,17 +221,22 @@ def leaderboard_table(records: list[RunRecord]) -> list[Table]:
     for b in leaderboards(records):
         t = Table(title=f"{b.dataset} · {b.protocol} · value [95% CI]", caption=_legend(b) or None,
                   title_justify="left")
-        t.add_column("#", justify="right")
+        # terminal: the primary metric with its CI, a few others as values (full detail in the HTML report)
+        shown = b.metrics[:1] + [m for m in b.metrics[1:] if m in TERMINAL_EXTRA]
         t.add_column("backbone", no_wrap=True)
-        for m in b.metrics:
-            t.add_column(m, justify="right")
+        for j, m in enumerate(shown):
+            t.add_column(f"{m} [95% CI]" if j == 0 else TERMINAL_EXTRA[m], justify="right", no_wrap=True)
         if b.paired:
-            t.add_column("vs leader", justify="center")
-        for i, row in enumerate(b.rows, 1):
-            cells = [str(i), escape(row.backbone)] + [_two_lines(row.values.get(m)) for m in b.metrics]
+            t.add_column("", justify="center")
+        for row in b.rows:
+            cells = [escape(row.backbone), fmt_ci(row.values.get(shown[0]))]
+            cells += [fmt(row.values.get(m, {}).get("value")) for m in shown[1:]]
             t.add_row(*cells, *([MARKS[row.mark][0]] if b.paired else []))
         tables.append(t)
     return tables
+
+
+TERMINAL_EXTRA = {"balanced_accuracy": "bal.acc", "auroc": "AUROC"}
 
 
 def _two_lines(m: dict[str, Any] | None) -> str:
@@ -270,6 +279,9 @@ def to_markdown(records: list[RunRecord], *, title: str = "vitlab results") -> s
             lines.append("| " + " | ".join(cells + ([MARKS[row.mark][0]] if b.paired else [])) + " |")
         legend = _legend(b)
         lines += ([""] + [f"_{legend}_"] if legend else []) + [""]
+    if any(r.kind == "gen-eval" for r in records):  # imported here: gen_section imports the HTML renderer
+        from vitlab.report.gen_section import gen_eval_markdown
+        lines += gen_eval_markdown(records)
     return "\n".join(lines)
 
 
