@@ -85,3 +85,35 @@ def test_embed_with_an_accelerator_is_a_separate_cache_entry(cache_dir):
     bad = _run("embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--accel", "tomee:r=2",
                cache_dir=cache_dir)
     assert bad.exit_code == 2 and "unknown accelerator 'tomee'" in bad.output
+
+
+def test_eval_compare_report_verbs(tmp_path, cache_dir):
+    from tests.conftest import write_images
+
+    root = write_images(tmp_path / "imgs", n_per_class=15, classes=("a", "b", "c"))
+    runs = tmp_path / "runs"
+    res = runner.invoke(app, ["eval", "-b", "pixels:8", "-d", f"folder:{root}", "-p", "knn", "--n-resamples", "200",
+                              "--num-workers", "0", "--cache-dir", str(cache_dir), "--out", str(runs), "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout[res.stdout.index("{"):])
+    assert rec["kind"] == "eval" and "top1" in rec["metrics"]["knn"]
+    res = runner.invoke(app, ["compare", "-b", "pixels:8,pixels:4", "-d", f"folder:{root}", "-p", "knn",
+                              "--n-resamples", "200", "--num-workers", "0", "--cache-dir", str(cache_dir),
+                              "--out", str(runs)])
+    assert res.exit_code == 0, res.output
+    assert "pixels:8 vs pixels:4" in " ".join(res.output.split())
+    html, md, csv_path = tmp_path / "r.html", tmp_path / "r.md", tmp_path / "m.csv"
+    res = runner.invoke(app, ["report", str(runs), "-o", str(html), "--markdown", str(md), "--csv", str(csv_path)])
+    assert res.exit_code == 0, res.output
+    assert "data:image/png;base64," in html.read_text() and "pixels:4" in md.read_text()
+    res = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no run records" in res.output
+
+
+def test_quickstart_offline(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["quickstart", "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "demo:fmnist-vit vs pixels:28" in text and "significantly better" in text
+    assert (tmp_path / "report.html").exists() and len(list((tmp_path / "runs" / "quickstart").glob("*.json"))) == 4
