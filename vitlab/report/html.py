@@ -394,3 +394,6 @@ def render_html(records: list[RunRecord], path: str | Path, *, title: str = "vit
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+from vitlab.report import gen_section as _gen_section  # noqa: E402,F401  (registers the "gen-eval" section)
