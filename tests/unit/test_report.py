@@ -147,6 +147,8 @@ def test_unknown_kinds_get_a_generic_summary_and_sections_are_pluggable(runs, tm
     page = render_html([*records, odd], tmp_path / "r.html").read_text()
     assert "Records of kind “mystery”" in page and "tome&lt;r=8&gt;" in page and "1.7" in page
 
+    previous = SECTIONS.get("gen-eval")
+
     @register_section("gen-eval", "Generative metrics")
     def _gen(recs, ctx):
         return "<p>gen runs: %d</p>" % len(recs)
@@ -157,6 +159,8 @@ def test_unknown_kinds_get_a_generic_summary_and_sections_are_pluggable(runs, tm
         assert "Generative metrics" in page and "gen runs: 1" in page
     finally:
         SECTIONS.pop("gen-eval")
+        if previous is not None:
+            SECTIONS["gen-eval"] = previous
 
 
 def test_leaderboards_order_marks_and_unpaired_rows(runs):

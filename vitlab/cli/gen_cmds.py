@@ -102,6 +102,7 @@ def gen_eval_cmd(
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the JSON run record."),
     json_out: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report of this run."),
 ) -> None:
     """Evaluate generated images against real ones (FD, KD, PRDC, Vendi, ... with CIs) on cached features.
 
@@ -119,12 +120,18 @@ def gen_eval_cmd(
                    seed=seed, n_resamples=n_resamples, config=cfg, pretrained=pretrained,
                    device=str(resolve_device(device)), cache_dir=cache_dir, out=out, batch_size=batch_size,
                    num_workers=num_workers, on_error=on_error.value, progress=True)
+    if report is not None:
+        from vitlab.report import render_html
+
+        render_html([res.record], report)
     if json_out:
         print_json(res.record.to_dict())
         return
     _show(res.record)
     if res.path:
         console.print(f"run record → {res.path}")
+    if report is not None:
+        console.print(f"report → {report}")
 
 
 @app.command("gen-stats")
