@@ -181,9 +181,11 @@ def test_cli_gen_stats_then_gen_eval(data, tmp_path):
     assert res.exit_code == 0, res.output
     assert stats_file.exists() and "reference statistics of 60 samples" in " ".join(res.output.split())
     res = runner.invoke(app, ["gen-eval", "--real-stats", str(stats_file), "--fake", _uri(data, "fake"),
-                              "--metrics", "fd", "--out", str(tmp_path / "runs"), *common])
+                              "--metrics", "fd", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "g.html"),
+                              *common])
     assert res.exit_code == 0, res.output
     assert "fd" in res.output and "run record →" in res.output and list((tmp_path / "runs").glob("gen-eval-*.json"))
+    assert "data:image/png;base64," in (tmp_path / "g.html").read_text()
     res = runner.invoke(app, ["gen-eval", "--real", _uri(data, "real"), "--fake", _uri(data, "fake"), "--encoder", ENC,
                               "--metrics", "fd,prdc,kd", "--n-resamples", "3", "--json", *common])
     assert res.exit_code == 0, res.output
