@@ -53,5 +53,13 @@ from vitlab.compare import compare  # noqa: E402
 from vitlab.evaluate import evaluate  # noqa: E402
 from vitlab.generative import gen_eval, gen_stats  # noqa: E402
 
-__all__ = ["evaluate", "compare", "gen_eval", "gen_stats", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
+def __getattr__(name: str) -> Any:  # lazy, so `import vitlab` does not load matplotlib
+    if name in ("bench", "benchmark", "tradeoff"):
+        import importlib
+
+        return getattr(importlib.import_module("vitlab.perf"), name)
+    raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
+
+
+__all__ = ["evaluate", "compare", "gen_eval", "gen_stats", "bench", "benchmark", "tradeoff", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
            "EmbeddingStore", "VitlabError"]

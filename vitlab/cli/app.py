@@ -184,3 +184,4 @@ def main() -> None:
 
 from vitlab.cli import eval_cmds  # noqa: E402,F401  (registers eval, compare, report, quickstart)
 from vitlab.cli import gen_cmds  # noqa: E402,F401  (registers gen-eval, gen-stats)
+from vitlab.cli import perf_cmds  # noqa: E402,F401  (registers bench, tradeoff)

@@ -397,3 +397,4 @@ def render_html(records: list[RunRecord], path: str | Path, *, title: str = "vit
 
 
 from vitlab.report import gen_section as _gen_section  # noqa: E402,F401  (registers the "gen-eval" section)
+from vitlab.report import perf_section  # noqa: E402,F401  (registers the "bench" and "tradeoff" sections)

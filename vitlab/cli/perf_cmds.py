@@ -1,0 +1,184 @@
+"""``vitlab bench`` and ``vitlab tradeoff``: how much faster each accelerator is, and what it costs."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from vitlab.cli.app import CacheDir, app
+from vitlab.cli.common import console, friendly_errors, parse_int_list, print_json
+
+Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
+Json = typer.Option(False, "--json", help="Print the run record as JSON on stdout.")
+Pretrained = typer.Option(True, "--pretrained/--no-pretrained",
+                          help="--no-pretrained: seeded random weights for hub backbones (timm:, hf:, open_clip:).")
+
+
+class Dtype(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def _f(x: Any, spec: str = ".3g") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def bench_table(rows: list[dict[str, Any]], title: str, baseline: str = "none") -> Table:
+    """Rich table of :func:`vitlab.perf.bench_rows` rows."""
+    t = Table(title=title, title_justify="left", caption=f"\\[min-max] over repeats; speed-up vs {escape(baseline)} from "
+              "per-repeat paired ratios; latency at batch 1; FLOPs per image.", caption_justify="left")
+    for c in ("variant", "img/s", "speed-up", "p50/p95 ms", "GFLOPs", "FLOPs ÷", "params M", "peak MB"):
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for r in rows:
+        if r.get("error"):
+            t.add_row(escape(r["variant"]), f"[red]failed: {escape(str(r['error']))}[/]", *[""] * 6)
+            continue
+        t.add_row(escape(r["variant"]),
+                  f"{r['images_per_s']:.1f} [{r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}]",
+                  "–" if r["speedup"] is None else
+                  f"{r['speedup']:.2f}× [{r['speedup_low']:.2f}-{r['speedup_high']:.2f}]",
+                  f"{r['latency_p50_ms']:.2f} / {r['latency_p95_ms']:.2f}", _f(r["gflops"], ".4g"),
+                  _f(r["flops_reduction"], ".2f"), f"{r['params_m']:.2f}", _f(r["peak_memory_mb"], ".1f"))
+    return t
+
+
+@app.command("bench")
+@friendly_errors
+def bench_cmd(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Alias or <source>:<model>."),
+    accel: str = typer.Option("none", "--accel", "-a", help="Variants, e.g. none,tome:r=8,evit:keep=0.7,int8,w8a8 "
+                                                          "('+' chains; none is added when missing; see vitlab ls)."),
+    pretrained: bool = Pretrained,
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    dtype: Dtype = typer.Option(Dtype.fp32, help="fp32, or bf16/fp16 autocast."),
+    img_size: Optional[int] = typer.Option(None, help="Input size (timm: models are built at this size)."),
+    batch_size: int = typer.Option(32, help="Images per timed forward (throughput)."),
+    compile: bool = typer.Option(False, "--compile", help="Time torch.compile'd forward passes."),
+    warmup: int = typer.Option(3, help="Untimed forwards per variant first."),
+    repeats: int = typer.Option(10, help="Timed iterations per variant (interleaved across variants)."),
+    min_time: float = typer.Option(0.1, help="Each timed iteration lasts at least this many seconds."),
+    latency_repeats: int = typer.Option(30, help="Batch-1 forwards per variant for latency p50/p95."),
+    calib_data: Optional[str] = typer.Option(None, help="Calibration images for PTQ variants (w8a8...), a data URI."),
+    seed: int = typer.Option(0, help="Seeds inputs, random weights and calibration draws."),
+    out: Optional[Path] = Out,
+    json_out: bool = Json,
+) -> None:
+    """Benchmark accelerator variants of one backbone: images/s, latency, memory, params, FLOPs.
+
+    Variants are timed in one interleaved loop; speed-ups are against [bold]none[/] from the same run.
+
+    Example: [bold]vitlab bench --backbone timm:vit_small_patch16_224 --no-pretrained --batch-size 32 --accel none,tome:r=8,tome:r=13,evit:keep=0.7,int8[/]
+    """
+    from vitlab.perf import bench
+
+    res = bench(backbone, accel, calib=calib_data, pretrained=pretrained, batch_size=batch_size, img_size=img_size,
+                device=device, dtype=dtype.value, compile=compile, warmup=warmup, repeats=repeats, min_time=min_time,
+                latency_repeats=latency_repeats, seed=seed, out=out)
+    if json_out:
+        print_json(res.record.to_dict())
+        return
+    c, m = res.record.config, res.record.details["machine"]
+    title = (f"{c['backbone']} · {c['device']} {c['dtype']} · batch {c['batch_size']} · "
+             f"{c['img_size'][0]}×{c['img_size'][1]}{' · compiled' if compile else ''}")
+    console.print(bench_table(res.rows(), escape(title), res.baseline))
+    console.print(f"[dim]{m.get('cpu_count')} CPUs, {m.get('torch_threads')} torch threads, load "
+                  f"{m.get('load_avg_1m', '?')}; rough figures on this machine, ratios from the same run.[/]")
+    if res.path:
+        console.print(f"run record → {res.path}")
+
+
+def _ci(d: dict[str, Any] | None, key: str = "value", digits: int = 3) -> str:
+    if not d or d.get(key) is None:
+        return "–"
+    lo = f" [{d['low']:.{digits}f}, {d['high']:.{digits}f}]" if d.get("low") is not None else ""
+    return f"{d[key]:.{digits}f}{lo}"
+
+
+def tradeoff_table(record: Any) -> Table:
+    """Rich table of a ``"tradeoff"`` record."""
+    head = record.config["headline"]
+    t = Table(title=escape(f"{record.config['backbone']} on {record.config['dataset']} · {head}"), title_justify="left")
+    for c in ("variant", "img/s", f"speed-up vs {escape(record.config['baseline'])}", "FLOPs ÷", "top-1 [95% CI]",
+              "Δ top-1 [95% CI]", "p", "cosine", "Pareto"):
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for r in record.details["table"]:
+        key = "exit" if r["kind"] == "early_exit" else head
+        name = escape(r["variant"]) + (" (exit heads)" if r["kind"] == "early_exit" else "")
+        if r.get("error"):
+            t.add_row(name, f"[red]benchmark failed: {escape(str(r['error']))}[/]", *[""] * 7)
+            continue
+        d = (r.get("delta") or {}).get(key)
+        sig = d is not None and (d["low"] > 0 or d["high"] < 0)
+        delta = "–" if d is None else f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+        sp = r.get("speedup") or {}
+        t.add_row(name, _f(r.get("images_per_s"), ".1f") + ("*" if r.get("images_per_s_derived") else ""),
+                  "–" if sp.get("value") is None else f"{sp['value']:.2f}×" +
+                  (f" [{sp['low']:.2f}-{sp['high']:.2f}]" if sp.get("low") is not None else ""),
+                  _f(r.get("flops_reduction"), ".2f"), _ci((r.get("accuracy") or {}).get(key), digits=4),
+                  f"[red]{delta}[/]" if sig and d["diff"] < 0 else delta, _f(None if d is None else d["p_bootstrap"]),
+                  _f(r.get("feature_cosine"), ".4f"), "★" if r.get("pareto") else "")
+    return t
+
+
+@app.command("tradeoff")
+@friendly_errors
+def tradeoff_cmd(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Alias or <source>:<model>."),
+    data: str = typer.Option(..., "--data", "-d", help="Labelled data: folder:, csv:, idx:, sample:."),
+    accel: str = typer.Option("none,tome:r=8,evit:keep=0.7,int8", "--accel", "-a",
+                              help="Variants; also early_exit or exit:threshold=0.9 (none is added when missing)."),
+    protocol: str = typer.Option("knn", "--protocol", "-p", help="knn, linear (the first is the headline)."),
+    layers: str = typer.Option("-1", help="Block index (negative from the end)."),
+    pool: str = typer.Option("auto", help="cls, mean, cls+mean or auto."),
+    seed: int = typer.Option(0, help="Seeds the split, protocols, bootstrap, calibration draw and inputs."),
+    test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
+    n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI."),
+    pretrained: bool = Pretrained,
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    dtype: Dtype = typer.Option(Dtype.fp32, help="Benchmark precision: fp32, or bf16/fp16 autocast."),
+    batch_size: int = typer.Option(32, help="Images per timed forward."),
+    repeats: int = typer.Option(7, help="Timed iterations per variant."),
+    calib_images: int = typer.Option(32, help="Train-split images that calibrate PTQ variants."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers for embedding."),
+    cache_dir: Optional[Path] = CacheDir,
+    plot: Optional[Path] = typer.Option(None, help="Also write the Pareto plot as a PNG file."),
+    out: Optional[Path] = Out,
+    json_out: bool = Json,
+) -> None:
+    """Accuracy vs speed of accelerators: per variant speed-up, FLOPs, accuracy change with CIs, Pareto front.
+
+    Example: [bold]vitlab tradeoff --backbone demo:fmnist-vit --data sample:fashion-mnist --protocol knn --accel none,tome:r=2,tome:r=4,evit:keep=0.7,int8,w6a6 --out runs/[/]
+    """
+    from vitlab.perf import tradeoff
+
+    layer_list = parse_int_list(layers, "layers")
+    res = tradeoff(backbone, data, accel=accel, protocol=protocol, layers=layer_list[0] if len(layer_list) == 1
+                   else layer_list, pool=pool, seed=seed, test_fraction=test_fraction, n_resamples=n_resamples,
+                   pretrained=pretrained, device=device, dtype=dtype.value, batch_size=batch_size, repeats=repeats,
+                   calib_images=calib_images, num_workers=num_workers, cache_dir=cache_dir, out=out, progress=True)
+    if plot is not None:
+        import base64
+
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot.write_bytes(base64.b64decode(res.plot_uri().split(",", 1)[1]))
+    if json_out:
+        print_json(res.record.to_dict())
+        return
+    console.print(tradeoff_table(res.record))
+    console.print("[dim]★ Pareto front (accuracy vs images/s). Red Δ: 95% CI below 0. * derived: baseline images/s × "
+                  "measured exit speed-up. Timings are rough figures on this machine.[/]")
+    for label, ex in res.exits.items():
+        p = ex.point
+        console.print(f"{escape(label)}: threshold {p['threshold']:.2f} → accuracy {p['accuracy']:.4f} "
+                      f"(last-layer head {ex.last_layer_accuracy:.4f}), measured speed-up {p['speedup']:.2f}×, "
+                      f"mean exit layer {p['mean_exit_layer']:.2f}", highlight=False)
+    if plot is not None:
+        console.print(f"Pareto plot → {plot}")
+    if res.paths:
+        console.print(f"run records → {res.paths[-1].parent} ({len(res.paths)} files)")

@@ -1,0 +1,272 @@
+"""``vitlab.perf.tradeoff``: what each accelerator costs in accuracy and buys in speed, measured, with CIs.
+
+For every variant of a ``--accel`` sweep: apply it to a copy of the backbone (PTQ variants
+calibrate on images of the TRAIN split), evaluate it with the frozen-feature protocols on one
+shared split (the embedding cache keys each variant by its ``accel`` dict), benchmark all
+variants in one interleaved loop, and compare each with ``none``: speed-up, FLOPs reduction,
+paired-bootstrap accuracy change with its CI and McNemar p on the same test images, and the
+cosine similarity of its features to the baseline's. Early exit (``early_exit`` /
+``exit:threshold=0.9``) is a variant too: per-layer heads on cached train embeddings and a
+threshold sweep over MEASURED cumulative layer times.
+
+Example:
+    >>> res = tradeoff("demo:fmnist-vit", "sample:fashion-mnist", accel="none,tome:r=2,int8")  # doctest: +SKIP
+    >>> [(r["variant"], round(r["speedup"]["value"], 2)) for r in res.table()]  # doctest: +SKIP
+    [('none', 1.0), ('tome:r=2', 1.21), ('int8', 1.6)]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitlab.accel.compare import feature_cosine, tensor_digest
+from vitlab.backbones import load_backbone
+from vitlab.backbones.base import Backbone
+from vitlab.compare import pairwise_tests
+from vitlab.data import DataSource, load_source
+from vitlab.errors import DataError
+from vitlab.evaluate import EvalResult, evaluate
+from vitlab.perf.exit import ExitResult, run_early_exit
+from vitlab.perf.measure import machine_info
+from vitlab.perf.pareto import pareto_front, pareto_plot_uri
+from vitlab.perf.runner import BenchResult, bench_backbones, speedups
+from vitlab.perf.variants import (ExitSpec, apply_variant, calibration_rows, load_images, needs_calibration,
+                                  parse_variants)
+from vitlab.protocols.runners import EvalConfig, parse_protocols
+from vitlab.report.record import RunRecord
+
+METHOD = ("Accuracy: frozen-feature protocols on one shared split; change vs the baseline = paired bootstrap of "
+          "top-1 on the same test images (95% CI, p) and McNemar's p. Speed: all variants timed in one interleaved "
+          "loop at the batch size (median images/s over repeats; speed-up = median of per-repeat paired ratios, "
+          "min-max in brackets). FLOPs: FlopCounterMode on a real forward. Early exit: linear heads per layer "
+          "fitted on train embeddings; speed-up = measured time of the full network / expected measured time to "
+          "each image's exit layer; its accuracy change is vs the last-layer head, and its images/s is the "
+          "baseline's measured throughput times that speed-up.")
+
+
+@dataclass
+class TradeoffResult:
+    """Per-variant evaluations and benchmarks plus the ``"tradeoff"`` run record.
+
+    Attributes:
+        record: the trade-off record (``details["table"]`` holds one row per variant).
+        runs: label → :class:`~vitlab.evaluate.EvalResult` of each accelerated variant.
+        bench: label → :class:`~vitlab.perf.runner.BenchResult`.
+        exits: label → :class:`~vitlab.perf.exit.ExitResult` of early-exit variants.
+        paths: records written to ``out``.
+    """
+
+    record: RunRecord
+    runs: dict[str, EvalResult] = field(default_factory=dict)
+    bench: dict[str, BenchResult] = field(default_factory=dict)
+    exits: dict[str, ExitResult] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per variant: speed-up, FLOPs reduction, accuracy and its change vs the baseline, cosine."""
+        return self.record.details["table"]
+
+    def plot_uri(self) -> str:
+        """The Pareto plot (accuracy vs images/s) as a ``data:image/png;base64`` URI."""
+        return tradeoff_plot_uri(self.record)
+
+
+def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "none,tome:r=8,evit:keep=0.7,int8",
+             protocol: str | list[str] = "knn", layers: int | list[int] = -1, pool: str = "auto", seed: int = 0,
+             test_fraction: float = 0.2, n_resamples: int = 1000, config: EvalConfig | None = None,
+             pretrained: bool = True, device: str = "cpu", cache_dir: str | Path | None = None,
+             out: str | Path | None = None, calib_images: int = 32, batch_size: int = 32, dtype: str = "fp32",
+             warmup: int = 2, repeats: int = 7, min_time: float = 0.05, latency_repeats: int = 20,
+             cosine_images: int = 64, **embed_kwargs: Any) -> TradeoffResult:
+    """Accuracy vs speed of accelerator variants of one backbone on one labelled data set.
+
+    Args:
+        backbone, data: objects or names (``"demo:fmnist-vit"``, ``"sample:fashion-mnist"``); the
+            backbone object is never modified.
+        accel: variants, e.g. ``"none,tome:r=2,tome:r=4,evit:keep=0.7,int8,w6a6,exit:threshold=0.9"``;
+            ``none`` (the baseline) is added when missing.
+        protocol: ``knn``, ``linear`` (comma-separated); the first is the headline of the table and plot.
+        layers, pool, seed, test_fraction, n_resamples, config: as in :func:`vitlab.evaluate`.
+        device: where evaluation and timing run.
+        cache_dir: embedding cache root; out: directory for one eval record per variant + the tradeoff record.
+        calib_images: images drawn (seeded) from the train split to calibrate PTQ variants.
+        batch_size, dtype, warmup, repeats, min_time, latency_repeats: benchmark settings
+            (see :func:`vitlab.perf.runner.bench_backbones`).
+        cosine_images: test images for the feature-cosine fidelity check.
+        **embed_kwargs: to the embedding store (``num_workers``, ``progress``, ``batch_size`` is ``embed_batch_size``).
+
+    Returns:
+        :class:`TradeoffResult`.
+
+    Raises:
+        UnknownNameError: an unknown accelerator (with suggestions). BackboneError: an unsupported architecture.
+        DataError: unlabelled data.
+
+    Example:
+        >>> res = tradeoff("demo:fmnist-vit", "sample:fashion-mnist", accel="tome:r=2,exit")  # doctest: +SKIP
+        >>> res.table()[1]["delta"]["knn"]  # doctest: +SKIP
+        {'diff': -0.004, 'low': -0.012, 'high': 0.003, 'p_bootstrap': 0.31, 'p_mcnemar': 0.34}
+    """
+    t0 = time.perf_counter()
+    variants = parse_variants(accel, allow_exit=True)
+    protocols = parse_protocols(protocol)
+    source = load_source(data)
+    if source.labels is None:
+        raise DataError(f"{source.uri} has no labels; a trade-off needs accuracy, so use labelled data "
+                        "(class subfolders or a label column). `vitlab bench` needs no labels.")
+    if isinstance(backbone, str):
+        backbone = load_backbone(backbone, pretrained=pretrained)
+    pool = ("cls" if backbone.spec.has_cls_token else "mean") if pool == "auto" else pool
+    if "embed_batch_size" in embed_kwargs:
+        embed_kwargs["batch_size"] = embed_kwargs.pop("embed_batch_size")
+    splits = source.splits(seed=seed, test_fraction=test_fraction)
+    accs = {k: v for k, v in variants.items() if not isinstance(v, ExitSpec)}
+    calib = None
+    if any(needs_calibration(a) for a in accs.values()):
+        rows = calibration_rows(splits, calib_images, seed)
+        calib = load_images(source, backbone, rows)
+    built = {label: apply_variant(backbone, acc, calib, label) for label, acc in accs.items()}
+    baseline = next(iter(built))
+    cfg = config or EvalConfig(device=device)
+    runs: dict[str, EvalResult] = {}
+    for label, vb in built.items():
+        res = evaluate(vb, source, protocols=protocols, layers=layers, pool=pool, seed=seed, splits=splits,
+                       n_resamples=n_resamples, config=cfg, device=device, cache_dir=cache_dir, **embed_kwargs)
+        res.record.config.update({"backbone": f"{backbone.name} ({label})", "accel": label,
+                                  "source_backbone": backbone.name})
+        runs[label] = res
+    bench = bench_backbones(built, batch_size=batch_size, device=device, dtype=dtype, warmup=warmup, repeats=repeats,
+                            min_time=min_time, latency_repeats=latency_repeats, seed=seed)
+    exits = {label: run_early_exit(built[baseline], source, splits, spec, label=label, pool=pool, seed=seed,
+                                   n_resamples=n_resamples, cache_dir=cache_dir, batch_size=batch_size, dtype=dtype,
+                                   warmup=warmup, repeats=repeats,
+                                   embed_kwargs={"device": device, **embed_kwargs})
+             for label, spec in variants.items() if isinstance(spec, ExitSpec)}
+    test_rows = np.flatnonzero(np.asarray(splits) == "test")
+    pick = np.sort(np.random.default_rng(seed).choice(test_rows, min(cosine_images, len(test_rows)), replace=False))
+    x_cos = load_images(source, backbone, pick)
+    layer = backbone.resolve_layers(layers)[-1]
+    cosine = {k: feature_cosine(built[baseline], vb, x_cos, layer=layer) for k, vb in built.items()}
+    table = _table(list(variants), baseline, protocols, runs, bench, exits, cosine, n_resamples, seed)
+    record = RunRecord(
+        kind="tradeoff",
+        config={"backbone": backbone.name, "data": source.uri, "dataset": source.uri, "accel": accel,
+                "variants": list(variants), "baseline": baseline, "protocols": protocols, "headline": protocols[0],
+                "layers": layers, "layer": layer, "pool": pool, "seed": seed, "test_fraction": test_fraction,
+                "n_resamples": n_resamples, "protocol_config": asdict(cfg),
+                "calibration": None if calib is None else {"n": int(len(calib)), "from": "train split",
+                                                            "digest": tensor_digest(calib)},
+                "bench": {"device": device, "dtype": dtype, "batch_size": batch_size, "warmup": warmup,
+                          "repeats": repeats, "min_time": min_time, "latency_repeats": latency_repeats},
+                "cosine_images": int(len(pick))},
+        fingerprints={"backbone": backbone.fingerprint(),
+                      "data": {"kind": source.kind, "uri": source.uri, "fingerprint": source.fingerprint,
+                               "n": len(source)},
+                      "variants": {k: b.accel for k, b in built.items()}},
+        metrics={row["variant"]: _row_metrics(row, protocols) for row in table},
+        details={"table": table, "exits": {k: e.to_dict() for k, e in exits.items()},
+                 "bench": {k: r.to_dict() for k, r in bench.items()}, "machine": machine_info(built[baseline].device),
+                 "method": METHOD, "eval_runs": {k: r.record.run_id for k, r in runs.items()}},
+        timings={"total_s": round(time.perf_counter() - t0, 3)},
+        seeds={"split": seed, "bootstrap": seed, "calibration": seed, "inputs": seed})
+    paths = []
+    if out is not None:
+        for r in runs.values():
+            r.path = r.record.save(out)
+            paths.append(r.path)
+        paths.append(record.save(out))
+    return TradeoffResult(record, runs, bench, exits, paths)
+
+
+def _table(labels: list[str], baseline: str, protocols: list[str], runs: dict[str, EvalResult],
+           bench: dict[str, BenchResult], exits: dict[str, ExitResult], cosine: dict[str, float],
+           n_resamples: int, seed: int) -> list[dict[str, Any]]:
+    sp = speedups(bench, baseline)
+    base_b = bench[baseline]
+    paired = [p for p in protocols if p in runs[baseline].proba]
+    rows = []
+    for label in labels:
+        if label in exits:
+            e = exits[label]
+            thr = base_b.throughput.get("median") if base_b.ok else None
+            rows.append({"variant": label, "kind": "early_exit", "error": None,
+                         "images_per_s": None if thr is None else thr * e.point["speedup"],
+                         "images_per_s_derived": True, "speedup": {"value": e.point["speedup"]},
+                         "flops": e.cum_flops[-1] / e.point["flops_reduction"],
+                         "flops_reduction": e.point["flops_reduction"], "params": base_b.params,
+                         "accuracy": {"exit": {"value": e.point["accuracy"]}}, "delta": {"exit": e.delta},
+                         "threshold": e.spec.threshold, "mean_exit_layer": e.point["mean_exit_layer"],
+                         "feature_cosine": None})
+            continue
+        b, run = bench[label], runs[label]
+        row: dict[str, Any] = {"variant": label, "kind": "accel", "error": b.error,
+                               "accel": run.record.fingerprints["backbone"]["accel"],
+                               "accuracy": {p: {k: run.record.metrics[p]["top1"][k] for k in ("value", "low", "high")}
+                                            for p in protocols if "top1" in run.record.metrics.get(p, {})},
+                               "delta": {}, "feature_cosine": cosine.get(label), "eval_run": run.record.run_id}
+        if b.ok:
+            row.update({"images_per_s": b.throughput["median"], "images_per_s_low": b.throughput["min"],
+                        "images_per_s_high": b.throughput["max"], "speedup": sp.get(label),
+                        "latency_p50_ms": b.latency_ms["p50"], "latency_p95_ms": b.latency_ms["p95"],
+                        "flops": b.flops, "params": b.params, "peak_memory_mb": b.peak_memory_mb,
+                        "flops_reduction": base_b.flops / b.flops if base_b.ok and b.flops else None})
+        for p in paired:
+            if label == baseline:
+                row["delta"][p] = {"diff": 0.0, "low": 0.0, "high": 0.0, "p_bootstrap": 1.0, "p_mcnemar": 1.0}
+                continue
+            t = pairwise_tests(run, runs[baseline], p, n_resamples=n_resamples, seed=seed)
+            row["delta"][p] = {k: t[k] for k in ("diff", "low", "high", "p_bootstrap", "p_mcnemar")}
+        rows.append(row)
+    head = protocols[0]
+    acc_rows = [r for r in rows if r["kind"] == "accel"]
+    speed = [r.get("images_per_s") if r.get("images_per_s") is not None else np.nan for r in acc_rows]
+    acc = [(r["accuracy"].get(head) or {}).get("value", np.nan) for r in acc_rows]
+    for r, on in zip(acc_rows, pareto_front(speed, acc)):
+        r["pareto"] = bool(on)
+    return rows
+
+
+def _row_metrics(row: dict[str, Any], protocols: list[str]) -> dict[str, Any]:
+    m: dict[str, Any] = {}
+    for p, v in row.get("accuracy", {}).items():
+        m[f"{p}_top1"] = v
+    for p, d in row.get("delta", {}).items():
+        m[f"{p}_top1_change"] = {"value": d["diff"], "low": d["low"], "high": d["high"]}
+    if row.get("speedup"):
+        m["speedup"] = row["speedup"]
+    for k in ("images_per_s", "flops_reduction", "feature_cosine"):
+        if row.get(k) is not None:
+            m[k] = {"value": row[k]}
+    return m
+
+
+def tradeoff_plot_uri(record: RunRecord) -> str:
+    """Pareto plot of a ``"tradeoff"`` record: headline accuracy vs images/s, front in red, exit sweeps dashed."""
+    head = record.config.get("headline", "knn")
+    pts = []
+    for r in record.details.get("table", []):
+        if r.get("kind") != "accel" or r.get("images_per_s") is None:
+            continue
+        a = r.get("accuracy", {}).get(head) or {}
+        pts.append({"label": r["variant"], "speed": r["images_per_s"], "accuracy": a.get("value"),
+                    "low": a.get("low"), "high": a.get("high"), "front": r.get("pareto")})
+    curve = None
+    base = next((r for r in record.details.get("table", []) if r["variant"] == record.config.get("baseline")), {})
+    for label, e in list(record.details.get("exits", {}).items())[:1]:
+        if base.get("images_per_s") is not None:
+            sw, thr = e["sweep"], base["images_per_s"]
+            keep = [i for i, t in enumerate(sw["threshold"]) if t >= 0.5]
+            curve = {"label": f"{label}: linear exit heads,\nthresholds 0.5-1 (heads' accuracy)",
+                     "speed": [thr * sw["speedup"][i] for i in keep], "accuracy": [sw["accuracy"][i] for i in keep],
+                     "point": (thr * e["point"]["speedup"], e["point"]["accuracy"]),
+                     "point_label": f"{label} @ {e['threshold']:g}"}
+    return pareto_plot_uri(pts, curve=curve, ylabel=f"top-1 accuracy ({head})",
+                           title=f"{record.config.get('backbone')} on {record.config.get('dataset')}")
+
+
+__all__ = ["TradeoffResult", "tradeoff", "tradeoff_plot_uri", "METHOD"]
