@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 import vitlab
 from vitlab.data.sample import SampleSource
 
-torch.set_num_threads(1)  # robust on a shared 2-core box; tests assert behaviour, not speed
+# One torch and one BLAS thread for the whole suite: tests assert behaviour, not speed, and on a
+# shared 2-core box multi-threaded OpenMP/BLAS spin-waiting made small ops 5-50x slower.
+torch.set_num_threads(1)
+threadpool_limits(limits=1)
 
 TINY_OPEN_CLIP = "vitlab-test-tiny"
 

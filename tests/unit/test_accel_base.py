@@ -17,15 +17,6 @@ from vitlab.accel.tome import ToMe
 from vitlab.errors import ConfigError, UnknownNameError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads stall badly when the other core is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_parse_sweep_and_parameters():
     accs = parse_accel("none,tome:r=8,evit:keep=0.7,int8,w8a8")
     assert [type(a) for a in accs] == [NoAccel, ToMe, EViT, Int8, PTQ]

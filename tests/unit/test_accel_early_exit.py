@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from vitlab.accel.early_exit import exit_decisions, exit_probabilities, fit_exit_heads, threshold_sweep
 from vitlab.errors import ConfigError, DataError
 from vitlab.protocols.linear import fit_logistic
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads stall badly when the other core is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _data(n=120, L=3, C=6, K=3, seed=0):

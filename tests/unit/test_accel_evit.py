@@ -13,15 +13,6 @@ from vitlab.accel.evit import EViT, cls_attention, default_layers, evit_prune, k
 from vitlab.errors import BackboneError, ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads stall badly when the other core is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def dino_reg():
     bb = vitlab.load_backbone("timm:vit_small_patch14_reg4_dinov2.lvd142m", pretrained=False, img_size=56,

@@ -19,15 +19,6 @@ from vitlab.data.sample import SampleSource
 from vitlab.errors import BackboneError, ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads stall badly when the other core is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 DEMO = Path(str(resources.files("vitlab.backbones") / "assets" / "fmnist_vit.safetensors"))
 
 

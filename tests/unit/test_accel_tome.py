@@ -17,15 +17,6 @@ from vitlab.backbones.base import pool_tokens
 from vitlab.errors import BackboneError, ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads stall badly when the other core is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- oracle -----------------------------------------------------------------------------------
 def oracle_match(metric: np.ndarray, r: int, protected: int) -> list[list[int]]:
     """ToMe's bipartite soft matching for ONE sample, written as plain loops (independent oracle).

@@ -12,19 +12,6 @@ from vitlab.errors import DataError
 from vitlab.metrics.fls import fls_pog, fls_score, fls_scores, split_fls_sets
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests use tiny tensors; on a shared 2-core box OpenMP/torch thread
-    spin-waiting makes them 5-10x slower than one thread. Restored afterwards."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- reference
 def _norm(*sets):
     ts = [torch.tensor(s, dtype=torch.float64) for s in sets]

@@ -21,19 +21,6 @@ from vitlab.metrics.memorization import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests use tiny tensors; on a shared 2-core box OpenMP/torch thread
-    spin-waiting makes them 5-10x slower than one thread. Restored afterwards."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- AuthPct
 def ref_authpct(train_feat, gen_feat):
     """dgm-eval compute_authpct with full cdist (float64 instead of float32)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vitlab.backbones.preprocessing import Preprocessing
-from vitlab.errors import BackboneError, ConfigError
+from vitlab.errors import ConfigError
 
 POOLS = ("cls", "mean", "cls+mean")
 

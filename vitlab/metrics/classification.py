@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np

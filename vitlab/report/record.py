@@ -7,7 +7,6 @@ import hashlib
 import json
 import platform
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
