@@ -152,7 +152,7 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *, protocols: str
             metrics[name] = {**metrics.get(name, {}), **res.episodes}
     record = RunRecord(
         kind="eval",
-        config={"backbone": backbone.name, "data": source.uri, "dataset": dataset_name or source.uri,
+        config={"backbone": backbone.name, "accel": backbone.accel, "data": source.uri, "dataset": dataset_name or source.uri,
                 "protocols": names, "layers": list(emb.layers), "layer": emb.layers[-1], "pool": pool,
                 "test_fraction": test_fraction, "split_origin": split_origin, "n_resamples": n_resamples,
                 "ordinal": ordinal, "protocol_config": asdict(cfg)},

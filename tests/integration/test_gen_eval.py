@@ -219,4 +219,4 @@ def test_inception_encoder_gives_the_inception_score(tmp_path):
     m = res.record.metrics
     assert m["is"]["value"] >= 1.0 and m["is"]["splits"] == 2 and res.sets["fake"].dim == 2048
     enc = res.record.config["encoder"]
-    assert enc["backbone"] == "inception:fid" and enc["pool"] == "mean" and not enc["pretrained"]
+    assert enc["backbone"] == "random:inception:fid" and enc["pool"] == "mean" and not enc["pretrained"]

@@ -139,3 +139,9 @@ def test_no_pretrained_does_not_discard_local_weights():
 def test_pixels_baseline():
     bb = vitlab.load_backbone("pixels")
     assert bb.spec.name == "pixels:28" and bb.spec.embed_dim == 3 * 28 * 28 and not bb.spec.has_cls_token
+
+
+def test_no_pretrained_hub_backbones_are_named_random():
+    a = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1)
+    b = vitlab.load_backbone("random:timm:vit_tiny_patch16_224", img_size=32, depth=1)
+    assert a.name == b.name == "random:timm:vit_tiny_patch16_224" and a.weights_id == b.weights_id

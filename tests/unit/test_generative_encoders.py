@@ -33,7 +33,7 @@ def test_dinov2_encoder_has_dgm_eval_preprocessing_and_its_own_cache_key(tmp_pat
                                                                              (0.485, 0.456, 0.406))
     assert enc.pool == "cls" and enc.layer == -1 and not enc.supports_is
     d = enc.describe()
-    assert d["encoder"] == "dinov2-s" and d["backbone"] == "timm:vit_small_patch14_dinov2.lvd142m"
+    assert d["encoder"] == "dinov2-s" and d["backbone"] == "random:timm:vit_small_patch14_dinov2.lvd142m"
     assert d["preprocessing"]["resize"] == "stretch" and d["weights_id"] == enc.backbone.weights_id
     plain = vitlab.load_backbone("dinov2-s", pretrained=False, depth=1, img_size=224)
     assert plain.spec.preprocessing != prep  # timm's own config (bicubic shorter side + crop_pct)
@@ -80,7 +80,7 @@ def test_inception_encoder_pool3_tokens_and_class_probs():
     bb = enc.backbone
     assert isinstance(bb, InceptionBackbone) and enc.supports_is and enc.pool == "mean"
     d = enc.describe()
-    assert d["backbone"] == "inception:fid" and d["preprocessing"]["input_size"] == [299, 299]
+    assert d["backbone"] == "random:inception:fid" and d["preprocessing"]["input_size"] == [299, 299]
     assert d["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and d["preprocessing"]["interpolation"] == "bilinear"
     x = torch.randn(1, 3, 299, 299, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

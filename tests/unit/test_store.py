@@ -206,5 +206,5 @@ def test_store_listing_and_clear(tiny_backbone, image_folder, cache_dir):
     store = EmbeddingStore(cache_dir)
     store.get_or_compute(tiny_backbone, f"folder:{image_folder}", **KW)
     [entry] = store.entries()
-    assert entry["complete"] and entry["n"] == 18 and entry["backbone"] == "timm:vit_tiny_patch16_224"
+    assert entry["complete"] and entry["n"] == 18 and entry["backbone"] == "random:timm:vit_tiny_patch16_224"
     assert store.clear() == 1 and store.entries() == []

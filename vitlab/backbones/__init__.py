@@ -83,7 +83,7 @@ def load_backbone(name: str, *, pretrained: bool = True, device: str | torch.dev
     dev = resolve_device(device)
     use_pretrained = not random_init and (pretrained or prefix in LOCAL_WEIGHTS)
     backbone = SOURCES.get(prefix)(rest, pretrained=use_pretrained, seed=seed, **kwargs)
-    if random_init:
+    if not use_pretrained and prefix not in ("pixels",):  # say so in every table and record
         backbone.spec = dataclasses.replace(backbone.spec, name=f"random:{backbone.spec.name}")
     backbone.weights_id  # hash on CPU, before any move
     return backbone.to(dev)
