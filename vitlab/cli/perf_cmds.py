@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 from rich.markup import escape
+from rich import box
 from rich.table import Table
 
 from vitlab.cli.app import CacheDir, app
@@ -31,20 +32,20 @@ def _f(x: Any, spec: str = ".3g") -> str:
 
 def bench_table(rows: list[dict[str, Any]], title: str, baseline: str = "none") -> Table:
     """Rich table of :func:`vitlab.perf.bench_rows` rows."""
-    t = Table(title=title, title_justify="left", caption=f"\\[min-max] over repeats; speed-up vs {escape(baseline)} from "
-              "per-repeat paired ratios; latency at batch 1; FLOPs per image.", caption_justify="left")
-    for c in ("variant", "img/s", "speed-up", "p50/p95 ms", "GFLOPs", "FLOPs ÷", "params M", "peak MB"):
-        t.add_column(c, justify="left" if c == "variant" else "right")
+    t = Table(title=title, title_justify="left", caption=f"median img/s; speed-up vs {escape(baseline)} from per-repeat paired "
+              "ratios; latency at batch 1; FLOPs per image; min/max and params in --json.", caption_justify="left")
+    # compact enough for an 80-column terminal; every field is in the run record (--json / --out)
+    t.box, t.pad_edge, t.collapse_padding = box.SIMPLE_HEAD, False, True
+    for c in ("variant", "img/s", "speed-up", "p50/p95 ms", "GFLOPs", "peak MB"):
+        t.add_column(c, justify="left" if c == "variant" else "right", no_wrap=True)
     for r in rows:
         if r.get("error"):
-            t.add_row(escape(r["variant"]), f"[red]failed: {escape(str(r['error']))}[/]", *[""] * 6)
+            t.add_row(escape(r["variant"]), f"[red]failed: {escape(str(r['error']))}[/]", *[""] * 4)
             continue
-        t.add_row(escape(r["variant"]),
-                  f"{r['images_per_s']:.1f} [{r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}]",
-                  "–" if r["speedup"] is None else
-                  f"{r['speedup']:.2f}× [{r['speedup_low']:.2f}-{r['speedup_high']:.2f}]",
-                  f"{r['latency_p50_ms']:.2f} / {r['latency_p95_ms']:.2f}", _f(r["gflops"], ".4g"),
-                  _f(r["flops_reduction"], ".2f"), f"{r['params_m']:.2f}", _f(r["peak_memory_mb"], ".1f"))
+        t.add_row(escape(r["variant"]), f"{r['images_per_s']:.1f}",
+                  "–" if r["speedup"] is None else f"{r['speedup']:.2f}×",
+                  f"{r['latency_p50_ms']:.0f}/{r['latency_p95_ms']:.0f}", _f(r["gflops"], ".3g"),
+                  _f(r["peak_memory_mb"], ".0f"))
     return t
 
 
@@ -104,25 +105,25 @@ def tradeoff_table(record: Any) -> Table:
     """Rich table of a ``"tradeoff"`` record."""
     head = record.config["headline"]
     t = Table(title=escape(f"{record.config['backbone']} on {record.config['dataset']} · {head}"), title_justify="left")
-    for c in ("variant", "img/s", f"speed-up vs {escape(record.config['baseline'])}", "FLOPs ÷", "top-1 [95% CI]",
-              "Δ top-1 [95% CI]", "p", "cosine", "Pareto"):
-        t.add_column(c, justify="left" if c == "variant" else "right")
+    # compact for an 80-column terminal; CIs of the accuracy itself and p-values are in the record / report
+    t.box, t.pad_edge, t.collapse_padding = box.SIMPLE_HEAD, False, True
+    for c in ("variant", "img/s", "speed", "FLOPs÷", "top-1", "Δ top-1 [95% CI]", "★"):
+        t.add_column(c, justify="left" if c == "variant" else "right", no_wrap=True)
     for r in record.details["table"]:
         key = "exit" if r["kind"] == "early_exit" else head
-        name = escape(r["variant"]) + (" (exit heads)" if r["kind"] == "early_exit" else "")
+        name = escape(r["variant"]) + (" (exit)" if r["kind"] == "early_exit" else "")
         if r.get("error"):
-            t.add_row(name, f"[red]benchmark failed: {escape(str(r['error']))}[/]", *[""] * 7)
+            t.add_row(name, f"[red]benchmark failed: {escape(str(r['error']))}[/]", *[""] * 5)
             continue
         d = (r.get("delta") or {}).get(key)
         sig = d is not None and (d["low"] > 0 or d["high"] < 0)
-        delta = "–" if d is None else f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+        delta = "–" if d is None else f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
         sp = r.get("speedup") or {}
-        t.add_row(name, _f(r.get("images_per_s"), ".1f") + ("*" if r.get("images_per_s_derived") else ""),
-                  "–" if sp.get("value") is None else f"{sp['value']:.2f}×" +
-                  (f" [{sp['low']:.2f}-{sp['high']:.2f}]" if sp.get("low") is not None else ""),
-                  _f(r.get("flops_reduction"), ".2f"), _ci((r.get("accuracy") or {}).get(key), digits=4),
-                  f"[red]{delta}[/]" if sig and d["diff"] < 0 else delta, _f(None if d is None else d["p_bootstrap"]),
-                  _f(r.get("feature_cosine"), ".4f"), "★" if r.get("pareto") else "")
+        acc = (r.get("accuracy") or {}).get(key) or {}
+        t.add_row(name, _f(r.get("images_per_s"), ".0f") + ("*" if r.get("images_per_s_derived") else ""),
+                  "–" if sp.get("value") is None else f"{sp['value']:.2f}×", _f(r.get("flops_reduction"), ".2f"),
+                  _f(acc.get("value"), ".3f"), f"[red]{delta}[/]" if sig and d["diff"] < 0 else delta,
+                  "★" if r.get("pareto") else "")
     return t
 
 
