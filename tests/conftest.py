@@ -96,17 +96,23 @@ def cache_dir(tmp_path) -> Path:
 
 
 def write_images(root: Path, n_per_class: int = 6, classes=("bag", "coat", "shoe"), size: int = 28,
-                 flat: bool = False) -> Path:
-    """Write real Fashion-MNIST PNGs (from the bundled sample) into a class-folder tree."""
+                 flat: bool = False, start: int = 0, jitter: int = 0) -> Path:
+    """Write real Fashion-MNIST PNGs (bundled sample images ``start..``) into a class-folder tree.
+
+    ``jitter`` adds seeded integer noise in ``[-jitter, jitter]`` (a stand-in for generated images).
+    """
     src = SampleSource("fashion-mnist")
+    rng = np.random.default_rng(start)
     root.mkdir(parents=True, exist_ok=True)
-    k = 0
+    k = start
     for c in classes:
         d = root if flat else root / c
         d.mkdir(exist_ok=True)
         for j in range(n_per_class):
-            img = Image.fromarray(src.images[k]).resize((size, size))
-            img.save(d / f"{c}_{j:02d}.png")
+            a = src.images[k].astype(np.int16)
+            if jitter:
+                a = np.clip(a + rng.integers(-jitter, jitter + 1, a.shape), 0, 255)
+            Image.fromarray(a.astype(np.uint8)).resize((size, size)).save(d / f"{c}_{j:02d}.png")
             k += 1
     return root
 

@@ -82,7 +82,7 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *, protocols: str
              splits: np.ndarray | None = None, n_resamples: int = 1000, ordinal: bool = False,
              config: EvalConfig | None = None, pretrained: bool = True, device: str | None = None,
              cache_dir: str | Path | None = None, out: str | Path | None = None,
-             dataset_name: str | None = None, **embed_kwargs: Any) -> EvalResult:
+             dataset_name: str | None = None, label: str | None = None, **embed_kwargs: Any) -> EvalResult:
     """Evaluate one backbone on one labelled data source with frozen-feature protocols.
 
     Args:
@@ -96,6 +96,7 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *, protocols: str
         ordinal: labels are ordered (quadratic-weighted kappa).
         config: protocol settings (:class:`EvalConfig`).
         out: directory for the JSON run record.
+        label: how tables name this run (default the backbone name), e.g. ``"demo:fmnist-vit (tome:r=2)"``.
         **embed_kwargs: passed to the embedding store (``batch_size``, ``num_workers``, ``progress``...).
 
     Example:
@@ -152,7 +153,8 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *, protocols: str
             metrics[name] = {**metrics.get(name, {}), **res.episodes}
     record = RunRecord(
         kind="eval",
-        config={"backbone": backbone.name, "accel": backbone.accel, "data": source.uri, "dataset": dataset_name or source.uri,
+        config={"backbone": label or backbone.name, "source_backbone": backbone.name, "accel": backbone.accel,
+                "data": source.uri, "dataset": dataset_name or source.uri,
                 "protocols": names, "layers": list(emb.layers), "layer": emb.layers[-1], "pool": pool,
                 "test_fraction": test_fraction, "split_origin": split_origin, "n_resamples": n_resamples,
                 "ordinal": ordinal, "protocol_config": asdict(cfg)},

@@ -78,7 +78,7 @@ def test_single_class_and_missing_class(tmp_path):
     one = write_images(tmp_path / "one", n_per_class=6, classes=("only",))
     with pytest.raises(DataError, match=r"only one class \('only'\) is present"):
         vitlab.evaluate("pixels:8", f"folder:{one}", protocols="knn", cache_dir=tmp_path / "c", **FAST)
-    two = write_images(tmp_path / "two", n_per_class=4, classes=("x", "y"))
+    write_images(tmp_path / "two", n_per_class=4, classes=("x", "y"))
     manifest = tmp_path / "m.csv"
     rows = [f"two/x/x_0{i}.png,x,train" for i in range(4)] + [f"two/y/y_0{i}.png,y,test" for i in range(4)]
     manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
@@ -98,7 +98,7 @@ def test_unknown_protocol_suggests(folder, tmp_path):
 
 
 def test_group_aware_bootstrap_is_used(tmp_path):
-    root = write_images(tmp_path / "g", n_per_class=12, classes=("a", "b"))
+    write_images(tmp_path / "g", n_per_class=12, classes=("a", "b"))
     rows = [f"g/{c}/{c}_{i:02d}.png,{c},{'test' if i % 3 == 0 else 'train'},p{i // 2}"
             for c in ("a", "b") for i in range(12)]
     (tmp_path / "g.csv").write_text("path,label,split,group\n" + "\n".join(rows) + "\n")

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 import vitlab.cli.gen_cmds  # noqa: F401  (registers gen-eval / gen-stats on the app)
+from tests.conftest import write_images
 from vitlab.cli import app
-from vitlab.data.sample import SampleSource
 from vitlab.errors import ConfigError, DataError
 from vitlab.generative import GenEvalConfig, gen_eval, gen_stats, load_stats
 from vitlab.metrics import SmallSampleWarning
@@ -28,14 +27,7 @@ CLASSES = ("bag", "coat", "shoe")
 
 def _write(root, start, n_per_class=20, size=28, jitter=0):
     """Fashion-MNIST PNGs from the bundled sample, images ``start..``; ``jitter`` adds seeded noise."""
-    imgs, rng = SampleSource("fashion-mnist").images, np.random.default_rng(start)
-    for c_i, c in enumerate(CLASSES):
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for j in range(n_per_class):
-            a = imgs[start + c_i * n_per_class + j].astype(np.int16)
-            a = np.clip(a + rng.integers(-jitter, jitter + 1, a.shape), 0, 255).astype(np.uint8) if jitter else a
-            Image.fromarray(a.astype(np.uint8)).resize((size, size)).save(root / c / f"{c}_{j:02d}.png")
-    return root
+    return write_images(root, n_per_class, CLASSES, size, start=start, jitter=jitter)
 
 
 @pytest.fixture(scope="module")

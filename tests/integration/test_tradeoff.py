@@ -50,9 +50,10 @@ def test_one_record_per_variant_plus_the_tradeoff_record(result):
     records = load_records(root / "out")
     kinds = sorted(r.kind for r in records)
     assert kinds == ["eval", "eval", "eval", "tradeoff"]
-    evals = {r.config["accel"]: r for r in records if r.kind == "eval"}
+    evals = {r.config["backbone"].split(" (")[1].rstrip(")"): r for r in records if r.kind == "eval"}
     assert set(evals) == {"none", "tome:r=2", "int8"}
-    assert evals["tome:r=2"].config["backbone"] == "demo:fmnist-vit (tome:r=2)"
+    assert evals["tome:r=2"].config["source_backbone"] == "demo:fmnist-vit"
+    assert evals["tome:r=2"].config["accel"]["name"] == "tome"
     assert evals["tome:r=2"].fingerprints["backbone"]["accel"]["name"] == "tome"
     digests = {res.runs[k].embeddings.digest for k in evals}  # the cache keys every variant separately
     assert len(digests) == 3

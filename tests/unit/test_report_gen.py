@@ -16,9 +16,10 @@ import shutil
 
 import numpy as np
 import pytest
+
+from tests.conftest import write_images
 from PIL import Image
 
-from vitlab.data.sample import SampleSource
 from vitlab.generative import GenEvalConfig, gen_eval, gen_stats
 from vitlab.report import RunRecord, load_records, render_html, to_csv, to_markdown
 from vitlab.report import gen_section
@@ -34,15 +35,8 @@ CLASSES = ("bag", "coat", "shoe")
 
 
 def _write(root, start, n_per_class=20, size=28, jitter=0):
-    imgs, rng = SampleSource("fashion-mnist").images, np.random.default_rng(start)
-    for c_i, c in enumerate(CLASSES):
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for j in range(n_per_class):
-            a = imgs[start + c_i * n_per_class + j].astype(np.int16)
-            if jitter:
-                a = np.clip(a + rng.integers(-jitter, jitter + 1, a.shape), 0, 255)
-            Image.fromarray(a.astype(np.uint8)).resize((size, size)).save(root / c / f"{c}_{j:02d}.png")
-    return root
+    """Fashion-MNIST PNGs from the bundled sample, images ``start..``; ``jitter`` adds seeded noise."""
+    return write_images(root, n_per_class, CLASSES, size, start=start, jitter=jitter)
 
 
 @pytest.fixture(autouse=True)

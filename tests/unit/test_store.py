@@ -136,7 +136,7 @@ def test_truncated_array_and_bit_flip_are_detected(tiny_backbone, image_folder, 
     store = EmbeddingStore(cache_dir)
     emb = store.get_or_compute(tiny_backbone, f"folder:{image_folder}", **KW)
     ref = np.array(emb.get())
-    arr = emb.path / f"L2.cls.npy"
+    arr = emb.path / "L2.cls.npy"
     arr.write_bytes(arr.read_bytes()[:-64])
     with pytest.warns(UserWarning, match=r"is corrupt \(.*\); recomputing"):
         again = store.get_or_compute(tiny_backbone, f"folder:{image_folder}", **KW)

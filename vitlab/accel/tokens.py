@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vitlab.backbones.base import POOLS
-from vitlab.errors import ConfigError
+from vitlab.backbones.base import check_pool
 
 
 def unmerge_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -69,10 +68,7 @@ def size_weighted_pool(tokens: torch.Tensor, size: torch.Tensor, mode: str, num_
         >>> size_weighted_pool(t, s, "mean", 1, True)   # (3*1 + 1*4) / 4
         tensor([[1.7500]])
     """
-    if mode not in POOLS:
-        raise ConfigError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLS)}.")
-    if mode in ("cls", "cls+mean") and not has_cls_token:
-        raise ConfigError(f"pooling {mode!r} needs a class token, and this backbone has none. Use --pool mean.")
+    check_pool(mode, has_cls_token)
     if mode == "cls":
         return tokens[:, 0]
     w = size[:, num_prefix_tokens:].unsqueeze(-1).to(tokens.dtype)

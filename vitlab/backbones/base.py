@@ -96,6 +96,18 @@ class TokenOutput:
         return pool_tokens(self.tokens[layer], mode, self.num_prefix_tokens, self.has_cls_token)
 
 
+def check_pool(mode: str, has_cls_token: bool = True) -> None:
+    """Raise a clear error unless ``mode`` is a pooling this backbone can do.
+
+    Example:
+        >>> check_pool("mean", has_cls_token=False)
+    """
+    if mode not in POOLS:
+        raise ConfigError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLS)}.")
+    if mode in ("cls", "cls+mean") and not has_cls_token:
+        raise ConfigError(f"pooling {mode!r} needs a class token, and this backbone has none. Use --pool mean.")
+
+
 def pool_tokens(tokens: torch.Tensor, mode: str, num_prefix_tokens: int, has_cls_token: bool) -> torch.Tensor:
     """Pool ``[B, P + N, C]`` tokens into an embedding.
 
@@ -108,10 +120,7 @@ def pool_tokens(tokens: torch.Tensor, mode: str, num_prefix_tokens: int, has_cls
         >>> pool_tokens(t, "mean", 1, True)
         tensor([[ 6.,  7.,  8.,  9.]])
     """
-    if mode not in POOLS:
-        raise ConfigError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLS)}.")
-    if mode in ("cls", "cls+mean") and not has_cls_token:
-        raise ConfigError(f"pooling {mode!r} needs a class token, and this backbone has none. Use --pool mean.")
+    check_pool(mode, has_cls_token)
     if mode == "cls":
         return tokens[:, 0]
     mean = tokens[:, num_prefix_tokens:].mean(dim=1)

@@ -136,9 +136,8 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
     runs: dict[str, EvalResult] = {}
     for label, vb in built.items():
         res = evaluate(vb, source, protocols=protocols, layers=layers, pool=pool, seed=seed, splits=splits,
-                       n_resamples=n_resamples, config=cfg, device=device, cache_dir=cache_dir, **embed_kwargs)
-        res.record.config.update({"backbone": f"{backbone.name} ({label})", "accel": label,
-                                  "source_backbone": backbone.name})
+                       n_resamples=n_resamples, config=cfg, device=device, cache_dir=cache_dir,
+                       label=f"{backbone.name} ({label})", **embed_kwargs)
         runs[label] = res
     bench = bench_backbones(built, batch_size=batch_size, device=device, dtype=dtype, warmup=warmup, repeats=repeats,
                             min_time=min_time, latency_repeats=latency_repeats, seed=seed)

@@ -30,7 +30,7 @@ import numpy as np
 
 from vitlab import __version__
 from vitlab.backbones import Backbone, load_backbone, resolve_device
-from vitlab.backbones.base import POOLS
+from vitlab.backbones.base import check_pool
 from vitlab.data import DataSource, load_source
 from vitlab.errors import CacheError, ConfigError, DataError
 from vitlab.store.embeddings import Embeddings
@@ -112,8 +112,7 @@ class EmbeddingStore:
         """
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
-        if pool not in POOLS:
-            raise ConfigError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}.")
+        check_pool(pool)
         if batch_size < 1 or shard_size < 1:
             raise ConfigError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}.")
         source = load_source(source)  # cheap, so bad data fails before a model download
@@ -123,8 +122,7 @@ class EmbeddingStore:
             dev = resolve_device(device)
             if dev != backbone.device:
                 backbone = backbone.to(dev)
-        if pool in ("cls", "cls+mean") and not backbone.spec.has_cls_token:
-            raise ConfigError(f"{backbone.name} has no class token, so pool={pool!r} is impossible. Use --pool mean.")
+        check_pool(pool, backbone.spec.has_cls_token)
         precision = precision or ("bf16" if backbone.device.type == "cuda" else "fp32")
         key = self.key_for(backbone, source, layers, precision)
         entry = self.entry_dir(key)
