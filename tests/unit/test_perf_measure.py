@@ -22,6 +22,29 @@ def test_flops_of_a_linear_layer_and_a_conv():
     assert count_flops(conv, torch.randn(1, 3, 4, 4)) == 2 * 5 * 4 * (3 * 2 * 2)
 
 
+def test_fused_attention_counts_like_the_same_attention_written_as_matmuls():
+    """Documented meaning: attention FLOPs do not depend on which kernel ran (fused SDPA or two matmuls)."""
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+
+    def explicit(q, k, v):
+        return ((q * 8 ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+
+    fused = nn.functional.scaled_dot_product_attention
+    assert torch.allclose(fused(q, k, v), explicit(q, k, v), atol=1e-5)
+    expected = 2 * (2 * 3) * 17 * 17 * 8 * 2
+    assert count_flops(explicit, q, k, v) == expected
+    assert count_flops(fused, q, k, v) == expected
+
+
+def test_simulated_quantisation_counts_the_flops_of_the_float_model(tiny_backbone):
+    calib = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    none = count_flops(lambda t: tiny_backbone.forward_tokens(t, -1), x)
+    for spec in ("w8a8", "w4a4"):
+        bb = apply_accel(tiny_backbone, spec, calib=calib)
+        assert count_flops(lambda t, bb=bb: bb.forward_tokens(t, -1), x) == none, spec
+
+
 def test_token_reduction_lowers_flops_and_int8_counts_like_fp32(tiny_backbone):
     x = torch.randn(1, 3, 32, 32)
     flops = {}

@@ -97,11 +97,35 @@ def _int_mm_flops(a_shape: Any, b_shape: Any, *args: Any, out_shape: Any = None,
     return 2 * math.prod(a_shape) * int(b_shape[-1])
 
 
+def sdpa_flops(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of scaled dot-product attention: ``Q K^T`` plus ``A V`` (softmax and scaling not counted).
+
+    Shapes are ``[..., L, E]`` for the query, ``[..., S, E]`` for the key and ``[..., S, Ev]``
+    for the value; leading dimensions (batch, heads) multiply.
+
+    Example:
+        >>> sdpa_flops((2, 3, 17, 8), (2, 3, 17, 8), (2, 3, 17, 8))   # 2 * (2*3) * 17 * 17 * (8 + 8)
+        55488
+    """
+    rows = math.prod(q_shape[:-1])
+    return 2 * rows * int(k_shape[-2]) * (int(q_shape[-1]) + int(v_shape[-1]))
+
+
 def _custom_flop_mapping() -> dict[Any, Callable[..., int]]:
-    """Formulas for quantised ops that ``FlopCounterMode`` does not know (int8 matmuls cost the same MACs)."""
+    """Formulas for ops that ``FlopCounterMode`` does not know.
+
+    Quantised linears and int8 matmuls cost the same multiply-adds as their float versions.
+    Fused attention: depending on the torch version and device, the CPU path reaches the counter
+    as ``aten.scaled_dot_product_attention`` itself (torch 2.14) or as
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, neither of which torch counts; the same
+    attention written as two matmuls (as simulated quantisation runs it) is counted through ``bmm``.
+    Mapping both makes the count independent of which kernel ran.
+    """
     mapping: dict[Any, Callable[..., int]] = {}
     for ns, op, fn in (("quantized", "linear_dynamic", _linear_flops),
-                       ("quantized", "linear_dynamic_fp16", _linear_flops), ("aten", "_int_mm", _int_mm_flops)):
+                       ("quantized", "linear_dynamic_fp16", _linear_flops), ("aten", "_int_mm", _int_mm_flops),
+                       ("aten", "scaled_dot_product_attention", sdpa_flops),
+                       ("aten", "_scaled_dot_product_flash_attention_for_cpu", sdpa_flops)):
         with contextlib.suppress(AttributeError, RuntimeError):
             mapping[getattr(getattr(torch.ops, ns), op)] = fn
     return mapping
@@ -111,9 +135,14 @@ def count_flops(fn: Callable[..., Any] | nn.Module, *args: Any) -> int:
     """FLOPs of one real call ``fn(*args)``, counted by ``torch.utils.flop_counter.FlopCounterMode``.
 
     Counted on the ops that actually run, so token merging or pruning lowers the count.
-    Matmuls, convolutions and fused attention are counted (a multiply-add = 2 FLOPs);
-    element-wise ops, norms and softmax are not. Dynamic-int8 linears are counted like their
-    float equivalents.
+    Matmuls, convolutions and attention (fused or not, on every torch version) are counted
+    (a multiply-add = 2 FLOPs); element-wise ops, norms and softmax are not. Dynamic-int8
+    linears are counted like their float equivalents.
+
+    Simulated quantisation (``w8a8``, ``w6a6``, ``w4a4``) counts the FLOPs of the float model it
+    simulates: its matmuls are the same multiply-adds, and its fake-quant rounding is
+    element-wise, so its count equals the unquantised model's. Real speed-ups of integer kernels
+    are measured as time, not as FLOPs.
 
     Args:
         fn: a module or callable, e.g. ``lambda x: bb.forward_tokens(x, -1)``.
@@ -215,5 +244,5 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-__all__ = ["DTYPES", "autocast_context", "synchronize", "time_call", "count_parameters", "count_flops",
+__all__ = ["DTYPES", "autocast_context", "synchronize", "time_call", "count_parameters", "count_flops", "sdpa_flops",
            "PeakMemory", "machine_info"]
