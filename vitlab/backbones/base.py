@@ -117,8 +117,8 @@ def pool_tokens(tokens: torch.Tensor, mode: str, num_prefix_tokens: int, has_cls
 
     Example:
         >>> t = torch.arange(12.0).reshape(1, 3, 4)  # 1 prefix + 2 patches, C=4
-        >>> pool_tokens(t, "mean", 1, True)
-        tensor([[ 6.,  7.,  8.,  9.]])
+        >>> pool_tokens(t, "mean", 1, True).tolist()
+        [[6.0, 7.0, 8.0, 9.0]]
     """
     check_pool(mode, has_cls_token)
     if mode == "cls":

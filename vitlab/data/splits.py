@@ -22,6 +22,30 @@ def normalise_split(value: str, where: str) -> str:
     return SPLIT_SYNONYMS[key]
 
 
+def check_fractions(test_fraction: float, val_fraction: float = 0.0) -> None:
+    """Raise a one-line :class:`ConfigError` unless the split fractions are usable.
+
+    Cheap, so callers run it before loading models or embedding anything.
+
+    Example:
+        >>> check_fractions(0.2)
+        >>> check_fractions(1.5)
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: test_fraction must be between 0 and 1 (exclusive), e.g. 0.2; got 1.5.
+    """
+    try:
+        test_fraction, val_fraction = float(test_fraction), float(val_fraction)
+    except (TypeError, ValueError):
+        raise ConfigError(f"test_fraction and val_fraction take numbers such as 0.2, got {test_fraction!r} and "
+                          f"{val_fraction!r}.") from None
+    if not 0 < test_fraction < 1:  # also rejects NaN
+        raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), e.g. 0.2; got {test_fraction}.")
+    if not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise ConfigError(f"split fractions test={test_fraction}, val={val_fraction} must be in [0, 1) "
+                          "and leave room for train (test + val < 1).")
+
+
 def make_splits(labels: np.ndarray | None, groups: Sequence[str] | None = None, *, seed: int = 0,
                 test_fraction: float = 0.2, val_fraction: float = 0.0) -> np.ndarray:
     """Assign each sample to ``train``/``val``/``test``: seeded, stratified by label, no group crossing.
@@ -40,12 +64,10 @@ def make_splits(labels: np.ndarray | None, groups: Sequence[str] | None = None, 
 
     Example:
         >>> s = make_splits(np.array([0, 1] * 10), seed=0)
-        >>> sorted(set(s)), int((s == "test").sum())
+        >>> sorted(set(s.tolist())), int((s == "test").sum())
         (['test', 'train'], 4)
     """
-    if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
-        raise ConfigError(f"split fractions test={test_fraction}, val={val_fraction} must be in (0, 1) "
-                          "and leave room for train.")
+    check_fractions(test_fraction, val_fraction)
     n = len(labels) if labels is not None else len(groups or [])
     out = np.full(n, "train", dtype=object)
     idx = np.arange(n)
