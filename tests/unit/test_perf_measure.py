@@ -71,8 +71,12 @@ def test_peak_memory_sees_a_large_allocation():
 
 
 def test_autocast_context_validates_dtype():
+    lin, x = nn.Linear(4, 4), torch.randn(2, 4)
     with autocast_context(torch.device("cpu"), "fp32"):
-        pass
+        assert lin(x).dtype == torch.float32
+    with autocast_context(torch.device("cpu"), "bf16"):
+        assert lin(x).dtype == torch.bfloat16
+    assert lin.weight.dtype == torch.float32  # weights stay fp32
     with pytest.raises(ConfigError, match="unknown dtype 'int4'; choose one of fp32, bf16, fp16"):
         autocast_context(torch.device("cpu"), "int4")
 

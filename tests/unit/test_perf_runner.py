@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from vitlab.accel import apply_accel
 from vitlab.backbones.base import hash_state_dict
 from vitlab.errors import BackboneError, ConfigError
+from vitlab.perf import runner
+from vitlab.perf.measure import count_flops
 from vitlab.perf import BenchResult, bench, bench_backbones, bench_rows, benchmark
 from vitlab.report.record import RunRecord
 
@@ -21,12 +24,10 @@ def test_benchmark_fields_are_sane(tiny_backbone):
     before = hash_state_dict(tiny_backbone.model)
     r = benchmark(tiny_backbone, **FAST)
     assert r.ok and r.label == "none" and r.img_size == (32, 32) and r.batch_size == 4
-    t = r.throughput
-    assert len(t["samples"]) == 3 and 0 < t["min"] <= t["median"] <= t["max"]
-    lat = r.latency_ms
-    assert 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["max"]
+    assert len(r.throughput["samples"]) == 3 and len(r.latency_ms) == 4
     assert r.params == sum(p.numel() for p in tiny_backbone.model.parameters())
-    assert r.flops > 0 and r.memory_kind == "cpu_rss_delta" and r.peak_memory_mb >= 0
+    assert r.flops == count_flops(lambda x: tiny_backbone.forward_tokens(x, -1), torch.zeros(1, 3, 32, 32))
+    assert r.memory_kind == "cpu_rss_delta" and r.peak_memory_mb >= 0
     assert hash_state_dict(tiny_backbone.model) == before and tiny_backbone.accel is None
     assert BenchResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
 
@@ -35,7 +36,48 @@ def test_tome_lowers_flops_with_equal_params(tiny_backbone):
     res = bench_backbones({"none": tiny_backbone, "tome:r=2": apply_accel(tiny_backbone, "tome:r=2")}, **FAST)
     none, tome = res["none"], res["tome:r=2"]
     assert tome.flops < none.flops and tome.params == none.params
-    assert tome.latency_ms["p95"] >= tome.latency_ms["p50"]
+
+
+class FakeClock:
+    """Stands in for ``time_call``: returns scripted, distinct durations and records who was timed."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+        self.calls: list[tuple[object, int, float]] = []
+
+    def __call__(self, fn, device, n=1):
+        dt = float(self.rng.uniform(0.01, 0.1)) * n
+        self.calls.append((fn, n, dt))
+        return dt
+
+
+def test_throughput_and_latency_are_computed_from_the_timed_calls(tiny_backbone, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(runner, "time_call", clock)
+    r = benchmark(tiny_backbone, **FAST)
+    lat_calls = clock.calls[-FAST["latency_repeats"]:]
+    thr_calls = clock.calls[-FAST["latency_repeats"] - FAST["repeats"]:-FAST["latency_repeats"]]
+    thr = np.array([n * FAST["batch_size"] / dt for _, n, dt in thr_calls])
+    assert r.throughput["samples"] == [round(v, 4) for v in thr]
+    assert r.throughput["median"] == pytest.approx(np.median(thr))
+    assert (r.throughput["min"], r.throughput["max"]) == pytest.approx((thr.min(), thr.max()))
+    lat = 1000 * np.array([dt for _, _, dt in lat_calls])
+    assert (r.latency_ms["p50"], r.latency_ms["p95"]) == pytest.approx(tuple(np.percentile(lat, [50, 95])))
+    assert (r.latency_ms["min"], r.latency_ms["max"]) == pytest.approx((lat.min(), lat.max()))
+    assert len({fn for fn, _, _ in thr_calls}) == 1 and {fn for fn, _, _ in lat_calls}.isdisjoint(
+        {fn for fn, _, _ in thr_calls})  # batch calls and batch-1 calls are different forwards
+
+
+def test_variants_are_timed_interleaved_in_rotated_order(tiny_backbone, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(runner, "time_call", clock)
+    variants = {"none": tiny_backbone, "tome:r=2": apply_accel(tiny_backbone, "tome:r=2")}
+    res = bench_backbones(variants, **{**FAST, "repeats": 4, "latency_repeats": 2})
+    thr_calls = clock.calls[-2 * 2 - 2 * 4:-2 * 2]
+    a, b = thr_calls[0][0], thr_calls[1][0]
+    assert a is not b and [c[0] for c in thr_calls] == [a, b, b, a, a, b, b, a]
+    first = [thr_calls[i][1] * FAST["batch_size"] / thr_calls[i][2] for i in (0, 3, 4, 7)]
+    assert res["none"].throughput["samples"] == [round(v, 4) for v in first]
 
 
 def test_bench_sweep_record_round_trips(tiny_backbone, tmp_path):
