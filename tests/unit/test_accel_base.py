@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -87,7 +88,7 @@ def test_chain_applies_in_order_and_keys_differ(tiny_backbone):
 
 def test_accelerators_are_frozen_and_validated():
     t = ToMe(r=4)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         t.r = 5  # type: ignore[misc]
     with pytest.raises(ConfigError, match="int8: weight_only must be true or false"):
         Int8(weight_only="yes")  # type: ignore[arg-type]
