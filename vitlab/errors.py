@@ -57,3 +57,23 @@ class BackboneError(VitlabError):
 
 class CacheError(VitlabError):
     """The embedding cache is unusable (unwritable dir, corrupt entry that cannot be repaired)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during extraction, with a truthful note of what was kept.
+
+    ``resume_hint`` says how many rows and shards are saved and whether running the
+    same command again resumes (the CLI prints it instead of a generic line).
+
+    Example:
+        >>> e = Interrupted("16 of 30 rows (2 shards) are kept: run the same command again to resume.")
+        >>> isinstance(e, KeyboardInterrupt), e.resume_hint
+        (True, '16 of 30 rows (2 shards) are kept: run the same command again to resume.')
+    """
+
+    def __init__(self, resume_hint: str) -> None:
+        super().__init__(resume_hint)
+        self.resume_hint = resume_hint
+
+    def __str__(self) -> str:
+        return self.resume_hint
