@@ -150,3 +150,71 @@ def test_errors():
         fitted.score(X[:3], np.array([0, 1, 5]))
     with pytest.raises(DataError, match="fitted on d=8"):
         LinearProbe(Cs=[1.0]).fit(X, y).predict(X[:, :4])
+
+
+# -- convergence: recorded for every fit, warned, and the defaults converge -------------------------------------
+
+def test_a_fit_stopped_at_its_cap_warns_and_says_so():
+    X, y = _data(n_cls=4, seed=1, scale=5.0)
+    with pytest.warns(lin.ConvergenceWarning, match=r"iteration cap without converging for C = 100 .*max_iter"):
+        fit_logistic(X, y, 100.0, max_iter=2)
+    W, b, info = fit_logistic(X, y, 100.0, max_iter=2, return_info=True)
+    assert info.stop == "max_iter" and not info.converged and info.n_iter == 2 and info.grad_max > 1e-6
+    W, b, info = fit_logistic(X, y, 1.0, tol=1e-9, max_iter=5000, return_info=True, dtype="float64")
+    assert info.converged and info.n_iter < 5000
+    # a converged fit meets the gradient tolerance or can make no more progress, and matches sklearn
+    np.testing.assert_allclose(_softmax(X @ W + b), _sk(X, y, 1.0).predict_proba(X), atol=1e-5)
+
+
+def test_the_probe_records_convergence_of_every_fit_in_the_sweep_and_the_refit():
+    X, y = _data(n=400, n_cls=3, seed=2, scale=4.0)
+    with pytest.warns(lin.ConvergenceWarning):
+        p = LinearProbe(Cs=[0.01, 1.0, 1e4], max_iter=3).fit(X, y)
+    assert len(p.fit_info_) == 3 + 1 and [f.C for f in p.fit_info_[:3]] == [0.01, 1.0, 1e4]
+    assert p.fit_info_[-1].C == p.C_ and p.converged_ == p.fit_info_[-1].converged
+    assert p.convergence_["all_converged"] is False and 1e4 in p.convergence_["not_converged_C"]
+    assert p.convergence_["fits"][0].keys() >= {"C", "n_iter", "stop", "grad_max", "converged"}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lin.ConvergenceWarning)  # a converged sweep does not warn
+        q = LinearProbe(Cs=[0.01, 1.0], max_iter=2000).fit(X, y)
+    assert q.convergence_["all_converged"] and q.converged_
+
+
+def test_patience_stops_the_sweep_without_changing_the_choice():
+    X, y = _data(n=300, d=40, n_cls=3, seed=3, scale=0.7)  # few samples, many dims: large C overfits
+    Cs = 10.0 ** np.arange(-4, 6)
+    full = LinearProbe(Cs=Cs, max_iter=3000).fit(X, y)
+    short = LinearProbe(Cs=Cs, max_iter=3000, patience=2).fit(X, y)
+    assert short.C_ == full.C_
+    k = len(short.Cs_)
+    np.testing.assert_array_equal(short.val_scores_, full.val_scores_[:k])
+    best = int(np.argmax(full.val_scores_))
+    assert k < len(Cs)  # stopped early: the last two swept all scored below the best
+    assert k - 1 - best >= 2 and (short.val_scores_[-2:] < full.val_scores_[best]).all()
+    with pytest.raises(ConfigError, match="patience=0 must be >= 1"):
+        LinearProbe(patience=0).fit(X, y)
+
+
+def test_default_linear_protocol_converges_on_the_bundled_sample(tmp_path):
+    """The shipped defaults: every fit of the coarse-to-fine sweep converges on demo features of the sample."""
+    import warnings
+
+    import vitlab
+    from vitlab.protocols.runners import EvalConfig, Split, run_linear
+
+    emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", cache_dir=tmp_path, progress=False)
+    X, y = np.asarray(emb.get(), dtype=np.float32), np.asarray(emb.labels)
+    split = emb.splits(seed=0)
+    tr, te = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lin.ConvergenceWarning)
+        out = run_linear(Split(X[tr], y[tr], tr), Split(X[te], y[te], te), EvalConfig(), 0, len(emb.classes))
+    conv = out.details["convergence"]
+    assert conv["all_converged"] and conv["refit_converged"] and conv["not_converged_C"] == []
+    assert len(conv["fits"]) >= 8 and all(f["n_iter"] < EvalConfig().linear_max_iter for f in conv["fits"])
+    # and an iteration cap that is too small is recorded and warned about, not silent
+    with pytest.warns(lin.ConvergenceWarning, match="linear probe: L-BFGS stopped at its iteration cap"):
+        out = run_linear(Split(X[tr], y[tr], tr), Split(X[te], y[te], te), EvalConfig(linear_max_iter=20), 0,
+                         len(emb.classes))
+    assert not out.details["convergence"]["all_converged"]

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.protocols.linear import check_labels, fit_logistic
+from vitlab.protocols.linear import check_labels, convergence_summary, fit_logistic
 
 __all__ = ["FewShotResult", "ShotResult", "fewshot_eval", "cl2n", "sample_episode", "CLASSIFIERS"]
 
@@ -68,6 +69,7 @@ class FewShotResult:
     seed: int
     linear_C: float
     classifiers: tuple[str, ...] = field(default=CLASSIFIERS)
+    linear_convergence: dict[str, Any] | None = None  # {all_converged, n_fits, n_not_converged, max_iter}
 
     def to_dict(self) -> dict[str, dict[str, dict[str, float | list[float]]]]:
         """JSON-friendly ``{classifier: {str(shot): {mean, low, high, accuracies}}}``."""
@@ -203,6 +205,7 @@ def fewshot_eval(
     xtr, xte = cl2n(train_x, mean), cl2n(test_x, mean)
 
     accs: dict[str, dict[int, list[float]]] = {c: {s: [] for s in shots} for c in classifiers}
+    fits = []
     for s in shots:
         for e in range(episodes):
             idx = sample_episode(train_y, s, n_cls, np.random.default_rng((seed, s, e)))
@@ -211,11 +214,18 @@ def fewshot_eval(
                 pred = _simpleshot(sx, sy, xte, n_cls)
                 accs["simpleshot"][s].append(float((pred == test_y).mean()))
             if "linear" in classifiers:
-                W, b = fit_logistic(sx, sy, linear_C, num_classes=n_cls, max_iter=linear_max_iter)
+                W, b, info = fit_logistic(sx, sy, linear_C, num_classes=n_cls, max_iter=linear_max_iter,
+                                          return_info=True)
+                fits.append(info)
                 pred = (xte @ W + b).argmax(axis=1)
                 accs["linear"][s].append(float((pred == test_y).mean()))
     results = {
         c: {s: ShotResult(tuple(a), *t_interval(a)) for s, a in per.items()} for c, per in accs.items()
     }
+    conv = None
+    if fits:
+        summary = convergence_summary(fits, "few-shot linear classifier")  # warns if any fit hit the cap
+        conv = {"all_converged": summary["all_converged"], "n_fits": len(fits),
+                "n_not_converged": len(summary["not_converged_C"]), "max_iter": linear_max_iter}
     return FewShotResult(results=results, episodes=episodes, seed=seed, linear_C=linear_C,
-                         classifiers=classifiers)
+                         classifiers=classifiers, linear_convergence=conv)

@@ -27,16 +27,20 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
 
 from vitlab.errors import ConfigError, DataError
 
-__all__ = ["fit_logistic", "LinearProbe", "check_labels", "DEFAULT_CS"]
+__all__ = ["fit_logistic", "LinearProbe", "check_labels", "DEFAULT_CS", "FitInfo", "ConvergenceWarning",
+           "convergence_summary"]
 
 DEFAULT_CS = np.logspace(-6, 5, 45)
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -96,6 +100,53 @@ def check_labels(
     return n_cls
 
 
+@dataclass(frozen=True)
+class FitInfo:
+    """How one L-BFGS fit stopped.
+
+    Attributes:
+        C: inverse regularisation strength of the fit.
+        n_iter: L-BFGS iterations run.
+        stop: ``"gradient"`` (``max |grad| <= tol``), ``"no_progress"`` (loss and step changes
+            below the solver's change tolerance: no further progress at this precision, which
+            scipy's L-BFGS-B, and so scikit-learn, also counts as converged), ``"max_iter"``
+            or ``"max_eval"`` (stopped at a cap: not converged).
+        grad_max: ``max |grad|`` of the mean-scaled objective at the returned solution.
+        converged: ``stop`` is ``"gradient"`` or ``"no_progress"``.
+    """
+
+    C: float
+    n_iter: int
+    stop: str
+    grad_max: float
+
+    @property
+    def converged(self) -> bool:
+        return self.stop in ("gradient", "no_progress")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "converged": self.converged}
+
+
+def convergence_summary(fits: Sequence[FitInfo], what: str = "linear probe") -> dict[str, Any]:
+    """Record-ready summary of several fits; warns (:class:`ConvergenceWarning`) if any hit a cap.
+
+    Example:
+        >>> s = convergence_summary([FitInfo(1.0, 12, "gradient", 1e-7)])
+        >>> s["all_converged"], s["not_converged_C"]
+        (True, [])
+    """
+    bad = [f for f in fits if not f.converged]
+    if bad:
+        cs = ", ".join(f"{f.C:.3g}" for f in bad)
+        warnings.warn(f"{what}: L-BFGS stopped at its iteration cap without converging for C = {cs} "
+                      f"({len(bad)} of {len(fits)} fits; largest |grad| {max(f.grad_max for f in bad):.2g}). "
+                      "Raise the iteration cap (max_iter; EvalConfig.linear_max_iter), or standardise the features.",
+                      ConvergenceWarning, stacklevel=3)
+    return {"all_converged": not bad, "not_converged_C": [f.C for f in bad],
+            "fits": [f.to_dict() for f in fits]}
+
+
 def _fit_torch(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -105,7 +156,7 @@ def _fit_torch(
     b0: torch.Tensor | None,
     max_iter: int,
     tol: float,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor, FitInfo]:
     """Minimise the scaled objective. ``W [d, K]``, ``b [K]`` with K=1 (binary) or C."""
     n, d = X.shape
     K = 1 if n_cls == 2 else n_cls
@@ -118,11 +169,12 @@ def _fit_torch(
     # Stop on loss / step changes below this: sklearn's ftol (64 eps) in float64; in float32,
     # 64 eps (7.6e-6) stopped fits early (proba off by ~2e-3), 1e-9 gets ~1e-4.
     tol_change = 64 * torch.finfo(torch.float64).eps if X.dtype == torch.float64 else 1e-9
+    max_eval = 2 * max_iter + 20
     opt = torch.optim.LBFGS(
         [W, b],
         lr=1.0,
         max_iter=max_iter,
-        max_eval=2 * max_iter + 20,
+        max_eval=max_eval,
         tolerance_grad=tol,
         tolerance_change=tol_change,
         history_size=20,
@@ -148,8 +200,19 @@ def _fit_torch(
             return loss / n + 0.5 * reg * (W * W).sum()
 
     opt.step(closure)
-    n_iter = int(opt.state[opt._params[0]]["n_iter"])
-    return W.detach(), b.detach(), n_iter
+    state = opt.state[opt._params[0]]
+    n_iter, n_eval = int(state["n_iter"]), int(state["func_evals"])
+    closure()  # the gradient at the returned point (the last line-search evaluation may be elsewhere)
+    grad_max = float(max(W.grad.abs().max(), b.grad.abs().max()))
+    if grad_max <= tol:
+        stop = "gradient"
+    elif n_iter >= max_iter:
+        stop = "max_iter"
+    elif n_eval >= max_eval:
+        stop = "max_eval"
+    else:
+        stop = "no_progress"
+    return W.detach(), b.detach(), FitInfo(float(C), n_iter, stop, grad_max)
 
 
 def _to_symmetric(W: torch.Tensor, b: torch.Tensor, n_cls: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +241,8 @@ def fit_logistic(
     tol: float = 1e-6,
     dtype: Literal["float64", "float32"] = "float64",
     device: str | torch.device = "cpu",
-) -> tuple[np.ndarray, np.ndarray]:
+    return_info: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, FitInfo]:
     """Fit L2-regularised logistic regression, same objective as sklearn's ``C``.
 
     Args:
@@ -191,10 +255,13 @@ def fit_logistic(
         tol: Stop when ``max |grad|`` of the mean-scaled objective is ``<= tol``.
         dtype: ``"float64"`` (parity with sklearn) or ``"float32"`` (faster).
         device: torch device.
+        return_info: also return the :class:`FitInfo` (and do not warn; the caller decides).
 
     Returns:
         ``(W [d, C], b [C])``; class probabilities are ``softmax(X @ W + b)``. For two
-        classes the binomial solution ``w`` is returned as ``W = [-w/2, w/2]``.
+        classes the binomial solution ``w`` is returned as ``W = [-w/2, w/2]``. With
+        ``return_info``, ``(W, b, FitInfo)``. Without it, a fit stopped at ``max_iter``
+        warns with :class:`ConvergenceWarning` (as scikit-learn does).
 
     Raises:
         ConfigError: ``C <= 0``, ``max_iter < 1``, ``tol <= 0``, unknown dtype, bad ``init`` shape.
@@ -228,8 +295,12 @@ def fit_logistic(
         Wi, bi = _from_symmetric(Wi, bi, n_cls)
         W0 = torch.as_tensor(Wi, dtype=tdt, device=dev)
         b0 = torch.as_tensor(bi, dtype=tdt, device=dev)
-    W, b, _ = _fit_torch(Xt, yt, n_cls, float(C), W0, b0, max_iter, tol)
-    return _to_symmetric(W, b, n_cls)
+    W, b, info = _fit_torch(Xt, yt, n_cls, float(C), W0, b0, max_iter, tol)
+    Ws, bs = _to_symmetric(W, b, n_cls)
+    if return_info:
+        return Ws, bs, info
+    convergence_summary([info], "fit_logistic")
+    return Ws, bs
 
 
 def _softmax(Z: np.ndarray) -> np.ndarray:
@@ -305,12 +376,20 @@ class LinearProbe:
         num_classes: Number of classes; every class must have training samples.
         refit: Refit on train + validation with the chosen C (default). ``False`` keeps the
             fit on the training part (used by the coarse stage of a coarse-to-fine search).
+        patience: Stop the ascending sweep once this many consecutive values of C after the
+            best all score below it on validation (``None``: sweep the whole grid). Larger C
+            means weaker regularisation: once validation accuracy has fallen for several
+            decades the probe is overfitting, and those fits are the slowest to converge.
 
     With a single ``C`` no validation split is made (``val_scores_ = [nan]``).
 
     Attributes:
-        Cs_: ``[n_Cs]`` sorted grid. val_scores_: ``[n_Cs]`` validation accuracy.
-        C_: chosen C. coef_: ``[C, d]``. intercept_: ``[C]``. n_iter_: iterations of the refit.
+        Cs_: ``[n_Cs]`` sorted grid (the part swept, with ``patience``). val_scores_: ``[n_Cs]``
+        validation accuracy. C_: chosen C. coef_: ``[C, d]``. intercept_: ``[C]``. n_iter_:
+        iterations of the refit. converged_: whether the refit converged. fit_info_: one
+        :class:`FitInfo` per fit (sweep, then refit). convergence_: record-ready summary from
+        :func:`convergence_summary` (a :class:`ConvergenceWarning` is issued when a fit hit
+        ``max_iter``).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -332,8 +411,10 @@ class LinearProbe:
         standardize: bool = False,
         num_classes: int | None = None,
         refit: bool = True,
+        patience: int | None = None,
     ) -> None:
         self.Cs = Cs
+        self.patience = patience
         self.val_fraction = val_fraction
         self.seed = seed
         self.device = device
@@ -360,6 +441,10 @@ class LinearProbe:
             )
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction={self.val_fraction} must be in (0, 1), e.g. 0.2.")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience={self.patience} must be >= 1 or None (sweep every C), e.g. 3.")
+        if self.max_iter < 1:
+            raise ConfigError(f"max_iter={self.max_iter} must be >= 1, e.g. 1000.")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}. Use 'float64' or 'float32'.")
         n_cls = check_labels(X, y, self.num_classes)
@@ -372,6 +457,7 @@ class LinearProbe:
         yt = torch.as_tensor(y, device=Xt.device)
         self.n_classes_ = n_cls
         self.Cs_ = Cs
+        fits: list[FitInfo] = []
         if Cs.size == 1:
             self.val_scores_ = np.full(1, np.nan)
             best, W, b = 0, None, None
@@ -383,19 +469,30 @@ class LinearProbe:
             X_tr, y_tr, X_va, y_va = Xt[tr_t], yt[tr_t], Xt[va_t], yt[va_t]
             scores, sols, W, b = [], [], None, None
             for C in Cs:
-                W, b, _ = _fit_torch(X_tr, y_tr, n_cls, float(C), W, b, self.max_iter, self.tol)
+                W, b, info = _fit_torch(X_tr, y_tr, n_cls, float(C), W, b, self.max_iter, self.tol)
+                fits.append(info)
                 Z = X_va @ W + b
                 pred = (Z[:, 0] > 0).long() if n_cls == 2 else Z.argmax(1)
                 scores.append(float((pred == y_va).double().mean()))
                 sols.append((W, b))
+                if self.patience is not None and len(scores) - 1 - int(np.argmax(scores)) >= self.patience \
+                        and all(v < max(scores) for v in scores[-self.patience:]):
+                    break  # the last `patience` values of C all scored below the best: stop the sweep
+            self.Cs_ = Cs[: len(scores)]
             self.val_scores_ = np.asarray(scores)
             best = int(np.argmax(self.val_scores_))  # first max = smallest C
             W, b = sols[best]
         self.C_ = float(Cs[best])
+        self.converged_ = True
         if self.refit or W is None:
-            W, b, self.n_iter_ = _fit_torch(Xt, yt, n_cls, self.C_, W, b, self.max_iter, self.tol)
+            W, b, info = _fit_torch(Xt, yt, n_cls, self.C_, W, b, self.max_iter, self.tol)
+            self.n_iter_, self.converged_ = info.n_iter, info.converged
+            fits.append(info)
         else:
             self.n_iter_ = 0
+        self.fit_info_ = fits
+        self.convergence_ = convergence_summary(fits, "linear probe")
+        self.convergence_["refit_converged"] = self.converged_
         Ws, bs = _to_symmetric(W, b, n_cls)
         self.coef_, self.intercept_ = Ws.T.copy(), bs
         return self
