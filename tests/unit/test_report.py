@@ -221,3 +221,13 @@ def test_figures_are_legible_pngs():
     assert w > 200 and h > 200
     assert _png_size(thumbnail_uri(Image.new("L", (28, 28)), 84)) == (84, 84)
     assert _png_size(thumbnail_uri(Image.new("RGB", (400, 200)), 96)) == (96, 48)
+
+
+def test_a_linear_probe_that_did_not_converge_is_marked(runs, tmp_path):
+    records, _, _ = runs
+    r = _clone(next(r for r in _of(records, "eval") if "linear" in r.metrics))
+    assert r.details["linear"]["convergence"]["all_converged"]  # the real record converged: no mark
+    assert "not converged" not in render_html([r], tmp_path / "ok.html").read_text(encoding="utf-8")
+    r.details["linear"]["convergence"].update(all_converged=False, not_converged_C=[100.0, 1000.0])
+    page = render_html([r], tmp_path / "bad.html").read_text(encoding="utf-8")
+    assert "⚠ not converged: C = 100, 1e+03" in page or "&#9888; not converged: C = 100, 1e+03" in page

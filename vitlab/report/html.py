@@ -38,6 +38,7 @@ main{max-width:1200px;margin:0 auto;padding:24px}
 h1{margin:0 0 4px}h2{border-bottom:2px solid #d8dde3;padding-bottom:4px;margin-top:36px}h3{margin:22px 0 8px}
 .sub,.note,caption,.ci,.small{color:#5b6672}.ci{font-size:12px}.small{font-size:12px}
 .note{background:#fff6db;border-left:4px solid #e0b400;padding:8px 12px;color:#4a3b00}
+.warn{color:#a15c00;font-weight:600}
 table{border-collapse:collapse;background:#fff;margin:8px 0 4px;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #dde2e7;padding:4px 8px;text-align:left;vertical-align:top}th{background:#eef1f4}
 td.num{text-align:right;white-space:nowrap}caption{caption-side:bottom;text-align:left;font-size:12px;padding-top:4px}
@@ -224,6 +225,19 @@ def _eval_section(records: list[RunRecord], ctx: RenderContext) -> str:
                    for i, r in enumerate(records))
 
 
+def _convergence_mark(details: dict[str, Any]) -> str:
+    """A visible warning when a protocol's solver stopped at its iteration cap (from ``details["convergence"]``)."""
+    conv = details.get("convergence") if isinstance(details, dict) else None
+    if not isinstance(conv, dict) or conv.get("all_converged", True):
+        return ""
+    if "not_converged_C" in conv:
+        what = "C = " + ", ".join(f"{c:.3g}" for c in conv["not_converged_C"])
+    else:
+        what = f"{conv.get('n_not_converged')} of {conv.get('n_fits')} fits"
+    return (f' <span class="warn" title="L-BFGS stopped at max_iter={e(str(conv.get("max_iter")))}">'
+            f"&#9888; not converged: {e(what)}</span>")
+
+
 def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
     c, d = r.config, r.details
     classes = [str(x) for x in d.get("data", {}).get("classes", [])]
@@ -235,7 +249,7 @@ def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
            f"<p class=small>layer {e(str(c.get('layer')))} · pool {e(str(c.get('pool')))} · "
            f"{e(str(dd.get('n_train')))} train / {e(str(dd.get('n_test')))} test ({e(str(c.get('split_origin')))}) · "
            f"{len(classes)} classes · run <code>{e(r.run_id)}</code></p>"]
-    hp = [[f"<td>{e(p)}</td>", f"<td>{e(_kv(r.hparams.get(p, {})))}</td>",
+    hp = [[f"<td>{e(p)}</td>", f"<td>{e(_kv(r.hparams.get(p, {})))}{_convergence_mark(d.get(p, {}))}</td>",
            "<td>" + "<br>".join(f"{e(k.replace('_', ' '))}: {e(_kv(v))}" for k, v in d.get(p, {}).items()
                                 if isinstance(v, dict) and k.endswith(tuple(f"_by_{x}" for x in "kC"))) + "</td>"]
           for p in protos]
