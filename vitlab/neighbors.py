@@ -148,8 +148,8 @@ def _stable_topk(s: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor
 
 
 def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_self: bool = False,
-           block: int = DEFAULT_BLOCK, dtype: str = "float32", device: Any = None,
-           backend: Literal["exact", "faiss"] = "exact") -> Neighbors:
+           block: int = DEFAULT_BLOCK, ref_block: int | None = None, dtype: str = "float32",
+           device: Any = None, backend: Literal["exact", "faiss"] = "exact") -> Neighbors:
     """The ``k`` nearest reference rows of every query row.
 
     Args:
@@ -159,7 +159,8 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
         metric: ``"cosine"``, ``"ip"`` or ``"l2"`` (squared Euclidean).
         exclude_self: ``query`` *is* ``ref`` (same rows, same order): row ``i`` never returns itself.
             Exact duplicates at other rows still count.
-        block: tile edge (rows of query and reference per tile).
+        block: query rows per tile (and reference rows, unless ``ref_block`` is given).
+        ref_block: reference rows per tile (default ``block``); a tile holds ``block * ref_block`` scores.
         dtype: ``"float32"`` (fast) or ``"float64"`` (statistics that need it).
         device: torch device (default CPU).
         backend: ``"exact"`` (this blocked search) or ``"faiss"`` (a flat faiss index: same
@@ -181,8 +182,9 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}.")
-    if block < 1:
-        raise ConfigError(f"block must be >= 1, got {block}.")
+    ref_block = block if ref_block is None else ref_block
+    if block < 1 or ref_block < 1:
+        raise ConfigError(f"block and ref_block must be >= 1, got {block} and {ref_block}.")
     if backend == "faiss":
         return _faiss_search(query, ref, int(k), metric, exclude_self)
     if backend != "exact":
@@ -200,7 +202,7 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
         for i0, i1 in iter_blocks(m, block):
             best_s = torch.empty((i1 - i0, 0), dtype=q.dtype, device=q.device)
             best_i = torch.empty((i1 - i0, 0), dtype=torch.long, device=q.device)
-            for j0, j1 in iter_blocks(n, block):
+            for j0, j1 in iter_blocks(n, ref_block):
                 t = _tile(q[i0:i1], r[j0:j1], None if q_sq is None else q_sq[i0:i1],
                           None if r_sq is None else r_sq[j0:j1], metric)
                 if exclude_self and j0 < i1 and i0 < j1:  # the diagonal crosses this tile

@@ -2,15 +2,11 @@
 
 Cosine similarity on L2-normalised features; each of the k nearest training
 samples votes for its label with weight ``exp(sim / T)`` ("softmax", as in
-DINO/DINOv2 ``knn.py``) or weight 1 ("uniform"). The test set is processed in
-chunks and the training set in blocks, keeping a running top-k, so neither the
-full ``[n_test, n_train]`` similarity matrix nor a ``[chunk, n_train]`` block
-for a huge training set is ever materialised. One top-k over ``max(ks)`` is
-computed and smaller ``k`` are slices of it.
-
-Written in torch (rather than ``sklearn.neighbors``) because the chunked
-matmul + top-k runs on GPU and is much faster than a brute-force sklearn search
-on CPU for 10^5-10^6 training samples.
+DINO/DINOv2 ``knn.py``) or weight 1 ("uniform"). Neighbours come from
+:func:`vitlab.neighbors.search` (blocked, exact, ties to the smaller training
+index), so neither the full ``[n_test, n_train]`` similarity matrix nor a
+``[chunk, n_train]`` block for a huge training set is ever materialised. One
+top-k over ``max(ks)`` is computed and smaller ``k`` are slices of it.
 
 Example:
     >>> import numpy as np
@@ -31,6 +27,7 @@ import numpy as np
 import torch
 
 from vitlab.errors import ConfigError, DataError
+from vitlab.neighbors import search
 
 __all__ = ["knn_predict_proba", "knn_predict", "WEIGHTINGS"]
 
@@ -82,10 +79,6 @@ def _check_inputs(
         if not np.isfinite(arr).all():
             raise DataError(f"{name} contains NaN or inf values. Re-extract or drop those samples.")
     return train_x, train_y.astype(np.int64), test_x, int(num_classes)
-
-
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
 
 
 def knn_predict_proba(
@@ -163,52 +156,24 @@ def knn_predict_proba(
         )
     kmax = max(ks)
     dev = torch.device(device)
-    train = _normalize(torch.as_tensor(train_x, dtype=torch.float32, device=dev))
-    labels = torch.as_tensor(train_y, device=dev)
-    out = {k: np.empty((test_x.shape[0], n_cls), dtype=np.float32) for k in ks}
-
-    for start in range(0, test_x.shape[0], chunk_size):
-        q = _normalize(
-            torch.as_tensor(test_x[start : start + chunk_size], dtype=torch.float32, device=dev)
-        )
-        sims, idx = _topk_blockwise(q, train, kmax, train_chunk_size)
-        nbr = labels[idx]  # [b, kmax]
-        if weighting == "softmax":
-            # exp((s - s_max) / T): the shift cancels in the normalisation and avoids overflow.
-            w = ((sims - sims[:, :1]) / temperature).exp()
-        else:
-            w = torch.ones_like(sims)
-        # ks are nested: add the votes of neighbours prev_k..k-1 to a running [b, C] tally.
-        votes = torch.zeros(q.shape[0], n_cls, device=dev)
-        prev = 0
-        for k in sorted(set(ks)):
-            votes.scatter_add_(1, nbr[:, prev:k], w[:, prev:k])
-            prev = k
-            out[k][start : start + q.shape[0]] = (
-                (votes / votes.sum(dim=1, keepdim=True)).cpu().numpy()
-            )
-    return out
-
-
-def _topk_blockwise(
-    q: torch.Tensor, train: torch.Tensor, k: int, block: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k cosine similarities of ``q [b, d]`` against ``train [n, d]``, merging blocks of train."""
-    best_s: torch.Tensor | None = None
-    best_i: torch.Tensor | None = None
-    for s0 in range(0, train.shape[0], block):
-        sims = q @ train[s0 : s0 + block].T
-        kk = min(k, sims.shape[1])
-        s, i = sims.topk(kk, dim=1)
-        i = i + s0
-        if best_s is None:
-            best_s, best_i = s, i
-        else:
-            cat_s, cat_i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
-            best_s, pos = cat_s.topk(min(k, cat_s.shape[1]), dim=1)
-            best_i = cat_i.gather(1, pos)
-    assert best_s is not None and best_i is not None
-    return best_s, best_i
+    nb = search(test_x, train_x, kmax, metric="cosine", block=chunk_size, ref_block=train_chunk_size,
+                dtype="float32", device=dev)
+    sims = torch.as_tensor(nb.scores, device=dev)
+    nbr = torch.as_tensor(train_y, device=dev)[torch.as_tensor(nb.indices, device=dev)]  # [n_test, kmax]
+    if weighting == "softmax":
+        # exp((s - s_max) / T): the shift cancels in the normalisation and avoids overflow.
+        w = ((sims - sims[:, :1]) / temperature).exp()
+    else:
+        w = torch.ones_like(sims)
+    # ks are nested: add the votes of neighbours prev_k..k-1 to a running [n, C] tally.
+    votes = torch.zeros(sims.shape[0], n_cls, dtype=sims.dtype, device=dev)
+    out: dict[int, np.ndarray] = {}
+    prev = 0
+    for k in sorted(set(ks)):
+        votes.scatter_add_(1, nbr[:, prev:k], w[:, prev:k])
+        prev = k
+        out[k] = (votes / votes.sum(dim=1, keepdim=True)).cpu().numpy().astype(np.float32)
+    return {k: out[k] for k in ks}
 
 
 def knn_predict(
