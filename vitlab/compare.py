@@ -19,7 +19,7 @@ import numpy as np
 from vitlab.backbones import load_backbone
 from vitlab.data import load_source
 from vitlab.errors import ConfigError
-from vitlab.evaluate import EvalResult, evaluate
+from vitlab.evaluate import EvalResult, check_eval_config, evaluate
 from vitlab.metrics.classification import METRIC_FUNCTIONS
 from vitlab.report.record import RunRecord
 from vitlab.stats.paired import delong_test, mcnemar, paired_bootstrap
@@ -95,6 +95,11 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     if len(backbones) < 2:
         raise ConfigError(f"compare needs at least 2 backbones, got {len(backbones)}; use `vitlab eval` for one.")
     datasets = [data] if isinstance(data, str) else list(data)
+    if not datasets:
+        raise ConfigError("compare needs at least one data source, got none.")
+    # validate before loading any backbone or embedding anything
+    check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples, device=device,
+                      out=out, **eval_kwargs)
     runs: dict[tuple[str, str], EvalResult] = {}
     loaded = {}
     for name in backbones:

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 
 from vitlab.backbones import Backbone, load_backbone
+from vitlab.backbones.base import check_pool
 from vitlab.data import DataSource, load_source
+from vitlab.data.splits import check_fractions
 from vitlab.errors import ConfigError, DataError
 from vitlab.metrics.classification import METRIC_FUNCTIONS, classification_metrics
 from vitlab.protocols.runners import PROTOCOLS, EvalConfig, ProtocolOutput, Split, parse_protocols
-from vitlab.report.record import RunRecord
+from vitlab.report.record import RunRecord, check_output_dir
 from vitlab.stats.bootstrap import bootstrap_ci
 from vitlab.store import Embeddings, EmbeddingStore
 
@@ -104,10 +106,9 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *, protocols: str
         >>> res.record.metrics["knn"]["top1"]  # doctest: +SKIP
         {'value': 0.86, 'low': 0.83, 'high': 0.89, ...}
     """
-    names = parse_protocols(protocols)
-    cfg = config or EvalConfig(device=device or "cpu")
-    if n_resamples < 1:
-        raise ConfigError(f"n_resamples must be >= 1 (1000+ recommended), got {n_resamples}.")
+    # every cheap check first: nothing is loaded, downloaded or embedded before the config is known good
+    names, cfg = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
+                                   pool=pool, config=config, device=device, out=out, **embed_kwargs)
     source = load_source(data)
     if source.labels is None:
         raise DataError(f"{source.uri} has no labels; evaluation protocols need labelled data "
@@ -167,6 +168,38 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *, protocols: str
         seeds={"split": seed, "protocols": seed, "bootstrap": seed})
     path = record.save(out) if out is not None else None
     return EvalResult(record, proba, test.y, [emb.ids[i] for i in te], test.groups, emb, path)
+
+
+def check_eval_config(*, protocols: str | list[str] = "knn,linear,fewshot", test_fraction: float = 0.2,
+                      n_resamples: int = 1000, pool: str = "auto", config: EvalConfig | None = None,
+                      device: str | None = None, out: str | Path | None = None,
+                      **embed_kwargs: Any) -> tuple[list[str], EvalConfig]:
+    """Validate an evaluation's settings before anything expensive; returns (protocol names, config).
+
+    Raises a one-line :class:`ConfigError` naming the value and the fix.
+
+    Example:
+        >>> check_eval_config(protocols="knn", test_fraction=1.5)
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: test_fraction must be between 0 and 1 (exclusive), e.g. 0.2; got 1.5.
+    """
+    names = parse_protocols(protocols)
+    cfg = config or EvalConfig(device=device or "cpu")
+    check_fractions(test_fraction)
+    if n_resamples < 1:
+        raise ConfigError(f"n_resamples must be >= 1 (1000+ recommended), got {n_resamples}.")
+    if pool != "auto":
+        check_pool(pool)
+    workers = embed_kwargs.get("num_workers")
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 0):
+        raise ConfigError(f"num_workers must be a whole number >= 0 (0 = load images in the main process), "
+                          f"got {workers!r}.")
+    batch = embed_kwargs.get("batch_size")
+    if batch is not None and (not isinstance(batch, (int, np.integer)) or batch < 1):
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch!r}.")
+    check_output_dir(out, "out")
+    return names, cfg
 
 
 def _check_classes(y: np.ndarray, tr: np.ndarray, te: np.ndarray, classes: list[str]) -> None:

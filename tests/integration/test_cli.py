@@ -29,7 +29,7 @@ def test_embed_quickstart_then_cache(cache_dir, tmp_path):
     args = ["embed", "--backbone", "demo:fmnist-vit", "--data", "sample:fashion-mnist", "--num-workers", "0"]
     first = _run(*args, "--json", cache_dir=cache_dir)
     assert first.exit_code == 0, first.output
-    s = json.loads(first.stdout[first.stdout.index("{"):])
+    s = json.loads(first.stdout)
     assert s["n"] == 2000 and s["shape"] == [2000, 96] and s["from_cache"] is False
     second = _run(*args, "--layers", "-1", "--export", str(tmp_path / "e.npz"), cache_dir=cache_dir)
     assert second.exit_code == 0 and "from cache" in second.output
@@ -40,7 +40,7 @@ def test_embed_quickstart_then_cache(cache_dir, tmp_path):
 def test_embed_layers_and_pool(cache_dir):
     res = _run("embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--layers", "-1,-4", "--pool",
                "cls+mean", "--num-workers", "0", "--json", cache_dir=cache_dir)
-    s = json.loads(res.stdout[res.stdout.index("{"):])
+    s = json.loads(res.stdout)
     assert s["layers"] == [2, 5] and s["shape"] == [2000, 192]
 
 
@@ -76,11 +76,10 @@ def test_cache_ls_and_clear(cache_dir):
 
 def test_embed_with_an_accelerator_is_a_separate_cache_entry(cache_dir):
     base = ["embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--num-workers", "0", "--json"]
-    out = _run(*base, cache_dir=cache_dir).stdout
-    plain = json.loads(out[out.index("{"):])
+    plain = json.loads(_run(*base, cache_dir=cache_dir).stdout)
     res = _run(*base, "--accel", "tome:r=2", cache_dir=cache_dir)
     assert res.exit_code == 0, res.output
-    fast = json.loads(res.stdout[res.stdout.index("{"):])
+    fast = json.loads(res.stdout)
     assert fast["digest"] != plain["digest"] and fast["shape"] == plain["shape"] and not fast["from_cache"]
     bad = _run("embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--accel", "tomee:r=2",
                cache_dir=cache_dir)
@@ -95,7 +94,7 @@ def test_eval_compare_report_verbs(tmp_path, cache_dir):
     res = runner.invoke(app, ["eval", "-b", "pixels:8", "-d", f"folder:{root}", "-p", "knn", "--n-resamples", "200",
                               "--num-workers", "0", "--cache-dir", str(cache_dir), "--out", str(runs), "--json"])
     assert res.exit_code == 0, res.output
-    rec = json.loads(res.stdout[res.stdout.index("{"):])
+    rec = json.loads(res.stdout)
     assert rec["kind"] == "eval" and "top1" in rec["metrics"]["knn"]
     res = runner.invoke(app, ["compare", "-b", "pixels:8,pixels:4", "-d", f"folder:{root}", "-p", "knn",
                               "--n-resamples", "200", "--num-workers", "0", "--cache-dir", str(cache_dir),

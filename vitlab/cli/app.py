@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vitlab.cli.common import console, friendly_errors, parse_int_list, print_json
+from vitlab.cli.common import (Quiet, at_least, check_outputs, console, friendly_errors, num_workers_option,
+                               parse_int_list, print_json, progress_setting)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="vitlab: compare, evaluate and accelerate Vision Transformer backbones on your images.")
@@ -88,7 +89,7 @@ def embed_cmd(
                                          "open_clip:); file:/demo: always load theirs (random:<name> for a random copy)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers [default: CPUs - 1, at most 8]."),
+    num_workers: Optional[int] = num_workers_option(),
     precision: Precision = typer.Option(Precision.auto, help="auto = bf16 autocast on CUDA, fp32 on CPU."),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
     cache_dir: Optional[Path] = CacheDir,
@@ -97,6 +98,9 @@ def embed_cmd(
     verify: bool = typer.Option(False, help="Re-check checksums of cached arrays before reuse."),
     accel: Optional[str] = typer.Option(None, help="Accelerator applied to a copy of the backbone, e.g. tome:r=8, "
                                                    "evit:keep=0.7, int8, w8a8, tome:r=8+int8 (see vitlab ls)."),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", callback=at_least(1),
+                                             help="rows per resumable shard [default: adaptive]"),
+    quiet: bool = Quiet,
 ) -> None:
     """Compute (or fetch from the cache) embeddings of a data source.
 
@@ -106,10 +110,13 @@ def embed_cmd(
 
     import vitlab
 
-    emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=parse_int_list(layers, "layers"), pool=pool.value,
+    layer_list = parse_int_list(layers, "layers")
+    check_outputs(files={"--export": export})
+    extra = {} if shard_size is None else {"shard_size": shard_size}  # only when given: the store's default is adaptive
+    emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=layer_list, pool=pool.value,
                        pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
                        precision=None if precision is Precision.auto else precision.value,
-                       on_error=on_error.value, progress=True, verify=verify, accel=accel)
+                       on_error=on_error.value, progress=progress_setting(quiet), verify=verify, accel=accel, **extra)
     summary = emb.summary()
     if export is not None:
         arrays = {f"L{layer}_{pool.value.replace('+', '_')}": emb.get(layer, pool.value) for layer in emb.layers}

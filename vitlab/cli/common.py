@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -14,8 +17,77 @@ from rich.markup import escape
 
 from vitlab.errors import ConfigError, VitlabError
 
+# Everything human-readable (tables, notes, warnings, errors, progress) goes to stderr;
+# stdout carries only machine-readable output (one JSON document with --json).
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("vitlab_cli_quiet", default=False)
+
+Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or warnings (results and errors still "
+                                                  "show). Progress bars only appear when stderr is a terminal.")
+
+
+def at_least(minimum: int, hint: str = "") -> Callable[[int | None], int | None]:
+    """A typer callback rejecting integers below ``minimum`` with a message that names the value and the fix.
+
+    Example:
+        >>> at_least(0, "0 = load images in the main process")(3)
+        3
+        >>> try:
+        ...     at_least(0, "0 = load images in the main process")(-1)
+        ... except typer.BadParameter as e:
+        ...     print(e)
+        must be >= 0 (0 = load images in the main process), got -1.
+    """
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < minimum:
+            raise typer.BadParameter(f"must be >= {minimum}{f' ({hint})' if hint else ''}, got {value}.")
+        return value
+
+    return check
+
+
+def num_workers_option(help: str = "DataLoader workers [default: CPUs - 1, at most 8]; 0 = main process.") -> Any:
+    """The shared ``--num-workers`` option (``>= 0``; ``None`` = default)."""
+    return typer.Option(None, "--num-workers", help=help, callback=at_least(0, "0 = load images in the main process"))
+
+
+def progress_setting(quiet: bool) -> bool | None:
+    """What verbs pass as ``progress=``: ``False`` under ``--quiet``, else ``None`` (auto: a bar only when
+    stderr is a terminal).
+
+    Example:
+        >>> progress_setting(True), progress_setting(False)
+        (False, None)
+    """
+    return False if quiet else None
+
+
+def note(text: str, **kwargs: Any) -> None:
+    """Print a secondary message (hint, footnote) on stderr, unless ``--quiet``."""
+    if not _QUIET.get():
+        console.print(text, **kwargs)
+
+
+def check_outputs(*, dirs: dict[str, Any] | None = None, files: dict[str, Any] | None = None) -> None:
+    """Check every output location before any work: ``{"--out": path}`` folders, ``{"--report": path}`` files.
+
+    Example:
+        >>> check_outputs(dirs={"--out": None}, files={"--report": None})
+    """
+    from vitlab.report.record import check_output_dir, check_output_file
+
+    for what, path in (dirs or {}).items():
+        check_output_dir(path, what)
+    for what, path in (files or {}).items():
+        check_output_file(path, what)
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """``warnings.showwarning`` for the CLI: one yellow line on stderr, no source location."""
+    console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -32,22 +104,67 @@ def parse_int_list(text: str, what: str) -> list[int]:
 
 
 def friendly_errors(fn: F) -> F:
-    """Turn VitlabError into a red one-line message and exit code 2; Ctrl-C into a resume hint."""
+    """Run a verb with CLI error handling and stderr-only chatter.
+
+    * :class:`VitlabError` → one red ``error:`` line on stderr, exit code 2;
+    * Ctrl-C (``KeyboardInterrupt``) → ``interrupted.`` plus the exception's ``resume_hint``
+      when it has one (the store's ``vitlab.errors.Interrupted`` says what was kept), exit 130;
+    * Python warnings → one yellow ``warning:`` line each on stderr (none under ``--quiet``);
+    * ``--quiet`` (a ``quiet`` parameter of the verb) silences :func:`note`.
+
+    Example:
+        >>> @friendly_errors
+        ... def verb(quiet: bool = False):
+        ...     raise ConfigError("k must be >= 1, got 0.")
+        >>> try:
+        ...     verb()
+        ... except typer.Exit as e:
+        ...     e.exit_code
+        2
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet = bool(kwargs.get("quiet", False))
+        token = _QUIET.set(quiet)
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                if quiet:
+                    warnings.simplefilter("ignore")
+                else:
+                    warnings.showwarning = _show_warning
+                _check_environment()
+                return fn(*args, **kwargs)
         except VitlabError as e:
             console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted.[/] Finished shards are kept: run the same command again to resume.")
+        except KeyboardInterrupt as e:
+            hint = getattr(e, "resume_hint", None)
+            console.print("[yellow]interrupted.[/]" + (f" {escape(str(hint))}" if hint else ""), highlight=False,
+                          soft_wrap=True)
             raise typer.Exit(130) from None
+        finally:
+            _QUIET.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
 
+def _check_environment() -> None:
+    """Validate environment settings up front (a bad value fails here, not inside a DataLoader worker)."""
+    from vitlab.data.images import max_image_pixels
+
+    max_image_pixels()
+
+
 def print_json(obj: Any) -> None:
-    """Write JSON to stdout (machine-readable output)."""
+    """Write one JSON document to stdout (the only thing a verb writes there).
+
+    Example:
+        >>> print_json({"n": 1, "path": Path("runs")})
+        {
+          "n": 1,
+          "path": "runs"
+        }
+    """
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from vitlab.cli.app import CacheDir, app
-from vitlab.cli.common import console, friendly_errors, parse_int_list, print_json
+from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
+                               parse_int_list, print_json, progress_setting)
 
 Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
 Json = typer.Option(False, "--json", help="Print the run record(s) as JSON on stdout.")
@@ -43,10 +44,11 @@ def eval_cmd(
     pretrained: bool = Pretrained,
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
     batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    num_workers: Optional[int] = num_workers_option(),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,
     json_out: bool = Json,
+    quiet: bool = Quiet,
 ) -> None:
     """Evaluate one backbone with frozen-feature protocols; every metric gets a 95% CI.
 
@@ -54,10 +56,12 @@ def eval_cmd(
     """
     import vitlab
 
-    res = vitlab.evaluate(backbone, data, protocols=protocol, layers=parse_int_list(layers, "layers"), pool=pool,
+    layer_list = parse_int_list(layers, "layers")
+    check_outputs(dirs={"--out": out})
+    res = vitlab.evaluate(backbone, data, protocols=protocol, layers=layer_list, pool=pool,
                           seed=seed, test_fraction=test_fraction, n_resamples=n_resamples, ordinal=ordinal,
                           pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
-                          cache_dir=cache_dir, out=out, progress=True)
+                          cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
     if json_out:
         print_json(res.record.to_dict())
         return
@@ -77,10 +81,11 @@ def compare_cmd(
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples."),
     pretrained: bool = Pretrained,
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    num_workers: Optional[int] = num_workers_option(),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,
     json_out: bool = Json,
+    quiet: bool = Quiet,
 ) -> None:
     """Compare backbones on the same splits: leaderboard with CIs and paired significance tests.
 
@@ -88,9 +93,10 @@ def compare_cmd(
     """
     import vitlab
 
+    check_outputs(dirs={"--out": out})
     res = vitlab.compare(_split_list(backbone), _split_list(data), protocols=protocol, seed=seed,
                          test_fraction=test_fraction, n_resamples=n_resamples, pretrained=pretrained, device=device,
-                         num_workers=num_workers, cache_dir=cache_dir, out=out, progress=True)
+                         num_workers=num_workers, cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
     if json_out:
         print_json(res.record.to_dict())
         return
@@ -126,7 +132,8 @@ def report_cmd(
     """
     from vitlab.report import load_records, render_html, to_csv, to_markdown
 
-    records = load_records(runs)
+    check_outputs(files={"--output": output, "--markdown": markdown, "--csv": csv})
+    records = load_records(runs)  # *.json files that are not run records are skipped with a warning
     _show(records)
     console.print(f"report → {render_html(records, output)}")
     if markdown:
@@ -142,6 +149,7 @@ def quickstart_cmd(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Directory for run records."),
     report: Path = typer.Option(Path("report.html"), "--report", help="HTML report to write."),
     cache_dir: Optional[Path] = CacheDir,
+    quiet: bool = Quiet,
 ) -> None:
     """Offline demo: pixels vs a random-init ViT vs the trained demo ViT on the bundled sample.
 
@@ -153,9 +161,10 @@ def quickstart_cmd(
     from vitlab.report import render_html
 
     backbones = ["demo:fmnist-vit", "random:demo:fmnist-vit", "pixels"]
-    console.print(f"[bold]vitlab quickstart[/]: {', '.join(backbones)} on sample:fashion-mnist (offline)")
+    check_outputs(dirs={"--out": out}, files={"--report": report})
+    note(f"[bold]vitlab quickstart[/]: {', '.join(backbones)} on sample:fashion-mnist (offline)")
     res = vitlab.compare(backbones, "sample:fashion-mnist", protocols="knn,linear", cache_dir=cache_dir, out=out,
-                         num_workers=0, progress=True)
+                         num_workers=0, progress=progress_setting(quiet))
     records = [r.record for r in res.runs.values()] + [res.record]
     _show(records)
     _verdicts(res.record)

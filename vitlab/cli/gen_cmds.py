@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from vitlab.cli.app import CacheDir, OnError, app
-from vitlab.cli.common import console, friendly_errors, print_json
+from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json,
+                               progress_setting)
 from vitlab.errors import ConfigError
 
 
@@ -61,7 +62,7 @@ def _show(record) -> None:
         t.add_row(name, _fmt(m["value"]), spread, "[yellow]small sample[/]" if m.get("small_sample") else "")
     console.print(t)
     for n in record.details.get("notes", []):
-        console.print(f"[yellow]note[/] ({escape(n['metric'])}): {escape(n['message'])}", highlight=False)
+        note(f"[yellow]note[/] ({escape(n['metric'])}): {escape(n['message'])}", highlight=False)
     close = record.details.get("memorization", {}).get("closest", [])
     if close:
         c = close[0]
@@ -97,12 +98,13 @@ def gen_eval_cmd(
     pretrained: bool = Pretrained,
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
     batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers [default: CPUs - 1, at most 8]."),
+    num_workers: Optional[int] = num_workers_option(),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the JSON run record."),
     json_out: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report of this run."),
+    quiet: bool = Quiet,
 ) -> None:
     """Evaluate generated images against real ones (FD, KD, PRDC, Vendi, ... with CIs) on cached features.
 
@@ -113,13 +115,14 @@ def gen_eval_cmd(
     from vitlab.backbones import resolve_device
     from vitlab.generative import GenEvalConfig, gen_eval
 
+    check_outputs(dirs={"--out": out}, files={"--report": report})
     cfg = replace(GenEvalConfig(), nearest_k=nearest_k, reduced_n=reduced_n)
     res = gen_eval(_one("real", real, real_features), _one("fake", fake, fake_features),
                    train=_one("train", train, train_features), test=_one("test", test, test_features),
                    real_stats=real_stats, encoder=encoder, resize=resize.value if resize else None, metrics=metrics,
                    seed=seed, n_resamples=n_resamples, config=cfg, pretrained=pretrained,
                    device=str(resolve_device(device)), cache_dir=cache_dir, out=out, batch_size=batch_size,
-                   num_workers=num_workers, on_error=on_error.value, progress=True)
+                   num_workers=num_workers, on_error=on_error.value, progress=progress_setting(quiet))
     if report is not None:
         from vitlab.report import render_html
 
@@ -147,10 +150,11 @@ def gen_stats_cmd(
     pretrained: bool = Pretrained,
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    num_workers: Optional[int] = num_workers_option(),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it."),
     cache_dir: Optional[Path] = CacheDir,
     json_out: bool = typer.Option(False, "--json", help="Print the file's header as JSON on stdout."),
+    quiet: bool = Quiet,
 ) -> None:
     """Write reference statistics (mean, covariance, encoder and data fingerprints) of a real set to one file.
 
@@ -161,10 +165,11 @@ def gen_stats_cmd(
 
     if Path(data).suffix.lower() not in (".npy", ".npz") and ":" not in data:
         raise ConfigError(f"--data takes <kind>:<path> (e.g. folder:{data}) or a .npy/.npz feature file, got {data!r}.")
+    check_outputs(files={"--output": output})
     stats = gen_stats(data, output, encoder=encoder, resize=resize.value if resize else None,
                       save_features=save_features, pretrained=pretrained, device=str(resolve_device(device)),
                       cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, on_error=on_error.value,
-                      progress=True)
+                      progress=progress_setting(quiet))
     if json_out:
         print_json(stats.header)
         return

@@ -12,7 +12,8 @@ from rich import box
 from rich.table import Table
 
 from vitlab.cli.app import CacheDir, app
-from vitlab.cli.common import console, friendly_errors, parse_int_list, print_json
+from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
+                               parse_int_list, print_json, progress_setting)
 
 Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
 Json = typer.Option(False, "--json", help="Print the run record as JSON on stdout.")
@@ -78,6 +79,7 @@ def bench_cmd(
     """
     from vitlab.perf import bench
 
+    check_outputs(dirs={"--out": out})
     res = bench(backbone, accel, calib=calib_data, pretrained=pretrained, batch_size=batch_size, img_size=img_size,
                 device=device, dtype=dtype.value, compile=compile, warmup=warmup, repeats=repeats, min_time=min_time,
                 latency_repeats=latency_repeats, seed=seed, out=out)
@@ -88,8 +90,8 @@ def bench_cmd(
     title = (f"{c['backbone']} · {c['device']} {c['dtype']} · batch {c['batch_size']} · "
              f"{c['img_size'][0]}×{c['img_size'][1]}{' · compiled' if compile else ''}")
     console.print(bench_table(res.rows(), escape(title), res.baseline))
-    console.print(f"[dim]{m.get('cpu_count')} CPUs, {m.get('torch_threads')} torch threads, load "
-                  f"{m.get('load_avg_1m', '?')}; rough figures on this machine, ratios from the same run.[/]")
+    note(f"[dim]{m.get('cpu_count')} CPUs, {m.get('torch_threads')} torch threads, load "
+         f"{m.get('load_avg_1m', '?')}; rough figures on this machine, ratios from the same run.[/]")
     if res.path:
         console.print(f"run record → {res.path}")
 
@@ -146,23 +148,29 @@ def tradeoff_cmd(
     batch_size: int = typer.Option(32, help="Images per timed forward."),
     repeats: int = typer.Option(7, help="Timed iterations per variant."),
     calib_images: int = typer.Option(32, help="Train-split images that calibrate PTQ variants."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers for embedding."),
+    num_workers: Optional[int] = num_workers_option("DataLoader workers for embedding [default: CPUs - 1, at most "
+                                                    "8]; 0 = main process."),
     cache_dir: Optional[Path] = CacheDir,
     plot: Optional[Path] = typer.Option(None, help="Also write the Pareto plot as a PNG file."),
     out: Optional[Path] = Out,
     json_out: bool = Json,
+    quiet: bool = Quiet,
 ) -> None:
     """Accuracy vs speed of accelerators: per variant speed-up, FLOPs, accuracy change with CIs, Pareto front.
 
     Example: [bold]vitlab tradeoff --backbone demo:fmnist-vit --data sample:fashion-mnist --protocol knn --accel none,tome:r=2,tome:r=4,evit:keep=0.7,int8,w6a6 --out runs/[/]
     """
+    from vitlab.evaluate import check_eval_config
     from vitlab.perf import tradeoff
 
     layer_list = parse_int_list(layers, "layers")
+    check_eval_config(protocols=protocol, test_fraction=test_fraction, n_resamples=n_resamples, pool=pool)
+    check_outputs(dirs={"--out": out}, files={"--plot": plot})
     res = tradeoff(backbone, data, accel=accel, protocol=protocol, layers=layer_list[0] if len(layer_list) == 1
                    else layer_list, pool=pool, seed=seed, test_fraction=test_fraction, n_resamples=n_resamples,
                    pretrained=pretrained, device=device, dtype=dtype.value, batch_size=batch_size, repeats=repeats,
-                   calib_images=calib_images, num_workers=num_workers, cache_dir=cache_dir, out=out, progress=True)
+                   calib_images=calib_images, num_workers=num_workers, cache_dir=cache_dir, out=out,
+                   progress=progress_setting(quiet))
     if plot is not None:
         import base64
 
@@ -172,8 +180,8 @@ def tradeoff_cmd(
         print_json(res.record.to_dict())
         return
     console.print(tradeoff_table(res.record))
-    console.print("[dim]★ Pareto front (accuracy vs images/s). Red Δ: 95% CI below 0. * derived: baseline images/s × "
-                  "measured exit speed-up. Timings are rough figures on this machine.[/]")
+    note("[dim]★ Pareto front (accuracy vs images/s). Red Δ: 95% CI below 0. * derived: baseline images/s × "
+         "measured exit speed-up. Timings are rough figures on this machine.[/]")
     for label, ex in res.exits.items():
         p = ex.point
         console.print(f"{escape(label)}: threshold {p['threshold']:.2f} → accuracy {p['accuracy']:.4f} "

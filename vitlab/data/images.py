@@ -2,13 +2,78 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vitlab.errors import ConfigError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"})
+MAX_PIXELS_ENV = "VITLAB_MAX_IMAGE_PIXELS"
+_UNLIMITED = ("0", "none", "unlimited")
+
+
+def max_image_pixels() -> int | None:
+    """The largest image (width x height) vitlab decodes; ``None`` = no limit.
+
+    ``$VITLAB_MAX_IMAGE_PIXELS`` sets it (``0`` or ``none`` = unlimited); otherwise PIL's
+    ``Image.MAX_IMAGE_PIXELS`` (about 89.5 million pixels), its guard against decompression bombs.
+    The variable reaches DataLoader worker processes too.
+
+    Example:
+        >>> os.environ[MAX_PIXELS_ENV] = "400_000_000"; max_image_pixels()
+        400000000
+        >>> os.environ[MAX_PIXELS_ENV] = "none"; max_image_pixels() is None
+        True
+        >>> del os.environ[MAX_PIXELS_ENV]; max_image_pixels() == Image.MAX_IMAGE_PIXELS
+        True
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return Image.MAX_IMAGE_PIXELS
+    if raw.lower() in _UNLIMITED:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r} is not a pixel count; set a whole number such as 400000000 "
+                          "(width x height), or 0 / none for no limit.")
+    return n or None
+
+
+@contextmanager
+def _pil_limit(limit: int | None):
+    """PIL's own check at ``limit`` for one decode (PIL errors at 2x its limit, warns at 1x: we turn the warning
+    into an error, so ``limit`` is exact). PIL's global is only touched when the limit differs."""
+    old = Image.MAX_IMAGE_PIXELS
+    if limit == old:
+        yield
+        return
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _too_large(path: str | Path, limit: int | None) -> str:
+    """The message for an image over the pixel limit: its file, size, the limit and the fix."""
+    try:
+        with _pil_limit(None), Image.open(path) as img:  # header only: cheap even for a huge image
+            w, h = img.size
+        size = f"{w}x{h} = {w * h:,} pixels"
+        need = w * h
+    except Exception:  # noqa: BLE001 - the size is a nicety; the limit message stands without it
+        size, need = "too many pixels", None
+    allow = f"{MAX_PIXELS_ENV}={need}" if need else f"{MAX_PIXELS_ENV}=<pixels>"
+    return (f"{path}: image is {size}, over the {limit:,}-pixel limit (a guard against decompression bombs). "
+            f"If the image is genuine, allow it with {allow} (0 = no limit), or downscale it")
 
 
 class ImageDecodeError(Exception):
@@ -42,19 +107,37 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def open_rgb(path: str | Path) -> Image.Image:
     """Decode an image file fully (so truncation is caught here) and return it as RGB.
 
+    Images over :func:`max_image_pixels` are refused before decoding (``$VITLAB_MAX_IMAGE_PIXELS``
+    raises or lifts the limit).
+
     Raises:
-        ImageDecodeError: with the file and the reason.
+        ImageDecodeError: with the file and the reason (and for an oversized image, its size and the fix).
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "a.png"; Image.new("L", (40, 30)).save(p)
+        >>> open_rgb(p).size
+        (40, 30)
+        >>> os.environ[MAX_PIXELS_ENV] = "1000"
+        >>> open_rgb(p)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        vitlab.data.images.ImageDecodeError: .../a.png: image is 40x30 = 1,200 pixels, over the 1,000-pixel limit ...
+        >>> del os.environ[MAX_PIXELS_ENV]
     """
+    limit = max_image_pixels()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pil_limit(limit):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
                 return to_rgb(img)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageDecodeError(_too_large(path, limit)) from None
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found (was it moved or deleted?)") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{path}: cannot decode image (not an image, or an unsupported format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except (OSError, SyntaxError, ValueError) as e:
         reason = "truncated file" if "truncated" in str(e) else str(e)
         raise ImageDecodeError(f"{path}: cannot decode image ({reason})") from None

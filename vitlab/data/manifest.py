@@ -96,9 +96,7 @@ class ManifestSource(DataSource):
         groups = df["group"].str.strip().tolist() if "group" in df else None
         ids = df["id"].str.strip().tolist() if "id" in df else df["path"].str.strip().tolist()
         if len(set(ids)) != len(ids):
-            dup = df.loc[pd_duplicated(ids), "path"].iloc[0]
-            raise DataError(f"csv:{path}: ids are not unique (e.g. {dup!r} is listed twice). "
-                            "Remove duplicate rows or add a unique 'id' column.")
+            raise DataError(duplicate_id_message(path, ids, "id" in df))
         self.path = path
         super().__init__(f"csv:{path}", ids, labels, classes, groups, splits)
 
@@ -111,6 +109,29 @@ class ManifestSource(DataSource):
     def _content_key(self) -> Any:
         stats = [f.stat() for f in self.files]
         return [[str(f), s.st_size, s.st_mtime_ns] for f, s in zip(self.files, stats)]
+
+
+def duplicate_id_message(path: Path, ids: list[str], id_column: bool) -> str:
+    """Name the first duplicated id (or path) and the manifest lines it is on (header = line 1).
+
+    Example:
+        >>> print(duplicate_id_message(Path("m.csv"), ["a", "b", "a"], True))  # doctest: +NORMALIZE_WHITESPACE
+        csv:m.csv: ids are not unique: id 'a' appears twice, on lines 2 and 4. Give each row its own id,
+        or remove the duplicate row.
+        >>> print(duplicate_id_message(Path("m.csv"), ["x.png"] * 3, False))  # doctest: +NORMALIZE_WHITESPACE
+        csv:m.csv: ids are not unique: path 'x.png' is listed 3 times, on lines 2, 3 and 4 (without an 'id' column
+        the path is the id). Remove the duplicate row, or add an 'id' column with unique values.
+    """
+    dup_rows = np.flatnonzero(pd_duplicated(ids))
+    dup = ids[int(dup_rows[0])]
+    lines = [i + 2 for i, v in enumerate(ids) if v == dup]
+    where = (f"{'twice' if len(lines) == 2 else f'{len(lines)} times'}, on lines "
+             + ", ".join(map(str, lines[:-1])) + f" and {lines[-1]}")
+    if id_column:
+        return (f"csv:{path}: ids are not unique: id {dup!r} appears {where}. Give each row its own id, or remove "
+                "the duplicate row.")
+    return (f"csv:{path}: ids are not unique: path {dup!r} is listed {where} (without an 'id' column the path "
+            "is the id). Remove the duplicate row, or add an 'id' column with unique values.")
 
 
 def pd_duplicated(values: list[str]) -> np.ndarray:

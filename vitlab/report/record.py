@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import subprocess
+import warnings
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vitlab.errors import DataError
+from vitlab.errors import ConfigError, DataError
 
 RECORD_SCHEMA_VERSION = 1
 _LIBS = ("vitlab", "torch", "timm", "transformers", "open_clip_torch", "numpy", "scipy", "scikit-learn")
@@ -87,29 +89,156 @@ class RunRecord:
         return path
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+    def from_dict(cls, d: Any) -> RunRecord:
+        """Build a record from parsed JSON, checking its shape (:class:`DataError` names what is wrong).
+
+        Example:
+            >>> RunRecord.from_dict([1, 2, 3])
+            Traceback (most recent call last):
+            ...
+            vitlab.errors.DataError: not a run record: the JSON is a list, not an object with kind, config and metrics.
+        """
+        if not isinstance(d, dict):
+            raise DataError(f"not a run record: the JSON is a {_json_type(d)}, not an object with kind, config "
+                            "and metrics.")
+        missing = [k for k in ("kind", "config", "metrics", "schema_version") if k not in d]
+        if missing:
+            raise DataError(f"not a run record: missing field(s) {', '.join(missing)}.")
         version = d.get("schema_version")
         if version != RECORD_SCHEMA_VERSION:
             raise DataError(f"run record has schema_version {version!r}; this vitlab reads version "
                             f"{RECORD_SCHEMA_VERSION}. Re-run the evaluation with this version.")
+        if not isinstance(d["kind"], str):
+            raise DataError(f"not a run record: 'kind' is a {_json_type(d['kind'])}, not a string.")
+        for k in ("config", "metrics", "fingerprints", "hparams", "details", "timings", "seeds", "versions"):
+            if k in d and not isinstance(d[k], dict):
+                raise DataError(f"not a run record: {k!r} is a {_json_type(d[k])}, not an object.")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
+        """Read one record file; :class:`DataError` names the file and the problem."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: not a readable run record ({e}).") from e
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from None
+
+
+class SkippedRecordWarning(UserWarning):
+    """A ``*.json`` file in a runs folder is not a run record and was left out."""
 
 
 def load_records(path: str | Path) -> list[RunRecord]:
-    """All run records in a directory (or one file), sorted by creation time."""
+    """All run records in a directory (or one file), sorted by creation time.
+
+    In a directory, ``*.json`` files that are not run records (other JSON, older schema,
+    unreadable) are skipped with a :class:`SkippedRecordWarning` naming each file; if none
+    is left, :class:`DataError`. A single file given directly must be a run record.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = RunRecord(kind="eval", config={}, metrics={}).save(d)
+        >>> _ = (d / "notes.json").write_text("[1, 2, 3]")
+        >>> with warnings.catch_warnings(record=True) as w:
+        ...     warnings.simplefilter("always")
+        ...     [r.kind for r in load_records(d)], str(w[0].message).split(": ", 1)[1]
+        (['eval'], 'skipped: not a run record: the JSON is a list, not an object with kind, config and metrics.')
+    """
     p = Path(path)
-    files = sorted(p.glob("*.json")) if p.is_dir() else [p]
-    if not files or not p.exists():
+    if not p.exists():
+        raise DataError(f"{path}: no run records (no such file or folder). Run `vitlab eval ... --out {path}` first.")
+    if not p.is_dir():
+        return [RunRecord.load(p)]
+    files = sorted(p.glob("*.json"))
+    if not files:
         raise DataError(f"{path}: no run records (*.json) found. Run `vitlab eval ... --out {path}` first.")
-    return sorted((RunRecord.load(f) for f in files), key=lambda r: r.created)
+    records, problems = [], []
+    for f in files:
+        try:
+            records.append(RunRecord.load(f))
+        except DataError as e:
+            problems.append(str(e))
+            warnings.warn(f"{f}: skipped: {str(e).removeprefix(f'{f}: ')}", SkippedRecordWarning, stacklevel=2)
+    if not records:
+        raise DataError(f"{path}: none of the {len(files)} *.json file(s) is a run record (first: {problems[0]}). "
+                        "Point at the folder given to --out.")
+    return sorted(records, key=lambda r: r.created)
+
+
+def _json_type(v: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null", dict: "object"}.get(type(v), type(v).__name__)
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _check_parent(p: Path, what: str) -> None:
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {p}: cannot be created because {parent} is a file. Choose another path.")
+    if not _writable(parent):
+        raise ConfigError(f"{what} {p}: cannot be created because {parent} is not writable. Choose a writable "
+                          "location or fix the folder's permissions.")
+
+
+def check_output_dir(path: str | Path | None, what: str = "output folder") -> None:
+    """Fail fast, before any work, if ``path`` cannot be (or become) a folder to write into.
+
+    ``None`` passes. ``what`` names the option in the message (e.g. ``"--out"``).
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "r.json"; _ = f.write_text("{}")
+        >>> check_output_dir(f.parent / "runs")  # missing: fine, created later
+        >>> check_output_dir(f, "--out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: --out .../r.json: is an existing file, not a folder. Pass a folder ...
+    """
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ConfigError(f"{what} {p}: is an existing file, not a folder. Pass a folder (it is created if "
+                              "missing).")
+        if not _writable(p):
+            raise ConfigError(f"{what} {p}: the folder is not writable. Choose another folder or fix its "
+                              "permissions.")
+        return
+    _check_parent(p, what)
+
+
+def check_output_file(path: str | Path | None, what: str = "output file") -> None:
+    """Fail fast, before any work, if ``path`` cannot be written as a file (existing files are overwritten).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> check_output_file(d / "report.html")
+        >>> check_output_file(d, "--report")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: --report ...: is a folder, not a file. Pass a file path (e.g. a new name inside it).
+    """
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what} {p}: is a folder, not a file. Pass a file path (e.g. a new name inside it).")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise ConfigError(f"{what} {p}: the file is not writable. Choose another name or fix its permissions.")
+        return
+    _check_parent(p, what)
 
 
 def _jsonable(o: Any) -> Any:
