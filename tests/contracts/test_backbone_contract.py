@@ -146,6 +146,22 @@ def test_weights_id_is_stable_and_tracks_weights(tiny_backbone):
     with torch.no_grad():
         next(again.model.parameters()).add_(1e-3)
     assert vitlab.backbones.base.hash_state_dict(again.model) != tiny_backbone.weights_id
+    assert again.weights_id != tiny_backbone.weights_id  # the id itself follows the in-place change
+
+
+def test_weights_id_follows_in_place_changes(any_backbone):
+    """Every source kind: an in-place write through ``.data`` (no version bump) gives a new id; undoing it
+    exactly gives the old one back (the id is a content hash, so the cache entry is found again)."""
+    p = next((q for q in any_backbone.model.parameters() if q.is_floating_point() and q.count_nonzero()), None)
+    if p is None:
+        pytest.skip(f"{any_backbone.name} has no weights")
+    wid = any_backbone.weights_id
+    p.data.mul_(2.0)
+    try:
+        assert any_backbone.weights_id != wid
+    finally:
+        p.data.div_(2.0)
+    assert any_backbone.weights_id == wid
 
 
 def test_registers_and_layerscale_are_known():

@@ -196,3 +196,13 @@ def test_unknown_kind_suggests():
         vitlab.load_source("foldr:./x")
     with pytest.raises(UnknownNameError, match=r"Write it as <kind>:<path>"):
         vitlab.load_source("./my_images")
+
+
+def test_uri_keeps_every_option_that_selects_rows(tmp_path, image_folder):
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((4, 28, 28)), False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 1, 0, 1]), False)
+    assert vitlab.load_source(f"idx:{tmp_path}?split=test&limit=3").uri == f"idx:{tmp_path}?split=test&limit=3"
+    assert vitlab.load_source(f"idx:{tmp_path}", limit=2).uri == f"idx:{tmp_path}?limit=2"
+    assert vitlab.load_source(f"folder:{image_folder}?fingerprint=content").uri == \
+        f"folder:{image_folder}?fingerprint=content"
+    assert vitlab.load_source(f"folder:{image_folder}").uri == f"folder:{image_folder}"

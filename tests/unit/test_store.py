@@ -107,7 +107,7 @@ def test_resume_after_interruption_computes_only_missing_shards(tiny_backbone, t
     with pytest.raises(Interrupt):
         store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=_interrupt_after(18), **kw)
     shards = sorted(p.name for p in next((cache_dir / "embeddings").iterdir()).glob("shards/*.safetensors"))
-    assert shards == ["shard-000000.safetensors", "shard-000001.safetensors"]
+    assert shards == ["shard-0000000000.safetensors", "shard-0000000008.safetensors"]
     resumed, n_batches = _count_batches(lambda **k: store.get_or_compute(tiny_backbone, f"folder:{root}", **kw, **k))
     assert n_batches == 4  # shards 2 (8 rows → 2 batches) and 3 (6 rows → 2 batches) only
     fresh = vitlab.embed(tiny_backbone, f"folder:{root}", cache_dir=tmp_path / "fresh", **kw)
@@ -121,7 +121,7 @@ def test_corrupt_shard_is_detected_and_recomputed(tiny_backbone, tmp_path, cache
     kw = dict(KW, shard_size=8)
     with pytest.raises(Interrupt):
         store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=_interrupt_after(18), **kw)
-    shard = next((cache_dir / "embeddings").iterdir()) / "shards" / "shard-000001.safetensors"
+    shard = next((cache_dir / "embeddings").iterdir()) / "shards" / "shard-0000000008.safetensors"
     raw = bytearray(shard.read_bytes())
     raw[-10:] = b"\x00" * 10
     shard.write_bytes(bytes(raw))

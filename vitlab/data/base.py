@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -117,6 +118,72 @@ class ArraySource(DataSource):
 
     def _content_key(self) -> Any:
         return self._key
+
+
+FINGERPRINTS = ("stat", "content")
+
+
+def with_query(uri: str, **options: Any) -> str:
+    """``uri`` plus ``?key=value&...`` for every option that is not ``None`` (order kept).
+
+    A source's ``uri`` must name everything that selects its rows, so two different
+    selections of one folder never look alike (``vitlab cache ls``).
+
+    Example:
+        >>> with_query("idx:/data/fmnist", split="test", limit=4500)
+        'idx:/data/fmnist?split=test&limit=4500'
+        >>> with_query("folder:./imgs", fingerprint=None)
+        'folder:./imgs'
+    """
+    query = "&".join(f"{k}={v}" for k, v in options.items() if v is not None)
+    return f"{uri}?{query}" if query else uri
+
+
+def check_fingerprint_mode(uri: str, mode: str) -> str:
+    """Validate a ``fingerprint=`` option (``stat`` or ``content``).
+
+    Example:
+        >>> check_fingerprint_mode("folder:x", "bytes")
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.DataError: folder:x: fingerprint must be 'stat' or 'content', got 'bytes'. Use ?fingerprint=content to hash file bytes.
+    """
+    if mode not in FINGERPRINTS:
+        from vitlab.errors import DataError
+
+        raise DataError(f"{uri}: fingerprint must be 'stat' or 'content', got {mode!r}. "
+                        "Use ?fingerprint=content to hash file bytes.")
+    return mode
+
+
+def file_stat_key(paths: list[Any]) -> list[list[int]]:
+    """Per file: size, mtime_ns, ctime_ns and inode (the default ``stat`` fingerprint).
+
+    ctime and inode are what a user cannot set back: a file rewritten in place with its old
+    mtime restored (``cp -p``, ``rsync -t``, ``touch -r``) still gets a new ctime, and a file
+    replaced by another one gets a new inode. chmod, chown or a new hard link also change
+    ctime: that only costs a recompute.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "a.png"; _ = f.write_bytes(b"x")
+        >>> len(file_stat_key([f])[0])
+        4
+    """
+    out = []
+    for p in paths:
+        s = os.stat(p)
+        out.append([s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino])
+    return out
+
+
+def file_content_key(paths: list[Any]) -> list[str]:
+    """Per file: a blake2b of its bytes (the ``content`` fingerprint: slower, survives copies and touches)."""
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            out.append(hash_bytes(f.read()))
+    return out
 
 
 def hash_bytes(*blobs: bytes) -> str:

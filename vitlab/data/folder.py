@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from vitlab.data.base import DataSource
+from vitlab.data.base import DataSource, check_fingerprint_mode, file_content_key, file_stat_key, with_query
 from vitlab.data.images import IMAGE_SUFFIXES, open_rgb
 from vitlab.errors import DataError
 
@@ -26,8 +26,10 @@ class FolderSource(DataSource):
     """Images under a directory. Class folders (``root/<class>/**/img``) give labels;
     images directly in ``root`` with no class folders give an unlabeled source.
 
-    The fingerprint covers each file's relative path, size and modification time
-    (``fingerprint="content"`` hashes the bytes instead: slower, robust to copies).
+    The default fingerprint (``stat``) covers each file's relative path, size, mtime, ctime
+    and inode: a file rewritten in place is a new fingerprint even if its mtime was put back
+    (``cp -p``, ``touch -r``); a copy of the folder is too. ``folder:<dir>?fingerprint=content``
+    (``fingerprint="content"``) hashes the bytes instead: slower, unchanged by copies and touches.
 
     Example:
         >>> src = FolderSource("./my_images")  # doctest: +SKIP
@@ -41,10 +43,8 @@ class FolderSource(DataSource):
             raise DataError(f"folder:{root}: no such directory. Check the path (relative paths are from {Path.cwd()}).")
         if not root.is_dir():
             raise DataError(f"folder:{root}: is a file, not a directory. For a CSV/Parquet manifest use csv:{root}.")
-        if fingerprint not in ("stat", "content"):
-            raise DataError(f"fingerprint must be 'stat' or 'content', got {fingerprint!r}.")
+        self._fp_mode = check_fingerprint_mode(f"folder:{root}", fingerprint)
         self.root = root.resolve()
-        self._fp_mode = fingerprint
         top = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
         class_dirs = [p for p in top if p.is_dir()]
         loose = [p for p in top if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
@@ -73,7 +73,8 @@ class FolderSource(DataSource):
         self.files = files
         import numpy as np
 
-        super().__init__(f"folder:{root}", [p.relative_to(self.root).as_posix() for p in files],
+        uri = with_query(f"folder:{root}", fingerprint=None if fingerprint == "stat" else fingerprint)
+        super().__init__(uri, [p.relative_to(self.root).as_posix() for p in files],
                          None if labels is None else np.asarray(labels), classes)
 
     def load_image(self, i: int) -> Image.Image:
@@ -84,8 +85,5 @@ class FolderSource(DataSource):
 
     def _content_key(self) -> Any:
         if self._fp_mode == "content":
-            from vitlab.data.base import hash_bytes
-
-            return [hash_bytes(p.read_bytes()) for p in self.files]
-        stats = [p.stat() for p in self.files]
-        return [[s.st_size, s.st_mtime_ns] for s in stats]
+            return file_content_key(self.files)
+        return file_stat_key(self.files)

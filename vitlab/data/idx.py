@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitlab.data.base import ArraySource, hash_bytes
+from vitlab.data.base import ArraySource, hash_bytes, with_query
 from vitlab.data.idx_format import read_idx
 from vitlab.errors import DataError
 
@@ -72,5 +72,5 @@ class IdxSource(ArraySource):
         n_classes = int(y_all.max()) + 1
         if classes is None:
             classes = FASHION_CLASSES if "fashion" in str(root).lower() and n_classes <= 10 else [str(i) for i in range(n_classes)]
-        super().__init__(f"idx:{root}" + (f"?split={split}" if split else ""), np.concatenate(images), ids, y_all,
+        super().__init__(with_query(f"idx:{root}", split=split, limit=limit or None), np.concatenate(images), ids, y_all,
                          list(classes), {"bytes": hash_bytes(*blobs), "limit": limit}, split_column=splits)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vitlab.data.base import DataSource
+from vitlab.data.base import DataSource, check_fingerprint_mode, file_content_key, file_stat_key, with_query
 from vitlab.data.images import open_rgb
 from vitlab.data.splits import normalise_split
 from vitlab.errors import DataError
@@ -43,14 +43,19 @@ class ManifestSource(DataSource):
     ``label`` may be text or integers (classes sorted numerically then); ``split``
     takes train/val/test (and synonyms); ``group`` is a patient/slide/site id.
 
+    The fingerprint covers the table's rows (ids, labels, splits, groups) and, per listed
+    file, its path, size, mtime, ctime and inode; ``csv:<file>?fingerprint=content``
+    (``fingerprint="content"``) hashes the files' bytes instead of their stats.
+
     Example:
         >>> src = ManifestSource("data/manifest.csv")  # doctest: +SKIP
     """
 
     kind = "csv"
 
-    def __init__(self, manifest: str | Path) -> None:
+    def __init__(self, manifest: str | Path, *, fingerprint: str = "stat") -> None:
         path = Path(manifest).expanduser()
+        self._fp_mode = check_fingerprint_mode(f"csv:{path}", fingerprint)
         if not path.is_file():
             raise DataError(f"csv:{path}: no such manifest file.")
         df = read_table(path)
@@ -98,7 +103,8 @@ class ManifestSource(DataSource):
         if len(set(ids)) != len(ids):
             raise DataError(duplicate_id_message(path, ids, "id" in df))
         self.path = path
-        super().__init__(f"csv:{path}", ids, labels, classes, groups, splits)
+        uri = with_query(f"csv:{path}", fingerprint=None if fingerprint == "stat" else fingerprint)
+        super().__init__(uri, ids, labels, classes, groups, splits)
 
     def load_image(self, i: int) -> Image.Image:
         return open_rgb(self.files[i])
@@ -107,8 +113,9 @@ class ManifestSource(DataSource):
         return f"{self.files[i]} (manifest {self.path} line {i + 2})"
 
     def _content_key(self) -> Any:
-        stats = [f.stat() for f in self.files]
-        return [[str(f), s.st_size, s.st_mtime_ns] for f, s in zip(self.files, stats)]
+        if self._fp_mode == "content":  # bytes only: the table's rows are in the metadata already
+            return file_content_key(self.files)
+        return [[str(f), *st] for f, st in zip(self.files, file_stat_key(self.files))]
 
 
 def duplicate_id_message(path: Path, ids: list[str], id_column: bool) -> str:

@@ -1,9 +1,12 @@
 """Extraction engine: batched, resumable forward passes that write shards as they go.
 
 A DataLoader (with workers) decodes and preprocesses; the main process runs the
-backbone under ``inference_mode`` (bf16 autocast and channels-last on GPU). A
-batch never straddles two shards, so each shard is written the moment its last
-batch is done; an interrupted run keeps every finished shard.
+backbone under ``inference_mode`` (channels-last on GPU; ``bf16``/``fp16`` autocast
+on any device when asked for: the cache key's precision is what was computed).
+Batches follow the fixed grid of :func:`~vitlab.store.shards.batch_grid`; a shard is
+written after the batch that ends a grid block, ends a pending range, or comes
+``flush_seconds`` after the last shard, so an interrupted run keeps every finished
+shard and loses at most about ``flush_seconds`` of work.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from vitlab.backbones.base import Backbone
 from vitlab.data.base import DataSource
 from vitlab.data.images import ImageDecodeError
-from vitlab.errors import DataError
+from vitlab.errors import ConfigError, DataError
 from vitlab.store.progress import image_progress
-from vitlab.store.shards import ShardPlan, write_shard
+from vitlab.store.shards import batch_grid, write_shard
 
 ON_ERROR = ("raise", "skip")
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -96,38 +99,46 @@ def default_num_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def extract(backbone: Backbone, source: DataSource, plans: list[ShardPlan], shard_dir: Path, *,
-            layers: tuple[int, ...], pools: tuple[str, ...], batch_size: int, num_workers: int,
-            precision: str, on_error: str, progress: bool,
-            on_batch: Callable[[int], None] | None = None) -> ExtractStats:
-    """Compute and write the given (pending) shards. Returns measured throughput and memory.
+def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]], shard_dir: Path, *,
+            block: int, flush_seconds: float | None, layers: tuple[int, ...], pools: tuple[str, ...],
+            batch_size: int, num_workers: int, precision: str, on_error: str, progress: bool,
+            on_batch: Callable[[int], None] | None = None,
+            on_shard: Callable[[dict[str, Any]], None] | None = None) -> ExtractStats:
+    """Compute the source rows in ``ranges`` and write them as shards. Returns measured throughput and memory.
 
-    ``on_batch(n_done)`` is called after each batch (tests use it to simulate interruption).
+    Args:
+        ranges: sorted, non-overlapping ``[start, stop)`` row ranges still to compute.
+        block: largest shard, in rows (the batch grid's block; keep it fixed across resumes).
+        flush_seconds: also write a shard once this long has passed since the last one
+            (``None``: only at block and range ends).
+        on_batch: called after each batch with the number of rows done (tests simulate interruption).
+        on_shard: called with each shard's sidecar once it is on disk.
     """
     device = backbone.device
     ph, pw = backbone.spec.patch_size
     min_side = getattr(backbone, "min_image_side", None) or max(ph, pw)  # CNN encoders may upsample tiny images
     ds = _Images(source, backbone.spec.preprocessing.build_transform(), min_side, f"{ph}x{pw} px")
-    batches = [list(range(s, min(s + batch_size, p.stop))) for p in plans for s in range(p.start, p.stop, batch_size)]
-    loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if num_workers else None)
-    amp = _AMP.get(precision) if device.type == "cuda" else None
+    batches = batch_grid(ranges, block, batch_size)
+    loader = DataLoader(ds, batch_sampler=[list(range(a, b)) for a, b in batches], num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=device.type == "cuda",
+                        worker_init_fn=_worker_init if num_workers else None)
+    amp = _AMP.get(precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        backbone.model.to(memory_format=torch.channels_last)
+        with backbone.same_weights():
+            backbone.model.to(memory_format=torch.channels_last)
     stats = ExtractStats(device=str(device), batch_size=batch_size, num_workers=num_workers,
                          memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss")
-    total = sum(p.stop - p.start for p in plans)
-    plan_iter = iter(plans)
-    current = next(plan_iter, None)
-    remaining = current.stop - current.start if current else 0
+    total = sum(b - a for a, b in ranges)
     buf: dict[str, list[np.ndarray]] = {}
     skipped: list[dict[str, Any]] = []
     seen = 0
-    t0 = time.perf_counter()
+    shard_start = batches[0][0] if batches else 0
+    t0 = last_flush = time.perf_counter()
     with image_progress(disable=not progress) as bar:
         task = bar.add_task(f"embed {backbone.name}", total=total)
-        for rows, x, errors in loader:
+        for k, (rows, x, errors) in enumerate(loader):
+            b_start, b_stop = batches[k]
             for row, msg in errors:
                 if on_error == "raise":
                     raise DataError(f"{msg}. Remove or fix it, or pass --on-error skip to skip bad images "
@@ -137,20 +148,23 @@ def extract(backbone: Backbone, source: DataSource, plans: list[ShardPlan], shar
                 tf = time.perf_counter()
                 out = _forward(backbone, x.to(device, non_blocking=True), layers, pools, amp)
                 stats.forward_seconds += time.perf_counter() - tf
-                for k, v in out.items():
-                    buf.setdefault(k, []).append(v)
+                for name, v in out.items():
+                    buf.setdefault(name, []).append(v)
                 buf.setdefault("index", []).append(rows.numpy())
-            n = len(rows) + len(errors)
+            n = b_stop - b_start
             seen += n
             stats.images += len(rows)
             bar.advance(task, n)
-            remaining -= n
-            if remaining == 0:  # batches never straddle shards, so this shard is complete
-                write_shard(shard_dir, current, _shard_arrays(buf, layers, pools, backbone.spec.embed_dim), skipped)
+            next_start = batches[k + 1][0] if k + 1 < len(batches) else None
+            now = time.perf_counter()
+            if (next_start != b_stop or b_stop % block == 0
+                    or (flush_seconds is not None and now - last_flush >= flush_seconds)):
+                side = write_shard(shard_dir, shard_start, b_stop,
+                                   _shard_arrays(buf, layers, pools, backbone.spec.embed_dim), skipped)
                 stats.shards_written += 1
-                buf, skipped = {}, []
-                current = next(plan_iter, None)
-                remaining = current.stop - current.start if current else 0
+                if on_shard is not None:
+                    on_shard(side)
+                buf, skipped, shard_start, last_flush = {}, [], next_start, time.perf_counter()
             if on_batch is not None:
                 on_batch(seen)
     stats.seconds = time.perf_counter() - t0
@@ -159,6 +173,33 @@ def extract(backbone: Backbone, source: DataSource, plans: list[ShardPlan], shar
     else:
         stats.peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return stats
+
+
+def check_precision(backbone: Backbone, precision: str, layers: tuple[int, ...], pools: tuple[str, ...]) -> None:
+    """Raise a one-line ConfigError unless ``backbone`` runs under ``precision``'s autocast.
+
+    Called before extraction: autocast must be available on the backbone's device, and one
+    zero image must go through (quantised int8 kernels, for one, reject bf16 inputs).
+
+    Example:
+        >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
+        >>> check_precision(bb, "bf16", (5,), ("cls",))  # CPU autocast: fine  # doctest: +SKIP
+    """
+    amp = _AMP.get(precision)
+    if amp is None:
+        return
+    device = backbone.device
+    available = getattr(torch.amp, "is_autocast_available", None)
+    if available is not None and not available(device.type):
+        raise ConfigError(f"precision {precision!r} needs autocast, which torch does not support on {device}. "
+                          "Use --precision fp32 or another --device.")
+    h, w = backbone.spec.preprocessing.input_size
+    try:
+        _forward(backbone, torch.zeros(1, 3, h, w, device=device), layers[-1:], pools[:1], amp)
+    except (RuntimeError, NotImplementedError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"precision {precision!r} does not run on {backbone.name} on {device} "
+                          f"(autocast failed: {reason}). Use --precision fp32.") from None
 
 
 def _shard_arrays(buf: dict[str, list[np.ndarray]], layers: tuple[int, ...], pools: tuple[str, ...],

@@ -1,10 +1,13 @@
 """The embedding cache key: everything that changes the stored numbers, hashed.
 
-Covered: backbone name, weights id, preprocessing, accelerator config; the data
-source's kind and content fingerprint; the layers; the stored poolings; the
-autocast precision; and the schema version. Not covered, on purpose: the
-source's path (moving a folder keeps its cache), batch size, worker count and
-device (fp32 results agree across them to float rounding; bf16 autocast is keyed).
+Covered: backbone name, weights id (a hash that follows in-place weight changes,
+see ``Backbone.weights_id``), preprocessing, accelerator config; the data source's
+kind, row count and fingerprint (ids, labels, classes, groups, splits, and per file
+size/mtime/ctime/inode, or the bytes with ``?fingerprint=content``); the layers; the
+stored poolings; the autocast precision actually used (honoured on every device);
+and the schema version. Not covered, on purpose: a folder's own path (moving it on
+one filesystem keeps its cache), batch size, worker count, shard size and device
+(fp32 results agree across them to float rounding).
 """
 
 from __future__ import annotations

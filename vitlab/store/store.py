@@ -3,11 +3,14 @@
 Layout of one entry, ``<cache>/embeddings/<digest>/``::
 
     key.json                    the full EmbeddingKey (what the digest hashes) + shard layout
-    shards/shard-000000.*       safetensors + sidecar, written during extraction (resume unit)
+    .lock                       flock held while a run computes the entry (cache clear skips it)
+    shards/shard-<start>.*      safetensors + sidecar with its row range, written during
+                                extraction (the resume unit: rows no valid shard covers)
     L{layer}.{pool}.npy         consolidated arrays, read back with numpy mmap
     index.npy, labels.npy       source row of each embedding row, labels
     rows.json                   ids, groups, split column of the rows
-    manifest.json               written last: complete flag, shapes, sha256s, skipped ids, throughput
+    manifest.json               written last: complete flag, shapes, sha256 and stat (size,
+                                mtime, ctime, inode) of each file, skipped ids, throughput
 
 Shards are safetensors (safe, self-describing, checksummed in a sidecar);
 finished sets are consolidated into ``.npy`` because numpy memory-maps them
@@ -32,11 +35,12 @@ from vitlab import __version__
 from vitlab.backbones import Backbone, load_backbone, resolve_device
 from vitlab.backbones.base import check_pool
 from vitlab.data import DataSource, load_source
-from vitlab.errors import CacheError, ConfigError, DataError
+from vitlab.errors import CacheError, ConfigError, DataError, Interrupted
 from vitlab.store.embeddings import Embeddings
-from vitlab.store.extract import ON_ERROR, default_num_workers, extract
+from vitlab.store import shards
+from vitlab.store.extract import ON_ERROR, check_precision, default_num_workers, extract
 from vitlab.store.fingerprint import PRECISIONS, EmbeddingKey, file_sha256
-from vitlab.store.shards import atomic_write_bytes, plan_shards, read_shard_meta, load_shard, remove_shard
+from vitlab.store.shards import atomic_write_bytes, gaps, load_shard, scan_shards
 
 ENV_VAR = "VITLAB_CACHE_DIR"
 MANIFEST_FORMAT = "vitlab-embeddings/1"
@@ -90,7 +94,7 @@ class EmbeddingStore:
     def get_or_compute(self, backbone: Backbone | str, source: DataSource | str, *,
                        layers: Sequence[int] | int = -1, pool: str = "cls", batch_size: int = 64,
                        num_workers: int | None = None, device: str | None = None, precision: str | None = None,
-                       on_error: str = "raise", progress: bool | None = None, shard_size: int = 4096,
+                       on_error: str = "raise", progress: bool | None = None, shard_size: int | None = None,
                        verify: bool = False, pretrained: bool = True,
                        on_batch: Callable[[int], None] | None = None) -> Embeddings:
         """Return the embeddings, computing only what the cache lacks.
@@ -102,18 +106,37 @@ class EmbeddingStore:
                 ``cls`` and ``mean`` are always stored, so changing it costs nothing.
             batch_size, num_workers: DataLoader settings (workers default to CPUs - 1).
             device: moves the backbone there (``cpu``, ``cuda``, ``auto``).
-            precision: ``fp32`` (default on CPU) or ``bf16``/``fp16`` autocast (default ``bf16`` on CUDA).
+            precision: ``fp32`` (default on CPU) or ``bf16``/``fp16`` autocast (default ``bf16`` on
+                CUDA); honoured on every device (CPU autocast included), and refused with a
+                ConfigError before any embedding when the backbone cannot run under it.
             on_error: ``raise`` at the first bad image, or ``skip`` it (listed in ``skipped``).
             progress: show a progress bar (default: when stderr is a terminal).
-            shard_size: rows per shard (the unit of resume).
-            verify: re-check the sha256 of the consolidated arrays on a cache hit.
+            shard_size: the largest shard in rows (the unit of resume). ``None`` (default): up to
+                4,096 rows, and a shard is also written every ~30 s, so an interrupted run loses at
+                most about half a minute. An interrupted entry resumes with its first layout.
+            verify: re-hash every consolidated array on a cache hit. Without it a hit checks each
+                file's size, mtime, ctime and inode against the manifest and re-hashes only the
+                files whose stat changed.
             pretrained: used only when ``backbone`` is a name.
             on_batch: callback after each batch with the number of rows done (for tests).
+
+        Raises:
+            ConfigError: bad options (before anything is loaded), or a precision the backbone
+                cannot run under (before embedding).
+            CacheError: the cache is not writable and the embeddings must be computed.
+            vitlab.errors.Interrupted: Ctrl-C during extraction; ``resume_hint`` says what is kept.
+
+        Example:
+            >>> store = EmbeddingStore("/tmp/vitlab-cache")  # doctest: +SKIP
+            >>> store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", shard_size=500).from_cache  # doctest: +SKIP
+            False
         """
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
         check_pool(pool)
-        if batch_size < 1 or shard_size < 1:
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        if batch_size < 1 or (shard_size is not None and shard_size < 1):
             raise ConfigError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}.")
         source = load_source(source)  # cheap, so bad data fails before a model download
         if isinstance(backbone, str):
@@ -128,13 +151,21 @@ class EmbeddingStore:
         entry = self.entry_dir(key)
         emb = self._load(entry, key, source, pool, verify)
         if emb is None:
-            entry.mkdir(parents=True, exist_ok=True)
-            with _locked(entry):
+            with self._locked(entry):  # CacheError here when the cache is read-only: nothing computed yet
                 emb = self._load(entry, key, source, pool, verify)  # another process may have finished it
                 if emb is None:
-                    self._compute(entry, key, backbone, source, batch_size=batch_size,
-                                  num_workers=default_num_workers() if num_workers is None else num_workers,
-                                  on_error=on_error, progress=_auto(progress), shard_size=shard_size, on_batch=on_batch)
+                    check_precision(backbone, precision, key.layers, key.pools)
+                    try:
+                        self._compute(entry, key, backbone, source, batch_size=batch_size,
+                                      num_workers=default_num_workers() if num_workers is None else num_workers,
+                                      on_error=on_error, progress=_auto(progress), shard_size=shard_size,
+                                      on_batch=on_batch)
+                    except OSError as e:
+                        if _vanished(entry):
+                            raise CacheError(f"cache entry {entry} was deleted while this run was writing it "
+                                             "(rm, or an old vitlab cache clear); nothing of it is kept. Run the "
+                                             "same command again to recompute it.") from e
+                        raise
                     emb = self._load(entry, key, source, pool, verify=False)
                     if emb is None:
                         raise CacheError(f"{entry}: consolidated embeddings failed validation right after writing. "
@@ -148,49 +179,60 @@ class EmbeddingStore:
 
     # -- compute ------------------------------------------------------------------
     def _compute(self, entry: Path, key: EmbeddingKey, backbone: Backbone, source: DataSource, *, batch_size: int,
-                 num_workers: int, on_error: str, progress: bool, shard_size: int,
+                 num_workers: int, on_error: str, progress: bool, shard_size: int | None,
                  on_batch: Callable[[int], None] | None) -> None:
         key_file = entry / "key.json"
-        if key_file.exists():  # resuming: keep the original shard layout
-            layout = json.loads(key_file.read_text()).get("layout", {})
-            shard_size = int(layout.get("shard_size", shard_size))
-        else:
+        layout = {"shard_size": shard_size or shards.DEFAULT_SHARD_ROWS,
+                  "flush_seconds": shards.FLUSH_SECONDS if shard_size is None else None}
+        try:  # resuming: keep the original layout, so rows run in the same batches
+            old = json.loads(key_file.read_text()).get("layout", {})
+            layout = {"shard_size": int(old["shard_size"]), "flush_seconds": old.get("flush_seconds")}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             atomic_write_bytes(key_file, json.dumps({"key": key.to_dict(), "digest": key.digest, "uri": source.uri,
-                                                     "layout": {"shard_size": shard_size}}, indent=2).encode())
+                                                     "layout": layout}, indent=2).encode())
         shard_dir = entry / "shards"
         shard_dir.mkdir(exist_ok=True)
-        plans = plan_shards(len(source), shard_size)
-        pending = []
-        for p in plans:
-            if read_shard_meta(shard_dir, p) is None:
-                if (shard_dir / f"{p.stem}.safetensors").exists() or (shard_dir / f"{p.stem}.json").exists():
-                    warnings.warn(f"{shard_dir / p.stem}: partial or corrupt shard; recomputing it.", stacklevel=3)
-                remove_shard(shard_dir, p)
-                pending.append(p)
+        n = len(source)
+        kept, bad = scan_shards(shard_dir, n)
+        for stem in bad:
+            warnings.warn(f"{shard_dir / stem}: partial or corrupt shard; recomputing it.", stacklevel=3)
+        pending = gaps([(s["start"], s["stop"]) for s in kept], n)
+        resumed = bool(kept)
         stats = None
-        if pending:
-            stats = extract(backbone, source, pending, shard_dir, layers=key.layers, pools=key.pools,
-                            batch_size=batch_size, num_workers=num_workers, precision=key.precision,
-                            on_error=on_error, progress=progress, on_batch=on_batch)
-        self._consolidate(entry, key, source, plans, stats.to_dict() if stats else {},
-                          resumed=len(pending) < len(plans))
+        try:
+            if pending:
+                stats = extract(backbone, source, pending, shard_dir, block=layout["shard_size"],
+                                flush_seconds=layout["flush_seconds"], layers=key.layers, pools=key.pools,
+                                batch_size=batch_size, num_workers=num_workers, precision=key.precision,
+                                on_error=on_error, progress=progress, on_batch=on_batch, on_shard=kept.append)
+        except KeyboardInterrupt:
+            raise Interrupted(resume_hint(kept, n)) from None
+        kept.sort(key=lambda s: s["start"])
+        try:
+            self._consolidate(entry, key, source, kept, stats.to_dict() if stats else {}, resumed=resumed)
+        except KeyboardInterrupt:
+            raise Interrupted(f"all {n:,} rows are computed and kept in {len(kept)} shard(s): run the same command "
+                              "again to finish writing the cache entry.") from None
 
-    def _consolidate(self, entry: Path, key: EmbeddingKey, source: DataSource, plans: list, stats: dict[str, Any],
-                     resumed: bool) -> None:
+    def _consolidate(self, entry: Path, key: EmbeddingKey, source: DataSource, kept: list[dict[str, Any]],
+                     stats: dict[str, Any], resumed: bool) -> None:
         shard_dir = entry / "shards"
-        metas = [read_shard_meta(shard_dir, p) for p in plans]
-        if any(m is None for m in metas):
-            raise CacheError(f"{shard_dir}: a shard failed validation during consolidation; rerun to recompute it.")
-        n = sum(m["n_rows"] for m in metas)
-        skipped = [s for m in metas for s in m["skipped"]]
+        if gaps([(s["start"], s["stop"]) for s in kept], len(source)):
+            raise CacheError(f"{shard_dir}: the shards do not cover every row; run the same command again to "
+                             "recompute the missing ones.")
+        n = sum(s["n_rows"] for s in kept)
+        skipped = [x for s in kept for x in s["skipped"]]
         names = [f"L{layer}.{pool}" for layer in key.layers for pool in key.pools]
         dim = None
         outs: dict[str, np.ndarray] = {}
         index = np.empty(n, np.int64)
         pos = 0
-        for p in plans:
-            arrays = load_shard(shard_dir, p)
+        for side in kept:
+            arrays = load_shard(shard_dir, side)
             m = len(arrays["index"])
+            if m != side["n_rows"]:
+                raise CacheError(f"{shard_dir / side['stem']}: holds {m} rows, its sidecar says {side['n_rows']}; "
+                                 "delete it and run the same command again.")
             index[pos:pos + m] = arrays["index"]
             for name in names:
                 if name not in outs:
@@ -211,10 +253,12 @@ class EmbeddingStore:
             np.save(entry / "labels.npy", source.labels[index])
         files = [f"{name}.npy" for name in names] + ["index.npy", "rows.json"] + \
             (["labels.npy"] if source.labels is not None else [])
+        sha = {f: file_sha256(str(entry / f)) for f in files}
         manifest = {
             "format": MANIFEST_FORMAT, "complete": True, "digest": key.digest, "key": key.to_dict(),
             "uri": source.uri, "n": n, "n_source": len(source), "classes": source.classes,
-            "arrays": {name: [n, dim] for name in names}, "sha256": {f: file_sha256(str(entry / f)) for f in files},
+            "arrays": {name: [n, dim] for name in names}, "sha256": sha,
+            "stat": {f: file_stat(entry / f) for f in files},
             "skipped": skipped, "stats": stats, "resumed": resumed, "vitlab_version": __version__,
         }
         atomic_write_bytes(entry / "manifest.json", json.dumps(manifest, indent=2).encode())
@@ -222,28 +266,41 @@ class EmbeddingStore:
 
     # -- load ---------------------------------------------------------------------
     def _load(self, entry: Path, key: EmbeddingKey, source: DataSource, pool: str, verify: bool) -> Embeddings | None:
-        """A valid finished entry, or ``None`` (missing, partial, or corrupt → warn and recompute)."""
+        """A valid finished entry, or ``None`` (missing, partial, or corrupt → warn and recompute).
+
+        Every hit compares each array file's (size, mtime_ns, ctime_ns, inode) with the manifest
+        and re-hashes the files whose stat differs (a file whose bytes still match gets its new
+        stat recorded); ``verify`` re-hashes every file.
+        """
         mf = entry / "manifest.json"
         if not mf.exists():
             return None
-        problem = None
+        problem, restat = None, None
         try:
             manifest = json.loads(mf.read_text())
             if manifest.get("format") != MANIFEST_FORMAT or manifest.get("key") != key.to_dict():
                 problem = "manifest does not match its key"
-            elif verify:
-                bad = [f for f, h in manifest["sha256"].items() if file_sha256(str(entry / f)) != h]
-                problem = f"checksum mismatch in {', '.join(bad)}" if bad else None
+            else:
+                problem, restat = _check_files(entry, manifest, verify)
             if problem is None:
                 arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="r") for name in manifest["arrays"]}
                 bad = [k for k, a in arrays.items() if list(a.shape) != manifest["arrays"][k]]
                 problem = f"array shape mismatch in {', '.join(bad)}" if bad else None
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             problem = f"unreadable ({type(e).__name__}: {e})"
         if problem:
             warnings.warn(f"cache entry {entry} is corrupt ({problem}); recomputing it.", stacklevel=3)
-            (entry / "manifest.json").unlink(missing_ok=True)
+            try:
+                mf.unlink(missing_ok=True)
+            except OSError:  # read-only cache: the recompute stops with a clear CacheError
+                pass
             return None
+        if restat is not None:  # touched but intact: record the new stats so the next hit is cheap again
+            manifest["stat"] = restat
+            try:
+                atomic_write_bytes(mf, json.dumps(manifest, indent=2).encode())
+            except OSError:
+                pass
         rows = json.loads((entry / "rows.json").read_text())
         labels = np.load(entry / "labels.npy") if (entry / "labels.npy").exists() else None
         return Embeddings(
@@ -253,46 +310,158 @@ class EmbeddingStore:
             classes=manifest["classes"], groups=rows["groups"], split_column=rows["split"], pool=pool,
             skipped=manifest["skipped"], stats=manifest["stats"], from_cache=True)
 
+    # -- locking ------------------------------------------------------------------
+    @contextmanager
+    def _locked(self, entry: Path):
+        """Exclusive lock on an entry while computing it (released if the process dies).
+
+        Raises a one-line CacheError when the entry cannot be written (read-only cache), and
+        takes the lock again if ``vitlab cache clear`` removed the entry while this run waited.
+        """
+        for _ in range(5):
+            try:
+                entry.mkdir(parents=True, exist_ok=True)
+                f = open(entry / ".lock", "a")
+            except OSError as e:
+                raise self._unwritable(entry, e) from None
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(entry / ".lock").st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            f.close()  # cleared while we waited: lock the new entry instead
+        else:
+            raise CacheError(f"{entry}: removed again and again while this run waited for it (a loop of "
+                             "vitlab cache clear?). Run the same command again once it has stopped.")
+        try:
+            if not os.access(entry, os.W_OK | os.X_OK):
+                raise self._unwritable(entry, PermissionError(13, "Permission denied"))
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+
+    def _unwritable(self, entry: Path, e: OSError) -> CacheError:
+        return CacheError(f"cache dir {self.root} is not writable ({entry}: {e.strerror or e}), and these embeddings "
+                          f"are not cached yet. Pass --cache-dir <a writable dir> or set {ENV_VAR}.")
+
     # -- housekeeping -------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
-        """One summary dict per finished or partial entry (``vitlab cache ls``)."""
+        """One summary dict per finished or partial entry (``vitlab cache ls``).
+
+        ``source`` is the data source's full URI, query included (``idx:/x?split=test&limit=4500``).
+        """
         out = []
         for d in sorted((self.root / "embeddings").iterdir()):
             mf, kf = d / "manifest.json", d / "key.json"
-            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-            if mf.exists():
-                m = json.loads(mf.read_text())
-                out.append({"digest": d.name, "complete": True, "backbone": m["key"]["backbone"]["name"],
-                            "source": m["uri"], "n": m["n"], "layers": m["key"]["layers"], "bytes": size})
-            elif kf.exists():
-                k = json.loads(kf.read_text())
-                out.append({"digest": d.name, "complete": False, "backbone": k["key"]["backbone"]["name"],
-                            "source": k["uri"], "n": k["key"]["source"]["n"], "layers": k["key"]["layers"],
-                            "bytes": size})
+            try:
+                size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+                if mf.exists():
+                    m = json.loads(mf.read_text())
+                    out.append({"digest": d.name, "complete": True, "backbone": m["key"]["backbone"]["name"],
+                                "source": m["uri"], "n": m["n"], "layers": m["key"]["layers"], "bytes": size})
+                elif kf.exists():
+                    k = json.loads(kf.read_text())
+                    out.append({"digest": d.name, "complete": False, "backbone": k["key"]["backbone"]["name"],
+                                "source": k["uri"], "n": k["key"]["source"]["n"], "layers": k["key"]["layers"],
+                                "bytes": size})
+            except (OSError, ValueError, KeyError):  # removed or being written right now
+                continue
         return out
 
-    def clear(self, digest: str | None = None) -> int:
-        """Delete one entry (by digest prefix) or all; returns how many were removed."""
-        removed = 0
-        for d in (self.root / "embeddings").iterdir():
-            if digest is None or d.name.startswith(digest):
+    def clear_entries(self, digest: str | None = None) -> dict[str, Any]:
+        """Delete one entry (by digest prefix) or all, except those a running embed holds locked.
+
+        Returns ``{"removed": int, "in_use": [digest, ...]}``.
+
+        Example:
+            >>> import tempfile
+            >>> EmbeddingStore(tempfile.mkdtemp()).clear_entries()
+            {'removed': 0, 'in_use': []}
+        """
+        removed, in_use = 0, []
+        for d in sorted((self.root / "embeddings").iterdir()):
+            if digest is not None and not d.name.startswith(digest):
+                continue
+            try:
+                f = open(d / ".lock", "a")
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            except OSError as e:
+                raise CacheError(f"cannot clear {d} ({e.strerror or e}): the cache dir {self.root} is not "
+                                 "writable. Fix its permissions, or pass the --cache-dir you meant.") from None
+            with f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    in_use.append(d.name)
+                    continue
                 shutil.rmtree(d)
                 removed += 1
-        return removed
+        return {"removed": removed, "in_use": in_use}
+
+    def clear(self, digest: str | None = None) -> int:
+        """Delete one entry (by digest prefix) or all; returns how many were removed.
+
+        Entries a running embed is computing are skipped, with a warning that names them.
+        """
+        res = self.clear_entries(digest)
+        if res["in_use"]:
+            k = len(res["in_use"])
+            warnings.warn(f"{k} cache entr{'y is' if k == 1 else 'ies are'} in use by a running embed and "
+                          f"{'was' if k == 1 else 'were'} kept ({', '.join(d[:12] for d in res['in_use'])}); "
+                          "run clear again once it has finished.", stacklevel=2)
+        return res["removed"]
+
+
+def resume_hint(kept: list[dict[str, Any]], n: int) -> str:
+    """What an interrupted run keeps, for :class:`~vitlab.errors.Interrupted`.
+
+    Example:
+        >>> resume_hint([{"start": 0, "stop": 4096}, {"start": 4096, "stop": 5000}], 12288)
+        '5,000 of 12,288 rows (2 shards) are kept: run the same command again to resume.'
+        >>> resume_hint([], 12288)
+        'no shard was finished yet; nothing is kept.'
+    """
+    if not kept:
+        return "no shard was finished yet; nothing is kept."
+    rows = sum(s["stop"] - s["start"] for s in kept)
+    return (f"{rows:,} of {n:,} rows ({len(kept)} shard{'s' if len(kept) != 1 else ''}) are kept: "
+            "run the same command again to resume.")
+
+
+def file_stat(path: Path) -> list[int]:
+    """(size, mtime_ns, ctime_ns, inode) of a cache file: what a hit compares before trusting it.
+
+    Any write through the filesystem changes ctime, even when mtime is put back with
+    ``os.utime``; only silent media corruption (or a clock set back by root) slips past,
+    which ``--verify`` (a full sha256) catches.
+    """
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _check_files(entry: Path, manifest: dict[str, Any], verify: bool) -> tuple[str | None, dict | None]:
+    """``(problem, new_stats)``: re-hash the files whose stat changed (all with ``verify``)."""
+    recorded = manifest.get("stat") or {}
+    bad, stats = [], {}
+    for f, h in manifest["sha256"].items():
+        st = file_stat(entry / f)
+        if (verify or recorded.get(f) != st) and file_sha256(str(entry / f)) != h:
+            bad.append(f)
+        stats[f] = st
+    if bad:
+        return f"checksum mismatch in {', '.join(bad)}", None
+    return None, (stats if stats != recorded else None)
+
+
+def _vanished(entry: Path) -> bool:
+    return not (entry / "key.json").exists() or not (entry / "shards").is_dir()
 
 
 def _auto(progress: bool | None) -> bool:
     import sys
 
     return sys.stderr.isatty() if progress is None else progress
-
-
-@contextmanager
-def _locked(entry: Path):
-    """Exclusive lock on an entry while computing it (released if the process dies)."""
-    with open(entry / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
