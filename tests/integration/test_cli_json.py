@@ -122,3 +122,15 @@ def test_progress_bar_goes_to_stderr_and_only_on_a_terminal():
                 bar.advance(task, 4)
         assert out.getvalue() == ""
         assert ("embed demo" in err.getvalue()) is shown
+
+
+def test_json_output_is_strict_json_even_with_undefined_metrics(capsys):
+    from vitlab.cli.common import print_json
+
+    print_json({"auroc": {"value": float("nan"), "low": float("-inf")}, "top1": 0.5})
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    doc = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert doc == {"auroc": {"value": None, "low": None}, "top1": 0.5}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -156,15 +157,31 @@ def _check_environment() -> None:
     max_image_pixels()
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON ``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def print_json(obj: Any) -> None:
-    """Write one JSON document to stdout (the only thing a verb writes there).
+    """Write one strict JSON document to stdout (the only thing a verb writes there).
+
+    NaN and infinities (an undefined metric) are written as ``null``, which every JSON parser
+    (``jq`` included) accepts; ``NaN`` is not JSON.
 
     Example:
-        >>> print_json({"n": 1, "path": Path("runs")})
+        >>> print_json({"n": 1, "path": Path("runs"), "auroc": float("nan")})
         {
           "n": 1,
-          "path": "runs"
+          "path": "runs",
+          "auroc": null
         }
     """
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    obj = _finite(json.loads(json.dumps(obj, default=str)))
+    sys.stdout.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
