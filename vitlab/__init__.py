@@ -31,7 +31,8 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
         accel: an accelerator spec such as ``"tome:r=8"`` or ``"tome:r=8+int8"`` applied to a copy of
             the backbone first (PTQ variants calibrate on 32 images of ``source``); part of the cache key.
         **kwargs: see :meth:`EmbeddingStore.get_or_compute` (``layers``, ``pool``, ``batch_size``,
-            ``num_workers``, ``device``, ``precision``, ``on_error``, ``progress``...).
+            ``num_workers``, ``device``, ``precision``, ``on_error``, ``progress``, ``verify``,
+            ``shard_size`` (``None``: shards of up to 4,096 rows written at least every ~30 s)...).
 
     Example:
         >>> emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", progress=False)  # doctest: +SKIP
