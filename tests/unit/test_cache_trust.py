@@ -342,6 +342,17 @@ def test_read_only_cache_serves_hits_and_refuses_misses_in_one_line(tiny_backbon
         os.chmod(cache_dir / "embeddings", 0o755)
 
 
+def test_a_full_disk_while_writing_shards_is_one_cache_error_line(tiny_backbone, image_folder, cache_dir,
+                                                                   monkeypatch):
+    def full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(shards, "atomic_write_bytes", full)
+    with pytest.raises(CacheError, match=r"^cannot write .*/shards/shard-0000000000\.safetensors \(No space "
+                                         r"left on device\)\. Free some space .* or pass --cache-dir <another dir>"):
+        EmbeddingStore(cache_dir).get_or_compute(tiny_backbone, f"folder:{image_folder}", **KW)
+
+
 # -- 6. clear vs a running embed ---------------------------------------------------------------------
 def test_clear_skips_the_entry_a_running_embed_holds(tiny_backbone, image_folder, cache_dir):
     store = EmbeddingStore(cache_dir)

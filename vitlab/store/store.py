@@ -165,6 +165,10 @@ class EmbeddingStore:
                             raise CacheError(f"cache entry {entry} was deleted while this run was writing it "
                                              "(rm, or an old vitlab cache clear); nothing of it is kept. Run the "
                                              "same command again to recompute it.") from e
+                        if e.filename and str(e.filename).startswith(str(entry)):
+                            raise CacheError(f"cannot write {e.filename} ({e.strerror or e}). Free some space or "
+                                             f"fix the permissions of {self.root}, or pass --cache-dir <another "
+                                             "dir>; finished shards are kept.") from e
                         raise
                     emb = self._load(entry, key, source, pool, verify=False)
                     if emb is None:
