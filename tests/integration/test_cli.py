@@ -70,8 +70,18 @@ def test_cache_ls_and_clear(cache_dir):
     _run("embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--num-workers", "0", cache_dir=cache_dir)
     res = runner.invoke(app, ["cache", "ls", "--cache-dir", str(cache_dir), "--json"])
     assert json.loads(res.stdout)[0]["backbone"] == "demo:fmnist-vit"
+    entry = next((cache_dir / "embeddings").iterdir())
+    import fcntl
+
+    with open(entry / ".lock", "a") as held:  # a running embed holds this entry
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "--yes"])
+        fcntl.flock(held, fcntl.LOCK_UN)
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and "removed 0" in out and f"kept 1 entr(ies) in use by a running embed: {entry.name}" in out
+    assert entry.exists()
     res = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "--yes"])
-    assert "removed 1" in res.output
+    assert "removed 1" in res.output and not entry.exists()
 
 
 def test_embed_with_an_accelerator_is_a_separate_cache_entry(cache_dir):

@@ -181,7 +181,11 @@ def cache_clear(digest: Optional[str] = typer.Argument(None, help="Digest prefix
     store = EmbeddingStore(cache_dir)
     if not yes and not typer.confirm(f"Delete {'entry ' + digest if digest else 'all entries'} under {store.root}?"):
         raise typer.Exit(1)
-    console.print(f"removed {store.clear(digest)} entr(ies)")
+    res = store.clear_entries(digest)
+    console.print(f"removed {res['removed']} entr(ies)")
+    if res["in_use"]:
+        console.print(f"[yellow]kept {len(res['in_use'])} entr(ies) in use by a running embed:[/] "
+                      f"{', '.join(res['in_use'])}. Run the clear again when it has finished.")
 
 
 def main() -> None:
