@@ -49,15 +49,23 @@ def test_all_metrics_on_image_folders(data, tmp_path):
                        metrics="all", cache_dir=tmp_path / "c", out=tmp_path / "runs", **FAST)
     rec = RunRecord.load(res.path)
     assert rec.kind == "gen-eval" and res.path.name.startswith("gen-eval-")
-    expected = {"fd", "fd_inf", "kd", "precision", "recall", "density", "coverage", "realism", "vendi",
-                "vendi_per_class", "sw", "authpct", "ct", "ct_modified", "ct_test", "fls", "fls_pog"}
+    expected = {"fd", "fd_debiased", "fd_inf", "kd", "precision", "recall", "density", "coverage", "realism",
+                "vendi", "vendi_per_class", "sw", "authpct", "ct", "ct_modified", "ct_test", "fls", "fls_pog"}
     assert set(rec.metrics) == expected
     for name, m in rec.metrics.items():
         assert np.isfinite(m["value"]), name
-    for name in ("fd", "precision", "recall", "density", "coverage", "vendi"):
+        if m["low"] is not None:  # every interval contains its point estimate
+            assert m["low"] <= m["value"] <= m["high"], name
+    for name in ("fd", "fd_debiased", "precision", "recall", "density", "coverage", "vendi", "kd"):
         m = rec.metrics[name]
-        assert m["low"] <= m["high"] and m["n_resamples"] == 5 and m["level"] == 0.95
-    assert rec.metrics["kd"]["std"] >= 0 and rec.metrics["kd"]["low"] is None
+        assert m["low"] <= m["high"] and m["n_resamples"] == 5 and m["level"] == 0.95, name
+        assert m["method"] == "half-sample" and m["se"] >= 0, name
+        half_widths = (m["value"] - m["low"], m["high"] - m["value"])  # value ± z·se, clipped to the metric's range
+        assert max(half_widths) == pytest.approx(1.959963984540054 * m["se"], rel=1e-9), name
+    fd, deb = rec.metrics["fd"], rec.metrics["fd_debiased"]
+    assert deb["value"] == pytest.approx(fd["value"] - fd["bias"]) and deb["bias"] == fd["bias"]
+    # KD: 60 rows <= subset_size, so every subset is the whole set (std 0) and the interval comes from halves
+    assert rec.metrics["kd"]["std"] == pytest.approx(0.0, abs=1e-12) and rec.metrics["kd"]["unbiased"]
     assert set(rec.details["vendi_per_class"]) == set(CLASSES)
     enc = rec.config["encoder"]
     assert enc["encoder"] == ENC and enc["pool"] == "mean" and enc["preprocessing"]["input_size"] == [4, 4]
@@ -102,6 +110,11 @@ def test_precomputed_features_fd_equals_frechet_distance(tmp_path):
                               str(tmp_path / "fake.npz"), "--metrics", "fd", "--n-resamples", "0", "--json"])
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.stdout)["metrics"]["fd"]["value"] == pytest.approx(res.metric("fd"), rel=1e-12)
+    assert "fd_debiased" not in json.loads(cli.stdout)["metrics"]  # no half-samples, no bias estimate
+    table = runner.invoke(app, ["gen-eval", "--real-features", str(tmp_path / "real.npy"), "--fake-features",
+                                str(tmp_path / "fake.npz"), "--metrics", "fd", "--n-resamples", "4"])
+    assert table.exit_code == 0, table.output
+    assert "fd_debiased" in table.output and "half-sample, 4" in " ".join(table.output.split())
 
 
 def test_stats_round_trip_and_refusal(data, tmp_path):
@@ -162,7 +175,7 @@ def test_deterministic_under_a_seed(data, tmp_path):
     b = gen_eval(_uri(data, "real"), _uri(data, "fake"), seed=3, **kw).record
     c = gen_eval(_uri(data, "real"), _uri(data, "fake"), seed=4, **kw).record
     assert a.metrics == b.metrics and a.details["memorization"] == b.details["memorization"]
-    assert a.metrics["fd"]["value"] == c.metrics["fd"]["value"] and a.metrics["fd"]["low"] != c.metrics["fd"]["low"]
+    assert a.metrics["fd"]["value"] == c.metrics["fd"]["value"] and a.metrics["fd"]["se"] != c.metrics["fd"]["se"]
 
 
 def test_cli_gen_stats_then_gen_eval(data, tmp_path):

@@ -1,8 +1,12 @@
-"""KD/KID against brute-force MMD and dgm-eval's kernel-matrix formula."""
+"""KD/KID against brute-force MMD and dgm-eval's kernel-matrix formula, and its interval's arithmetic.
+
+Coverage of the KD interval by simulation is in ``test_gen_interval_coverage.py``.
+"""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -88,12 +92,54 @@ def test_kernel_distance_determinism_and_separation():
     assert abs(null.value) < 0.05 < a.value
 
 
+Z95 = 1.959963984540054
+
+
+def test_kd_interval_from_its_own_subsets_when_they_are_at_most_half_a_set():
+    rng = np.random.default_rng(6)
+    real, fake = rng.standard_normal((100, 3)), rng.standard_normal((80, 3)) + 0.5
+    res = kernel_distance(real, fake, n_subsets=7, subset_size=30, seed=2)
+    draw = np.random.default_rng(2)
+    vals = np.array([brute_mmd2(real[draw.choice(100, 30, replace=False)], fake[draw.choice(80, 30, replace=False)])
+                     for _ in range(7)])
+    np.testing.assert_allclose(res.values, vals, rtol=1e-9)
+    # Var(KD) = delete-d jackknife of the complete U-statistic (r = 30 of n = 100, 80: factor max r/d)
+    #           + Monte-Carlo variance of the mean over 7 subsets
+    var = max(30 / 70, 30 / 50) * vals.var(ddof=1) + vals.var(ddof=1) / 7
+    assert res.method == "subset jackknife" and res.n_variance == 7
+    assert res.se == pytest.approx(math.sqrt(var), rel=1e-9)
+    assert (res.low, res.high) == pytest.approx((res.value - Z95 * res.se, res.value + Z95 * res.se), rel=1e-9)
+    assert res.std == pytest.approx(vals.std(), rel=1e-9)  # dgm-eval's std (ddof=0) is kept next to the interval
+    assert res.level == 0.95
+
+
+def test_kd_interval_from_half_size_subsets_when_the_kd_subsets_are_large():
+    rng = np.random.default_rng(7)
+    real, fake = rng.standard_normal((30, 3)), rng.standard_normal((25, 3)) * 1.5
+    res = kernel_distance(real, fake, n_subsets=4, subset_size=20, seed=5, n_resamples=6, level=0.9)
+    draw = np.random.default_rng(5)
+    vals = np.array([brute_mmd2(real[draw.choice(30, 20, replace=False)], fake[draw.choice(25, 20, replace=False)])
+                     for _ in range(4)])
+    halves = np.array([brute_mmd2(real[draw.choice(30, 12, replace=False)], fake[draw.choice(25, 12, replace=False)])
+                       for _ in range(6)])  # r = min(30, 25) // 2 = 12, drawn after the KD subsets
+    var = max(12 / 18, 12 / 13) * halves.var(ddof=1) + vals.var(ddof=1) / 4
+    assert res.method == "half-sample" and res.n_variance == 6 and res.level == 0.9
+    assert res.se == pytest.approx(math.sqrt(var), rel=1e-9)
+    assert res.high - res.value == pytest.approx(1.6448536269514722 * res.se, rel=1e-9)
+    np.testing.assert_allclose(res.values, vals, rtol=1e-9)  # the extra draws do not change KD itself
+    assert kernel_distance(real, fake, n_subsets=4, subset_size=20, seed=5, n_resamples=0).se is None
+    one = kernel_distance(rng.standard_normal((300, 3)), rng.standard_normal((300, 3)), n_subsets=1, subset_size=50)
+    assert one.se is None and one.low is None  # one subset of many: its Monte-Carlo error is unknown
+
+
 def test_small_sets_warn_and_have_zero_spread():
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((40, 3)), rng.standard_normal((40, 3))
     with pytest.warns(SmallSampleWarning, match="kd_variance\\) is exactly 0"):
         res = kernel_distance(x, y, n_subsets=4, subset_size=1000)
     assert res.subset_size == 40 and res.std == pytest.approx(0.0, abs=1e-12)
+    # the whole sets every time: no Monte-Carlo error, and the interval comes from half-samples
+    assert res.method == "half-sample" and res.se > 0 and res.low < res.value < res.high
     with pytest.warns(SmallSampleWarning, match="understates"):
         kernel_distance(x, rng.standard_normal((60, 3)), n_subsets=2, subset_size=1000)
 

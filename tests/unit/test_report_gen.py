@@ -1,6 +1,6 @@
 """The ``gen-eval`` report section: real records from ``gen_eval`` on small PNG folders with ``pixels:4``.
 
-HTML self-contained and escaped, metrics with their CIs (KD as ± std), notes, encoder and sets,
+HTML self-contained and escaped, metrics with their CIs and methods, notes, encoder and sets,
 real/fake grids, memorisation pairs, moved data, precomputed features; Markdown and CSV rows.
 """
 
@@ -87,11 +87,20 @@ def test_section_is_self_contained_with_metrics_cis_and_notes(gen, tmp_path):
         assert row, name
         assert f"<b>{num(m['value'])}</b>" in row.group(1)
         if m.get("low") is not None:
+            assert m["low"] <= m["value"] <= m["high"], name
             assert f"[{num(m['low'])}, {num(m['high'])}]" in row.group(1)
-            assert "95% percentile bootstrap, 5 resamples" in row.group(1)
+            assert f"95% half-sample, 5 resamples, se {num(m['se'])}" in row.group(1)
+    # KD: an interval (half-samples: its subsets are the whole 60-row sets), no longer "± std over subsets"
     kd = re.search(r"<tr><td><code>kd</code></td>(.*?)</tr>", sec).group(1)
-    assert f"± {num(rec.metrics['kd']['std'])}" in kd and "mean ± std over subsets" in kd
-    assert spread_text(rec.metrics["kd"]).startswith("± ")
+    assert rec.metrics["kd"]["method"] == "half-sample" and "std over subsets" not in kd
+    assert spread_text(rec.metrics["kd"]).startswith("[")
+    # the bias-corrected FD is its own, labelled row; the FD row shows the estimated bias
+    fd_row = re.search(r"<tr><td><code>fd</code></td>(.*?)</tr>", sec).group(1)
+    assert f"bias = {num(rec.metrics['fd']['bias'])}" in fd_row
+    deb = re.search(r"<tr><td><code>fd_debiased</code></td>(.*?)</tr>", sec).group(1)
+    assert "estimated finite-sample bias" in deb and "estimates the population FD" in deb
+    assert rec.metrics["fd_debiased"]["value"] == pytest.approx(rec.metrics["fd"]["value"] - rec.metrics["fd"]["bias"])
+    assert "half-samples: fd 5, prdc 5, vendi 5, kd 5" in sec
     # the notes come first, in a highlighted box, each once
     notes = _div(sec, "note gen-notes")
     assert sec.index("gen-notes") < sec.index("<h3>Metrics</h3>")
@@ -238,7 +247,9 @@ def test_markdown_and_csv_have_the_gen_eval_metrics(gen, tmp_path):
     assert float(fd["value"]) == rec.metrics["fd"]["value"] and float(fd["low"]) == rec.metrics["fd"]["low"]
     assert float(fd["high"]) == rec.metrics["fd"]["high"]
     kd = next(x for x in rows if x["metric"] == "kd")
-    assert kd["low"] == kd["high"] == ""
+    assert float(kd["low"]) == rec.metrics["kd"]["low"] and float(kd["high"]) == rec.metrics["kd"]["high"]
+    sw = next(x for x in rows if x["metric"] == "sw")
+    assert sw["low"] == sw["high"] == ""
 
 
 def test_registered_and_figure_is_a_legible_png():

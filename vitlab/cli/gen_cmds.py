@@ -54,7 +54,7 @@ def _show(record) -> None:
         t.add_column(c)
     for name, m in record.metrics.items():
         if m.get("low") is not None:
-            spread = escape(f"[{_fmt(m['low'])}, {_fmt(m['high'])}] ({m['n_resamples']} boot.)")
+            spread = escape(f"[{_fmt(m['low'])}, {_fmt(m['high'])}] ({m.get('method', 'CI')}, {m['n_resamples']})")
         elif m.get("std") is not None:
             spread = f"± {_fmt(m['std'])} (std, {m.get('uncertainty', '').split(' over ')[-1]})"
         else:
@@ -90,9 +90,9 @@ def gen_eval_cmd(
     metrics: str = typer.Option("default", "--metrics", "-m", help="default (fd,fd_inf,kd,prdc,vendi,sw[,is]), all, "
                                 "or a list: fd,fd_inf,kd,prdc,realism,is,vendi,sw,authpct,ct,ct_modified,ct_test,"
                                 "fls,fls_pog."),
-    seed: int = typer.Option(0, help="Seeds subsampling, bootstrap and every randomised metric."),
-    n_resamples: Optional[int] = typer.Option(None, help="Bootstrap resamples per CI [default: FD 100, PRDC 20, "
-                                                         "Vendi 100]; 0 = no CIs."),
+    seed: int = typer.Option(0, help="Seeds subsampling, half-samples and every randomised metric."),
+    n_resamples: Optional[int] = typer.Option(None, help="Random half-samples per CI [default: FD 100, PRDC 50, "
+                                                         "Vendi 100, KD 100 if needed]; 0 = no CIs."),
     nearest_k: int = typer.Option(5, help="k of the PRDC / realism k-NN balls."),
     reduced_n: int = typer.Option(10_000, help="PRDC, realism and FLS use at most this many samples per set."),
     pretrained: bool = Pretrained,

@@ -163,8 +163,9 @@ def gen_eval(real: SetSpec = None, fake: SetSpec = None, *, train: SetSpec = Non
             default: the stats file's encoder, else ``dinov2-l``.
         resize: ``"default"`` or ``"clean"`` (clean-fid's resize); default: the stats file's, else default.
         metrics: ``"default"``, ``"all"`` or comma-separated names (see :mod:`vitlab.generative.metrics`).
-        seed: seeds subsampling, bootstrap, KD subsets, FD-infinity, C_T and FLS.
-        n_resamples: bootstrap resamples for every CI (default: FD 100, PRDC 20, Vendi 100; 0 = none).
+        seed: seeds subsampling, half-samples, KD subsets, FD-infinity, C_T and FLS.
+        n_resamples: random half-samples for every CI (default: FD 100, PRDC 50, Vendi 100, KD 100 when its
+            subsets exceed half a set; 0 = no CIs). See :mod:`vitlab.metrics.bootstrap_gen`.
         config: other metric settings (:class:`GenEvalConfig`).
         pretrained: ``False`` = seeded random encoder weights (offline).
         device: encoder device (``cpu``, ``cuda``, ``auto``); CUDA also runs the metric math there.
@@ -182,7 +183,7 @@ def gen_eval(real: SetSpec = None, fake: SetSpec = None, *, train: SetSpec = Non
 
     Example:
         >>> res = gen_eval("folder:./real", "folder:./fake", encoder="inception", metrics="fd,kd,is")  # doctest: +SKIP
-        >>> res.metric("fd"), res.record.metrics["kd"]["std"]  # doctest: +SKIP
+        >>> res.metric("fd"), res.metric("fd_debiased"), res.record.metrics["kd"]["low"]  # doctest: +SKIP
     """
     if fake is None:
         raise ConfigError("pass the generated samples: --fake <data> or --fake-features FILE (Python: fake=...).")
@@ -247,7 +248,7 @@ def gen_eval(real: SetSpec = None, fake: SetSpec = None, *, train: SetSpec = Non
         kind="gen-eval",
         config={"encoder": enc.describe() if enc else None, "metrics": names, "seed": seed,
                 **{f"n_{r}": len(fs) for r, fs in sets.items()}, "n_real_stats": stats.n if stats else None,
-                "dim": fk.dim, "n_resamples": {m: cfg.resamples(m) for m in ("fd", "prdc", "vendi")},
+                "dim": fk.dim, "n_resamples": {m: cfg.resamples(m) for m in ("fd", "prdc", "vendi", "kd")},
                 "metric_config": dataclasses.asdict(cfg),
                 "sets": {r: fs.origin.get("uri") or fs.origin.get("path") or fs.origin.get("kind")
                          for r, fs in sets.items()}, "real_stats": str(stats.path) if stats else None},
@@ -257,7 +258,7 @@ def gen_eval(real: SetSpec = None, fake: SetSpec = None, *, train: SetSpec = Non
         metrics=values, details=details,
         timings={**{f"embed_{r}_s": round(fs.seconds, 4) for r, fs in sets.items()}, **timings,
                  "from_cache": {r: fs.from_cache for r, fs in sets.items()}},
-        seeds={"metrics": seed, "bootstrap": seed, "is_shuffle": cfg.is_seed, "encoder_init": seed})
+        seeds={"metrics": seed, "halfsample": seed, "is_shuffle": cfg.is_seed, "encoder_init": seed})
     path = record.save(out) if out is not None else None
     return GenEvalResult(record, sets, enc, path)
 

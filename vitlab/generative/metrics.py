@@ -5,18 +5,24 @@ uncertainty and turns results into run-record entries ``{"value", "low", "high",
 
 | metric | needs | uncertainty |
 |---|---|---|
-| ``fd`` (FID on Inception) | real (or stats), fake | bootstrap 95% CI (default 100 resamples) |
-| ``fd_inf`` | real, fake | fitted slope only |
-| ``kd`` (KID on Inception) | real, fake | mean ± std over 100 subsets of 1000 |
-| ``prdc`` → precision, recall, density, coverage | real, fake | bootstrap 95% CIs (default 20) |
+| ``fd`` (FID on Inception) | real (or stats), fake | half-sample 95% CI of ``E[FD_n]`` (100 half-samples) |
+| ``fd_debiased`` (with ``fd``) | real, fake | FD minus its estimated O(1/n) bias, own 95% CI |
+| ``fd_inf`` | real, fake | fitted slope only (no CI) |
+| ``kd`` (KID on Inception) | real, fake | 95% CI from its subsets (delete-d jackknife); std over subsets kept |
+| ``prdc`` → precision, recall, density, coverage | real, fake | half-sample 95% CIs (default 50) |
 | ``realism`` | real, fake | median, per-sample extremes in details |
-| ``is`` | the ``inception`` encoder | mean ± std over 10 splits |
-| ``vendi`` (+ ``vendi_per_class`` with labelled fakes) | fake | bootstrap 95% CI (default 100) |
+| ``is`` | the ``inception`` encoder | mean ± std over 10 splits (not a CI) |
+| ``vendi`` (+ ``vendi_per_class`` with labelled fakes) | fake | half-sample 95% CI (default 100) |
 | ``sw`` | real, fake | none |
 | ``authpct`` | train, fake | none |
 | ``ct``, ``ct_modified`` | train, test, fake | none |
 | ``ct_test`` | test, fake | none |
 | ``fls``, ``fls_pog`` | train, test, fake | none |
+
+Intervals (methods, sources and simulated coverage: :mod:`vitlab.metrics.bootstrap_gen` for FD,
+PRDC and Vendi, :mod:`vitlab.metrics.kd` for KD) are ``value ± z·se``, so each contains its value.
+FD, PRDC and Vendi depend on the sample size; their interval covers the metric's expected value at
+this n. ``fd_debiased`` and KD (unbiased by construction) estimate the population value.
 
 Settings follow dgm-eval: ``nearest_k = 5``; PRDC, realism and FLS first subsample to
 ``reduced_n = 10000`` rows (seeded here, unseeded there); KD 100 subsets of 1000;
@@ -42,7 +48,7 @@ import numpy as np
 from vitlab.errors import ConfigError, UnknownNameError
 from vitlab.metrics import fd as fd_mod
 from vitlab.metrics._validate import SmallSampleWarning, warn_small_sample
-from vitlab.metrics.bootstrap_gen import BootstrapCI, bootstrap_fd, bootstrap_prdc, bootstrap_vendi
+from vitlab.metrics.bootstrap_gen import HalfSampleCI, halfsample_fd, halfsample_prdc, halfsample_vendi
 from vitlab.metrics.fls import fls_scores, split_fls_sets
 from vitlab.metrics.inception_score import inception_score
 from vitlab.metrics.kd import kernel_distance
@@ -63,8 +69,9 @@ ALIASES = {"fid": "fd", "fd-infinity": "fd_inf", "fd_infinity": "fd_inf", "fd-in
            "sw_approx": "sw", "sliced_wasserstein": "sw", "fls_overfit": "fls_pog", "fls-pog": "fls_pog",
            "inception_score": "is", "precision": "prdc", "recall": "prdc", "density": "prdc", "coverage": "prdc",
            "ct-test": "ct_test", "ct-modified": "ct_modified", "ct_mem": "ct_modified", "ct_mode": "ct_test"}
-#: Default bootstrap resamples per metric (see :mod:`vitlab.metrics.bootstrap_gen` for the CPU cost).
-DEFAULT_RESAMPLES = {"fd": 100, "prdc": 20, "vendi": 100}
+#: Default random half-samples per metric (see :mod:`vitlab.metrics.bootstrap_gen` for the CPU cost; a PRDC
+#: half-sample costs about a quarter of a full pass). KD uses them only when its subsets exceed half a set.
+DEFAULT_RESAMPLES = {"fd": 100, "prdc": 50, "vendi": 100, "kd": 100}
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,8 @@ class GenEvalConfig:
         is_splits, is_seed: Inception Score splits and shuffle seed.
         ct_cells, ct_pca_dim: C_T KMeans cells and PCA dimension.
         fls_steps: FLS bandwidth-fit optimiser steps.
-        n_resamples: bootstrap resamples for every CI; ``None`` = FD 100, PRDC 20, Vendi 100; ``0`` = no CIs.
+        n_resamples: random half-samples for every CI; ``None`` = FD 100, PRDC 50, Vendi 100 (KD 100, only
+            when its subsets exceed half a set); ``0`` = no CIs.
         level: confidence level of the CIs.
         min_samples: below this many rows a metric without its own check gets a small-sample note.
         gallery_size, grid_size: closest generated/training pairs and image-grid ids kept in the record.
@@ -108,14 +116,15 @@ class GenEvalConfig:
                 if not 0 < float(v) < 1:
                     raise ConfigError(f"level must be in (0, 1), e.g. 0.95, got {v!r}.")
             elif f.name == "n_resamples":
-                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                    raise ConfigError(f"n_resamples must be an integer >= 0 (0 = no CIs) or None, got {v!r}.")
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0 or v == 1):
+                    raise ConfigError(f"n_resamples must be 0 (no CIs) or an integer >= 2 (a spread needs two "
+                                      f"half-samples), or None, got {v!r}.")
             elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if f.name == "is_seed" else 1):
                 raise ConfigError(f"{f.name} must be {'>= 0' if f.name == 'is_seed' else 'a positive integer'}, "
                                   f"got {v!r}.")
 
     def resamples(self, metric: str) -> int:
-        """Bootstrap resamples used for ``metric`` (``fd``, ``prdc``, ``vendi``)."""
+        """Half-samples used for ``metric`` (``fd``, ``prdc``, ``vendi``, ``kd``)."""
         return DEFAULT_RESAMPLES[metric] if self.n_resamples is None else self.n_resamples
 
 
@@ -166,10 +175,9 @@ class MetricInputs:
     device: Any = None
 
 
-def _ci(ci: BootstrapCI, note: str = "") -> dict[str, Any]:
-    out = {"value": ci.estimate, "low": ci.low, "high": ci.high, "std": ci.std, "level": ci.level,
-           "n_resamples": ci.n_resamples, "method": "percentile bootstrap"}
-    return {**out, "caveat": note} if note else out
+def _ci(ci: HalfSampleCI, **extra: Any) -> dict[str, Any]:
+    return {"value": ci.estimate, "low": ci.low, "high": ci.high, "se": ci.se, "level": ci.level,
+            "n_resamples": ci.n_resamples, "method": ci.method, **extra}
 
 
 def _point(value: float, **extra: Any) -> dict[str, Any]:
@@ -178,6 +186,13 @@ def _point(value: float, **extra: Any) -> dict[str, Any]:
 
 def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return x if x.shape[0] <= n else x[np.sort(rng.choice(x.shape[0], n, replace=False))]
+
+
+def _no_ci(sizes: dict[str, int], minimum: int) -> str | None:
+    """Why no half-sample CI is possible (a half of some set has < ``minimum`` rows), else ``None``."""
+    small = [f"{k} {n}" for k, n in sizes.items() if n // 2 < minimum]
+    return (f"no CI: half-samples need at least {2 * minimum} rows per set ({', '.join(small)})"
+            if small else None)
 
 
 def _few(name: str, n: int, cfg: GenEvalConfig) -> None:
@@ -197,10 +212,17 @@ def _m_fd(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]
         return {"fd": _point(value, note="no CI: the reference file holds only mean/covariance "
                                          "(gen-stats --save-features keeps the features)")}, {}
     b = cfg.resamples("fd")
-    if b == 0:
-        return {"fd": _point(fd_mod.frechet_distance(inp.real, inp.fake, device=inp.device))}, {}
-    return {"fd": _ci(bootstrap_fd(inp.real, inp.fake, n_resamples=b, level=cfg.level, seed=seed,
-                                   device=inp.device), "FD is biased upwards in finite samples")}, {}
+    why = _no_ci({"real": inp.real.shape[0], "fake": inp.fake.shape[0]}, 2)
+    if b == 0 or why:
+        value = fd_mod.frechet_distance(inp.real, inp.fake, device=inp.device)
+        return {"fd": _point(value, **({"note": why} if why and b else {}))}, {}
+    ci = halfsample_fd(inp.real, inp.fake, n_resamples=b, level=cfg.level, seed=seed, device=inp.device)
+    deb = {"value": ci.debiased, "low": ci.debiased_low, "high": ci.debiased_high, "se": ci.debiased_se,
+           "level": ci.level, "n_resamples": ci.n_resamples, "method": ci.method, "bias": ci.bias,
+           "estimator": "fd - bias (2·fd − mean of half-sample FDs); estimates the population FD, can be < 0"}
+    return {"fd": _ci(ci, bias=ci.bias, caveat="FD is biased upwards in finite samples: the interval covers "
+                                               "the expected FD at these sample sizes; see fd_debiased"),
+            "fd_debiased": deb}, {}
 
 
 def _m_fd_inf(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]:
@@ -210,23 +232,28 @@ def _m_fd_inf(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, d
 
 
 def _m_kd(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]:
-    r = kernel_distance(inp.real, inp.fake, n_subsets=cfg.kd_subsets, subset_size=cfg.kd_subset_size, seed=seed)
-    return {"kd": _point(r.value, std=r.std, n_subsets=cfg.kd_subsets, subset_size=r.subset_size,
-                         uncertainty="mean ± std over subsets")}, {}
+    b = cfg.resamples("kd")
+    r = kernel_distance(inp.real, inp.fake, n_subsets=cfg.kd_subsets, subset_size=cfg.kd_subset_size, seed=seed,
+                        level=cfg.level, n_resamples=b)
+    info = dict(std=r.std, n_subsets=cfg.kd_subsets, subset_size=r.subset_size, unbiased=True)
+    if b == 0 or r.se is None:
+        return {"kd": _point(r.value, **info, uncertainty="mean ± std over subsets (not a CI)")}, {}
+    return {"kd": {"value": r.value, "low": r.low, "high": r.high, "se": r.se, "level": r.level,
+                   "n_resamples": r.n_variance, "method": r.method, **info}}, {}
 
 
 def _m_prdc(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]:
     rng = np.random.default_rng(seed)
     real, fake = _subsample(inp.real, cfg.reduced_n, rng), _subsample(inp.fake, cfg.reduced_n, rng)
     b = cfg.resamples("prdc")
-    if b == 0:
+    why = _no_ci({"real": real.shape[0], "fake": fake.shape[0]}, cfg.nearest_k + 1)
+    if b == 0 or why:
         r = prdc(real, fake, nearest_k=cfg.nearest_k, device=inp.device)
-        return {k: _point(getattr(r, k), nearest_k=cfg.nearest_k)
+        return {k: _point(getattr(r, k), nearest_k=cfg.nearest_k, **({"note": why} if why and b else {}))
                 for k in ("precision", "recall", "density", "coverage")}, {}
-    cis = bootstrap_prdc(real, fake, nearest_k=cfg.nearest_k, n_resamples=b, level=cfg.level, seed=seed,
-                         device=inp.device)
-    note = "k-NN metrics: resampling duplicates rows, so bootstrap values are biased low"
-    return {k: {**_ci(v, note), "nearest_k": cfg.nearest_k} for k, v in cis.items()}, {}
+    cis = halfsample_prdc(real, fake, nearest_k=cfg.nearest_k, n_resamples=b, level=cfg.level, seed=seed,
+                          device=inp.device)
+    return {k: _ci(v, nearest_k=cfg.nearest_k) for k, v in cis.items()}, {}
 
 
 def _m_realism(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]:
@@ -250,9 +277,9 @@ def _m_is(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]
 def _m_vendi(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]:
     _few("Vendi score", inp.fake.shape[0], cfg)
     b = cfg.resamples("vendi")
-    out = {"vendi": _point(vendi_score(inp.fake)) if b == 0 else
-           _ci(bootstrap_vendi(inp.fake, n_resamples=b, level=cfg.level, seed=seed),
-               "resampling duplicates rows, which lowers the Vendi score")}
+    why = _no_ci({"fake": inp.fake.shape[0]}, 2)
+    out = {"vendi": _point(vendi_score(inp.fake), **({"note": why} if why and b else {})) if b == 0 or why else
+           _ci(halfsample_vendi(inp.fake, n_resamples=b, level=cfg.level, seed=seed))}
     details: dict[str, Any] = {}
     if inp.fake_labels is not None and len(np.unique(inp.fake_labels)) > 1:
         per = per_class_vendi_scores(inp.fake, inp.fake_labels)
@@ -339,10 +366,6 @@ def compute_metrics(names: list[str], inp: MetricInputs, cfg: GenEvalConfig, see
         for key, entry in entries.items():
             if msgs:
                 entry["small_sample"] = msgs
-            if entry.get("low") is not None and not entry["low"] <= entry["value"] <= entry["high"]:
-                notes.append({"metric": key, "message": f"the full-data {key} lies outside its bootstrap interval: "
-                              "resampling with replacement duplicates rows and shifts this metric (see the "
-                              "'caveat'); use the interval to compare runs evaluated the same way."})
             metrics[key] = entry
         details.update(det)
     return metrics, details, timings, notes

@@ -2,10 +2,10 @@
 
 One foldable block per :func:`vitlab.generative.gen_eval` record:
 
-* the record's notes (small samples, values outside their bootstrap interval, precomputed
-  features) in a highlighted box, before any number;
-* the metric table: value, 95% bootstrap CI (``[low, high]``), or ``± std`` for metrics whose
-  spread is a standard deviation (KD over subsets, IS over splits), or "no CI";
+* the record's notes (small samples, precomputed features) in a highlighted box, before any number;
+* the metric table: value, 95% CI (``[low, high]``, with its method: ``half-sample`` for FD,
+  ``fd_debiased``, PRDC and Vendi, a subset or half-sample jackknife for KD), or ``± std`` for a
+  spread that is a standard deviation (IS over splits; KD without a CI), or "no CI";
 * the encoder (backbone, weights id, layer, pooling, preprocessing) and the sets (source,
   size, cache use, fingerprint), with every metric setting in a collapsed list;
 * FD-infinity's extrapolation as a figure; Vendi per class; the most / least realistic samples;
@@ -41,7 +41,9 @@ HEADING = "Generative evaluation"
 ROLES = ("real", "fake", "train", "test")
 #: metric → (what it is, how to read it)
 ABOUT: dict[str, tuple[str, str]] = {
-    "fd": ("Fréchet distance (FID with the Inception encoder)", "↓ lower is better"),
+    "fd": ("Fréchet distance (FID with the Inception encoder); biased upwards at finite n", "↓ lower is better"),
+    "fd_debiased": ("FD minus its estimated finite-sample bias (half-samples): estimates the population FD",
+                    "↓ lower is better; can be < 0 when the sets match"),
     "fd_inf": ("FD extrapolated to infinitely many samples (Chong & Forsyth)", "↓ lower is better"),
     "kd": ("kernel distance (KID with the Inception encoder)", "↓ lower is better"),
     "precision": ("share of generated samples inside the real manifold (fidelity)", "↑ higher is better"),
@@ -64,7 +66,7 @@ ABOUT: dict[str, tuple[str, str]] = {
     "fls": ("Feature Likelihood Score (KDE on generated features, scored on test data)", "see gen_nll / baseline_nll"),
     "fls_pog": ("FLS percentage of overfit Gaussians (minus 50)", "higher = more overfitting"),
 }
-_STANDARD = {"value", "low", "high", "std", "level", "n_resamples", "method", "caveat", "small_sample",
+_STANDARD = {"value", "low", "high", "std", "se", "level", "n_resamples", "method", "caveat", "small_sample",
              "uncertainty", "note"}
 _MEMO_METRICS = ("authpct", "ct", "ct_modified", "ct_test", "fls", "fls_pog")
 _GRID = 'style="display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start"'
@@ -256,11 +258,12 @@ def _metric_table(r: RunRecord) -> str:
         if m.get("small_sample"):
             flags.append('<span class="worse" title="see the notes above">⚠ small sample</span>')
         if _outside(m):
-            flags.append('<span class="worse">⚠ value outside its bootstrap interval</span>')
+            flags.append('<span class="worse">⚠ value outside its interval (an old bootstrap record)</span>')
         val = f'<td class="num"><b>{e(num(m.get("value")))}</b></td>'
         if m.get("low") is not None and m.get("high") is not None:
             how = f"{num(100 * float(m.get('level', 0.95)))}% {m.get('method', 'CI')}"
             how += f", {m['n_resamples']} resamples" if m.get("n_resamples") is not None else ""
+            how += f", se {num(m['se'])}" if m.get("se") is not None else ""
             ci = f'<td class="num">{e(spread_text(m))}<br><span class="ci">{e(how)}</span></td>'
         elif m.get("std") is not None:
             ci = (f'<td class="num">± {e(num(m.get("std")))}<br><span class="ci">'
@@ -277,8 +280,12 @@ def _metric_table(r: RunRecord) -> str:
     if not rows:
         return "<p class=small>No metrics in this record.</p>"
     return _table(["metric", "value", "95% CI / spread", "what it measures", "notes"], rows,
-                  "Bracketed intervals are percentile-bootstrap 95% CIs; ± is a standard deviation over subsets "
-                  "(KD) or splits (IS), not a CI. Values are encoder-specific: compare runs with the same encoder.")
+                  "Bracketed intervals are value ± z·se (z = 1.96 at 95%), se from random half-samples drawn "
+                  "without replacement (delete-half jackknife; KD: from its subsets). FD, PRDC and Vendi intervals "
+                  "cover the metric's "
+                  "expected value at this sample size; fd_debiased and KD estimate the population value. ± is a "
+                  "standard deviation over splits (IS) or subsets (KD without a CI), not a CI. Values are "
+                  "encoder-specific: compare runs with the same encoder.")
 
 
 def _notes_html(r: RunRecord) -> str:
@@ -355,7 +362,7 @@ def _setup_html(r: RunRecord) -> str:
     sets_html = _table(["set", "source", "n", "features", "fingerprint"], srows)
     mc = c.get("metric_config") or {}
     res = c.get("n_resamples") or {}
-    settings = (f"<p class=small>seed {e(str(c.get('seed')))} · bootstrap resamples: "
+    settings = (f"<p class=small>seed {e(str(c.get('seed')))} · half-samples: "
                 f"{e(', '.join(f'{k} {v}' for k, v in res.items()))} · run <code>{e(r.run_id)}</code> · "
                 f"created {e(str(r.created))}</p>")
     if mc:
