@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vitlab.backbones.preprocessing import Preprocessing
-from vitlab.errors import ConfigError
+from vitlab.errors import BackboneError, ConfigError
 
 POOLS = ("cls", "mean", "cls+mean")
 
@@ -334,6 +334,56 @@ class Backbone(ABC):
         (ph, pw) = self.spec.patch_size
         grid = (x.shape[-2] // ph, x.shape[-1] // pw)
         return TokenOutput(dict(zip(idx, outs)), self.spec.num_prefix_tokens, grid, self.spec.has_cls_token)
+
+    # -- pooling and the optional image–text head --------------------------------
+    @property
+    def stored_pools(self) -> tuple[str, ...]:
+        """Poolings the embedding store keeps for every layer: ``cls`` (with a class token) and ``mean``,
+        plus ``embed`` (the joint image–text space, last layer only) when the backbone has a text tower.
+
+        Example:
+            >>> vitlab.load_backbone("demo:fmnist-vit").stored_pools  # doctest: +SKIP
+            ('cls', 'mean')
+        """
+        pools = ("cls", "mean") if self.spec.has_cls_token else ("mean",)
+        return pools + (("embed",) if self.has_text else ())
+
+    def pool(self, out: TokenOutput, layer: int, mode: str) -> torch.Tensor:
+        """Pool the tokens of ``layer``: ``cls``, ``mean``, ``cls+mean`` (:func:`pool_tokens`), or
+        ``embed``: the model's own image embedding in the joint image–text space ``[B, D]``
+        (:meth:`embed_image`; last layer only).
+        """
+        if mode == "embed":
+            if layer != self.spec.depth - 1:
+                raise ConfigError(f"pooling 'embed' (the image–text embedding) exists only for the last block "
+                                  f"({self.spec.depth - 1}) of {self.spec.name}, not layer {layer}.")
+            return self.embed_image(out)
+        return out.pooled(layer, mode)
+
+    @property
+    def has_text(self) -> bool:
+        """Whether this backbone has a text tower (CLIP, SigLIP...): :meth:`encode_text` and
+        :meth:`embed_image` work, and the ``zeroshot`` protocol can use it."""
+        return False
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings ``[n, D]`` in the joint image–text space (not normalised).
+
+        Raises:
+            BackboneError: the backbone has no text tower.
+        """
+        raise BackboneError(f"{self.spec.name} has no text tower: zero-shot classification needs an image–text "
+                            "model, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k or hf:openai/clip-vit-base-patch32.")
+
+    def embed_image(self, out: TokenOutput) -> torch.Tensor:
+        """Image embeddings ``[B, D]`` in the joint image–text space, from the last layer's tokens
+        (CLIP: final norm of the class token, then the projection; SigLIP: its attention-pool head).
+
+        Raises:
+            BackboneError: the backbone has no text tower.
+        """
+        raise BackboneError(f"{self.spec.name} has no image–text head, so it has no 'embed' pooling. "
+                            "Use cls or mean, or an image–text model.")
 
     def __repr__(self) -> str:
         s = self.spec
