@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
 
 from vitlab._registry import Registry
+from vitlab._spec import parse_value, split_top
 from vitlab.backbones.base import Backbone
 from vitlab.errors import BackboneError, ConfigError
 
@@ -182,45 +182,6 @@ def derive(backbone: Backbone, model: torch.nn.Module, **attrs: Any) -> Backbone
 
 
 # -- string syntax ---------------------------------------------------------------------------
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def parse_value(text: str) -> Any:
-    """``"8"`` → 8, ``"0.7"`` → 0.7, ``"true"`` → True, ``"[8,4]"`` → [8, 4], else the string.
-
-    Example:
-        >>> parse_value("[8, 8, 4]"), parse_value("decrease"), parse_value("1e-3")
-        ([8, 8, 4], 'decrease', 0.001)
-    """
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1].strip()
-        return [parse_value(t) for t in inner.split(",")] if inner else []
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if _NUMBER.match(text):
-        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
-    return text
-
-
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` outside brackets."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        depth += (ch == "[") - (ch == "]")
-        if depth < 0:
-            raise ConfigError(f"unbalanced ']' in accelerator spec {text!r}.")
-        if ch == sep and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if depth:
-        raise ConfigError(f"unbalanced '[' in accelerator spec {text!r}; close every list, e.g. r=[8,8,4].")
-    parts.append("".join(cur))
-    return parts
-
-
 def _build_one(name: str, params: dict[str, str]) -> Accelerator:
     target = ACCELERATORS.get(name.strip())
     return target(params) if not isinstance(target, type) else target.from_params(params)
@@ -239,11 +200,11 @@ def parse_accel(spec: str) -> list[Accelerator]:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("empty accelerator spec; use e.g. 'none', 'tome:r=8', 'evit:keep=0.7', 'int8' or 'w8a8'.")
     groups: list[list[tuple[str, dict[str, str]]]] = []
-    for piece in _split_top(spec, ","):
+    for piece in split_top(spec, ",", "accelerator spec"):
         piece = piece.strip()
         if not piece:
             raise ConfigError(f"empty item in accelerator spec {spec!r} (two commas in a row?).")
-        chain = _split_top(piece, "+")
+        chain = split_top(piece, "+", "accelerator spec")
         if len(chain) == 1 and ":" not in piece and "=" in piece:  # continues the previous accelerator
             if not groups:
                 raise ConfigError(f"parameter {piece!r} comes before any accelerator name in {spec!r}; "

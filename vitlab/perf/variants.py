@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitlab.accel.base import ACCELERATORS, Accelerator, NoAccel, _split_top, parse_accel, parse_value
+from vitlab._spec import parse_value, split_top
+from vitlab.accel.base import ACCELERATORS, Accelerator, NoAccel, parse_accel
 from vitlab.backbones.base import Backbone
 from vitlab.errors import ConfigError, UnknownNameError
 
@@ -37,7 +38,7 @@ def split_variants(spec: str) -> list[str]:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("empty --accel; use e.g. 'none,tome:r=8,evit:keep=0.7,int8'.")
     labels: list[str] = []
-    for piece in _split_top(spec, ","):
+    for piece in split_top(spec, ","):
         piece = piece.strip()
         if not piece:
             raise ConfigError(f"empty item in --accel {spec!r} (two commas in a row?).")
@@ -79,7 +80,7 @@ def parse_exit(label: str) -> ExitSpec:
     """``"early_exit"`` / ``"exit:threshold=0.8,C=0.5"`` → :class:`ExitSpec`."""
     name, _, rest = label.partition(":")
     params: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in _split_top(rest, ","))) if rest else []:
+    for item in filter(None, (p.strip() for p in split_top(rest, ","))) if rest else []:
         k, eq, v = item.partition("=")
         if not eq:
             raise ConfigError(f"{label!r}: expected {name}:key=value, e.g. exit:threshold=0.9.")
@@ -102,7 +103,7 @@ def parse_variant(label: str, *, allow_exit: bool = False) -> Accelerator | Exit
             raise ConfigError(f"{label!r} is early exit, which `bench` cannot time on its own (it needs labelled "
                               "data to train the exit heads); use `vitlab tradeoff` for it.")
         return parse_exit(label)
-    if "+" in label and any(is_exit(p) for p in _split_top(label, "+")):
+    if "+" in label and any(is_exit(p) for p in split_top(label, "+")):
         raise ConfigError(f"{label!r}: early exit cannot be chained with '+'; list it as its own variant.")
     try:
         (acc,) = parse_accel(label)
