@@ -102,7 +102,7 @@ def default_num_workers() -> int:
 def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]], shard_dir: Path, *,
             block: int, flush_seconds: float | None, layers: tuple[int, ...], pools: tuple[str, ...],
             batch_size: int, num_workers: int, precision: str, on_error: str, progress: bool,
-            on_batch: Callable[[int], None] | None = None,
+            tokens: str | None = None, on_batch: Callable[[int], None] | None = None,
             on_shard: Callable[[dict[str, Any]], None] | None = None) -> ExtractStats:
     """Compute the source rows in ``ranges`` and write them as shards. Returns measured throughput and memory.
 
@@ -111,6 +111,9 @@ def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]
         block: largest shard, in rows (the batch grid's block; keep it fixed across resumes).
         flush_seconds: also write a shard once this long has passed since the last one
             (``None``: only at block and range ends).
+        pools: poolings of every layer (``embed``: last block only), via ``backbone.pool``.
+        tokens: also store the patch tokens ``L{layer}.tokens`` ``[n, N, C]`` in this dtype
+            (``float32``/``float16``); ``None``: pooled vectors only.
         on_batch: called after each batch with the number of rows done (tests simulate interruption).
         on_shard: called with each shard's sidecar once it is on disk.
     """
@@ -146,7 +149,7 @@ def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]
                 skipped.append({"row": int(row), "id": source.ids[row], "reason": msg})
             if x is not None:
                 tf = time.perf_counter()
-                out = _forward(backbone, x.to(device, non_blocking=True), layers, pools, amp)
+                out = _forward(backbone, x.to(device, non_blocking=True), layers, pools, amp, tokens)
                 stats.forward_seconds += time.perf_counter() - tf
                 for name, v in out.items():
                     buf.setdefault(name, []).append(v)
@@ -159,8 +162,8 @@ def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]
             now = time.perf_counter()
             if (next_start != b_stop or b_stop % block == 0
                     or (flush_seconds is not None and now - last_flush >= flush_seconds)):
-                side = write_shard(shard_dir, shard_start, b_stop,
-                                   _shard_arrays(buf, layers, pools, backbone.spec.embed_dim), skipped)
+                side = write_shard(shard_dir, shard_start, b_stop, _shard_arrays(buf, backbone, layers, pools, tokens),
+                                   skipped)
                 stats.shards_written += 1
                 if on_shard is not None:
                     on_shard(side)
@@ -202,22 +205,49 @@ def check_precision(backbone: Backbone, precision: str, layers: tuple[int, ...],
                           f"(autocast failed: {reason}). Use --precision fp32.") from None
 
 
-def _shard_arrays(buf: dict[str, list[np.ndarray]], layers: tuple[int, ...], pools: tuple[str, ...],
-                  dim: int) -> dict[str, np.ndarray]:
-    """Concatenate a shard's batches; a shard whose every image was skipped gets empty arrays."""
+def _shard_arrays(buf: dict[str, list[np.ndarray]], backbone: Backbone, layers: tuple[int, ...],
+                  pools: tuple[str, ...], tokens: str | None) -> dict[str, np.ndarray]:
+    """Concatenate a shard's batches; a shard whose every image was skipped gets empty arrays
+    (consolidation takes array shapes from shards that have rows)."""
     out = {"index": np.concatenate(buf["index"]) if "index" in buf else np.zeros((0,), np.int64)}
-    for layer in layers:
-        for pool in pools:
-            k = f"L{layer}.{pool}"
-            out[k] = np.concatenate(buf[k]) if k in buf else np.zeros((0, dim), np.float32)
+    h, w = backbone.spec.grid_size
+    empty = {"tokens": ((h * w, backbone.spec.embed_dim), tokens or "float32")}
+    for name in _array_names(backbone, layers, pools, tokens):
+        shape, dtype = empty.get(name.split(".", 1)[1], ((backbone.spec.embed_dim,), "float32"))
+        out[name] = np.concatenate(buf[name]) if name in buf else np.zeros((0, *shape), dtype)
     return out
+
+
+def _array_names(backbone: Backbone, layers: tuple[int, ...], pools: tuple[str, ...],
+                 tokens: str | None) -> list[str]:
+    last = backbone.spec.depth - 1
+    names = [f"L{layer}.{pool}" for layer in layers for pool in pools if pool != "embed" or layer == last]
+    return names + ([f"L{layer}.tokens" for layer in layers] if tokens else [])
 
 
 @torch.inference_mode()
 def _forward(backbone: Backbone, x: torch.Tensor, layers: tuple[int, ...], pools: tuple[str, ...],
-             amp: torch.dtype | None) -> dict[str, np.ndarray]:
+             amp: torch.dtype | None, tokens: str | None = None) -> dict[str, np.ndarray]:
+    """One batch: ``L{layer}.{pool}`` float32 ``[B, D]`` through ``backbone.pool`` (``embed`` only for
+    the last block), and with ``tokens`` the patch tokens ``L{layer}.tokens`` ``[B, N, C]`` in that dtype."""
     if x.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
+    last = backbone.spec.depth - 1
+    res = {}
     with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         out = backbone.forward_tokens(x, layers)
-    return {f"L{layer}.{pool}": out.pooled(layer, pool).float().cpu().numpy() for layer in layers for pool in pools}
+        if "embed" in pools and last in layers:  # a head (projection, attention pool): runs under autocast
+            res[f"L{last}.embed"] = backbone.pool(out, last, "embed").float().cpu().numpy()
+    for layer in layers:  # cls / mean: pooled outside autocast, as ever (cached bf16 entries stay reproducible)
+        for pool in pools:
+            if pool != "embed":
+                res[f"L{layer}.{pool}"] = backbone.pool(out, layer, pool).float().cpu().numpy()
+    if tokens:
+        h, w = out.grid
+        for layer in layers:
+            t = out.patch_tokens(layer)
+            if t.shape[1] != h * w:
+                raise ConfigError(f"{backbone.name} returns {t.shape[1]} patch tokens for a {h}x{w} patch grid, "
+                                  "so it has no patch-token view; use view='pooled'.")
+            res[f"L{layer}.tokens"] = t.float().to(getattr(torch, tokens)).cpu().numpy()
+    return res

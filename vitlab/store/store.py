@@ -6,11 +6,13 @@ Layout of one entry, ``<cache>/embeddings/<digest>/``::
     .lock                       flock held while a run computes the entry (cache clear skips it)
     shards/shard-<start>.*      safetensors + sidecar with its row range, written during
                                 extraction (the resume unit: rows no valid shard covers)
-    L{layer}.{pool}.npy         consolidated arrays, read back with numpy mmap
+    L{layer}.{pool}.npy         consolidated arrays, read back with numpy mmap (``embed``: last block only)
+    L{layer}.tokens.npy         view="tokens" entries: patch tokens [n, N, C], float32 or float16
     index.npy, labels.npy       source row of each embedding row, labels
     rows.json                   ids, groups, split column of the rows
     manifest.json               written last: complete flag, shapes, sha256 and stat (size,
-                                mtime, ctime, inode) of each file, skipped ids, throughput
+                                mtime, ctime, inode) of each file, skipped ids, throughput; for
+                                the tokens view also the grid, prefix/register tokens, input size
 
 Shards are safetensors (safe, self-describing, checksummed in a sidecar);
 finished sets are consolidated into ``.npy`` because numpy memory-maps them
@@ -39,7 +41,7 @@ from vitlab.errors import CacheError, ConfigError, DataError, Interrupted
 from vitlab.store.embeddings import Embeddings
 from vitlab.store import shards
 from vitlab.store.extract import ON_ERROR, check_precision, default_num_workers, extract
-from vitlab.store.fingerprint import PRECISIONS, EmbeddingKey, file_sha256
+from vitlab.store.fingerprint import PRECISIONS, TOKEN_DTYPES, VIEWS, EmbeddingKey, file_sha256
 from vitlab.store.shards import atomic_write_bytes, gaps, load_shard, scan_shards
 
 ENV_VAR = "VITLAB_CACHE_DIR"
@@ -78,14 +80,25 @@ class EmbeddingStore:
 
     # -- keys -----------------------------------------------------------------------
     def key_for(self, backbone: Backbone, source: DataSource, layers: Sequence[int] | int,
-                precision: str = "fp32") -> EmbeddingKey:
-        """The cache key of (backbone, source, layers, precision)."""
+                precision: str = "fp32", view: str = "pooled", token_dtype: str = "float32") -> EmbeddingKey:
+        """The cache key of (backbone, source, layers, precision, view).
+
+        The stored poolings are ``backbone.stored_pools``; ``token_dtype`` counts only for
+        ``view="tokens"`` (a pooled key is the same as before views existed).
+
+        Example:
+            >>> bb, src = vitlab.load_backbone("demo:fmnist-vit"), vitlab.load_source("sample:fashion-mnist")  # doctest: +SKIP
+            >>> store = EmbeddingStore()  # doctest: +SKIP
+            >>> store.key_for(bb, src, -1).digest != store.key_for(bb, src, -1, view="tokens").digest  # doctest: +SKIP
+            True
+        """
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
-        pools = ("cls", "mean") if backbone.spec.has_cls_token else ("mean",)
+        _check_view(view, token_dtype)
+        tokens = {"view": "tokens", "token_dtype": token_dtype} if view == "tokens" else {}
         return EmbeddingKey(backbone.fingerprint(), {"kind": source.kind, "fingerprint": source.fingerprint,
                                                      "n": len(source)},
-                            backbone.resolve_layers(layers), pools, precision)
+                            backbone.resolve_layers(layers), tuple(backbone.stored_pools), precision, **tokens)
 
     def entry_dir(self, key: EmbeddingKey) -> Path:
         return self.root / "embeddings" / key.digest
@@ -95,15 +108,16 @@ class EmbeddingStore:
                        layers: Sequence[int] | int = -1, pool: str = "cls", batch_size: int = 64,
                        num_workers: int | None = None, device: str | None = None, precision: str | None = None,
                        on_error: str = "raise", progress: bool | None = None, shard_size: int | None = None,
-                       verify: bool = False, pretrained: bool = True,
-                       on_batch: Callable[[int], None] | None = None) -> Embeddings:
+                       verify: bool = False, pretrained: bool = True, view: str = "pooled",
+                       token_dtype: str = "float32", on_batch: Callable[[int], None] | None = None) -> Embeddings:
         """Return the embeddings, computing only what the cache lacks.
 
         Args:
             backbone, source: objects or names (``"demo:fmnist-vit"``, ``"folder:./imgs"``).
             layers: block indices, negative from the end.
-            pool: default pooling of the result (``cls``, ``mean``, ``cls+mean``); both
-                ``cls`` and ``mean`` are always stored, so changing it costs nothing.
+            pool: default pooling of the result (``cls``, ``mean``, ``cls+mean``, or ``embed`` for
+                image–text models); every pooling of ``backbone.stored_pools`` is stored (``cls``
+                and ``mean``, and ``embed`` for the last block), so changing it costs nothing.
             batch_size, num_workers: DataLoader settings (workers default to CPUs - 1).
             device: moves the backbone there (``cpu``, ``cuda``, ``auto``).
             precision: ``fp32`` (default on CPU) or ``bf16``/``fp16`` autocast (default ``bf16`` on
@@ -118,6 +132,10 @@ class EmbeddingStore:
                 file's size, mtime, ctime and inode against the manifest and re-hashes only the
                 files whose stat changed.
             pretrained: used only when ``backbone`` is a name.
+            view: ``pooled`` (default): pooled vectors per layer. ``tokens``: also the patch tokens
+                ``[n, N, C]`` of each layer (prefix tokens, i.e. CLS and registers, stripped), read
+                with :meth:`Embeddings.tokens`; a separate cache entry.
+            token_dtype: storage of the tokens view, ``float32`` or ``float16`` (half the size).
             on_batch: callback after each batch with the number of rows done (for tests).
 
         Raises:
@@ -130,10 +148,16 @@ class EmbeddingStore:
             >>> store = EmbeddingStore("/tmp/vitlab-cache")  # doctest: +SKIP
             >>> store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", shard_size=500).from_cache  # doctest: +SKIP
             False
+            >>> emb = store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", view="tokens",
+            ...                            token_dtype="float16")  # doctest: +SKIP
+            >>> emb.tokens().shape, emb.grid  # doctest: +SKIP
+            ((2000, 49, 96), (7, 7))
         """
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
-        check_pool(pool)
+        if pool != "embed":
+            check_pool(pool)
+        _check_view(view, token_dtype)
         if precision is not None and precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
         if batch_size < 1 or (shard_size is not None and shard_size < 1):
@@ -145,9 +169,14 @@ class EmbeddingStore:
             dev = resolve_device(device)
             if dev != backbone.device:
                 backbone = backbone.to(dev)
-        check_pool(pool, backbone.spec.has_cls_token)
+        if view == "tokens":
+            check_patch_tokens(backbone)
+        if pool == "embed":
+            _check_embed(backbone, layers)
+        else:
+            check_pool(pool, backbone.spec.has_cls_token)
         precision = precision or ("bf16" if backbone.device.type == "cuda" else "fp32")
-        key = self.key_for(backbone, source, layers, precision)
+        key = self.key_for(backbone, source, layers, precision, view, token_dtype)
         entry = self.entry_dir(key)
         emb = self._load(entry, key, source, pool, verify)
         if emb is None:
@@ -159,7 +188,7 @@ class EmbeddingStore:
                         self._compute(entry, key, backbone, source, batch_size=batch_size,
                                       num_workers=default_num_workers() if num_workers is None else num_workers,
                                       on_error=on_error, progress=_auto(progress), shard_size=shard_size,
-                                      on_batch=on_batch)
+                                      on_batch=on_batch, meta=token_meta(backbone) if view == "tokens" else None)
                     except OSError as e:
                         if _vanished(entry):
                             raise CacheError(f"cache entry {entry} was deleted while this run was writing it "
@@ -184,7 +213,7 @@ class EmbeddingStore:
     # -- compute ------------------------------------------------------------------
     def _compute(self, entry: Path, key: EmbeddingKey, backbone: Backbone, source: DataSource, *, batch_size: int,
                  num_workers: int, on_error: str, progress: bool, shard_size: int | None,
-                 on_batch: Callable[[int], None] | None) -> None:
+                 on_batch: Callable[[int], None] | None, meta: dict[str, Any] | None = None) -> None:
         key_file = entry / "key.json"
         layout = {"shard_size": shard_size or shards.DEFAULT_SHARD_ROWS,
                   "flush_seconds": shards.FLUSH_SECONDS if shard_size is None else None}
@@ -208,41 +237,44 @@ class EmbeddingStore:
                 stats = extract(backbone, source, pending, shard_dir, block=layout["shard_size"],
                                 flush_seconds=layout["flush_seconds"], layers=key.layers, pools=key.pools,
                                 batch_size=batch_size, num_workers=num_workers, precision=key.precision,
-                                on_error=on_error, progress=progress, on_batch=on_batch, on_shard=kept.append)
+                                on_error=on_error, progress=progress, tokens=key.token_dtype,
+                                on_batch=on_batch, on_shard=kept.append)
         except KeyboardInterrupt:
             raise Interrupted(resume_hint(kept, n)) from None
         kept.sort(key=lambda s: s["start"])
         try:
-            self._consolidate(entry, key, source, kept, stats.to_dict() if stats else {}, resumed=resumed)
+            self._consolidate(entry, key, source, kept, stats.to_dict() if stats else {}, resumed=resumed,
+                              meta=meta)
         except KeyboardInterrupt:
             raise Interrupted(f"all {n:,} rows are computed and kept in {len(kept)} shard(s): run the same command "
                               "again to finish writing the cache entry.") from None
 
     def _consolidate(self, entry: Path, key: EmbeddingKey, source: DataSource, kept: list[dict[str, Any]],
-                     stats: dict[str, Any], resumed: bool) -> None:
+                     stats: dict[str, Any], resumed: bool, meta: dict[str, Any] | None = None) -> None:
         shard_dir = entry / "shards"
         if gaps([(s["start"], s["stop"]) for s in kept], len(source)):
             raise CacheError(f"{shard_dir}: the shards do not cover every row; run the same command again to "
                              "recompute the missing ones.")
         n = sum(s["n_rows"] for s in kept)
         skipped = [x for s in kept for x in s["skipped"]]
-        names = [f"L{layer}.{pool}" for layer in key.layers for pool in key.pools]
-        dim = None
+        names = key.array_names()
+        shapes: dict[str, list[int]] = {}
         outs: dict[str, np.ndarray] = {}
         index = np.empty(n, np.int64)
         pos = 0
-        for side in kept:
+        for i, side in enumerate(kept):
             arrays = load_shard(shard_dir, side)
             m = len(arrays["index"])
             if m != side["n_rows"]:
                 raise CacheError(f"{shard_dir / side['stem']}: holds {m} rows, its sidecar says {side['n_rows']}; "
                                  "delete it and run the same command again.")
             index[pos:pos + m] = arrays["index"]
-            for name in names:
-                if name not in outs:
-                    dim = arrays[name].shape[1]
-                    outs[name] = np.lib.format.open_memmap(entry / f"{name}.npy", mode="w+", dtype=np.float32,
-                                                           shape=(n, dim))
+            if not outs and (m or i == len(kept) - 1):  # shapes and dtypes from the first shard with rows
+                for name in names:
+                    shapes[name] = [n, *arrays[name].shape[1:]]
+                    outs[name] = np.lib.format.open_memmap(entry / f"{name}.npy", mode="w+",
+                                                           dtype=arrays[name].dtype, shape=tuple(shapes[name]))
+            for name in names if m else ():
                 outs[name][pos:pos + m] = arrays[name]
             pos += m
         for arr in outs.values():
@@ -261,10 +293,12 @@ class EmbeddingStore:
         manifest = {
             "format": MANIFEST_FORMAT, "complete": True, "digest": key.digest, "key": key.to_dict(),
             "uri": source.uri, "n": n, "n_source": len(source), "classes": source.classes,
-            "arrays": {name: [n, dim] for name in names}, "sha256": sha,
+            "arrays": shapes, "sha256": sha,
             "stat": {f: file_stat(entry / f) for f in files},
             "skipped": skipped, "stats": stats, "resumed": resumed, "vitlab_version": __version__,
         }
+        if key.view == "tokens":
+            manifest["tokens"] = {**(meta or {}), "dtype": key.token_dtype}
         atomic_write_bytes(entry / "manifest.json", json.dumps(manifest, indent=2).encode())
         shutil.rmtree(shard_dir, ignore_errors=True)
 
@@ -307,12 +341,16 @@ class EmbeddingStore:
                 pass
         rows = json.loads((entry / "rows.json").read_text())
         labels = np.load(entry / "labels.npy") if (entry / "labels.npy").exists() else None
+        tok = manifest.get("tokens") or {}
         return Embeddings(
             digest=key.digest, path=entry, key=manifest["key"], layers=tuple(key.layers),
             depth=int(key.backbone["depth"]), arrays=arrays,
             index=np.load(entry / "index.npy", mmap_mode="r"), ids=rows["ids"], labels=labels,
             classes=manifest["classes"], groups=rows["groups"], split_column=rows["split"], pool=pool,
-            skipped=manifest["skipped"], stats=manifest["stats"], from_cache=True)
+            skipped=manifest["skipped"], stats=manifest["stats"], from_cache=True, view=key.view,
+            token_dtype=tok.get("dtype"), grid=tuple(tok["grid"]) if "grid" in tok else None,
+            num_prefix_tokens=tok.get("num_prefix_tokens"), num_register_tokens=tok.get("num_register_tokens"),
+            input_size=tuple(tok["input_size"]) if "input_size" in tok else None)
 
     # -- locking ------------------------------------------------------------------
     @contextmanager
@@ -365,12 +403,13 @@ class EmbeddingStore:
                 if mf.exists():
                     m = json.loads(mf.read_text())
                     out.append({"digest": d.name, "complete": True, "backbone": m["key"]["backbone"]["name"],
-                                "source": m["uri"], "n": m["n"], "layers": m["key"]["layers"], "bytes": size})
+                                "source": m["uri"], "n": m["n"], "layers": m["key"]["layers"], "bytes": size,
+                                "view": m["key"].get("view", "pooled")})
                 elif kf.exists():
                     k = json.loads(kf.read_text())
                     out.append({"digest": d.name, "complete": False, "backbone": k["key"]["backbone"]["name"],
                                 "source": k["uri"], "n": k["key"]["source"]["n"], "layers": k["key"]["layers"],
-                                "bytes": size})
+                                "bytes": size, "view": k["key"].get("view", "pooled")})
             except (OSError, ValueError, KeyError):  # removed or being written right now
                 continue
         return out
@@ -418,6 +457,56 @@ class EmbeddingStore:
                           f"{'was' if k == 1 else 'were'} kept ({', '.join(d[:12] for d in res['in_use'])}); "
                           "run clear again once it has finished.", stacklevel=2)
         return res["removed"]
+
+
+def check_patch_tokens(backbone: Backbone) -> None:
+    """Raise a one-line ConfigError unless ``backbone`` has a patch grid (the tokens view needs one).
+
+    A backbone whose one "patch" is the whole image (``pixels``) has no patch tokens.
+
+    Example:
+        >>> check_patch_tokens(load_backbone("pixels:16"))
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: pixels:16 has no patch tokens (its one token is the whole 16x16 image), so view='tokens' does not apply to it; use view='pooled', or a ViT backbone.
+    """
+    grid, size = backbone.spec.grid_size, tuple(backbone.spec.preprocessing.input_size)
+    if grid == (1, 1) and tuple(backbone.spec.patch_size) == size:
+        raise ConfigError(f"{backbone.name} has no patch tokens (its one token is the whole {size[0]}x{size[1]} "
+                          "image), so view='tokens' does not apply to it; use view='pooled', or a ViT backbone.")
+
+
+def token_meta(backbone: Backbone) -> dict[str, Any]:
+    """What a tokens entry records about its tokens: patch grid, prefix and register tokens, input size.
+
+    Example:
+        >>> token_meta(load_backbone("demo:fmnist-vit"))["grid"]  # doctest: +SKIP
+        [7, 7]
+    """
+    s = backbone.spec
+    return {"grid": list(s.grid_size), "num_prefix_tokens": s.num_prefix_tokens,
+            "num_register_tokens": s.num_register_tokens, "has_cls_token": s.has_cls_token,
+            "input_size": list(s.preprocessing.input_size), "patch_size": list(s.patch_size)}
+
+
+def _check_view(view: str, token_dtype: str) -> None:
+    if view not in VIEWS:
+        raise ConfigError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}.")
+    if token_dtype not in TOKEN_DTYPES:
+        raise ConfigError(f"unknown token_dtype {token_dtype!r}; choose one of {', '.join(TOKEN_DTYPES)}.")
+    if view != "tokens" and token_dtype != "float32":
+        raise ConfigError(f"token_dtype={token_dtype!r} applies only to view='tokens'; pass view='tokens' "
+                          "(--view tokens) or drop it.")
+
+
+def _check_embed(backbone: Backbone, layers: Sequence[int] | int) -> None:
+    if "embed" not in backbone.stored_pools:
+        raise ConfigError(f"pooling 'embed' needs an image–text model and {backbone.name} has no text tower. "
+                          "Use pool='cls' or 'mean'.")
+    last = backbone.spec.depth - 1
+    if last not in backbone.resolve_layers(layers):
+        raise ConfigError(f"pooling 'embed' exists only for the last block ({last}) of {backbone.name}; "
+                          "include layer -1 in layers.")
 
 
 def resume_hint(kept: list[dict[str, Any]], n: int) -> str:
