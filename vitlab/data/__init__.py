@@ -1,4 +1,4 @@
-"""Data sources: folders, manifests, IDX files and bundled samples → :class:`DataSource`.
+"""Data sources: folders, manifests, IDX files, segmentation folders and bundled samples → :class:`DataSource`.
 
 Example:
     >>> from vitlab.data import load_source
@@ -19,7 +19,10 @@ KINDS = Registry("data source kind", hint="Write it as <kind>:<path>, e.g. folde
 KINDS.register("folder", "vitlab.data.folder:FolderSource", help="folder:<dir>  (class subfolders, or flat = unlabeled)")
 KINDS.register("csv", "vitlab.data.manifest:ManifestSource", help="csv:<file.csv|.tsv|.parquet>  (path,label[,split][,group])")
 KINDS.register("idx", "vitlab.data.idx:IdxSource", help="idx:<dir>[?split=train|test]  (MNIST-style IDX files)")
-KINDS.register("sample", "vitlab.data.sample:SampleSource", help="sample:fashion-mnist  (2,000 images bundled)")
+KINDS.register("seg", "vitlab.data.seg:SegFolderSource",
+               help="seg:<dir>[?ignore_index=255]  (images/<stem>.<ext> + masks/<stem>.png [+ classes.txt])")
+KINDS.register("sample", "vitlab.data.sample:open_sample",
+               help="sample:fashion-mnist  (2,000 images bundled) | sample:fashion-mnist-mosaic  (1,000 seg mosaics)")
 
 
 def parse_uri(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -45,11 +48,12 @@ def parse_uri(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 def load_source(spec: str | DataSource, **kwargs: Any) -> DataSource:
-    """Open a data source by URI (``folder:``, ``csv:``, ``idx:``, ``sample:``).
+    """Open a data source by URI (``folder:``, ``csv:``, ``idx:``, ``seg:``, ``sample:``).
 
     Args:
         spec: e.g. ``"folder:./my_images"``, ``"csv:manifest.parquet"``,
-            ``"idx:/usr/share/datasets/fashion-mnist?split=test"``, ``"sample:fashion-mnist"``;
+            ``"idx:/usr/share/datasets/fashion-mnist?split=test"``, ``"seg:./roads?ignore_index=0"``,
+            ``"sample:fashion-mnist"``, ``"sample:fashion-mnist-mosaic"``;
             a :class:`DataSource` is returned as is.
         **kwargs: options for the source's constructor (also accepted as ``?key=value``).
 

@@ -16,15 +16,22 @@ from PIL import Image
 from vitlab.data.splits import make_splits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Sample:
-    """One item: an RGB image, its label index (or ``None``), a stable id, a group and a split."""
+    """One item: an RGB image, its label index (or ``None``), a stable id, a group, a split and,
+    for segmentation sources, a mask.
+
+    ``mask`` is ``None`` unless the source has masks (``source.has_masks``); then it is an
+    ``[H, W]`` int64 label map of the image's size (values: class indices or ``source.ignore_index``).
+    Compared by identity (``eq=False``): images and masks have no cheap equality.
+    """
 
     image: Image.Image
     label: int | None
     id: str
     group: str | None = None
     split: str | None = None
+    mask: np.ndarray | None = None
 
 
 class DataSource(ABC):
@@ -41,6 +48,11 @@ class DataSource(ABC):
     """
 
     kind: str = "?"
+    #: Segmentation sources (``seg:``, ``csv:`` with a ``mask`` column, ``sample:fashion-mnist-mosaic``)
+    #: set ``has_masks = True`` and ``ignore_index`` and implement :meth:`mask`; ``classes`` then
+    #: names the mask values (index = label value).
+    has_masks: bool = False
+    ignore_index: int | None = None
 
     def __init__(self, uri: str, ids: list[str], labels: np.ndarray | None, classes: list[str],
                  groups: list[str] | None = None, split_column: list[str] | None = None) -> None:
@@ -62,11 +74,23 @@ class DataSource(ABC):
         """Where sample ``i`` comes from (a path, a row), for error messages."""
         return self.ids[i]
 
+    def mask(self, i: int) -> np.ndarray:
+        """The ``[H, W]`` int64 label map of sample ``i``, loaded without decoding the image.
+
+        Raises:
+            DataError: the source has no masks, or the mask is unusable (the message names the file).
+        """
+        from vitlab.errors import DataError
+
+        raise DataError(f"{self.uri}: has no segmentation masks. Use seg:<dir>, a csv: manifest with a 'mask' "
+                        "column, or sample:fashion-mnist-mosaic.")
+
     def __getitem__(self, i: int) -> Sample:
         label = None if self.labels is None else int(self.labels[i])
         return Sample(self.load_image(i), label, self.ids[i],
                       None if self.groups is None else self.groups[i],
-                      None if self.split_column is None else self.split_column[i])
+                      None if self.split_column is None else self.split_column[i],
+                      self.mask(i) if self.has_masks else None)
 
     @abstractmethod
     def _content_key(self) -> Any:
@@ -95,6 +119,8 @@ class DataSource(ABC):
         d: dict[str, Any] = {"kind": self.kind, "uri": self.uri, "n": len(self), "fingerprint": self.fingerprint,
                              "num_classes": len(self.classes) if self.labels is not None else 0,
                              "has_groups": self.groups is not None, "has_split_column": self.split_column is not None}
+        if self.has_masks:
+            d.update(has_masks=True, mask_classes=len(self.classes), ignore_index=self.ignore_index)
         if self.labels is not None:
             d["class_counts"] = {c: int(n) for c, n in zip(self.classes, np.bincount(self.labels, minlength=len(self.classes)))}
         return d

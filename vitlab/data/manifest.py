@@ -1,8 +1,9 @@
-"""``csv:<manifest>``: a CSV/TSV/Parquet table with columns ``path[,label][,split][,group][,id]``."""
+"""``csv:<manifest>``: a CSV/TSV/Parquet table with columns ``path[,label][,split][,group][,id][,mask]``."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from vitlab.data.images import open_rgb
 from vitlab.data.splits import normalise_split
 from vitlab.errors import DataError
 
-KNOWN_COLUMNS = ("path", "label", "split", "group", "id")
+KNOWN_COLUMNS = ("path", "label", "split", "group", "id", "mask")
 
 
 def _rows(mask: np.ndarray, limit: int = 5) -> str:
@@ -47,13 +48,23 @@ class ManifestSource(DataSource):
     file, its path, size, mtime, ctime and inode; ``csv:<file>?fingerprint=content``
     (``fingerprint="content"``) hashes the files' bytes instead of their stats.
 
+    Segmentation: a ``mask`` column (PNG label maps, paths relative to the manifest like
+    ``path``) makes it a mask source (``has_masks``; see :mod:`vitlab.data.seg`). Its
+    ``classes`` then name the mask values: ``classes=`` a classes file (relative to the
+    manifest: ``csv:m.csv?classes=classes.txt``) or, in Python, a list of names; without
+    it, every mask is read once and the classes are ``"0" .. str(largest value)``.
+    ``ignore_index=`` (default 255) marks unlabelled pixels. A manifest with a ``mask``
+    column cannot also have a ``label`` column (both would be ``classes``). Mask files
+    are in the fingerprint too.
+
     Example:
         >>> src = ManifestSource("data/manifest.csv")  # doctest: +SKIP
     """
 
     kind = "csv"
 
-    def __init__(self, manifest: str | Path, *, fingerprint: str = "stat") -> None:
+    def __init__(self, manifest: str | Path, *, fingerprint: str = "stat",
+                 classes: str | Path | Sequence[str] | None = None, ignore_index: int | str | None = None) -> None:
         path = Path(manifest).expanduser()
         self._fp_mode = check_fingerprint_mode(f"csv:{path}", fingerprint)
         if not path.is_file():
@@ -74,7 +85,7 @@ class ManifestSource(DataSource):
                                     f"(known columns: {', '.join(KNOWN_COLUMNS)}).")
         if len(df) == 0:
             raise DataError(f"csv:{path}: the manifest has no rows.")
-        for col in ("path", "label", "split", "group"):
+        for col in ("path", "label", "split", "group", "mask"):
             if col in df and df[col].isna().any():
                 raise DataError(f"csv:{path}: blank {col!r} in row(s) at line {_rows(df[col].isna().to_numpy())}. "
                                 f"Fill every {col}, or drop those rows.")
@@ -85,15 +96,44 @@ class ManifestSource(DataSource):
             first = self.files[int(np.flatnonzero(missing)[0])]
             raise DataError(f"csv:{path}: {int(missing.sum())} listed file(s) do not exist, at line "
                             f"{_rows(missing)} (first: {first}). Paths are relative to {base}.")
-        labels, classes = None, []
+        self.mask_files: list[Path] | None = None
+        if "mask" in df:
+            if "label" in df:
+                raise DataError(f"csv:{path}: has both a 'label' and a 'mask' column; a segmentation manifest names "
+                                "its classes by mask value. Drop the 'label' column (or use two manifests).")
+            self.mask_files = [p if p.is_absolute() else base / p for p in map(Path, df["mask"].str.strip())]
+            gone = np.array([not f.is_file() for f in self.mask_files])
+            if gone.any():
+                first = self.mask_files[int(np.flatnonzero(gone)[0])]
+                raise DataError(f"csv:{path}: {int(gone.sum())} mask file(s) do not exist, at line {_rows(gone)} "
+                                f"(first: {first}). Mask paths are relative to {base}.")
+            not_png = [f for f in self.mask_files if f.suffix.lower() != ".png"]
+            if not_png:
+                raise DataError(f"csv:{path}: mask {not_png[0]} is not a PNG; masks must be lossless PNG (a JPEG "
+                                "blurs the label values). Re-export it as .png.")
+        elif classes is not None or ignore_index is not None:
+            raise DataError(f"csv:{path}: classes= and ignore_index= describe segmentation masks, but the manifest "
+                            "has no 'mask' column. Add one (mask paths per row), or drop the option.")
+        mask_classes = None
+        if self.mask_files is not None:
+            from vitlab.data.seg import (DEFAULT_IGNORE_INDEX, _check_ignore_vs_classes, parse_ignore_index,
+                                         resolve_classes)
+
+            self.ignore_index = parse_ignore_index(DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
+                                                   f"csv:{path}")
+            mask_classes, self._classes_from = resolve_classes(classes, base, None, self.mask_files,
+                                                               self.ignore_index, f"csv:{path}")
+            _check_ignore_vs_classes(f"csv:{path}", self.ignore_index, mask_classes)
+            self.has_masks = True
+        labels, class_names = None, mask_classes or []
         if "label" in df:
             raw = df["label"].str.strip().tolist()
             try:  # integer labels sort numerically ("2" < "10")
                 raw = [str(int(v)) for v in raw]
-                classes = [str(c) for c in sorted({int(v) for v in raw})]
+                class_names = [str(c) for c in sorted({int(v) for v in raw})]
             except ValueError:
-                classes = sorted(set(raw))
-            index = {c: i for i, c in enumerate(classes)}
+                class_names = sorted(set(raw))
+            index = {c: i for i, c in enumerate(class_names)}
             labels = np.array([index[v] for v in raw])
         splits = None
         if "split" in df:
@@ -103,19 +143,35 @@ class ManifestSource(DataSource):
         if len(set(ids)) != len(ids):
             raise DataError(duplicate_id_message(path, ids, "id" in df))
         self.path = path
-        uri = with_query(f"csv:{path}", fingerprint=None if fingerprint == "stat" else fingerprint)
-        super().__init__(uri, ids, labels, classes, groups, splits)
+        uri = with_query(f"csv:{path}", classes=classes if isinstance(classes, (str, Path)) else None,
+                         ignore_index=None if ignore_index is None else self.ignore_index,
+                         fingerprint=None if fingerprint == "stat" else fingerprint)
+        super().__init__(uri, ids, labels, class_names, groups, splits)
 
     def load_image(self, i: int) -> Image.Image:
         return open_rgb(self.files[i])
+
+    def mask(self, i: int) -> np.ndarray:
+        """``[H, W]`` int64 label map of row ``i`` (its image's header gives the size to check)."""
+        if self.mask_files is None:
+            return super().mask(i)
+        from vitlab.data.seg import load_mask
+
+        return load_mask(self.mask_files[i], len(self.classes), self.ignore_index, image=self.files[i],
+                         classes_from=self._classes_from)
 
     def describe_item(self, i: int) -> str:
         return f"{self.files[i]} (manifest {self.path} line {i + 2})"
 
     def _content_key(self) -> Any:
+        files = self.files if self.mask_files is None else self.files + self.mask_files
         if self._fp_mode == "content":  # bytes only: the table's rows are in the metadata already
-            return file_content_key(self.files)
-        return [[str(f), *st] for f, st in zip(self.files, file_stat_key(self.files))]
+            key: Any = file_content_key(files)
+        else:
+            key = [[str(f), *st] for f, st in zip(files, file_stat_key(files))]
+        if self.mask_files is None:  # unchanged for image-only manifests (existing cache keys stay valid)
+            return key
+        return {"ignore_index": self.ignore_index, "files": key}
 
 
 def duplicate_id_message(path: Path, ids: list[str], id_column: bool) -> str:

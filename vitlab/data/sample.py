@@ -1,4 +1,9 @@
-"""``sample:fashion-mnist``: 2,000 Fashion-MNIST test images (200 per class) shipped with vitlab.
+"""Bundled samples: ``sample:fashion-mnist`` and ``sample:fashion-mnist-mosaic``.
+
+``sample:fashion-mnist``: 2,000 Fashion-MNIST test images (200 per class) shipped with vitlab.
+
+``sample:fashion-mnist-mosaic``: 1,000 segmentation images built from those 2,000 (see
+:class:`MosaicSource`): real pixels, exact masks, no download.
 
 Fashion-MNIST: Copyright 2017 Zalando SE, MIT licence
 (https://github.com/zalandoresearch/fashion-mnist); see ``assets/FASHION_MNIST_LICENSE``.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,11 +23,21 @@ from vitlab.data.idx import FASHION_CLASSES
 from vitlab.errors import UnknownNameError
 
 SAMPLES = {"fashion-mnist": "fashion_mnist_sample.npz"}
+MOSAICS = ("fashion-mnist-mosaic",)
+
+#: Mosaic recipe (part of the fingerprint: change any value and cached embeddings are recomputed).
+MOSAIC_TILE = 28                          # a Fashion-MNIST item; the canvas is 2 x 2 tiles = 56 x 56
+MOSAIC_COUNTS = {"train": 800, "test": 200}
+MOSAIC_FILL = 0.75                        # chance that a quadrant holds an item (at least one always does)
+MOSAIC_THRESHOLD = 32                     # item pixel >= 32 -> the item's class; 1..31 -> ignore; 0 -> background
+MOSAIC_TEST_ITEMS = 0.2                   # share of each class's items reserved for test mosaics
+MOSAIC_SEED = 0
+MOSAIC_IGNORE = 255
 
 
 def sample_path(name: str) -> Path:
     if name not in SAMPLES:
-        raise UnknownNameError("bundled sample", name, SAMPLES)
+        raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS])
     return Path(str(resources.files("vitlab.data") / "assets" / SAMPLES[name]))
 
 
@@ -42,3 +58,118 @@ class SampleSource(ArraySource):
         with np.load(path) as z:
             images, labels, ids = z["images"], z["labels"].astype(np.int64), [str(i) for i in z["ids"]]
         super().__init__(f"sample:{name}", images, ids, labels, list(FASHION_CLASSES), hash_bytes(raw))
+
+
+def make_mosaics(images: np.ndarray, labels: np.ndarray, *, seed: int = MOSAIC_SEED
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Build the 2 x 2 mosaics: ``(canvases [n, 56, 56] uint8, masks [n, 56, 56] uint8, layout [n, 4], splits)``.
+
+    Each class's items are split (seeded) into a train pool and a test pool
+    (:data:`MOSAIC_TEST_ITEMS`), so no Fashion-MNIST item appears in both train and test
+    mosaics. Each quadrant (row-major: top-left, top-right, bottom-left, bottom-right) holds an
+    item drawn from its split's pool with probability :data:`MOSAIC_FILL`, else stays black
+    (at least one quadrant is filled). ``layout[i, q]`` is the row of the item in
+    ``sample:fashion-mnist`` (``-1``: empty).
+
+    Mask: an item pixel ``>= MOSAIC_THRESHOLD`` gets the item's class + 1; a pixel ``0`` is
+    background (0); the faint pixels in between (1..31: the anti-aliased rims, about 5% of
+    the pixels) get the ignore index 255, neither item nor background.
+
+    Example:
+        >>> imgs = np.zeros((20, 28, 28), np.uint8); imgs[:, 10:20, 10:20] = 200; imgs[:, 9, 10:20] = 5
+        >>> canv, masks, layout, splits = make_mosaics(imgs, np.arange(20) % 10, seed=1)
+        >>> canv.shape, masks.shape, layout.shape, sorted(set(splits))
+        ((1000, 56, 56), (1000, 56, 56), (1000, 4), ['test', 'train'])
+        >>> q = int(np.flatnonzero(layout[0] >= 0)[0]); r, c = 28 * (q // 2), 28 * (q % 2)
+        >>> int(masks[0, r + 15, c + 15]) == int(layout[0, q]) % 10 + 1, int(masks[0, r + 9, c + 15]), int(masks[0, r, c])
+        (True, 255, 0)
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels, dtype=np.int64)
+    pools: dict[str, list[int]] = {"train": [], "test": []}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = min(len(idx) - 1, max(1, int(round(MOSAIC_TEST_ITEMS * len(idx)))))  # both pools get items
+        pools["test"] += idx[:n_test].tolist()
+        pools["train"] += idx[n_test:].tolist()
+    layouts, splits = [], []
+    for split, n in MOSAIC_COUNTS.items():
+        pool = np.sort(np.asarray(pools[split]))
+        filled = rng.random((n, 4)) < MOSAIC_FILL
+        empty = ~filled.any(1)
+        filled[np.flatnonzero(empty), rng.integers(0, 4, int(empty.sum()))] = True
+        items = pool[rng.integers(0, len(pool), (n, 4))]
+        layouts.append(np.where(filled, items, -1))
+        splits += [split] * n
+    layout = np.concatenate(layouts)
+    t = MOSAIC_TILE
+    canvas = np.zeros((len(layout), 2 * t, 2 * t), np.uint8)
+    masks = np.zeros_like(canvas)
+    for q in range(4):
+        rows = np.flatnonzero(layout[:, q] >= 0)
+        item = images[layout[rows, q]]
+        r0, c0 = t * (q // 2), t * (q % 2)
+        canvas[rows, r0:r0 + t, c0:c0 + t] = item
+        lab = (labels[layout[rows, q]] + 1).astype(np.uint8)[:, None, None]
+        masks[rows, r0:r0 + t, c0:c0 + t] = np.where(item >= MOSAIC_THRESHOLD, lab,
+                                                     np.where(item > 0, MOSAIC_IGNORE, 0))
+    return canvas, masks, layout, splits
+
+
+class MosaicSource(ArraySource):
+    """``sample:fashion-mnist-mosaic``: 1,000 56 x 56 segmentation images (800 train, 200 test).
+
+    Built deterministically at load time by :func:`make_mosaics` from the 2,000 bundled
+    Fashion-MNIST images: 2 x 2 quadrants on a black canvas, each an item or empty; the
+    split column keeps train and test items disjoint. Classes: ``"background"`` then the
+    10 Fashion-MNIST classes (mask value = Fashion-MNIST label + 1); ``ignore_index`` 255
+    marks the faint anti-aliased rim pixels (1..31). No image-level labels (``labels`` is
+    ``None``).
+
+    Resolution: masks are 56 x 56, the images' own size, and predictions are scored there.
+    The demo ViT (``demo:fmnist-vit``, 28 x 28 input, patch 4) resizes each mosaic to
+    28 x 28 first, so its 7 x 7 patch grid covers 8 x 8 mask pixels per patch (a quadrant
+    is 3.5 patches wide); dense probes upsample their 7 x 7 logits to 56 x 56.
+
+    Attributes:
+        layout: ``[n, 4]`` rows of ``sample:fashion-mnist`` in each quadrant (``-1``: empty).
+
+    Example:
+        >>> src = MosaicSource("fashion-mnist-mosaic")
+        >>> len(src), src.classes[:2], src.has_masks, src.ignore_index, src.mask(0).shape
+        (1000, ['background', 'T-shirt/top'], True, 255, (56, 56))
+    """
+
+    kind = "sample"
+    has_masks = True
+    ignore_index = MOSAIC_IGNORE
+
+    def __init__(self, name: str = "fashion-mnist-mosaic") -> None:
+        if name not in MOSAICS:
+            raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS])
+        path = sample_path("fashion-mnist")
+        raw = path.read_bytes()
+        with np.load(path) as z:
+            images, labels = z["images"], z["labels"].astype(np.int64)
+        canvas, self.masks, self.layout, splits = make_mosaics(images, labels)
+        recipe = {"tile": MOSAIC_TILE, "counts": MOSAIC_COUNTS, "fill": MOSAIC_FILL, "threshold": MOSAIC_THRESHOLD,
+                  "test_items": MOSAIC_TEST_ITEMS, "seed": MOSAIC_SEED, "ignore": MOSAIC_IGNORE}
+        super().__init__(f"sample:{name}", canvas, [f"mosaic-{i:04d}" for i in range(len(canvas))], None,
+                         ["background", *FASHION_CLASSES], {"bytes": hash_bytes(raw), "recipe": recipe},
+                         split_column=splits)
+
+    def mask(self, i: int) -> np.ndarray:
+        """``[56, 56]`` int64 label map of mosaic ``i``."""
+        return self.masks[i].astype(np.int64)
+
+
+def open_sample(name: str, **options: Any) -> ArraySource:
+    """``sample:<name>``: the bundled sample or mosaic of that name.
+
+    Example:
+        >>> type(open_sample("fashion-mnist-mosaic")).__name__
+        'MosaicSource'
+    """
+    if name in MOSAICS:
+        return MosaicSource(name, **options)
+    return SampleSource(name, **options)
