@@ -32,12 +32,18 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
             the backbone first (PTQ variants calibrate on 32 images of ``source``); part of the cache key.
         **kwargs: see :meth:`EmbeddingStore.get_or_compute` (``layers``, ``pool``, ``batch_size``,
             ``num_workers``, ``device``, ``precision``, ``on_error``, ``progress``, ``verify``,
-            ``shard_size`` (``None``: shards of up to 4,096 rows written at least every ~30 s)...).
+            ``shard_size`` (``None``: shards of up to 4,096 rows written at least every ~30 s),
+            ``view`` (``"tokens"``: also store the patch tokens ``[n, N, C]`` of each layer, read with
+            ``emb.tokens(layer)``; a separate cache entry), ``token_dtype`` (``"float32"`` or
+            ``"float16"``, half the size)...).
 
     Example:
         >>> emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", progress=False)  # doctest: +SKIP
         >>> emb.labels[:3]  # doctest: +SKIP
         array([1, 2, 4])
+        >>> tok = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", view="tokens", token_dtype="float16")  # doctest: +SKIP
+        >>> tok.tokens().shape, tok.grid  # doctest: +SKIP
+        ((2000, 49, 96), (7, 7))
     """
     if accel and accel != "none":
         from vitlab.accel import apply_accel

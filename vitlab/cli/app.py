@@ -100,11 +100,17 @@ def embed_cmd(
                                                    "evit:keep=0.7, int8, w8a8, tome:r=8+int8 (see vitlab ls)."),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", callback=at_least(1),
                                              help="rows per resumable shard [default: adaptive]"),
+    view: str = typer.Option("pooled", "--view", help="pooled (vectors per layer), or tokens: also the patch "
+                                                      "tokens [n, N, C] of each layer (a separate cache entry)."),
+    token_dtype: str = typer.Option("float32", "--token-dtype", help="Storage of --view tokens: float32 or float16 "
+                                                                     "(half the size)."),
     quiet: bool = Quiet,
 ) -> None:
     """Compute (or fetch from the cache) embeddings of a data source.
 
     Example: [bold]vitlab embed --backbone demo:fmnist-vit --data sample:fashion-mnist --layers -1,-4 --pool cls+mean[/]
+
+    Patch tokens: [bold]vitlab embed -b dinov2-s -d folder:./imgs --view tokens --token-dtype float16[/]
     """
     import numpy as np
 
@@ -113,6 +119,8 @@ def embed_cmd(
     layer_list = parse_int_list(layers, "layers")
     check_outputs(files={"--export": export})
     extra = {} if shard_size is None else {"shard_size": shard_size}  # only when given: the store's default is adaptive
+    if view != "pooled" or token_dtype != "float32":  # only when given (the store checks the values)
+        extra.update(view=view, token_dtype=token_dtype)
     emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=layer_list, pool=pool.value,
                        pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
                        precision=None if precision is Precision.auto else precision.value,
@@ -120,6 +128,8 @@ def embed_cmd(
     summary = emb.summary()
     if export is not None:
         arrays = {f"L{layer}_{pool.value.replace('+', '_')}": emb.get(layer, pool.value) for layer in emb.layers}
+        if emb.view == "tokens":
+            arrays.update({f"L{layer}_tokens": emb.tokens(layer) for layer in emb.layers})
         np.savez(export, **arrays, labels=emb.labels if emb.labels is not None else np.array([]),
                  ids=np.array(emb.ids), classes=np.array(emb.classes))
         summary["export"] = str(export)
@@ -132,6 +142,9 @@ def embed_cmd(
                   f"({len(emb)} images) → {emb.path}")
     for layer in emb.layers:
         console.print(f"  layer {layer}: {pool.value} {list(emb.get(layer, pool.value).shape)}")
+        if emb.view == "tokens":
+            console.print(f"  layer {layer}: tokens {list(emb.tokens(layer).shape)} {emb.token_dtype} (grid "
+                          f"{emb.grid[0]}x{emb.grid[1]}, {emb.num_prefix_tokens} prefix token(s) stripped)")
     if s:
         console.print(f"  {s['images_per_s']:.1f} img/s on {s['device']}, peak memory {s['peak_memory_mb']:.0f} MB "
                       f"({s['memory_kind']})")
