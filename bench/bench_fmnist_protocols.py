@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 import vitlab
-from vitlab.protocols.runners import EvalConfig
 
 FMNIST = "idx:/usr/share/datasets/fashion-mnist"
 PUBLISHED = {"SVC (RBF, C=10) on pixels, Fashion-MNIST benchmark": 0.897}
@@ -42,7 +41,7 @@ def main() -> None:
     for name in args.backbones.split(","):
         t0 = time.perf_counter()
         res = vitlab.evaluate(name, FMNIST, protocols=args.protocols, n_resamples=args.n_resamples,
-                              cache_dir=args.cache_dir, progress=False, config=EvalConfig(fewshot_episodes=10))
+                              cache_dir=args.cache_dir, progress=False)
         rec = res.record
         for proto in rec.config["protocols"]:
             m = rec.metrics[proto]

@@ -1,10 +1,11 @@
 """``vitlab.compare``: several backbones, the same splits, paired significance tests.
 
-For each dataset and protocol: a leaderboard with CIs; for each pair of backbones
-the paired-bootstrap difference in top-1 (CI, p), McNemar's test on per-sample
-correctness and, for binary tasks, DeLong's test on AUROC; p-values are
-Holm-adjusted within each (dataset, protocol). Across >= 2 datasets: Friedman's
-test on the ranks and the Nemenyi critical difference.
+For each dataset and protocol: a leaderboard on the task's headline metric (top-1,
+recall@1, mIoU...) with CIs; for each pair of backbones the paired test of the
+protocol's task (:mod:`vitlab.scorers`: for classification the paired-bootstrap
+difference in top-1, McNemar's test and, for binary tasks, DeLong's test);
+p-values are Holm-adjusted within each (dataset, protocol). Across >= 2 datasets:
+Friedman's test on the ranks and the Nemenyi critical difference.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from vitlab.backbones import load_backbone
 from vitlab.data import load_source
 from vitlab.errors import ConfigError
 from vitlab.evaluate import EvalResult, check_eval_config, evaluate
-from vitlab.metrics.classification import METRIC_FUNCTIONS
 from vitlab.report.record import RunRecord
-from vitlab.stats.paired import delong_test, mcnemar, paired_bootstrap
+from vitlab.scorers import scorer_for
 from vitlab.stats.ranks import friedman_test, mean_ranks, nemenyi_cd
 
 ALPHA = 0.05
@@ -45,22 +45,18 @@ def holm(p_values: list[float]) -> list[float]:
     return adj.tolist()
 
 
-def pairwise_tests(a: EvalResult, b: EvalResult, protocol: str, *, n_resamples: int, seed: int) -> dict[str, Any]:
-    """Paired bootstrap (top-1), McNemar and (binary) DeLong between two results on the same test set."""
-    if a.test_ids != b.test_ids:
-        raise ConfigError("the two runs were scored on different test samples; compare needs identical splits "
-                          "(did one backbone skip images the other embedded?).")
-    y, pa, pb = a.y_test, a.proba[protocol], b.proba[protocol]
-    boot = paired_bootstrap(METRIC_FUNCTIONS["top1"], y, pa, pb, n_resamples=n_resamples, seed=seed,
-                            groups=a.groups_test)
-    mc = mcnemar(pa.argmax(1) == y, pb.argmax(1) == y)
-    out = {"a": a.record.config["backbone"], "b": b.record.config["backbone"], "metric": "top1",
-           "diff": boot.diff, "low": boot.low, "high": boot.high, "p_bootstrap": boot.p_value,
-           "mcnemar_stat": mc.statistic, "p_mcnemar": mc.p_value}
-    if pa.shape[1] == 2:
-        dl = delong_test(y, pa[:, 1], pb[:, 1])
-        out.update({"delong_z": dl.statistic, "p_delong": dl.p_value})
-    return out
+def pairwise_tests(a: EvalResult, b: EvalResult, protocol: str, *, n_resamples: int, seed: int
+                   ) -> dict[str, Any] | None:
+    """The paired test of two runs on the same test split, chosen by the protocol's task (its scorer):
+    classification: paired bootstrap of top-1, McNemar and (binary) DeLong; retrieval: per-query
+    paired bootstrap; segmentation: image-level paired bootstrap of mIoU. ``None`` for tasks
+    without paired units (few-shot episodes).
+    """
+    ra, rb = a.results[protocol], b.results[protocol]
+    test = scorer_for(ra.task).paired(ra, rb, n_resamples=n_resamples, seed=seed)
+    if test is None:
+        return None
+    return {"a": a.record.config["backbone"], "b": b.record.config["backbone"], **test}
 
 
 @dataclass
@@ -75,7 +71,7 @@ class CompareResult:
         return self.record.details["leaderboards"][dataset][protocol]
 
 
-def compare(backbones: list[str], data: str | list[str], *, protocols: str | list[str] = "knn,linear",
+def compare(backbones: list[str], data: str | list[str], *, protocols: str | list[Any] = "knn,linear",
             seed: int = 0, test_fraction: float = 0.2, n_resamples: int = 1000, pretrained: bool = True,
             device: str | None = None, cache_dir: str | Path | None = None, out: str | Path | None = None,
             **eval_kwargs: Any) -> CompareResult:
@@ -84,7 +80,8 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     Args:
         backbones: names (``"demo:fmnist-vit"``, ``"pixels"``, ``"timm:vit_tiny_patch16_224"``).
         data: one or several data-source URIs.
-        protocols: protocols with per-sample predictions (``knn``, ``linear``); ``fewshot`` is reported but not paired.
+        protocols: protocol specs or objects (as :func:`~vitlab.evaluate.evaluate`); each is paired with its
+            task's test (``fewshot`` episodes are reported but not paired).
         out: directory for one eval record per (backbone, dataset) and one compare record.
 
     Example:
@@ -98,8 +95,8 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     if not datasets:
         raise ConfigError("compare needs at least one data source, got none.")
     # validate before loading any backbone or embedding anything
-    check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples, device=device,
-                      out=out, **eval_kwargs)
+    protocols = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
+                                  device=device, out=out, **eval_kwargs)
     runs: dict[tuple[str, str], EvalResult] = {}
     loaded = {}
     for name in backbones:
@@ -115,26 +112,31 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
             runs[(ds, name)] = evaluate(bb, source, protocols=protocols, seed=seed, splits=splits,
                                         n_resamples=n_resamples, cache_dir=cache_dir, out=out, **eval_kwargs)
     first = next(iter(runs.values()))
-    paired_protocols = [p for p in first.record.config["protocols"] if p in first.proba]
+    labels = first.record.config["protocols"]
+    paired_protocols = [p for p in labels if scorer_for(first.results[p].task).p_keys]
     leaderboards: dict[str, dict[str, list[dict[str, Any]]]] = {}
     pairs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for ds in datasets:
         leaderboards[ds], pairs[ds] = {}, {}
-        for proto in first.record.config["protocols"]:
-            key = _headline_metric([runs[(ds, name)].record.metrics[proto] for name in backbones])
+        for proto in labels:
+            scorer = scorer_for(first.results[proto].task)
+            common = set.intersection(*(set(runs[(ds, name)].record.metrics[proto]) for name in backbones))
+            key = scorer.headline_for(common)
             rows = [{"backbone": name, "metric": key, **runs[(ds, name)].record.metrics[proto][key]}
                     for name in backbones]
             rows.sort(key=lambda r: -r["value"])
             leaderboards[ds][proto] = rows
         for proto in paired_protocols:
+            scorer = scorer_for(first.results[proto].task)
             tests = [pairwise_tests(runs[(ds, a)], runs[(ds, b)], proto, n_resamples=n_resamples, seed=seed)
                      for a, b in itertools.combinations(backbones, 2)]
-            for key in ("p_bootstrap", "p_mcnemar", "p_delong"):
+            for key in (*scorer.p_keys, "p_delong"):
                 if tests and key in tests[0]:
                     for t, adj in zip(tests, holm([t[key] for t in tests])):
                         t[f"{key}_holm"] = adj
             for t in tests:
-                t["significant"] = bool(t["p_bootstrap_holm"] < ALPHA and t["p_mcnemar_holm"] < ALPHA)
+                t["significant"] = scorer.significant(t, ALPHA)
+                t["rule"] = scorer.significance_rule
             pairs[ds][proto] = tests
             leader = leaderboards[ds][proto][0]["backbone"]
             for row in leaderboards[ds][proto][1:]:
@@ -143,9 +145,10 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     ranks = _rank_tests(datasets, backbones, paired_protocols, runs)
     record = RunRecord(
         kind="compare",
-        config={"backbones": backbones, "datasets": datasets, "protocols": first.record.config["protocols"],
+        config={"backbones": backbones, "datasets": datasets, "protocols": labels,
                 "seed": seed, "test_fraction": test_fraction, "n_resamples": n_resamples, "alpha": ALPHA,
-                "significance_rule": "Holm-adjusted paired bootstrap and McNemar both < alpha"},
+                "significance_rule": {p: scorer_for(first.results[p].task).significance_rule
+                                      for p in paired_protocols}},
         fingerprints={f"{ds}|{name}": r.record.fingerprints for (ds, name), r in runs.items()},
         metrics={f"{ds}|{name}": r.record.metrics for (ds, name), r in runs.items()},
         details={"leaderboards": leaderboards, "pairwise": pairs, "ranks": ranks,
@@ -153,15 +156,6 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
         seeds={"split": seed, "bootstrap": seed})
     path = record.save(out) if out is not None else None
     return CompareResult(record, runs, path)
-
-
-def _headline_metric(per_backbone: list[dict[str, Any]]) -> str:
-    """``top1`` when present; for few-shot, SimpleShot at the largest shot every backbone ran."""
-    common = set.intersection(*(set(m) for m in per_backbone))
-    if "top1" in common:
-        return "top1"
-    shots = sorted(common, key=lambda k: (k.startswith("simpleshot"), int(k.rsplit("_", 1)[1].rstrip("shot") or 0)))
-    return shots[-1]
 
 
 def _rank_tests(datasets: list[str], backbones: list[str], protocols: list[str],

@@ -10,12 +10,16 @@ import pytest
 import vitlab
 from tests.conftest import write_images
 from vitlab.errors import ConfigError, DataError
-from vitlab.protocols.runners import EvalConfig
+from vitlab.protocols import KNN, FewShot, Linear
 from vitlab.report.record import RunRecord
 
-FAST = dict(n_resamples=200, progress=False, num_workers=0, config=EvalConfig(linear_Cs=(0.01, 1.0), knn_ks=(5, 10),
-                                                                               fewshot_shots=(1, 2),
-                                                                               fewshot_episodes=3))
+FAST = dict(n_resamples=200, progress=False, num_workers=0)
+SPECS = {"knn": KNN(ks=(5, 10)), "linear": Linear(Cs=(0.01, 1.0)), "fewshot": FewShot(shots=(1, 2), episodes=3)}
+
+
+def P(names: str) -> list:
+    """The fast configs of the named protocols."""
+    return [SPECS[n] for n in names.split(",")]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,7 @@ def folder(tmp_path_factory):
 
 
 def test_evaluate_writes_a_complete_record(folder, tmp_path):
-    res = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols="knn,linear,fewshot", cache_dir=tmp_path / "c",
+    res = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols=P("knn,linear,fewshot"), cache_dir=tmp_path / "c",
                           out=tmp_path / "runs", **FAST)
     rec = RunRecord.load(res.path)
     assert rec.schema_version == 1 and rec.kind == "eval"
@@ -42,15 +46,15 @@ def test_evaluate_writes_a_complete_record(folder, tmp_path):
 
 
 def test_same_inputs_same_numbers(folder, tmp_path):
-    a = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols="knn,linear", cache_dir=tmp_path / "c", **FAST)
-    b = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols="knn,linear", cache_dir=tmp_path / "c", **FAST)
+    a = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols=P("knn,linear"), cache_dir=tmp_path / "c", **FAST)
+    b = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols=P("knn,linear"), cache_dir=tmp_path / "c", **FAST)
     assert json.dumps(a.record.metrics, sort_keys=True) == json.dumps(b.record.metrics, sort_keys=True)
-    c = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols="knn", cache_dir=tmp_path / "c", seed=1, **FAST)
+    c = vitlab.evaluate("pixels:8", f"folder:{folder}", protocols=P("knn"), cache_dir=tmp_path / "c", seed=1, **FAST)
     assert c.test_ids != a.test_ids
 
 
 def test_compare_pairs_and_holm(folder, tmp_path):
-    res = vitlab.compare(["pixels:8", "pixels:12", "random:demo:fmnist-vit"], f"folder:{folder}", protocols="knn",
+    res = vitlab.compare(["pixels:8", "pixels:12", "random:demo:fmnist-vit"], f"folder:{folder}", protocols=P("knn"),
                          cache_dir=tmp_path / "c", out=tmp_path / "runs", **FAST)
     tests = res.record.details["pairwise"][f"folder:{folder}"]["knn"]
     assert len(tests) == 3
@@ -64,26 +68,24 @@ def test_compare_pairs_and_holm(folder, tmp_path):
 
 def test_k_larger_than_train_set(folder, tmp_path):
     with pytest.raises(ConfigError, match=r"k=500 is larger than the training set \(64 samples\)"):
-        vitlab.evaluate("pixels:8", f"folder:{folder}", protocols="knn", cache_dir=tmp_path / "c",
-                        **{**FAST, "config": EvalConfig(knn_ks=(10, 500))})
+        vitlab.evaluate("pixels:8", f"folder:{folder}", protocols=[KNN(ks=(10, 500))], cache_dir=tmp_path / "c", **FAST)
 
 
 def test_nshot_larger_than_class(folder, tmp_path):
     with pytest.raises(ConfigError, match=r"n-shot 50 is larger than the smallest training class \(16 samples\)"):
-        vitlab.evaluate("pixels:8", f"folder:{folder}", protocols="fewshot", cache_dir=tmp_path / "c",
-                        **{**FAST, "config": EvalConfig(fewshot_shots=(50,))})
+        vitlab.evaluate("pixels:8", f"folder:{folder}", protocols=[FewShot(shots=(50,))], cache_dir=tmp_path / "c", **FAST)
 
 
 def test_single_class_and_missing_class(tmp_path):
     one = write_images(tmp_path / "one", n_per_class=6, classes=("only",))
     with pytest.raises(DataError, match=r"only one class \('only'\) is present"):
-        vitlab.evaluate("pixels:8", f"folder:{one}", protocols="knn", cache_dir=tmp_path / "c", **FAST)
+        vitlab.evaluate("pixels:8", f"folder:{one}", protocols=P("knn"), cache_dir=tmp_path / "c", **FAST)
     write_images(tmp_path / "two", n_per_class=4, classes=("x", "y"))
     manifest = tmp_path / "m.csv"
     rows = [f"two/x/x_0{i}.png,x,train" for i in range(4)] + [f"two/y/y_0{i}.png,y,test" for i in range(4)]
     manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
     with pytest.raises(DataError, match=r"class\(es\) 'y' have no training samples"):
-        vitlab.evaluate("pixels:8", f"csv:{manifest}", protocols="knn", cache_dir=tmp_path / "c", **FAST)
+        vitlab.evaluate("pixels:8", f"csv:{manifest}", protocols=P("knn"), cache_dir=tmp_path / "c", **FAST)
 
 
 def test_unlabelled_data_is_refused(tmp_path):
@@ -102,7 +104,6 @@ def test_group_aware_bootstrap_is_used(tmp_path):
     rows = [f"g/{c}/{c}_{i:02d}.png,{c},{'test' if i % 3 == 0 else 'train'},p{i // 2}"
             for c in ("a", "b") for i in range(12)]
     (tmp_path / "g.csv").write_text("path,label,split,group\n" + "\n".join(rows) + "\n")
-    res = vitlab.evaluate("pixels:8", f"csv:{tmp_path / 'g.csv'}", protocols="knn", cache_dir=tmp_path / "c",
-                          **{**FAST, "config": EvalConfig(knn_ks=(3,))})
+    res = vitlab.evaluate("pixels:8", f"csv:{tmp_path / 'g.csv'}", protocols=[KNN(ks=(3,))], cache_dir=tmp_path / "c", **FAST)
     assert res.record.metrics["knn"]["top1"]["method"] == "cluster-percentile"
     assert np.isfinite(res.record.metrics["knn"]["top1"]["low"])

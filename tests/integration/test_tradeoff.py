@@ -14,7 +14,6 @@ from vitlab.backbones.base import hash_state_dict
 from vitlab.cli import app
 from vitlab.errors import BackboneError, DataError, UnknownNameError
 from vitlab.perf import tradeoff
-from vitlab.protocols.runners import EvalConfig
 from vitlab.report import load_records, render_html
 
 # tiny test splits (8 images): some bootstrap resamples miss a class, and the default kNN ks exceed 32 train images
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:bootstrap. metric undefined:Runt
                                         "ignore:kNN. default k:UserWarning")
 runner = CliRunner()
 FAST = dict(batch_size=8, warmup=1, repeats=3, min_time=0.0, latency_repeats=5, n_resamples=100, num_workers=0,
-            config=EvalConfig(knn_ks=(5,)))
+            protocol="knn:ks=[5]")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def demo():
 def result(folder, demo, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     before = hash_state_dict(demo.model)
-    res = tradeoff(demo, f"folder:{folder}", accel="none,tome:r=2,int8,exit:threshold=0.8", protocol="knn",
+    res = tradeoff(demo, f"folder:{folder}", accel="none,tome:r=2,int8,exit:threshold=0.8",
                    cache_dir=root / "cache", out=root / "out", **FAST)
     return res, root, before
 

@@ -201,7 +201,7 @@ def test_default_linear_protocol_converges_on_the_bundled_sample(tmp_path):
     import warnings
 
     import vitlab
-    from vitlab.protocols.runners import EvalConfig, Split, run_linear
+    from vitlab.protocols import Linear, Split
 
     emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", cache_dir=tmp_path, progress=False)
     X, y = np.asarray(emb.get(), dtype=np.float32), np.asarray(emb.labels)
@@ -209,12 +209,12 @@ def test_default_linear_protocol_converges_on_the_bundled_sample(tmp_path):
     tr, te = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
     with warnings.catch_warnings():
         warnings.simplefilter("error", lin.ConvergenceWarning)
-        out = run_linear(Split(X[tr], y[tr], tr), Split(X[te], y[te], te), EvalConfig(), 0, len(emb.classes))
+        out = Linear().run(Split(X[tr], y[tr], tr), Split(X[te], y[te], te), seed=0, n_classes=len(emb.classes))
     conv = out.details["convergence"]
     assert conv["all_converged"] and conv["refit_converged"] and conv["not_converged_C"] == []
-    assert len(conv["fits"]) >= 8 and all(f["n_iter"] < EvalConfig().linear_max_iter for f in conv["fits"])
+    assert len(conv["fits"]) >= 8 and all(f["n_iter"] < Linear().config.max_iter for f in conv["fits"])
     # and an iteration cap that is too small is recorded and warned about, not silent
     with pytest.warns(lin.ConvergenceWarning, match="linear probe: L-BFGS stopped at its iteration cap"):
-        out = run_linear(Split(X[tr], y[tr], tr), Split(X[te], y[te], te), EvalConfig(linear_max_iter=20), 0,
-                         len(emb.classes))
+        out = Linear(max_iter=20).run(Split(X[tr], y[tr], tr), Split(X[te], y[te], te), seed=0,
+                                      n_classes=len(emb.classes))
     assert not out.details["convergence"]["all_converged"]

@@ -23,7 +23,7 @@ from vitlab.backbones import load_backbone
 from vitlab.compare import compare
 from vitlab.data.sample import SampleSource
 from vitlab.evaluate import evaluate
-from vitlab.protocols.runners import EvalConfig
+from vitlab.protocols import KNN, FewShot, Linear
 from vitlab.report import (RunRecord, leaderboard_table, leaderboards, load_records, register_section, render_html,
                            to_csv, to_markdown)
 from vitlab.report.figures import confusion_matrix_uri, thumbnail_uri
@@ -32,7 +32,7 @@ from vitlab.report.tables import fmt, fmt_ci
 
 CLASSES = (0, 2, 4, 6)  # T-shirt/top, Pullover, Coat, Shirt: pixels confuse them, so the gallery is non-empty
 pytestmark = pytest.mark.filterwarnings("ignore:bootstrap:RuntimeWarning")
-CFG = EvalConfig(knn_ks=(3, 5), linear_Cs=(0.1, 1.0), fewshot_shots=(1, 2), fewshot_episodes=2)
+PROTOS = [KNN(ks=(3, 5)), Linear(Cs=(0.1, 1.0)), FewShot(shots=(1, 2), episodes=2)]
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 
 
@@ -52,10 +52,10 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     folder = _write_folder(tmp / "imgs")
     out, cache = tmp / "records", tmp / "cache"
-    kw = dict(n_resamples=100, config=CFG, cache_dir=cache, out=out, progress=False, num_workers=0)
-    compare(["pixels:8", "pixels:4"], f"folder:{folder}", protocols="knn,linear,fewshot", **kw)
+    kw = dict(n_resamples=100, cache_dir=cache, out=out, progress=False, num_workers=0)
+    compare(["pixels:8", "pixels:4"], f"folder:{folder}", protocols=PROTOS, **kw)
     vit = load_backbone("random:timm:vit_tiny_patch16_224", img_size=28, patch_size=4, depth=2)
-    evaluate(vit, f"folder:{folder}", protocols="knn", **kw)
+    evaluate(vit, f"folder:{folder}", protocols=PROTOS[:1], **kw)
     return load_records(out), folder, out
 
 

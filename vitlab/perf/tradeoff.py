@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from vitlab.backbones import load_backbone
 from vitlab.backbones.base import Backbone
 from vitlab.compare import pairwise_tests
 from vitlab.data import DataSource, load_source
-from vitlab.errors import DataError
+from vitlab.errors import ConfigError, DataError
 from vitlab.evaluate import EvalResult, evaluate
 from vitlab.perf.exit import ExitResult, run_early_exit
 from vitlab.perf.measure import machine_info
@@ -37,7 +37,7 @@ from vitlab.perf.pareto import pareto_front, pareto_plot_uri
 from vitlab.perf.runner import BenchResult, bench_backbones, speedups
 from vitlab.perf.variants import (ExitSpec, apply_variant, calibration_rows, load_images, needs_calibration,
                                   parse_variants)
-from vitlab.protocols.runners import EvalConfig, parse_protocols
+from vitlab.protocols.base import parse_protocols
 from vitlab.report.record import RunRecord
 
 METHOD = ("Accuracy: frozen-feature protocols on one shared split; change vs the baseline = paired bootstrap of "
@@ -78,7 +78,7 @@ class TradeoffResult:
 
 def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "none,tome:r=8,evit:keep=0.7,int8",
              protocol: str | list[str] = "knn", layers: int | list[int] = -1, pool: str = "auto", seed: int = 0,
-             test_fraction: float = 0.2, n_resamples: int = 1000, config: EvalConfig | None = None,
+             test_fraction: float = 0.2, n_resamples: int = 1000,
              pretrained: bool = True, device: str = "cpu", cache_dir: str | Path | None = None,
              out: str | Path | None = None, calib_images: int = 32, batch_size: int = 32, dtype: str = "fp32",
              warmup: int = 2, repeats: int = 7, min_time: float = 0.05, latency_repeats: int = 20,
@@ -90,8 +90,9 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
             backbone object is never modified.
         accel: variants, e.g. ``"none,tome:r=2,tome:r=4,evit:keep=0.7,int8,w6a6,exit:threshold=0.9"``;
             ``none`` (the baseline) is added when missing.
-        protocol: ``knn``, ``linear`` (comma-separated); the first is the headline of the table and plot.
-        layers, pool, seed, test_fraction, n_resamples, config: as in :func:`vitlab.evaluate`.
+        protocol: classification protocol specs, e.g. ``knn``, ``knn:ks=[5],linear``; the first is the
+            headline of the table and plot.
+        layers, pool, seed, test_fraction, n_resamples: as in :func:`vitlab.evaluate`.
         device: where evaluation and timing run.
         cache_dir: embedding cache root; out: directory for one eval record per variant + the tradeoff record.
         calib_images: images drawn (seeded) from the train split to calibrate PTQ variants.
@@ -114,7 +115,12 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
     """
     t0 = time.perf_counter()
     variants = parse_variants(accel, allow_exit=True)
-    protocols = parse_protocols(protocol)
+    protos = parse_protocols(protocol)
+    bad = [p.label for p in protos if p.task != "classification"]
+    if bad:
+        raise ConfigError(f"tradeoff measures accuracy: protocol(s) {', '.join(bad)} are not classification "
+                          "protocols; use knn or linear.")
+    protocols = [p.label for p in protos]
     source = load_source(data)
     if source.labels is None:
         raise DataError(f"{source.uri} has no labels; a trade-off needs accuracy, so use labelled data "
@@ -132,11 +138,10 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
         calib = load_images(source, backbone, rows)
     built = {label: apply_variant(backbone, acc, calib, label) for label, acc in accs.items()}
     baseline = next(iter(built))
-    cfg = config or EvalConfig(device=device)
     runs: dict[str, EvalResult] = {}
     for label, vb in built.items():
-        res = evaluate(vb, source, protocols=protocols, layers=layers, pool=pool, seed=seed, splits=splits,
-                       n_resamples=n_resamples, config=cfg, device=device, cache_dir=cache_dir,
+        res = evaluate(vb, source, protocols=protos, layers=layers, pool=pool, seed=seed, splits=splits,
+                       n_resamples=n_resamples, device=device, cache_dir=cache_dir,
                        label=f"{backbone.name} ({label})", **embed_kwargs)
         runs[label] = res
     bench = bench_backbones(built, batch_size=batch_size, device=device, dtype=dtype, warmup=warmup, repeats=repeats,
@@ -157,7 +162,7 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
         config={"backbone": backbone.name, "data": source.uri, "dataset": source.uri, "accel": accel,
                 "variants": list(variants), "baseline": baseline, "protocols": protocols, "headline": protocols[0],
                 "layers": layers, "layer": layer, "pool": pool, "seed": seed, "test_fraction": test_fraction,
-                "n_resamples": n_resamples, "protocol_config": asdict(cfg),
+                "n_resamples": n_resamples, "protocol_config": {p.label: p.to_dict() for p in protos},
                 "calibration": None if calib is None else {"n": int(len(calib)), "from": "train split",
                                                             "digest": tensor_digest(calib)},
                 "bench": {"device": device, "dtype": dtype, "batch_size": batch_size, "warmup": warmup,

@@ -141,7 +141,7 @@ def convergence_summary(fits: Sequence[FitInfo], what: str = "linear probe") -> 
         cs = ", ".join(f"{f.C:.3g}" for f in bad)
         warnings.warn(f"{what}: L-BFGS stopped at its iteration cap without converging for C = {cs} "
                       f"({len(bad)} of {len(fits)} fits; largest |grad| {max(f.grad_max for f in bad):.2g}). "
-                      "Raise the iteration cap (max_iter; EvalConfig.linear_max_iter), or standardise the features.",
+                      "Raise the iteration cap (e.g. --protocol linear:max_iter=5000), or standardise the features.",
                       ConvergenceWarning, stacklevel=3)
     return {"all_converged": not bad, "not_converged_C": [f.C for f in bad],
             "fits": [f.to_dict() for f in fits]}
