@@ -95,3 +95,16 @@ def test_recall_at_k_and_bad_inputs():
         search(np.ones((1, 2)), np.ones((3, 2)), 1, metric="manhattan")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="k must be a positive integer"):
         search(np.ones((1, 2)), np.ones((3, 2)), 0)
+
+
+def test_faiss_hnsw_is_approximate_and_its_recall_is_measurable():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    g, q = rng.normal(size=(3000, 16)), rng.normal(size=(200, 16))
+    exact = search(q, g, 10, metric="cosine")
+    approx = search(q, g, 10, metric="cosine", backend="faiss")
+    assert approx.backend == "faiss" and approx.indices.shape == (200, 10)
+    r = recall_at_k(approx.indices, exact.indices)
+    assert 0.8 < r <= 1.0  # HNSW finds most, not necessarily all, of the exact neighbours
+    self_ = search(g[:50], g[:50], 3, metric="l2", exclude_self=True, backend="faiss")
+    assert not (self_.indices == np.arange(50)[:, None]).any()

@@ -8,6 +8,7 @@ Example:
 
 from vitlab.protocols.base import PROTOCOLS, Protocol, Result, Split, parse_protocols, register_protocol
 from vitlab.protocols.classification import KNN, FewShot, FewShotConfig, KNNConfig, Linear, LinearConfig
+from vitlab.protocols.retrieval import Retrieval, RetrievalConfig
 
 __all__ = ["PROTOCOLS", "Protocol", "Result", "Split", "parse_protocols", "register_protocol",
-           "KNN", "KNNConfig", "Linear", "LinearConfig", "FewShot", "FewShotConfig"]
+           "KNN", "KNNConfig", "Linear", "LinearConfig", "FewShot", "FewShotConfig", "Retrieval", "RetrievalConfig"]

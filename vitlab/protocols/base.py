@@ -169,7 +169,7 @@ def register_protocol(cls: type[Protocol]) -> type[Protocol]:
 
 def _load_builtin() -> None:
     # the built-in protocols register themselves on import
-    from vitlab.protocols import classification  # noqa: F401
+    from vitlab.protocols import classification, retrieval  # noqa: F401
 
 
 def parse_protocols(spec: str | Protocol | Sequence[str | Protocol]) -> list[Protocol]:
