@@ -124,9 +124,23 @@ class Protocol(ABC):
             raise ConfigError(f"{self.name}: config must be a {self.Config.__name__}, got {type(config).__name__}.")
         self.config = config
 
-    @abstractmethod
     def run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
-        """Fit on ``train`` (choosing hyper-parameters on a validation part of it) and score ``test``."""
+        """Fit on ``train`` (choosing hyper-parameters on a validation part of it) and score ``test``.
+
+        Row order does not matter: both splits are put in a canonical order (by id, when ids are
+        given) before :meth:`_run`, and the result's per-unit outputs are put back in the order of
+        ``test``, so shuffling the rows of either split changes nothing but the order of the units.
+        """
+        tr_order, te_order = _canonical(train), _canonical(test)
+        res = self._run(_take(train, tr_order), _take(test, te_order), seed=seed, n_classes=n_classes,
+                        device=device)
+        if te_order is not None:
+            res = _restore(res, te_order)
+        return res
+
+    @abstractmethod
+    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str) -> Result:
+        """The protocol itself, on splits in canonical order (see :meth:`run`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The protocol's name, task and every config value (recorded in run records)."""
@@ -156,6 +170,43 @@ class Protocol(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+def _canonical(split: Split) -> np.ndarray | None:
+    """The order that sorts a split by id (stable); ``None`` when it is already sorted or has no ids."""
+    if split.ids is None:
+        return None
+    order = np.argsort(np.asarray([str(i) for i in split.ids]), kind="stable")
+    return None if np.array_equal(order, np.arange(len(order))) else order
+
+
+def _take(split: Split, order: np.ndarray | None) -> Split:
+    if order is None:
+        return split
+    pick = lambda a: None if a is None else (np.asarray(a)[order] if isinstance(a, np.ndarray)  # noqa: E731
+                                            else [a[i] for i in order])
+    extra = {k: (v[order] if isinstance(v, np.ndarray) and len(v) == len(order) else v)
+             for k, v in split.extra.items()}
+    return dataclasses.replace(split, X=pick(split.X), y=pick(split.y), rows=np.asarray(split.rows)[order],
+                               groups=pick(split.groups), ids=pick(split.ids), tokens=pick(split.tokens),
+                               masks=pick(split.masks), extra=extra)
+
+
+def _restore(res: Result, order: np.ndarray) -> Result:
+    """Put per-unit outputs (arrays whose first axis is the units) back in the caller's order."""
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    m = len(order)
+
+    def back(v: Any) -> Any:
+        if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == m:
+            return v[inv]
+        if isinstance(v, dict):
+            return {k: back(x) for k, x in v.items()}
+        return v
+
+    return dataclasses.replace(res, units=[res.units[i] for i in inv], outputs=back(res.outputs),
+                               groups=None if res.groups is None else np.asarray(res.groups)[inv])
 
 
 PROTOCOLS = Registry("protocol", hint="Use a comma-separated list such as knn,linear,fewshot (vitlab ls lists them).")

@@ -66,7 +66,7 @@ class KNN(Protocol):
     Config = KNNConfig
     help = "weighted cosine kNN (DINOv2), k chosen on validation"
 
-    def run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
+    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
         from vitlab.protocols.knn import knn_predict_proba
         from vitlab.protocols.linear import _split
 
@@ -144,7 +144,7 @@ class Linear(Protocol):
     Config = LinearConfig
     help = "L2 logistic regression, C swept on validation"
 
-    def run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
+    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
         from vitlab.protocols.linear import ConvergenceWarning, LinearProbe, convergence_summary
 
         check_finite(train, "train")
@@ -200,7 +200,7 @@ class FewShot(Protocol):
     Config = FewShotConfig
     help = "SimpleShot + linear, n-shot episodes"
 
-    def run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
+    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
         from vitlab.protocols.fewshot import fewshot_eval
 
         check_finite(train, "train")

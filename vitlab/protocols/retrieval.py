@@ -81,7 +81,7 @@ class Retrieval(Protocol):
     Config = RetrievalConfig
     help = "rank a gallery per query: recall@k, mAP, MAP@R, nDCG@k"
 
-    def run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
+    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
         check_finite(train, "train")
         check_finite(test, "test")
         cfg = self.config
