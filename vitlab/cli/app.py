@@ -69,6 +69,21 @@ def ls_cmd() -> None:
     for e in ACCELERATORS:
         t.add_row(e.name, e.help)
     console.print(t)
+    import dataclasses
+
+    from vitlab.protocols import PROTOCOLS, parse_protocols
+
+    parse_protocols("knn")  # registers the built-in protocols
+    t = Table(title="Protocols (--protocol; name:key=value to set parameters)", title_justify="left")
+    t.add_column("name", style="cyan")
+    t.add_column("task")
+    t.add_column("usage")
+    t.add_column("parameters [defaults]")
+    for e in PROTOCOLS:
+        cls = PROTOCOLS.get(e.name)
+        params = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cls.Config()).items())
+        t.add_row(e.name, cls.task, e.help, params)
+    console.print(t)
     t = Table(title="Data-source kinds", title_justify="left")
     t.add_column("kind", style="cyan")
     t.add_column("usage")

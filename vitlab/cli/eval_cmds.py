@@ -34,7 +34,9 @@ def _show(records) -> None:
 def eval_cmd(
     backbone: str = typer.Option(..., "--backbone", "-b", help="Alias or <source>:<model>."),
     data: str = typer.Option(..., "--data", "-d", help="Labelled data: folder:, csv:, idx:, sample:."),
-    protocol: str = typer.Option("knn,linear,fewshot", "--protocol", "-p", help="knn, linear, fewshot."),
+    protocol: str = typer.Option("knn,linear,fewshot", "--protocol", "-p",
+                                 help="Protocols with optional parameters, e.g. knn,linear:max_iter=2000,retrieval "
+                                      "(vitlab ls lists them)."),
     layers: str = typer.Option("-1", help="Block index (negative from the end)."),
     pool: str = typer.Option("auto", help="cls, mean, cls+mean or auto (cls when there is a class token)."),
     seed: int = typer.Option(0, help="Seeds splits, protocols and bootstrap."),
@@ -75,7 +77,8 @@ def eval_cmd(
 def compare_cmd(
     backbone: str = typer.Option(..., "--backbone", "-b", help="Comma-separated backbones (>= 2), e.g. demo:fmnist-vit,pixels."),
     data: str = typer.Option(..., "--data", "-d", help="One or more comma-separated labelled data sources."),
-    protocol: str = typer.Option("knn,linear", "--protocol", "-p", help="knn, linear, fewshot."),
+    protocol: str = typer.Option("knn,linear", "--protocol", "-p",
+                                 help="Protocols with optional parameters, e.g. knn,retrieval (vitlab ls lists them)."),
     seed: int = typer.Option(0, help="Seeds splits, protocols and bootstrap."),
     test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples."),

@@ -136,7 +136,7 @@ def tradeoff_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Labelled data: folder:, csv:, idx:, sample:."),
     accel: str = typer.Option("none,tome:r=8,evit:keep=0.7,int8", "--accel", "-a",
                               help="Variants; also early_exit or exit:threshold=0.9 (none is added when missing)."),
-    protocol: str = typer.Option("knn", "--protocol", "-p", help="knn, linear (the first is the headline)."),
+    protocol: str = typer.Option("knn", "--protocol", "-p", help="Classification protocols, e.g. knn or knn:ks=[10],linear (the first is the headline)."),
     layers: str = typer.Option("-1", help="Block index (negative from the end)."),
     pool: str = typer.Option("auto", help="cls, mean, cls+mean or auto."),
     seed: int = typer.Option(0, help="Seeds the split, protocols, bootstrap, calibration draw and inputs."),
