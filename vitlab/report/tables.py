@@ -31,6 +31,8 @@ __all__ = ["SCALAR_METRICS", "MARKS", "Board", "BoardRow", "leaderboards", "metr
            "leaderboard_table", "to_markdown", "to_csv", "FEWSHOT_KEY"]
 
 SCALAR_METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "auroc", "cohen_kappa", "cohen_kappa_quadratic")
+# Leaderboard columns of the other tasks, headline first (every metric stays in Markdown/CSV rows).
+TASK_COLUMNS = (("recall@1", "recall@5", "recall@10", "map", "map@r"), ("miou", "mdice", "pixel_accuracy"))
 FEWSHOT_KEY = re.compile(r"^(?P<clf>.+)_(?P<shot>\d+)shot$")
 # mark → (symbol, explanation)
 MARKS = {
@@ -111,9 +113,10 @@ def fmt_ci(m: dict[str, Any] | None, digits: int = 3) -> str:
 def _columns(per_backbone: list[dict[str, Any]]) -> list[str]:
     """Metric columns: the scalar metrics present, else few-shot entries at the largest shared shot."""
     present = set().union(*(m.keys() for m in per_backbone)) if per_backbone else set()
-    scalar = [k for k in SCALAR_METRICS if k in present]
-    if scalar:
-        return scalar
+    for order in (SCALAR_METRICS, *TASK_COLUMNS):
+        cols = [k for k in order if k in present]
+        if cols:
+            return cols
     shots = [{int(g["shot"]) for k in m if (g := FEWSHOT_KEY.match(k))} for m in per_backbone]
     common = set.intersection(*shots) if shots and all(shots) else set()
     if common:
@@ -236,7 +239,8 @@ def leaderboard_table(records: list[RunRecord]) -> list[Table]:
     return tables
 
 
-TERMINAL_EXTRA = {"balanced_accuracy": "bal.acc", "auroc": "AUROC"}
+TERMINAL_EXTRA = {"balanced_accuracy": "bal.acc", "auroc": "AUROC", "recall@5": "R@5", "map": "mAP",
+                  "pixel_accuracy": "pix.acc"}
 
 
 def _two_lines(m: dict[str, Any] | None) -> str:
