@@ -17,7 +17,7 @@ from vitlab.errors import DataError, UnknownNameError
 
 KINDS = Registry("data source kind", hint="Write it as <kind>:<path>, e.g. folder:./my_images.")
 KINDS.register("folder", "vitlab.data.folder:FolderSource", help="folder:<dir>  (class subfolders, or flat = unlabeled)")
-KINDS.register("csv", "vitlab.data.manifest:ManifestSource", help="csv:<file.csv|.tsv|.parquet>  (path,label[,split][,group])")
+KINDS.register("csv", "vitlab.data.manifest:ManifestSource", help="csv:<file.csv|.tsv|.parquet>  (path,label[,split][,group]; or path,mask[,split] ?classes=<file>)")
 KINDS.register("idx", "vitlab.data.idx:IdxSource", help="idx:<dir>[?split=train|test]  (MNIST-style IDX files)")
 KINDS.register("seg", "vitlab.data.seg:SegFolderSource",
                help="seg:<dir>[?ignore_index=255]  (images/<stem>.<ext> + masks/<stem>.png [+ classes.txt])")
