@@ -6,6 +6,7 @@ scorer of the protocol's task (:mod:`vitlab.scorers`) → run record.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,15 +105,15 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
     protos = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
                                pool=pool, device=device, out=out, **embed_kwargs)
     source = load_source(data)
-    if source.labels is None and any(p.needs_labels for p in protos):
-        raise DataError(f"{source.uri} has no labels; evaluation protocols need labelled data "
-                        "(class subfolders, or a label column).")
+    _check_data(source, protos)
     if isinstance(backbone, str):
         backbone = load_backbone(backbone, pretrained=pretrained, device=device or "cpu")
+    _check_backbone(backbone, protos)
     if pool == "auto":
         pool = "cls" if backbone.spec.has_cls_token else "mean"
     t0 = time.perf_counter()
-    emb = EmbeddingStore(cache_dir).get_or_compute(backbone, source, layers=layers, pool=pool, **embed_kwargs)
+    store = EmbeddingStore(cache_dir)
+    emb = store.get_or_compute(backbone, source, layers=layers, pool=pool, **embed_kwargs)
     t_embed = time.perf_counter() - t0
     X = np.asarray(emb.get(), dtype=np.float32)
     y = emb.labels
@@ -127,18 +128,22 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         split_origin = "split column" if emb.split_column is not None else f"seeded stratified (test {test_fraction})"
     tr, te = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
     n_classes = len(emb.classes)
-    _check_classes(y, tr, te, emb.classes)
+    if any(p.needs_labels for p in protos):
+        _check_classes(y, tr, te, emb.classes)
+    elif len(tr) == 0 or len(te) == 0:
+        raise DataError(f"the split has {len(tr)} train and {len(te)} test samples; both must be non-empty. "
+                        "Check the split column or test_fraction.")
     ids = list(emb.ids)
-
-    def side(rows: np.ndarray) -> Split:
-        return Split(X[rows], y[rows], rows, None if groups is None else groups[rows], [ids[i] for i in rows])
-
-    train, test = side(tr), side(te)
+    views = _Views(backbone, source, emb, store, X, y, groups, ids, embed_kwargs)
+    train, test = views.pooled(tr), views.pooled(te)
     metrics, hparams, details, timings, results = {}, {}, {}, {"embed_s": round(t_embed, 3)}, {}
     for proto in protos:
         name = proto.label
         t1 = time.perf_counter()
-        res = proto.run(train, test, seed=seed, n_classes=n_classes, device=device or "cpu")
+        p_train, p_test = (train, test) if proto.view == "pooled" else views.for_protocol(proto, tr, te)
+        timings[f"{name}_inputs_s"] = round(time.perf_counter() - t1, 3)
+        t1 = time.perf_counter()
+        res = proto.run(p_train, p_test, seed=seed, n_classes=n_classes, device=device or "cpu")
         timings[f"{name}_s"] = round(time.perf_counter() - t1, 3)
         results[name] = res
         hparams[name] = res.hparams
@@ -196,6 +201,103 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch!r}.")
     check_output_dir(out, "out")
     return protos
+
+
+def _check_data(source: DataSource, protos: list[Protocol]) -> None:
+    """What the data must hold for these protocols: labels, masks (one clear line each)."""
+    labelled = [p.label for p in protos if p.needs_labels]
+    if source.labels is None and labelled:
+        hint = (" It has masks: use a segmentation protocol (seg-linear, seg-knn)." if source.has_masks else "")
+        raise DataError(f"{source.uri} has no labels, needed by {', '.join(labelled)}: use labelled data (class "
+                        f"subfolders, or a label column).{hint}")
+    masked = [p.label for p in protos if p.needs_masks]
+    if masked and not source.has_masks:
+        raise DataError(f"{source.uri} has no segmentation masks, needed by {', '.join(masked)}: use seg:<dir> "
+                        "(images/ + masks/), a csv: manifest with a mask column, or sample:fashion-mnist-mosaic.")
+
+
+def _check_backbone(backbone: Backbone, protos: list[Protocol]) -> None:
+    """What the backbone must provide: a text tower (zero-shot), patch tokens (dense protocols)."""
+    for p in protos:
+        if p.view == "embed" and not backbone.has_text:
+            raise ConfigError(f"protocol {p.label} needs an image–text backbone with a text tower; {backbone.name} "
+                              "has none. Use e.g. open_clip:ViT-B-32/laion2b_s34b_b79k or hf:openai/clip-vit-base-patch32.")
+        if p.view == "tokens":
+            from vitlab.store.store import check_patch_tokens
+
+            try:
+                check_patch_tokens(backbone)
+            except ConfigError:
+                raise ConfigError(f"protocol {p.label} works on patch tokens, and {backbone.name} has none (its one "
+                                  "token is the whole image); use a ViT backbone.") from None
+            backbone.resolve_layers(list(p.config.layers))
+
+
+class _Views:
+    """Builds each protocol's train/test :class:`Split` from the store's views (pooled, tokens, embed)."""
+
+    def __init__(self, backbone: Backbone, source: DataSource, emb: Embeddings, store: EmbeddingStore,
+                 X: np.ndarray, y: np.ndarray | None, groups: np.ndarray | None, ids: list[str],
+                 embed_kwargs: dict[str, Any]) -> None:
+        self.backbone, self.source, self.emb, self.store = backbone, source, emb, store
+        self.X, self.y, self.groups, self.ids, self.embed_kwargs = X, y, groups, ids, embed_kwargs
+
+    def _base(self, rows: np.ndarray, X: np.ndarray | None) -> Split:
+        return Split(None if X is None else X[rows], None if self.y is None else self.y[rows], rows,
+                     None if self.groups is None else self.groups[rows], [self.ids[i] for i in rows])
+
+    def pooled(self, rows: np.ndarray) -> Split:
+        return self._base(rows, self.X)
+
+    def for_protocol(self, proto: Protocol, tr: np.ndarray, te: np.ndarray) -> tuple[Split, Split]:
+        if proto.view == "embed":
+            return self._embed(proto, tr, te)
+        if proto.view == "tokens":
+            return self._tokens(proto, tr, te)
+        raise ConfigError(f"protocol {proto.label} asks for an unknown view {proto.view!r}.")
+
+    def _same_rows(self, other: Embeddings) -> None:
+        if not np.array_equal(np.asarray(other.index), np.asarray(self.emb.index)):
+            raise DataError("the token / embed view holds different images than the pooled view (an image was "
+                            "skipped in one of them); fix or remove the bad images and run again.")
+
+    def _embed(self, proto: Protocol, tr: np.ndarray, te: np.ndarray) -> tuple[Split, Split]:
+        from vitlab.store.text_cache import text_embeddings
+
+        last = self.backbone.spec.depth - 1
+        emb = self.emb
+        if last not in emb.layers:
+            kw = {k: v for k, v in self.embed_kwargs.items() if k not in ("view", "token_dtype")}
+            emb = self.store.get_or_compute(self.backbone, self.source, layers=-1, **kw)
+            self._same_rows(emb)
+        X = np.asarray(emb.get(last, "embed"), dtype=np.float32)
+        names, templates = proto.prompts(list(emb.classes))
+        text = text_embeddings(self.backbone, names, templates, cache_dir=self.store.root)
+        extra = {"text_embeddings": text, "classnames": names}
+        return (dataclasses.replace(self._base(tr, X), extra=extra),
+                dataclasses.replace(self._base(te, X), extra=extra))
+
+    def _tokens(self, proto: Protocol, tr: np.ndarray, te: np.ndarray) -> tuple[Split, Split]:
+        layers = self.backbone.resolve_layers(list(proto.config.layers))
+        kw = {k: v for k, v in self.embed_kwargs.items() if k != "view"}
+        emb = self.store.get_or_compute(self.backbone, self.source, layers=list(layers), view="tokens", **kw)
+        self._same_rows(emb)
+        tokens = np.concatenate([np.asarray(emb.tokens(layer), dtype=np.float32) for layer in layers], axis=-1)
+        grid = tuple(emb.grid)
+        index = np.asarray(emb.index)
+        pre = self.backbone.spec.preprocessing
+        extra = {"classes": list(emb.classes), "ignore_index": self.source.ignore_index, "layers": list(layers)}
+
+        def side(rows: np.ndarray) -> Split:
+            masks = []
+            for r in rows:
+                m = self.source.mask(int(index[r]))
+                t, left, h, w = pre.view_box(*m.shape)
+                masks.append(m[t:t + h, left:left + w])
+            return dataclasses.replace(self._base(rows, None), tokens=tokens[rows], grid=grid, masks=masks,
+                                       extra=extra)
+
+        return side(tr), side(te)
 
 
 def _check_classes(y: np.ndarray, tr: np.ndarray, te: np.ndarray, classes: list[str]) -> None:

@@ -97,6 +97,35 @@ class Preprocessing:
         """A copy with some fields changed."""
         return Preprocessing(**{**self.to_dict(), **changes})
 
+    def view_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """The region ``(top, left, h, w)`` of an ``height x width`` image, in its own pixels, that the model
+        sees after :meth:`build_transform`: the whole image for ``stretch`` and ``clean``; for
+        ``shorter``, the part the centre crop keeps (torchvision's Resize and CenterCrop arithmetic).
+        Dense protocols crop masks to it, so patch tokens and mask pixels cover the same region.
+
+        Raises:
+            ConfigError: the centre crop is larger than the resized image (it would pad).
+
+        Example:
+            >>> Preprocessing(input_size=(224, 224), crop_pct=0.875).view_box(512, 512)
+            (32, 32, 448, 448)
+            >>> Preprocessing(input_size=(28, 28)).view_box(56, 56)
+            (0, 0, 56, 56)
+        """
+        if self.resize != "shorter":
+            return 0, 0, int(height), int(width)
+        short, long = (height, width) if height <= width else (width, height)
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
+        rh, rw = (new_short, new_long) if height <= width else (new_long, new_short)
+        ch, cw = self.input_size
+        if ch > rh or cw > rw:
+            raise ConfigError(f"the centre crop {ch}x{cw} is larger than the resized image {rh}x{rw}; "
+                              "dense protocols need a crop inside the image.")
+        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
+        sy, sx = height / rh, width / rw
+        t, l_ = int(round(top * sy)), int(round(left * sx))
+        return t, l_, int(round((top + ch) * sy)) - t, int(round((left + cw) * sx)) - l_
+
     def build_transform(self):
         """A callable mapping an RGB PIL image to a float tensor ``[3, H, W]``."""
         from torchvision import transforms as T

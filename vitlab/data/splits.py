@@ -47,7 +47,7 @@ def check_fractions(test_fraction: float, val_fraction: float = 0.0) -> None:
 
 
 def make_splits(labels: np.ndarray | None, groups: Sequence[str] | None = None, *, seed: int = 0,
-                test_fraction: float = 0.2, val_fraction: float = 0.0) -> np.ndarray:
+                test_fraction: float = 0.2, val_fraction: float = 0.0, n: int | None = None) -> np.ndarray:
     """Assign each sample to ``train``/``val``/``test``: seeded, stratified by label, no group crossing.
 
     Uses scikit-learn's ``StratifiedGroupKFold`` when groups exist (fractions are then
@@ -58,6 +58,7 @@ def make_splits(labels: np.ndarray | None, groups: Sequence[str] | None = None, 
         groups: ``[n]`` group ids (patient, slide, site) or ``None``.
         seed: random seed.
         test_fraction, val_fraction: fractions of all samples.
+        n: number of samples, needed only when there are neither labels nor groups.
 
     Returns:
         ``[n]`` array of split names.
@@ -68,7 +69,12 @@ def make_splits(labels: np.ndarray | None, groups: Sequence[str] | None = None, 
         (['test', 'train'], 4)
     """
     check_fractions(test_fraction, val_fraction)
-    n = len(labels) if labels is not None else len(groups or [])
+    if labels is not None:
+        n = len(labels)
+    elif groups is not None:
+        n = len(groups)
+    elif n is None:
+        raise ConfigError("make_splits needs labels, groups or n (the number of samples).")
     out = np.full(n, "train", dtype=object)
     idx = np.arange(n)
     test = _holdout(idx, labels, groups, test_fraction, seed)

@@ -9,6 +9,9 @@ Example:
 from vitlab.protocols.base import PROTOCOLS, Protocol, Result, Split, parse_protocols, register_protocol
 from vitlab.protocols.classification import KNN, FewShot, FewShotConfig, KNNConfig, Linear, LinearConfig
 from vitlab.protocols.retrieval import Retrieval, RetrievalConfig
+from vitlab.protocols.seg import SegKNN, SegLinear, SegLinearMS
+from vitlab.protocols.zeroshot import ZeroShot
 
 __all__ = ["PROTOCOLS", "Protocol", "Result", "Split", "parse_protocols", "register_protocol",
-           "KNN", "KNNConfig", "Linear", "LinearConfig", "FewShot", "FewShotConfig", "Retrieval", "RetrievalConfig"]
+           "KNN", "KNNConfig", "Linear", "LinearConfig", "FewShot", "FewShotConfig", "Retrieval", "RetrievalConfig",
+           "SegLinear", "SegLinearMS", "SegKNN", "ZeroShot"]

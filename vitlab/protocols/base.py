@@ -52,7 +52,8 @@ class Split:
         tokens: ``[n, N, C]`` patch tokens (dense protocols), or ``None``.
         grid: patch grid ``(h, w)`` of ``tokens``.
         masks: ``[n]`` label maps ``[H, W]`` (segmentation), or ``None``.
-        extra: task-specific inputs (e.g. ``text_embeddings`` for zero-shot, ``positives`` for retrieval).
+        extra: split-level inputs of a task, never per-row arrays (e.g. ``text_embeddings [classes, templates, D]``
+            for zero-shot, ``classes`` and ``ignore_index`` for segmentation).
     """
 
     X: np.ndarray | None
@@ -113,6 +114,7 @@ class Protocol(ABC):
     Config: ClassVar[type] = object
     view: ClassVar[str] = "pooled"
     needs_labels: ClassVar[bool] = True
+    needs_masks: ClassVar[bool] = False
     help: ClassVar[str] = ""
 
     def __init__(self, config: Any = None, **params: Any) -> None:
@@ -185,11 +187,9 @@ def _take(split: Split, order: np.ndarray | None) -> Split:
         return split
     pick = lambda a: None if a is None else (np.asarray(a)[order] if isinstance(a, np.ndarray)  # noqa: E731
                                             else [a[i] for i in order])
-    extra = {k: (v[order] if isinstance(v, np.ndarray) and len(v) == len(order) else v)
-             for k, v in split.extra.items()}
     return dataclasses.replace(split, X=pick(split.X), y=pick(split.y), rows=np.asarray(split.rows)[order],
                                groups=pick(split.groups), ids=pick(split.ids), tokens=pick(split.tokens),
-                               masks=pick(split.masks), extra=extra)
+                               masks=pick(split.masks))
 
 
 def _restore(res: Result, order: np.ndarray) -> Result:
@@ -220,7 +220,7 @@ def register_protocol(cls: type[Protocol]) -> type[Protocol]:
 
 def _load_builtin() -> None:
     # the built-in protocols register themselves on import
-    from vitlab.protocols import classification, retrieval  # noqa: F401
+    from vitlab.protocols import classification, retrieval, seg, zeroshot  # noqa: F401
 
 
 def parse_protocols(spec: str | Protocol | Sequence[str | Protocol]) -> list[Protocol]:

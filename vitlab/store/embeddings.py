@@ -178,7 +178,8 @@ class Embeddings:
         """``[n]`` split names: the source's split column, else seeded, stratified, group-aware."""
         if self.split_column is not None:
             return np.asarray(self.split_column, dtype=str)
-        return make_splits(self.labels, self.groups, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
+        return make_splits(self.labels, self.groups, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction,
+                           n=len(self))
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (CLI output, run records)."""
