@@ -90,7 +90,7 @@ def test_single_class_and_missing_class(tmp_path):
 
 def test_unlabelled_data_is_refused(tmp_path):
     flat = write_images(tmp_path / "flat", flat=True)
-    with pytest.raises(DataError, match="has no labels; evaluation protocols need labelled data"):
+    with pytest.raises(DataError, match="has no labels, needed by knn, linear, fewshot: use labelled data"):
         vitlab.evaluate("pixels:8", f"folder:{flat}", cache_dir=tmp_path / "c", **FAST)
 
 

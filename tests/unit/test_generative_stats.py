@@ -91,7 +91,7 @@ def test_metric_names_and_config_validation():
     assert "is" not in parse_metrics("all", inception=False) and len(parse_metrics("all", inception=True)) == 14
     with pytest.raises(ConfigError, match="unknown generative metric 'fdd'. Did you mean: fd"):
         parse_metrics("fdd", inception=False)
-    with pytest.raises(ConfigError, match="n_resamples must be an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"n_resamples must be 0 \(no CIs\) or an integer >= 2"):
         GenEvalConfig(n_resamples=-1)
     with pytest.raises(ConfigError, match="nearest_k must be a positive integer"):
         GenEvalConfig(nearest_k=0)
