@@ -9,7 +9,7 @@ Example:
     (2000, 192)
 """
 
-__version__ = "0.1.0"
+from vitlab._version import __version__  # noqa: E402,F401
 
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402

@@ -21,7 +21,7 @@ from vitlab.backbones import load_backbone
 from vitlab.data import load_source
 from vitlab.errors import ConfigError
 from vitlab.evaluate import EvalResult, check_eval_config, evaluate
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 from vitlab.scorers import scorer_for
 from vitlab.stats.ranks import friedman_test, mean_ranks, nemenyi_cd
 

@@ -21,7 +21,7 @@ from vitlab.data.splits import check_fractions
 from vitlab.errors import ConfigError, DataError
 from vitlab.neighbors import search
 from vitlab.protocols.base import Protocol, Result, Split, parse_protocols
-from vitlab.report.record import RunRecord, check_output_dir
+from vitlab.record import RunRecord, check_output_dir
 from vitlab.scorers import scorer_for
 from vitlab.store import Embeddings, EmbeddingStore
 

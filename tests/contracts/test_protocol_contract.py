@@ -21,7 +21,7 @@ import pytest
 
 from vitlab.errors import ConfigError, DataError
 from vitlab.protocols.base import PROTOCOLS, Split, parse_protocols
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 from vitlab.scorers import scorer_for
 
 parse_protocols("knn")  # registers the built-in protocols

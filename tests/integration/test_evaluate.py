@@ -11,7 +11,7 @@ import vitlab
 from tests.conftest import write_images
 from vitlab.errors import ConfigError, DataError
 from vitlab.protocols import KNN, FewShot, Linear
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 FAST = dict(n_resamples=200, progress=False, num_workers=0)
 SPECS = {"knn": KNN(ks=(5, 10)), "linear": Linear(Cs=(0.01, 1.0)), "fewshot": FewShot(shots=(1, 2), episodes=3)}

@@ -10,7 +10,7 @@ import pytest
 import vitlab
 from tests.conftest import write_images
 from vitlab.errors import ConfigError, DataError
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 FAST = dict(n_resamples=200, progress=False, num_workers=0)
 

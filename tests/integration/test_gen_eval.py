@@ -15,7 +15,7 @@ from vitlab.errors import ConfigError, DataError
 from vitlab.generative import GenEvalConfig, gen_eval, gen_stats, load_stats
 from vitlab.metrics import SmallSampleWarning
 from vitlab.metrics.fd import frechet_distance
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::vitlab.metrics.SmallSampleWarning")
 runner = CliRunner()

@@ -20,7 +20,7 @@ from vitlab.cli.common import friendly_errors
 from vitlab.data.images import MAX_PIXELS_ENV, ImageDecodeError, max_image_pixels, open_rgb
 from vitlab.errors import ConfigError, DataError
 from vitlab.report import RunRecord, load_records
-from vitlab.report.record import SkippedRecordWarning
+from vitlab.record import SkippedRecordWarning
 
 runner = CliRunner()
 
@@ -214,7 +214,7 @@ def test_unusable_output_paths_fail_before_any_work(case, places, runs_dir):
 
 
 def test_read_only_output_folder_fails_before_any_work(places, monkeypatch):
-    from vitlab.report import record
+    from vitlab import record
 
     real = record._writable
     monkeypatch.setattr(record, "_writable", lambda p: p != places["dir"] and real(p))  # root ignores chmod

@@ -15,7 +15,7 @@ from vitlab.errors import BackboneError, ConfigError
 from vitlab.perf import runner
 from vitlab.perf.measure import count_flops
 from vitlab.perf import BenchResult, bench, bench_backbones, bench_rows, benchmark
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 FAST = dict(batch_size=4, warmup=1, repeats=3, min_time=0.0, latency_repeats=5)
 

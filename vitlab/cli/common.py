@@ -77,7 +77,7 @@ def check_outputs(*, dirs: dict[str, Any] | None = None, files: dict[str, Any] |
     Example:
         >>> check_outputs(dirs={"--out": None}, files={"--report": None})
     """
-    from vitlab.report.record import check_output_dir, check_output_file
+    from vitlab.record import check_output_dir, check_output_file
 
     for what, path in (dirs or {}).items():
         check_output_dir(path, what)

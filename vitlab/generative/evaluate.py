@@ -25,7 +25,7 @@ from vitlab.generative.metrics import NEEDS, GenEvalConfig, MetricInputs, comput
 from vitlab.generative.stats_file import ReferenceStats, check_compatible, load_stats, require_features, save_stats
 from vitlab.metrics._knn import nearest_sq_dists, to_tensors
 from vitlab.metrics._validate import check_same_dim
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 from vitlab.store import EmbeddingStore
 
 SetSpec = DataSource | str | Path | np.ndarray | None

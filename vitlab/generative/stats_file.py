@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vitlab import __version__
+from vitlab._version import __version__
 from vitlab.errors import ConfigError, DataError
 from vitlab.metrics.fd import gaussian_stats
 

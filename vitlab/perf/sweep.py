@@ -22,7 +22,7 @@ from vitlab.data import DataSource, load_source
 from vitlab.perf.measure import machine_info
 from vitlab.perf.runner import BenchResult, bench_backbones, speedups
 from vitlab.perf.variants import apply_variant, needs_calibration, parse_variants
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 CALIB_IMAGES = 32
 

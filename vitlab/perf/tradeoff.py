@@ -38,7 +38,7 @@ from vitlab.perf.runner import BenchResult, bench_backbones, speedups
 from vitlab.perf.variants import (ExitSpec, apply_variant, calibration_rows, load_images, needs_calibration,
                                   parse_variants)
 from vitlab.protocols.base import parse_protocols
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 METHOD = ("Accuracy: frozen-feature protocols on one shared split; change vs the baseline = paired bootstrap of "
           "top-1 on the same test images (95% CI, p) and McNemar's p. Speed: all variants timed in one interleaved "

@@ -1,6 +1,6 @@
 """Reports: run records (versioned JSON) → leaderboards, Markdown, CSV and one self-contained HTML file.
 
-The renderers are imported on first use, so ``vitlab.report.record`` stays light
+The renderers are imported on first use, so ``vitlab.record`` stays light
 (no matplotlib or rich) for the code that only writes records.
 
 Example:
@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from vitlab.report.record import RunRecord, load_records
+from vitlab.record import RunRecord, load_records
 
 _LAZY = {"render_html": "vitlab.report.html", "register_section": "vitlab.report.html",
          "to_markdown": "vitlab.report.tables", "to_csv": "vitlab.report.tables",

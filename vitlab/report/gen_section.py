@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from vitlab.report.figures import figure_to_data_uri
 from vitlab.report.html import RenderContext, _table, _td, e, register_section
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 __all__ = ["HEADING", "register", "render_gen_eval", "gen_eval_markdown", "num", "spread_text", "fd_inf_uri"]
 

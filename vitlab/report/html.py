@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vitlab.report.figures import cd_diagram_uri, confusion_matrix_uri, thumbnail_uri
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 from vitlab.report.tables import FEWSHOT_KEY, MARKS, Board, fmt, fmt_ci, fmt_p, leaderboards
 
 __all__ = ["render_html", "register_section", "SECTIONS", "RenderContext"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from vitlab.report.html import RenderContext, _table, e, register_section
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 from vitlab.report.tables import fmt, fmt_p
 
 

@@ -5,7 +5,7 @@ and the significance marks (Holm-adjusted paired tests against the leader); ``ev
 records not covered by a comparison add rows without marks.
 
 Example:
-    >>> from vitlab.report.record import RunRecord
+    >>> from vitlab.record import RunRecord
     >>> r = RunRecord(kind="eval", config={"backbone": "pixels:28", "dataset": "sample:fashion-mnist"},
     ...               metrics={"knn": {"top1": {"value": 0.8, "low": 0.7, "high": 0.9}}})
     >>> b = leaderboards([r])[0]
@@ -25,7 +25,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from vitlab.report.record import RunRecord
+from vitlab.record import RunRecord
 
 __all__ = ["SCALAR_METRICS", "MARKS", "Board", "BoardRow", "leaderboards", "metric_rows", "fmt", "fmt_ci",
            "leaderboard_table", "to_markdown", "to_csv", "FEWSHOT_KEY"]
@@ -181,7 +181,7 @@ def metric_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     """Flat rows ``{dataset, backbone, protocol, metric, value, low, high}`` from eval and compare records.
 
     Example:
-        >>> from vitlab.report.record import RunRecord
+        >>> from vitlab.record import RunRecord
         >>> r = RunRecord(kind="eval", config={"backbone": "b", "dataset": "d"},
         ...               metrics={"knn": {"top1": {"value": 0.8, "low": 0.7, "high": 0.9}}})
         >>> metric_rows([r])[0]["value"]

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vitlab import __version__
+from vitlab._version import __version__
 from vitlab.backbones import Backbone, load_backbone, resolve_device
 from vitlab.backbones.base import check_pool
 from vitlab.data import DataSource, load_source

@@ -1,0 +1,255 @@
+"""``RunRecord``: one versioned, self-describing JSON per run (config, fingerprints, metrics, provenance)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import warnings
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vitlab.errors import ConfigError, DataError
+
+RECORD_SCHEMA_VERSION = 1
+_LIBS = ("vitlab", "torch", "timm", "transformers", "open_clip_torch", "numpy", "scipy", "scikit-learn")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that change numbers, plus Python."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def git_revision(path: str | Path | None = None) -> str | None:
+    """The git commit of the working directory (``+dirty`` if modified), or ``None`` outside git."""
+    cwd = str(path or Path.cwd())
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class RunRecord:
+    """A run's full record. ``metrics`` hold ``{"value", "low", "high", ...}`` dicts (95% CIs).
+
+    Example:
+        >>> r = RunRecord(kind="eval", config={"protocols": ["knn"]}, metrics={"knn": {"top1": {"value": 0.8}}})
+        >>> RunRecord.from_dict(json.loads(r.to_json())).metrics["knn"]["top1"]["value"]
+        0.8
+    """
+
+    kind: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    seeds: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=library_versions)
+    git: str | None = field(default_factory=git_revision)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = RECORD_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_jsonable, allow_nan=True)
+
+    @property
+    def run_id(self) -> str:
+        """Short hash of kind, config and fingerprints: identical inputs give the same id."""
+        blob = json.dumps([self.kind, self.config, self.fingerprints], sort_keys=True, default=_jsonable)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``<out_dir>/<kind>-<run_id>.json`` (overwriting the same inputs' earlier record)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{self.kind}-{self.run_id}.json"
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RunRecord:
+        """Build a record from parsed JSON, checking its shape (:class:`DataError` names what is wrong).
+
+        Example:
+            >>> RunRecord.from_dict([1, 2, 3])
+            Traceback (most recent call last):
+            ...
+            vitlab.errors.DataError: not a run record: the JSON is a list, not an object with kind, config and metrics.
+        """
+        if not isinstance(d, dict):
+            raise DataError(f"not a run record: the JSON is a {_json_type(d)}, not an object with kind, config "
+                            "and metrics.")
+        missing = [k for k in ("kind", "config", "metrics", "schema_version") if k not in d]
+        if missing:
+            raise DataError(f"not a run record: missing field(s) {', '.join(missing)}.")
+        version = d.get("schema_version")
+        if version != RECORD_SCHEMA_VERSION:
+            raise DataError(f"run record has schema_version {version!r}; this vitlab reads version "
+                            f"{RECORD_SCHEMA_VERSION}. Re-run the evaluation with this version.")
+        if not isinstance(d["kind"], str):
+            raise DataError(f"not a run record: 'kind' is a {_json_type(d['kind'])}, not a string.")
+        for k in ("config", "metrics", "fingerprints", "hparams", "details", "timings", "seeds", "versions"):
+            if k in d and not isinstance(d[k], dict):
+                raise DataError(f"not a run record: {k!r} is a {_json_type(d[k])}, not an object.")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        """Read one record file; :class:`DataError` names the file and the problem."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: not a readable run record ({e}).") from e
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from None
+
+
+class SkippedRecordWarning(UserWarning):
+    """A ``*.json`` file in a runs folder is not a run record and was left out."""
+
+
+def load_records(path: str | Path) -> list[RunRecord]:
+    """All run records in a directory (or one file), sorted by creation time.
+
+    In a directory, ``*.json`` files that are not run records (other JSON, older schema,
+    unreadable) are skipped with a :class:`SkippedRecordWarning` naming each file; if none
+    is left, :class:`DataError`. A single file given directly must be a run record.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = RunRecord(kind="eval", config={}, metrics={}).save(d)
+        >>> _ = (d / "notes.json").write_text("[1, 2, 3]")
+        >>> with warnings.catch_warnings(record=True) as w:
+        ...     warnings.simplefilter("always")
+        ...     [r.kind for r in load_records(d)], str(w[0].message).split(": ", 1)[1]
+        (['eval'], 'skipped: not a run record: the JSON is a list, not an object with kind, config and metrics.')
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: no run records (no such file or folder). Run `vitlab eval ... --out {path}` first.")
+    if not p.is_dir():
+        return [RunRecord.load(p)]
+    files = sorted(p.glob("*.json"))
+    if not files:
+        raise DataError(f"{path}: no run records (*.json) found. Run `vitlab eval ... --out {path}` first.")
+    records, problems = [], []
+    for f in files:
+        try:
+            records.append(RunRecord.load(f))
+        except DataError as e:
+            problems.append(str(e))
+            warnings.warn(f"{f}: skipped: {str(e).removeprefix(f'{f}: ')}", SkippedRecordWarning, stacklevel=2)
+    if not records:
+        raise DataError(f"{path}: none of the {len(files)} *.json file(s) is a run record (first: {problems[0]}). "
+                        "Point at the folder given to --out.")
+    return sorted(records, key=lambda r: r.created)
+
+
+def _json_type(v: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null", dict: "object"}.get(type(v), type(v).__name__)
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _check_parent(p: Path, what: str) -> None:
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {p}: cannot be created because {parent} is a file. Choose another path.")
+    if not _writable(parent):
+        raise ConfigError(f"{what} {p}: cannot be created because {parent} is not writable. Choose a writable "
+                          "location or fix the folder's permissions.")
+
+
+def check_output_dir(path: str | Path | None, what: str = "output folder") -> None:
+    """Fail fast, before any work, if ``path`` cannot be (or become) a folder to write into.
+
+    ``None`` passes. ``what`` names the option in the message (e.g. ``"--out"``).
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "r.json"; _ = f.write_text("{}")
+        >>> check_output_dir(f.parent / "runs")  # missing: fine, created later
+        >>> check_output_dir(f, "--out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: --out .../r.json: is an existing file, not a folder. Pass a folder ...
+    """
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ConfigError(f"{what} {p}: is an existing file, not a folder. Pass a folder (it is created if "
+                              "missing).")
+        if not _writable(p):
+            raise ConfigError(f"{what} {p}: the folder is not writable. Choose another folder or fix its "
+                              "permissions.")
+        return
+    _check_parent(p, what)
+
+
+def check_output_file(path: str | Path | None, what: str = "output file") -> None:
+    """Fail fast, before any work, if ``path`` cannot be written as a file (existing files are overwritten).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> check_output_file(d / "report.html")
+        >>> check_output_file(d, "--report")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: --report ...: is a folder, not a file. Pass a file path (e.g. a new name inside it).
+    """
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what} {p}: is a folder, not a file. Pass a file path (e.g. a new name inside it).")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise ConfigError(f"{what} {p}: the file is not writable. Choose another name or fix its permissions.")
+        return
+    _check_parent(p, what)
+
+
+def _jsonable(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
