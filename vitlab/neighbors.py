@@ -7,6 +7,12 @@ within one set). Both work tile by tile (``[block_q, block_r]`` similarity or
 distance tiles, one GEMM each) and keep only per-row top-k buffers, so memory
 is ``O(block^2 + m * k)``, never ``O(m * n)``.
 
+Metrics that reduce distance tiles in their own way (PRDC's ball counts, FLS's
+kernel tiles) use the tensor-level primitives of this module: :func:`to_tensors`
+(convert and centre), :func:`sq_dist_tile` (one squared-distance tile),
+:func:`iter_blocks` and :func:`kth_nn_sq_dists` (the radii of :func:`kth_sq_dist`
+on tensors that are already centred).
+
 Scores:
     ``metric="cosine"``: cosine similarity of L2-normalised rows (larger is nearer).
     ``metric="ip"``: raw inner product (larger is nearer).
@@ -45,13 +51,13 @@ import torch
 
 from vitlab.errors import ConfigError, DataError
 
-__all__ = ["Neighbors", "search", "kth_sq_dist", "recall_at_k", "iter_blocks", "METRICS", "DEFAULT_BLOCK"]
+__all__ = ["Neighbors", "search", "kth_sq_dist", "recall_at_k", "iter_blocks", "METRICS", "DEFAULT_BLOCK",
+           "resolve_dtype", "to_tensors", "sq_dist_tile", "kth_nn_sq_dists"]
 
 METRICS = ("cosine", "ip", "l2")
 Metric = Literal["cosine", "ip", "l2"]
 #: Default tile edge: a float64 tile of 2048 x 2048 is 32 MiB.
 DEFAULT_BLOCK = 2048
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -94,25 +100,79 @@ def _check(x: Any, name: str) -> np.ndarray:
     return x
 
 
-def _prepare(query: Any, ref: Any, metric: str, dtype: str, device: Any
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    """Map ``"float64"``/``"float32"`` (or the numpy / torch dtype) to a torch float dtype.
+
+    Raises:
+        ConfigError: any other dtype.
+
+    Example:
+        >>> resolve_dtype("float64"), resolve_dtype(np.float32)
+        (torch.float64, torch.float32)
+    """
+    if isinstance(dtype, torch.dtype):
+        name = str(dtype).removeprefix("torch.")
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    if name in ("float64", "float32"):
+        return torch.float64 if name == "float64" else torch.float32
+    raise ConfigError(f"dtype must be 'float64' or 'float32' but got {dtype!r}.")
+
+
+def to_tensors(*arrays: Any, dtype: Any = torch.float64, device: Any = None) -> list[torch.Tensor]:
+    """Convert arrays to ``dtype`` tensors on ``device``, all shifted by the FIRST array's mean.
+
+    The shift leaves Euclidean distances unchanged and reduces cancellation in
+    ``||a||^2 + ||b||^2 - 2 a.b``; :func:`search` (``metric="l2"``) shifts by the reference's mean
+    the same way. No validation: check the arrays first.
+
+    Example:
+        >>> a, b = to_tensors(np.array([[0.0], [2.0]]), np.array([[4.0]]))
+        >>> a.ravel().tolist(), b.ravel().tolist()
+        ([-1.0, 1.0], [3.0])
+    """
+    tdtype = resolve_dtype(dtype)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    tens = [torch.as_tensor(np.asarray(a), dtype=tdtype).to(dev) for a in arrays]
+    centre = tens[0].mean(dim=0, keepdim=True)
+    return [t - centre for t in tens]
+
+
+def sq_dist_tile(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances ``[len(a), len(b)]`` of two row blocks, given their squared norms.
+
+    ``a_sq[:, None] + b_sq[None, :] - 2 a b^T`` (one GEMM), clamped at 0.
+
+    Example:
+        >>> a, b = torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[3.0, 4.0]])
+        >>> sq_dist_tile(a, b, (a * a).sum(1), (b * b).sum(1)).tolist()
+        [[25.0], [13.0]]
+    """
+    tile = torch.addmm(a_sq[:, None] + b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
+    return tile.clamp_min_(0.0)
+
+
+def _prepare(query: Any, ref: Any, metric: str, dtype: Any, device: Any
              ) -> tuple[torch.Tensor, torch.Tensor]:
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
-    if dtype not in _DTYPES:
-        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+    tdtype = resolve_dtype(dtype)
     q, r = _check(query, "query"), _check(ref, "reference")
     if q.shape[1] != r.shape[1]:
         raise DataError(f"query has d={q.shape[1]} but the reference has d={r.shape[1]}. "
                         "Embed both with the same backbone, layer and pooling.")
+    if metric == "l2":
+        rt, qt = to_tensors(r, q, dtype=tdtype, device=device)
+        return qt, rt
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    qt = torch.as_tensor(q, dtype=_DTYPES[dtype]).to(dev)
-    rt = torch.as_tensor(r, dtype=_DTYPES[dtype]).to(dev)
+    qt = torch.as_tensor(q, dtype=tdtype).to(dev)
+    rt = torch.as_tensor(r, dtype=tdtype).to(dev)
     if metric == "cosine":
         qt = torch.nn.functional.normalize(qt, dim=1, eps=1e-12)
         rt = torch.nn.functional.normalize(rt, dim=1, eps=1e-12)
-    elif metric == "l2":
-        centre = rt.mean(dim=0, keepdim=True)
-        qt, rt = qt - centre, rt - centre
     return qt, rt
 
 
@@ -120,8 +180,7 @@ def _tile(q: torch.Tensor, r: torch.Tensor, q_sq: torch.Tensor | None, r_sq: tor
           metric: str) -> torch.Tensor:
     """Scores ``[len(q), len(r)]`` oriented so that LARGER is nearer (l2: negated squared distance)."""
     if metric == "l2":
-        d = torch.addmm(q_sq[:, None] + r_sq[None, :], q, r.T, beta=1.0, alpha=-2.0).clamp_min_(0.0)
-        return d.neg_()
+        return sq_dist_tile(q, r, q_sq, r_sq).neg_()
     return q @ r.T
 
 
@@ -148,7 +207,7 @@ def _stable_topk(s: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor
 
 
 def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_self: bool = False,
-           block: int = DEFAULT_BLOCK, ref_block: int | None = None, dtype: str = "float32",
+           block: int = DEFAULT_BLOCK, ref_block: int | None = None, dtype: Any = "float32",
            device: Any = None, backend: Literal["exact", "faiss"] = "exact") -> Neighbors:
     """The ``k`` nearest reference rows of every query row.
 
@@ -216,15 +275,14 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
     return Neighbors(scores.cpu().numpy(), out_i.cpu().numpy(), metric)
 
 
-def kth_sq_dist(x: Any, k: int, *, block: int = DEFAULT_BLOCK, dtype: str = "float64", device: Any = None
+def kth_sq_dist(x: Any, k: int, *, block: int = DEFAULT_BLOCK, dtype: Any = "float64", device: Any = None
                 ) -> np.ndarray:
     """Squared Euclidean distance from each row of ``x`` to its k-th nearest *other* row.
 
     The row itself counts as its 0-th neighbour, exactly as the ``prdc`` package's
     ``get_kth_value(distances, k + 1)`` on the full distance matrix with a zero diagonal;
-    duplicates of a row elsewhere in ``x`` are at distance 0. Distances are symmetric, so
-    each tile ``(I, J)`` with ``J >= I`` is computed once and serves rows ``I`` and ``J``
-    (half the GEMMs of a general :func:`search`).
+    duplicates of a row elsewhere in ``x`` are at distance 0. Validates ``x``, centres it
+    (:func:`to_tensors`) and runs :func:`kth_nn_sq_dists`.
 
     Example:
         >>> np.round(kth_sq_dist(np.array([[0.0], [1.0], [3.0]]), k=1), 9).tolist()
@@ -233,9 +291,33 @@ def kth_sq_dist(x: Any, k: int, *, block: int = DEFAULT_BLOCK, dtype: str = "flo
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < np.shape(x)[0]:
         raise ConfigError(f"k must be an integer in [1, {np.shape(x)[0] - 1}] for {np.shape(x)[0]} rows, got {k!r}.")
     t, _ = _prepare(x, x, "l2", dtype, device)
-    n, k1 = t.shape[0], int(k) + 1
-    sq = (t * t).sum(1)
-    buf = torch.full((n, k1), float("inf"), dtype=t.dtype, device=t.device)
+    return kth_nn_sq_dists(t, int(k), block).cpu().numpy()
+
+
+def kth_nn_sq_dists(x: torch.Tensor, k: int, block: int = DEFAULT_BLOCK) -> torch.Tensor:
+    """Tensor-level :func:`kth_sq_dist`: the k-th nearest-other-row squared distance of each row of ``x``.
+
+    The ``(k + 1)``-th smallest entry of each row of the full distance matrix with a zero
+    diagonal. Distances are symmetric, so each tile ``(I, J)`` with ``J >= I`` is computed once
+    (:func:`sq_dist_tile`) and serves rows ``I`` and, transposed, rows ``J`` (half the GEMMs of a
+    general :func:`search`). No validation; centre ``x`` first (:func:`to_tensors`) for accuracy.
+
+    Args:
+        x: ``[n, d]`` tensor, ``1 <= k < n``.
+        k: neighbour index (1 = nearest other row).
+        block: tile edge.
+
+    Returns:
+        ``[n]`` tensor of squared radii (``x``'s dtype and device).
+
+    Example:
+        >>> (x,) = to_tensors(np.array([[0.0], [1.0], [3.0]]))
+        >>> [round(v, 9) for v in kth_nn_sq_dists(x, k=1).tolist()]
+        [1.0, 1.0, 4.0]
+    """
+    n, k1 = x.shape[0], int(k) + 1
+    sq = (x * x).sum(1)
+    buf = torch.full((n, k1), float("inf"), dtype=x.dtype, device=x.device)
 
     def merge(rows: slice, tile: torch.Tensor) -> None:
         part = torch.topk(tile, min(k1, tile.shape[1]), dim=1, largest=False, sorted=False).values
@@ -245,13 +327,13 @@ def kth_sq_dist(x: Any, k: int, *, block: int = DEFAULT_BLOCK, dtype: str = "flo
         for j0, j1 in iter_blocks(n, block):
             if j0 < i0:
                 continue
-            tile = _tile(t[i0:i1], t[j0:j1], sq[i0:i1], sq[j0:j1], "l2").neg_()
+            tile = sq_dist_tile(x[i0:i1], x[j0:j1], sq[i0:i1], sq[j0:j1])
             if j0 == i0:
                 tile.fill_diagonal_(0.0)
             merge(slice(i0, i1), tile)
             if j0 != i0:
                 merge(slice(j0, j1), tile.T)
-    return buf.max(dim=1).values.cpu().numpy()
+    return buf.max(dim=1).values
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:

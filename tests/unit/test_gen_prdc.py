@@ -10,9 +10,9 @@ from sklearn.neighbors import NearestNeighbors
 
 import vitlab.metrics.prdc as prdc_mod
 from vitlab.errors import ConfigError, DataError
-from vitlab.metrics._knn import kth_nn_sq_dists, nearest_sq_dists, to_tensors
 from vitlab.metrics._validate import SmallSampleWarning
 from vitlab.metrics.prdc import prdc, realism_score
+from vitlab.neighbors import kth_nn_sq_dists, kth_sq_dist, search, to_tensors
 
 pytestmark = pytest.mark.filterwarnings("ignore::vitlab.metrics._validate.SmallSampleWarning")
 
@@ -79,22 +79,25 @@ def test_kth_radii_match_sklearn_nearest_neighbors():
         nn = NearestNeighbors(n_neighbors=k + 1).fit(x)
         dist, _ = nn.kneighbors(x)
         (xt,) = to_tensors(x)
-        got = torch.sqrt(kth_nn_sq_dists(xt, k, block=64)).numpy()
-        np.testing.assert_allclose(got, dist[:, -1], rtol=1e-9)
+        sq = kth_nn_sq_dists(xt, k, block=64).numpy()
+        np.testing.assert_allclose(np.sqrt(sq), dist[:, -1], rtol=1e-9)
+        np.testing.assert_array_equal(kth_sq_dist(x, k, block=64), sq)  # the array-level radii are the same numbers
 
 
 def test_nearest_with_and_without_self():
+    """The l2 k=1 search the memorisation metrics use: sklearn's distances, argmin's ties (smallest index)."""
     rng = np.random.default_rng(3)
     x, q = rng.standard_normal((120, 5)), rng.standard_normal((70, 5))
-    xt, qt = to_tensors(x, q)
-    d2, idx = nearest_sq_dists(qt, xt, block=32)
+    x[60:90] = x[:30]  # exact duplicates: ties go to the smaller index
+    q[:10] = x[:10]
+    res = search(q, x, 1, metric="l2", block=32, dtype="float64")
     full = _pairwise(q, x)
-    np.testing.assert_array_equal(idx.numpy(), full.argmin(1))
-    np.testing.assert_allclose(np.sqrt(d2.numpy()), full.min(1), rtol=1e-9)
-    d2s, idxs = nearest_sq_dists(xt, xt, exclude_self=True, block=32)
+    np.testing.assert_array_equal(res.indices[:, 0], full.argmin(1))
+    np.testing.assert_allclose(np.sqrt(res.scores[:, 0]), full.min(1), rtol=1e-9, atol=1e-7)  # copies: sqrt of rounding
+    self_res = search(x, x, 1, metric="l2", exclude_self=True, block=32, dtype="float64")
     fs = _pairwise(x)
     np.fill_diagonal(fs, np.inf)
-    np.testing.assert_array_equal(idxs.numpy(), fs.argmin(1))
+    np.testing.assert_array_equal(self_res.indices[:, 0], fs.argmin(1))
 
 
 def test_identical_sets_precision_recall_coverage_one():
@@ -119,7 +122,7 @@ def test_never_builds_a_full_distance_matrix(monkeypatch):
         return real_tile(a, b, a_sq, b_sq)
 
     monkeypatch.setattr(prdc_mod, "sq_dist_tile", spy)
-    monkeypatch.setattr("vitlab.metrics._knn.sq_dist_tile", spy)
+    monkeypatch.setattr("vitlab.neighbors.sq_dist_tile", spy)  # the radii (kth_nn_sq_dists)
     real, fake = _sets(6, n=300, m=260)
     prdc(real, fake, block_size=64, realism=True)
     assert seen and max(a for a, _ in seen) <= 64 and max(b for _, b in seen) <= 64

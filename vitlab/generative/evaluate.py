@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vitlab.backbones import Backbone, resolve_device
 from vitlab.data import DataSource
@@ -23,8 +22,8 @@ from vitlab.generative.encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from vitlab.generative.features import FeatureSet, embed_source, feature_set, is_feature_file, load_feature_file
 from vitlab.generative.metrics import NEEDS, GenEvalConfig, MetricInputs, compute_metrics, parse_metrics
 from vitlab.generative.stats_file import ReferenceStats, check_compatible, load_stats, require_features, save_stats
-from vitlab.metrics._knn import nearest_sq_dists, to_tensors
 from vitlab.metrics._validate import check_same_dim
+from vitlab.neighbors import search
 from vitlab.record import RunRecord
 from vitlab.store import EmbeddingStore
 
@@ -124,13 +123,20 @@ def _check_dims(sets: dict[str, FeatureSet], stats: ReferenceStats | None) -> No
 def closest_pairs(train: FeatureSet, fake: FeatureSet, k: int, device: Any = None) -> list[dict[str, Any]]:
     """The ``k`` generated samples closest to any training sample (Euclidean, encoder space).
 
+    Nearest training samples come from :func:`vitlab.neighbors.search` (``metric="l2"``, float64,
+    ties to the smallest training index).
+
     Returns:
         ``[{"fake_id", "train_id", "distance"}]`` sorted by distance (nearest first).
+
+    Example:
+        >>> from vitlab.generative.features import feature_set
+        >>> tr, fk = feature_set(np.array([[0.0], [5.0]]), "train"), feature_set(np.array([[4.0], [0.5]]), "fake")
+        >>> [(p["fake_id"], p["train_id"], p["distance"]) for p in closest_pairs(tr, fk, k=2)]
+        [('1', '0', 0.5), ('0', '1', 1.0)]
     """
-    with torch.no_grad():
-        tr, fk = to_tensors(np.array(train.X, dtype=np.float64), np.array(fake.X, dtype=np.float64), device=device)
-        d2, idx = nearest_sq_dists(fk, tr)
-    d = torch.sqrt(d2).cpu().numpy()
+    nb = search(fake.X, train.X, 1, metric="l2", dtype="float64", device=device)
+    d, idx = np.sqrt(nb.scores[:, 0]), nb.indices[:, 0]
     order = np.argsort(d, kind="stable")[:k]
     return [{"fake_id": fake.ids[i], "train_id": train.ids[int(idx[i])], "distance": float(d[i])} for i in order]
 

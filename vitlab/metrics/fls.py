@@ -52,8 +52,8 @@ import numpy as np
 import torch
 
 from vitlab.errors import DataError
-from vitlab.metrics._knn import iter_blocks, sq_dist_tile
 from vitlab.metrics._validate import check_features, check_positive_int, check_same_dim
+from vitlab.neighbors import iter_blocks, sq_dist_tile
 
 __all__ = ["FLSResult", "fls_scores", "fls_score", "fls_pog", "split_fls_sets", "fit_log_bandwidths"]
 

@@ -9,7 +9,7 @@ nearest other training point. ``g`` is authentic iff ``d2 < d1``;
 
 (The "other point" excludes only the point itself -- dgm-eval's
 ``fill_diagonal_(inf)`` -- so an exact duplicate in the training set counts.
-Ties for ``t(g)`` go to the lowest index, as ``torch.min``.)
+Ties for ``t(g)`` go to the lowest index, as dgm-eval's ``torch.min``.)
 
 **C_T** (Meehan et al. 2020, as dgm-eval ``dgm_eval/metrics/ct.py``, from
 casey-meehan/data-copying): features with ``d > 64`` are projected on the first 64
@@ -34,7 +34,8 @@ held-out test data are), ``C_T >> 0`` underfitting. dgm-eval variants:
 training set is not used at all.
 
 dgm-eval's PCA and KMeans are unseeded; here both get ``random_state=seed``.
-Distances are computed in blocks (never an ``n x n`` matrix).
+Nearest neighbours come from :func:`vitlab.neighbors.search` (``metric="l2"``,
+``k=1``): blocked (never an ``n x n`` matrix), ties to the smallest index.
 
 Example:
     >>> import numpy as np
@@ -49,12 +50,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
 from vitlab.errors import DataError
-from vitlab.metrics._knn import DEFAULT_BLOCK, nearest_sq_dists, to_tensors
 from vitlab.metrics._validate import check_features, check_positive_int, check_same_dim
+from vitlab.neighbors import DEFAULT_BLOCK, search
 
 __all__ = [
     "authenticity_pct",
@@ -108,12 +108,11 @@ def authenticity_pct(
             f"train features have {x.shape[0]} row: AuthPct needs each training point's "
             "nearest *other* training point, so pass at least 2 training samples."
         )
-    with torch.no_grad():
-        xt, yt = to_tensors(x, y, dtype=dtype, device=device)
-        real_nn, _ = nearest_sq_dists(xt, xt, exclude_self=True, block=block)
-        gen_nn, idx = nearest_sq_dists(yt, xt, block=block)
-        authen = real_nn[idx] < gen_nn
-        return float(100.0 * authen.double().mean().item())
+    opts = dict(k=1, metric="l2", block=block, dtype=dtype, device=device)
+    real_nn = search(x, x, exclude_self=True, **opts).scores[:, 0]  # d2^2 of every training point
+    gen = search(y, x, **opts)  # t(g) and d1^2
+    authen = real_nn[gen.indices[:, 0]] < gen.scores[:, 0]
+    return float(100.0 * authen.mean())
 
 
 # ----------------------------------------------------------------------------- C_T
@@ -140,10 +139,8 @@ def mann_whitney_z(lq: np.ndarray, lp: np.ndarray) -> float:
 
 
 def _nn_dist(query: np.ndarray, ref: np.ndarray, block: int) -> np.ndarray:
-    with torch.no_grad():
-        rt, qt = to_tensors(ref, query)
-        d2, _ = nearest_sq_dists(qt, rt, block=block)
-        return torch.sqrt(d2).numpy()
+    """Euclidean distance from each ``query`` row to its nearest ``ref`` row (float64)."""
+    return np.sqrt(search(query, ref, 1, metric="l2", block=block, dtype="float64").scores[:, 0])
 
 
 def c_t_statistic(

@@ -20,8 +20,9 @@ fake sample (Kynkäänniemi et al. 2019, dgm-eval's variant) is
 (only real balls with radius strictly below the median are used).
 
 Nothing of size ``n x m`` is ever held: distances are computed in
-``block x block`` tiles (one GEMM each) and reduced on the fly to k-NN radii,
-hit flags, counts and minima, so memory is ``O(block^2 + (n + m) * k)`` on top of
+``block x block`` tiles (one GEMM each, :func:`vitlab.neighbors.sq_dist_tile`; the
+radii come from :func:`vitlab.neighbors.kth_nn_sq_dists`) and reduced on the fly
+to k-NN radii, hit flags, counts and minima, so memory is ``O(block^2 + (n + m) * k)`` on top of
 the features (50k x 1024 runs in a few GiB; see ``bench/bench_prdc.py``).
 
 dgm-eval notes:
@@ -53,20 +54,20 @@ import numpy as np
 import torch
 
 from vitlab.errors import DataError
-from vitlab.metrics._knn import (
-    DEFAULT_BLOCK,
-    iter_blocks,
-    kth_nn_sq_dists,
-    resolve_dtype,
-    sq_dist_tile,
-    to_tensors,
-)
 from vitlab.metrics._validate import (
     check_features,
     check_k,
     check_positive_int,
     check_same_dim,
     warn_small_sample,
+)
+from vitlab.neighbors import (
+    DEFAULT_BLOCK,
+    iter_blocks,
+    kth_nn_sq_dists,
+    resolve_dtype,
+    sq_dist_tile,
+    to_tensors,
 )
 
 __all__ = ["PRDCResult", "prdc", "realism_score", "MIN_RECOMMENDED_SAMPLES"]
