@@ -24,9 +24,18 @@ from PIL import Image
 from vitlab.stats.cd_diagram import plot_critical_difference
 
 __all__ = ["png_data_uri", "figure_to_data_uri", "confusion_matrix_figure", "confusion_matrix_uri",
-           "cd_diagram_uri", "thumbnail_uri"]
+           "cd_diagram_uri", "thumbnail_uri", "SEG_PALETTE", "IGNORE_COLOUR", "class_colour", "label_map_image",
+           "label_map_uri"]
 
 _PREFIX = "data:image/png;base64,"
+
+#: Segmentation palette: class ``i`` is drawn in ``SEG_PALETTE[i % 20]`` (matplotlib's ``tab20``, dark shades
+#: first, then the light ones), the same colour in every figure and legend of a report.
+SEG_PALETTE: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+#: Pixels equal to the ignore index (unlabelled) are mid grey, whatever the palette.
+IGNORE_COLOUR = "#9e9e9e"
 
 
 def png_data_uri(png: bytes) -> str:
@@ -151,4 +160,65 @@ def thumbnail_uri(img: Image.Image, size: int = 96) -> str:
     im = im.resize(new, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
+    return png_data_uri(buf.getvalue())
+
+
+def class_colour(i: int, ignore_index: int | None = 255) -> str:
+    """The fixed colour of class ``i`` in segmentation figures (:data:`SEG_PALETTE`; grey for ``ignore_index``).
+
+    Example:
+        >>> class_colour(0), class_colour(21), class_colour(255)
+        ('#1f77b4', '#ff7f0e', '#9e9e9e')
+    """
+    if ignore_index is not None and i == ignore_index:
+        return IGNORE_COLOUR
+    return SEG_PALETTE[int(i) % len(SEG_PALETTE)]
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[k:k + 2], 16) for k in (1, 3, 5))  # type: ignore[return-value]
+
+
+def label_map_image(labels: Sequence[Sequence[int]] | np.ndarray, *, ignore_index: int | None = 255,
+                    size: int | None = None) -> Image.Image:
+    """A ``[H, W]`` label map coloured with :data:`SEG_PALETTE` (ignore pixels :data:`IGNORE_COLOUR`).
+
+    Args:
+        labels: class index per pixel.
+        ignore_index: label of unlabelled pixels (``None``: every value is a class).
+        size: longest side in pixels (nearest-neighbour, so class borders stay sharp); ``None`` keeps the size.
+
+    Returns:
+        An RGB image.
+
+    Example:
+        >>> im = label_map_image([[0, 1], [255, 1]], size=4)
+        >>> im.size, im.getpixel((0, 0)), im.getpixel((0, 3))
+        ((4, 4), (31, 119, 180), (158, 158, 158))
+    """
+    lab = np.asarray(labels, dtype=np.int64)
+    if lab.ndim != 2:
+        raise ValueError(f"a label map is [H, W], got shape {lab.shape}.")
+    lut = np.array([_rgb(c) for c in SEG_PALETTE], dtype=np.uint8)
+    rgb = lut[np.mod(lab, len(SEG_PALETTE))]
+    if ignore_index is not None:
+        rgb[lab == ignore_index] = _rgb(IGNORE_COLOUR)
+    im = Image.fromarray(rgb, "RGB")
+    if size:
+        h, w = lab.shape
+        scale = size / max(h, w, 1)
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.NEAREST)
+    return im
+
+
+def label_map_uri(labels: Sequence[Sequence[int]] | np.ndarray, *, ignore_index: int | None = 255,
+                  size: int | None = 112) -> str:
+    """:func:`label_map_image` as a PNG ``data:`` URI.
+
+    Example:
+        >>> label_map_uri([[0, 1], [2, 255]]).startswith("data:image/png;base64,")
+        True
+    """
+    buf = io.BytesIO()
+    label_map_image(labels, ignore_index=ignore_index, size=size).save(buf, format="PNG", optimize=True)
     return png_data_uri(buf.getvalue())

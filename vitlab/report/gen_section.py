@@ -13,27 +13,32 @@ One foldable block per :func:`vitlab.generative.gen_eval` record:
   sample closest to a training image side by side with that image and their distance.
 
 Images are re-opened from the data URIs in the record (``vitlab.load_source``) through the
-shared :class:`~vitlab.report.html.RenderContext`; a source that cannot be opened (moved,
+shared :class:`~vitlab.report.base.RenderContext`; a source that cannot be opened (moved,
 deleted) or has changed since the run gets a note, and precomputed-feature sets say that they
 have no images. Every string from a record is escaped.
 
+Numbers go through :func:`vitlab.report.tables.fmt_sig` (4 significant digits, here also as ``num``);
+the Markdown tables are :func:`vitlab.report.tables.gen_eval_markdown`.
+
 Example:
-    >>> from vitlab.report.html import SECTIONS
+    >>> from vitlab.report.base import SECTIONS
     >>> SECTIONS["gen-eval"][0]
     'Generative evaluation'
+    >>> num(112.898)
+    '112.9'
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vitlab.report.figures import figure_to_data_uri
-from vitlab.report.html import RenderContext, _table, _td, e, register_section
 from vitlab.record import RunRecord
+from vitlab.report.base import RenderContext, _table, _td, e, register_section
+from vitlab.report.figures import figure_to_data_uri
+from vitlab.report.tables import fmt_sig, gen_eval_markdown, outside_ci, spread_text
 
 __all__ = ["HEADING", "register", "render_gen_eval", "gen_eval_markdown", "num", "spread_text", "fd_inf_uri"]
 
@@ -73,46 +78,8 @@ _GRID = 'style="display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start"'
 _PAIR = 'style="background:#fff;border:1px solid #dde2e7;border-radius:4px;padding:6px"'
 
 
-def num(x: Any) -> str:
-    """A metric number with 4 significant digits (generative metrics span 1e-4 … 1e3); ``–`` when missing.
-
-    Example:
-        >>> num(0.132685), num(112.898), num(4.07e-16), num(None), num(float("nan")), num(3)
-        ('0.1327', '112.9', '4.07e-16', '–', '–', '3')
-    """
-    if x is None:
-        return "–"
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if math.isnan(x):
-        return "–"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return f"{x:.4g}"
-
-
-def spread_text(m: dict[str, Any]) -> str:
-    """The uncertainty of one metric entry as plain text: ``[low, high]``, ``± std (…)`` or ``""``.
-
-    Example:
-        >>> spread_text({"value": 1.0, "low": 0.5, "high": 1.5})
-        '[0.5, 1.5]'
-        >>> spread_text({"value": 0.01, "low": None, "std": 0.002, "uncertainty": "mean ± std over subsets"})
-        '± 0.002 (std over subsets)'
-    """
-    if m.get("low") is not None and m.get("high") is not None:
-        return f"[{num(m.get('low'))}, {num(m.get('high'))}]"
-    if m.get("std") is not None:
-        over = str(m.get("uncertainty", "")).split(" over ")[-1] if m.get("uncertainty") else ""
-        return f"± {num(m.get('std'))} (std{' over ' + over if over else ''})"
-    return ""
-
-
-def _outside(m: dict[str, Any]) -> bool:
-    lo, hi, v = m.get("low"), m.get("high"), m.get("value")
-    return all(isinstance(x, (int, float)) for x in (lo, hi, v)) and not lo <= v <= hi
+num = fmt_sig  # the report's significant-digits formatter (metrics spanning 1e-4 … 1e3), under its old name
+_outside = outside_ci
 
 
 # ---------------------------------------------------------------- figures
@@ -432,44 +399,3 @@ def register() -> None:
 
 
 register()
-
-
-# ---------------------------------------------------------------- Markdown
-def _md(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def gen_eval_markdown(records: list[RunRecord]) -> list[str]:
-    """Markdown lines: one table (metric, value, 95% CI / spread) per ``gen-eval`` record, then its notes.
-
-    Example:
-        >>> r = RunRecord(kind="gen-eval", config={"sets": {"fake": "folder:f", "real": "folder:r"},
-        ...               "encoder": {"encoder": "dinov2-l"}}, metrics={"fd": {"value": 3.0, "low": 2.0, "high": 4.0}})
-        >>> print("\\n".join(gen_eval_markdown([r])))
-        ## gen-eval · folder:f vs folder:r · encoder `dinov2-l`
-        <BLANKLINE>
-        | metric | value | 95% CI / spread |
-        |---|---:|---|
-        | fd | 3 | [2, 4] |
-        <BLANKLINE>
-    """
-    lines: list[str] = []
-    for r in records:
-        if r.kind != "gen-eval":
-            continue
-        c = r.config
-        sets = c.get("sets") or {}
-        enc = (c.get("encoder") or {}).get("encoder") or "precomputed features"
-        ref = sets.get("real") or c.get("real_stats") or "–"
-        lines += [f"## gen-eval · {_md(sets.get('fake', '?'))} vs {_md(ref)} · encoder `{_md(enc)}`", "",
-                  "| metric | value | 95% CI / spread |", "|---|---:|---|"]
-        for name, m in r.metrics.items():
-            if isinstance(m, dict):
-                flag = " ⚠" if m.get("small_sample") or _outside(m) else ""
-                lines.append(f"| {_md(name)} | {num(m.get('value'))}{flag} | {_md(spread_text(m))} |")
-        notes = r.details.get("notes", [])
-        lines.append("")
-        if notes:
-            lines += [f"- **{_md('all metrics' if n.get('metric') == '*' else n.get('metric'))}**: "
-                      f"{_md(n.get('message'))}" for n in notes] + [""]
-    return lines

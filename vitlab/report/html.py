@@ -4,8 +4,14 @@ Inline CSS, figures and images as base64 ``data:`` URIs, no script and no extern
 URL: the file can be mailed, archived or opened offline. Every string that comes
 from a record is escaped with :func:`html.escape`.
 
-Sections are chosen by ``record.kind`` through :data:`SECTIONS`; add a kind with
-:func:`register_section`. Kinds without a renderer get a generic JSON summary.
+Sections are chosen by ``record.kind`` through :data:`~vitlab.report.base.SECTIONS`; add a kind
+with :func:`register_section`. Kinds without a renderer get a generic JSON summary. Inside each
+eval run, every protocol of a task with a block in :data:`~vitlab.report.base.TASK_SECTIONS`
+(retrieval, segmentation: :mod:`vitlab.report.task_sections`) gets that block; classification
+protocols get per-class recall, confusion matrices and the misclassified-image gallery.
+
+The registries, :class:`~vitlab.report.base.RenderContext` and the small HTML helpers live in
+:mod:`vitlab.report.base`; the section modules import them from there, never from this module.
 
 Example:
     >>> from vitlab.report import load_records, render_html
@@ -16,20 +22,21 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitlab.report.figures import cd_diagram_uri, confusion_matrix_uri, thumbnail_uri
 from vitlab.record import RunRecord
+from vitlab.report import gen_section as _gen_section  # noqa: F401  (registers the "gen-eval" section)
+from vitlab.report import perf_section as _perf_section  # noqa: F401  (registers "bench" and "tradeoff")
+from vitlab.report import task_sections as _task_sections  # noqa: F401  (registers retrieval, segmentation)
+from vitlab.report.base import (SECTIONS, TASK_SECTIONS, RenderContext, SectionRenderer, _kv, _label, _table, _td,
+                                data_fingerprint, e, image_note, register_section, task_of)
+from vitlab.report.figures import cd_diagram_uri, confusion_matrix_uri
 from vitlab.report.tables import FEWSHOT_KEY, MARKS, Board, fmt, fmt_ci, fmt_p, leaderboards
 
-__all__ = ["render_html", "register_section", "SECTIONS", "RenderContext"]
+__all__ = ["render_html", "register_section", "SECTIONS", "RenderContext", "SectionRenderer", "headline_summary"]
 
-e = html.escape
 _MARK_TEXT = {"leader": "★ leader", "worse": "▼ significantly worse", "same": "= not significantly different",
               None: ""}
 CSS = """
@@ -54,66 +61,13 @@ image-rendering:pixelated;border:3px solid #ccd2d8}.tile.test img{border-color:#
 .tile.ok img{border-color:#0b6e3d}.sep{align-self:center;color:#9aa4ae;font-size:20px}
 pre{background:#fff;border:1px solid #dde2e7;padding:8px;overflow-x:auto;font-size:12px;max-height:420px}
 footer{margin-top:40px;font-size:12px}code{font-size:12px}nav a{margin-right:12px}
+.tile.query img{border-color:#4a7fc1}.tile.rel img{border-color:#0b6e3d}.tile.irr img{border-color:#b3261e}
+.swatch{display:inline-block;width:11px;height:11px;border:1px solid #8a949e;vertical-align:middle;margin:0 4px 0 2px}
+.seg-row{display:flex;gap:4px}.seg-row img{image-rendering:pixelated;display:block}.sep.small{font-size:12px}
+.seg-panel{text-align:center}.key{white-space:nowrap;margin-right:6px}
+.seg-missing{width:112px;height:112px;display:flex;align-items:center;justify-content:center;background:#eef1f4}
+figure.seg-example figcaption{max-width:360px;text-align:left}.legend{white-space:normal}
 """
-SectionRenderer = Callable[[list[RunRecord], "RenderContext"], str]
-SECTIONS: dict[str, tuple[str, SectionRenderer]] = {}
-
-
-def register_section(kind: str, heading: str) -> Callable[[SectionRenderer], SectionRenderer]:
-    """Register ``fn(records_of_that_kind, ctx) -> html`` as the section for ``record.kind == kind``.
-
-    Example:
-        >>> @register_section("my-kind", "My runs")
-        ... def _mine(records, ctx):
-        ...     return "<p>" + e(str(len(records))) + " runs</p>"
-        >>> _ = SECTIONS.pop("my-kind")  # unregister
-    """
-    def deco(fn: SectionRenderer) -> SectionRenderer:
-        SECTIONS[kind] = (heading, fn)
-        return fn
-    return deco
-
-
-@dataclass
-class RenderContext:
-    """Shared state while rendering: options and opened data sources (``uri → (source, id index, error)``)."""
-
-    records: list[RunRecord]
-    load_images: bool = True
-    thumb_size: int = 84
-    _sources: dict[str, tuple[Any, dict[str, int], str | None]] = field(default_factory=dict)
-    _fingerprints: dict[str, str | None] = field(default_factory=dict)
-
-    def source(self, uri: str) -> tuple[Any, dict[str, int], str | None]:
-        if uri not in self._sources:
-            from vitlab.data import load_source
-
-            try:
-                src = load_source(uri)
-                self._sources[uri] = (src, {str(i): k for k, i in enumerate(src.ids)}, None)
-            except Exception as err:  # noqa: BLE001 - any failure becomes a note in the report
-                self._sources[uri] = (None, {}, f"{type(err).__name__}: {err}")
-        return self._sources[uri]
-
-    def fingerprint(self, uri: str) -> str | None:
-        """The current fingerprint of the source at ``uri`` (``None`` if it cannot be opened or hashed)."""
-        if uri not in self._fingerprints:
-            src = self.source(uri)[0]
-            try:
-                self._fingerprints[uri] = None if src is None else str(src.fingerprint)
-            except Exception:  # noqa: BLE001
-                self._fingerprints[uri] = None
-        return self._fingerprints[uri]
-
-    def image(self, uri: str, sample_id: str) -> str | None:
-        """A thumbnail ``data:`` URI for ``sample_id``, or ``None`` when it cannot be loaded."""
-        src, index, err = self.source(uri)
-        if src is None or sample_id not in index:
-            return None
-        try:
-            return thumbnail_uri(src.load_image(index[sample_id]), self.thumb_size)
-        except Exception:  # noqa: BLE001 - one unreadable image must not sink the report
-            return None
 
 
 # ---------------------------------------------------------------- small helpers
@@ -122,26 +76,6 @@ def _ci_cell(m: dict[str, Any] | None) -> str:
         return '<td class="num">–</td>'
     ci = f'<br><span class="ci">[{fmt(m.get("low"))}, {fmt(m.get("high"))}]</span>' if m.get("low") is not None else ""
     return f'<td class="num"><b>{fmt(m.get("value"))}</b>{ci}</td>'
-
-
-def _table(head: list[str], rows: list[list[str]], caption: str = "") -> str:
-    """``rows`` hold pre-rendered ``<td>`` cells (escape user text with :func:`_td`); ``head`` is escaped."""
-    th = "".join(f"<th>{e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    cap = f"<caption>{caption}</caption>" if caption else ""
-    return f'<div class="scroll"><table>{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _td(text: Any) -> str:
-    return f"<td>{e(str(text))}</td>"
-
-
-def _kv(d: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in d.items())
-
-
-def _label(classes: list[str], i: Any) -> str:
-    return str(classes[i]) if isinstance(i, int) and 0 <= i < len(classes) else str(i)
 
 
 def _board_html(b: Board) -> str:
@@ -185,8 +119,10 @@ def _pairwise_table(tests: list[dict[str, Any]]) -> str:
     if not tests:
         return '<p class="note">No pairs.</p>'
     delong = any("p_delong" in t for t in tests)
-    head = ["A", "B", "Δ top-1 (A − B) [95% CI]", "p bootstrap (Holm)", "p McNemar (Holm)"] \
-        + (["p DeLong (Holm)"] if delong else []) + ["significant"]
+    metrics = sorted({str(t.get("metric") or "top1") for t in tests})
+    what = metrics[0] if len(metrics) == 1 else "metric"
+    head = ["A", "B", f"Δ {'top-1' if what == 'top1' else what} (A − B) [95% CI]", "p bootstrap (Holm)",
+            "p McNemar (Holm)"] + (["p DeLong (Holm)"] if delong else []) + ["significant"]
     rows = []
     for t in tests:
         p = [f'<td class="num">{fmt_p(t.get(k))} ({fmt_p(t.get(k + "_holm"))})</td>'
@@ -238,19 +174,46 @@ def _convergence_mark(details: dict[str, Any]) -> str:
             f"&#9888; not converged: {e(what)}</span>")
 
 
+def headline_summary(r: RunRecord) -> list[tuple[str, str, Any]]:
+    """``[(protocol, headline metric, value)]`` of an eval record, the headline chosen by each protocol's task
+    scorer (top1, recall@1, miou, the largest-shot SimpleShot…); old records without a task are classification.
+
+    Example:
+        >>> r = RunRecord(kind="eval", config={"protocols": ["knn", "retrieval"]},
+        ...               metrics={"knn": {"top1": {"value": 0.9}, "auroc": {"value": 0.99}},
+        ...                        "retrieval": {"map": {"value": 0.5}, "recall@1": {"value": 0.8}}},
+        ...               details={"retrieval": {"task": "retrieval"}})
+        >>> headline_summary(r)
+        [('knn', 'top1', 0.9), ('retrieval', 'recall@1', 0.8)]
+    """
+    from vitlab.scorers import scorer_for
+
+    out = []
+    for p in r.config.get("protocols", list(r.metrics)) or list(r.metrics):
+        names = {k for k, m in (r.metrics.get(p) or {}).items() if isinstance(m, dict) and "value" in m}
+        if not names:
+            continue
+        try:
+            head = scorer_for(task_of(r, p)).headline_for(names)
+        except Exception:  # noqa: BLE001 - an unknown task: its first metric
+            head = "top1" if "top1" in names else sorted(names)[0]
+        out.append((p, head, r.metrics[p][head].get("value")))
+    return out
+
+
 def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
     c, d = r.config, r.details
     classes = [str(x) for x in d.get("data", {}).get("classes", [])]
     protos = [p for p in c.get("protocols", list(r.metrics)) if p in r.metrics or p in d]
-    tops = ", ".join(f"{p} {fmt(r.metrics[p]['top1']['value'])}" for p in protos if "top1" in r.metrics.get(p, {}))
+    heads = " · ".join(f"{p} {m} {fmt(v)}" for p, m, v in headline_summary(r))
     dd = d.get("data", {})
     out = [f"<summary><code>{e(str(c.get('backbone')))}</code> on <code>{e(str(c.get('dataset')))}</code>"
-           f" <span class=small>top-1: {e(tops)}</span></summary>",
+           f" <span class=small>{e(heads)}</span></summary>",
            f"<p class=small>layer {e(str(c.get('layer')))} · pool {e(str(c.get('pool')))} · "
            f"{e(str(dd.get('n_train')))} train / {e(str(dd.get('n_test')))} test ({e(str(c.get('split_origin')))}) · "
            f"{len(classes)} classes · run <code>{e(r.run_id)}</code></p>"]
     hp = [[f"<td>{e(p)}</td>", f"<td>{e(_kv(r.hparams.get(p, {})))}{_convergence_mark(d.get(p, {}))}</td>",
-           "<td>" + "<br>".join(f"{e(k.replace('_', ' '))}: {e(_kv(v))}" for k, v in d.get(p, {}).items()
+           "<td>" + "<br>".join(f"{e(k.replace('_', ' '))}: {e(_sweep(v))}" for k, v in d.get(p, {}).items()
                                 if isinstance(v, dict) and k.endswith(tuple(f"_by_{x}" for x in "kC"))) + "</td>"]
           for p in protos]
     out.append("<h3>Chosen hyper-parameters</h3>" + _table(["protocol", "chosen", "sweep"], hp))
@@ -269,9 +232,21 @@ def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
             out.append(_fewshot_html(p, r.metrics[p]))
     for p in scored:
         if d[p].get("gallery") is not None:
-            out.append(_gallery_html(p, d[p]["gallery"], classes, str(c.get("data", "")), ctx,
-                                     (r.fingerprints.get("data") or {}).get("fingerprint")))
+            out.append(_gallery_html(p, d[p]["gallery"], classes, str(c.get("data", "")), ctx, data_fingerprint(r)))
+    for p in protos:
+        block = TASK_SECTIONS.get(task_of(r, p))
+        if block is not None:
+            try:
+                out.append(block(p, r, ctx))
+            except Exception as err:  # noqa: BLE001 - one broken block must not sink the report
+                out.append(f'<p class="note">{e(p)}: this block could not be rendered '
+                           f"({e(type(err).__name__)}: {e(str(err))}).</p>")
     return "".join(out)
+
+
+def _sweep(scores: dict[str, Any]) -> str:
+    """A validation sweep ``{hparam value: score}`` with the scores through :func:`fmt`."""
+    return ", ".join(f"{k} = {fmt(v)}" for k, v in scores.items())
 
 
 def _recall_cell(recall: list[Any], i: int) -> str:
@@ -296,20 +271,12 @@ def _gallery_html(proto: str, items: list[dict[str, Any]], classes: list[str], u
     head = f"<h3>Misclassified test images · {e(proto)}</h3>"
     if not items:
         return head + "<p class=small>No misclassified test image.</p>"
-    note = changed = ""
-    if not ctx.load_images:
-        note = '<p class="note">Images not embedded (<code>load_images=False</code>); ids and labels only.</p>'
-    elif (err := ctx.source(uri)[2]) is not None:
-        note = (f'<p class="note">Images not shown: the data source <code>{e(uri)}</code> could not be opened '
-                f"({e(err)}). It may have moved; the ids and labels below come from the record.</p>")
-    elif fingerprint and ctx.fingerprint(uri) not in (None, fingerprint):
-        changed = (f'<p class="note">The data at <code>{e(uri)}</code> has changed since this run (fingerprint '
-                   "differs): the images shown may not be the ones that were evaluated.</p>")
+    show, note = image_note(ctx, uri, fingerprint)
 
     def tile(sid: str, caption: str, cls: str) -> str:
-        uri_img = ctx.image(uri, sid) if ctx.load_images and not note else None
+        uri_img = ctx.image(uri, sid) if show else None
         img = f'<img alt="{e(sid)}" src="{uri_img}">' if uri_img else ("<div class=small>[image unavailable]</div>"
-                                                                      if ctx.load_images and not note else "")
+                                                                      if show else "")
         return f'<div class="tile {cls}">{img}{caption}<br><span class=small>{e(sid)}</span></div>'
 
     rows = []
@@ -320,7 +287,7 @@ def _gallery_html(proto: str, items: list[dict[str, Any]], classes: list[str], u
                      for n in it.get("neighbors", []))
         test = tile(str(it.get("id")), f"true <b>{e(true)}</b><br>pred <b class=worse>{e(pred)}</b>", "test")
         rows.append(f'<div class="gal">{test}<span class="sep">→</span>{nb}</div>')
-    return (head + note + changed + "<p class=small>Test image (red border) → its 3 nearest training images in "
+    return (head + note + "<p class=small>Test image (red border) → its 3 nearest training images in "
             "embedding space (cosine) with their labels; green border = same class as the test image.</p>"
             f'<div class="gallery">{"".join(rows)}</div>')
 
@@ -409,6 +376,3 @@ def render_html(records: list[RunRecord], path: str | Path, *, title: str = "vit
     out.write_text(page, encoding="utf-8")
     return out
 
-
-from vitlab.report import gen_section as _gen_section  # noqa: E402,F401  (registers the "gen-eval" section)
-from vitlab.report import perf_section  # noqa: E402,F401  (registers the "bench" and "tradeoff" sections)

@@ -5,7 +5,7 @@ shown comes from the records; the Pareto plot is drawn from the trade-off table 
 embedded as a base64 PNG.
 
 Example:
-    >>> from vitlab.report.html import SECTIONS
+    >>> from vitlab.report.base import SECTIONS
     >>> sorted(k for k in SECTIONS if k in ("bench", "tradeoff"))
     ['bench', 'tradeoff']
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitlab.report.html import RenderContext, _table, e, register_section
 from vitlab.record import RunRecord
+from vitlab.report.base import RenderContext, _table, e, register_section
 from vitlab.report.tables import fmt, fmt_p
 
 

@@ -27,8 +27,9 @@ from rich.table import Table
 
 from vitlab.record import RunRecord
 
-__all__ = ["SCALAR_METRICS", "MARKS", "Board", "BoardRow", "leaderboards", "metric_rows", "fmt", "fmt_ci",
-           "leaderboard_table", "to_markdown", "to_csv", "FEWSHOT_KEY"]
+__all__ = ["SCALAR_METRICS", "MARKS", "Board", "BoardRow", "leaderboards", "metric_rows", "fmt", "fmt_ci", "fmt_p",
+           "fmt_sig", "spread_text", "outside_ci", "leaderboard_table", "to_markdown", "to_csv", "gen_eval_markdown",
+           "FEWSHOT_KEY"]
 
 SCALAR_METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "auroc", "cohen_kappa", "cohen_kappa_quadratic")
 # Leaderboard columns of the other tasks, headline first (every metric stays in Markdown/CSV rows).
@@ -68,12 +69,17 @@ class Board:
         return self.metrics[0] if self.metrics else "top1"
 
 
-def fmt(x: Any, digits: int = 3) -> str:
-    """A number with ``digits`` decimals; ``–`` for missing/NaN.
+def fmt(x: Any, digits: int = 3, *, signed: bool = False) -> str:
+    """A metric value with ``digits`` decimals (``+`` in front of positives when ``signed``); ``–`` for missing/NaN.
+
+    The one formatter of metric cells (HTML, Markdown, CSV-free views and the CLI); see also
+    :func:`fmt_ci`, :func:`fmt_p` and, for metrics spanning orders of magnitude, :func:`fmt_sig`.
 
     Example:
         >>> fmt(0.91666), fmt(None), fmt(float("nan")), fmt(-0.0001)
         ('0.917', '–', '–', '0.000')
+        >>> fmt(0.05, signed=True), fmt(-0.05, signed=True), fmt(0.0, signed=True)
+        ('+0.050', '-0.050', '+0.000')
     """
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return "–" if x is None else str(x)
@@ -81,7 +87,58 @@ def fmt(x: Any, digits: int = 3) -> str:
         return "–"
     if round(x, digits) == 0:
         x = 0.0  # no "-0.000"
-    return f"{x:.{digits}f}"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def fmt_sig(x: Any, sig: int = 4) -> str:
+    """A metric value with ``sig`` significant digits, for metrics spanning 1e-4 … 1e3 (FD, KD, IS…);
+    integers as they are; ``–`` when missing.
+
+    Example:
+        >>> fmt_sig(0.132685), fmt_sig(112.898), fmt_sig(4.07e-16), fmt_sig(None), fmt_sig(float("nan")), fmt_sig(3)
+        ('0.1327', '112.9', '4.07e-16', '–', '–', '3')
+        >>> fmt_sig(float("inf"))
+        '∞'
+    """
+    if x is None:
+        return "–"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    if math.isnan(x):
+        return "–"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.{sig}g}"
+
+
+def spread_text(m: dict[str, Any]) -> str:
+    """The uncertainty of one metric entry as plain text (:func:`fmt_sig`): ``[low, high]``, ``± std (…)`` or ``""``.
+
+    Example:
+        >>> spread_text({"value": 1.0, "low": 0.5, "high": 1.5})
+        '[0.5, 1.5]'
+        >>> spread_text({"value": 0.01, "low": None, "std": 0.002, "uncertainty": "mean ± std over subsets"})
+        '± 0.002 (std over subsets)'
+    """
+    if m.get("low") is not None and m.get("high") is not None:
+        return f"[{fmt_sig(m.get('low'))}, {fmt_sig(m.get('high'))}]"
+    if m.get("std") is not None:
+        over = str(m.get("uncertainty", "")).split(" over ")[-1] if m.get("uncertainty") else ""
+        return f"± {fmt_sig(m.get('std'))} (std{' over ' + over if over else ''})"
+    return ""
+
+
+def outside_ci(m: dict[str, Any]) -> bool:
+    """Whether a metric's value lies outside its own interval (old bootstrap records).
+
+    Example:
+        >>> outside_ci({"value": 2.0, "low": 0.0, "high": 1.0}), outside_ci({"value": 0.5})
+        (True, False)
+    """
+    lo, hi, v = m.get("low"), m.get("high"), m.get("value")
+    return all(isinstance(x, (int, float)) for x in (lo, hi, v)) and not lo <= v <= hi
 
 
 def fmt_p(p: Any) -> str:
@@ -283,10 +340,44 @@ def to_markdown(records: list[RunRecord], *, title: str = "vitlab results") -> s
             lines.append("| " + " | ".join(cells + ([MARKS[row.mark][0]] if b.paired else [])) + " |")
         legend = _legend(b)
         lines += ([""] + [f"_{legend}_"] if legend else []) + [""]
-    if any(r.kind == "gen-eval" for r in records):  # imported here: gen_section imports the HTML renderer
-        from vitlab.report.gen_section import gen_eval_markdown
-        lines += gen_eval_markdown(records)
+    lines += gen_eval_markdown(records)
     return "\n".join(lines)
+
+
+def gen_eval_markdown(records: list[RunRecord]) -> list[str]:
+    """Markdown lines: one table (metric, value, 95% CI / spread) per ``gen-eval`` record, then its notes.
+
+    Example:
+        >>> r = RunRecord(kind="gen-eval", config={"sets": {"fake": "folder:f", "real": "folder:r"},
+        ...               "encoder": {"encoder": "dinov2-l"}}, metrics={"fd": {"value": 3.0, "low": 2.0, "high": 4.0}})
+        >>> print("\\n".join(gen_eval_markdown([r])))
+        ## gen-eval · folder:f vs folder:r · encoder `dinov2-l`
+        <BLANKLINE>
+        | metric | value | 95% CI / spread |
+        |---|---:|---|
+        | fd | 3 | [2, 4] |
+        <BLANKLINE>
+    """
+    lines: list[str] = []
+    for r in records:
+        if r.kind != "gen-eval":
+            continue
+        c = r.config
+        sets = c.get("sets") or {}
+        enc = (c.get("encoder") or {}).get("encoder") or "precomputed features"
+        ref = sets.get("real") or c.get("real_stats") or "–"
+        lines += [f"## gen-eval · {_md_escape(sets.get('fake', '?'))} vs {_md_escape(ref)} · encoder "
+                  f"`{_md_escape(enc)}`", "", "| metric | value | 95% CI / spread |", "|---|---:|---|"]
+        for name, m in r.metrics.items():
+            if isinstance(m, dict):
+                flag = " ⚠" if m.get("small_sample") or outside_ci(m) else ""
+                lines.append(f"| {_md_escape(name)} | {fmt_sig(m.get('value'))}{flag} | {_md_escape(spread_text(m))} |")
+        notes = r.details.get("notes", [])
+        lines.append("")
+        if notes:
+            lines += [f"- **{_md_escape('all metrics' if n.get('metric') == '*' else n.get('metric'))}**: "
+                      f"{_md_escape(n.get('message'))}" for n in notes] + [""]
+    return lines
 
 
 def to_csv(records: list[RunRecord], path: str | Path) -> Path:

@@ -1,0 +1,230 @@
+"""Per-task blocks of an eval run in the HTML report: retrieval and segmentation.
+
+Registered with :func:`~vitlab.report.base.register_task_section` under the task a protocol
+declares (``details[protocol]["task"]``); :mod:`vitlab.report.html` shows one block per
+protocol inside each eval run's details (classification keeps its per-class recall,
+confusion matrices and misclassified-image gallery there).
+
+* **retrieval**: the record's example queries, each with its top-5 retrieved gallery images
+  (green border: relevant, i.e. same label as the query; red: not relevant), the query and gallery
+  sizes, the search backend and, for approximate search, the measured recall of the exact
+  neighbours;
+* **segmentation**: per example, the image (cropped to the region the model saw), the
+  ground-truth mask and the prediction side by side, coloured with the fixed palette
+  :data:`vitlab.report.figures.SEG_PALETTE` (ignore pixels grey); the per-class IoU (and Dice)
+  table with class names and colours; the mask resolution.
+
+Images are re-opened from the record's data URI like the misclassified-image gallery
+(:class:`~vitlab.report.base.RenderContext`); a source that cannot be opened or has changed
+gets a note, and the ids and labels still come from the record. Every string from a record is
+escaped.
+
+Example:
+    >>> from vitlab.report.base import TASK_SECTIONS
+    >>> sorted(k for k in TASK_SECTIONS if k in ("retrieval", "segmentation"))
+    ['retrieval', 'segmentation']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vitlab.record import RunRecord
+from vitlab.report.base import (RenderContext, _label, _table, data_fingerprint, e, image_note,
+                                register_task_section)
+from vitlab.report.figures import class_colour, label_map_uri, thumbnail_uri
+from vitlab.report.tables import fmt
+
+__all__ = ["retrieval_block", "segmentation_block", "SEG_SIZE"]
+
+#: Side in pixels of the segmentation example panels (image, ground truth, prediction).
+SEG_SIZE = 112
+
+
+def _anchor(r: RunRecord, proto: str) -> str:
+    return e("".join(ch if ch.isalnum() else "-" for ch in f"run-{r.run_id}-{proto}"))
+
+
+def _classes(r: RunRecord, det: dict[str, Any]) -> list[str]:
+    cls = det.get("classes") or (r.details.get("data") or {}).get("classes") or []
+    return [str(c) for c in cls]
+
+
+# ---------------------------------------------------------------- retrieval
+def _ann_line(ann: dict[str, Any]) -> str:
+    if not isinstance(ann, dict) or ann.get("recall_at_k") is None:
+        return ""
+    index = f" ({ann['index']})" if ann.get("index") else ""
+    return (f" · approximate search{index}: recall@{ann.get('k')} of the exact neighbours = "
+            f"{fmt(ann.get('recall_at_k'), 2)} on {ann.get('sampled_queries')} sampled queries")
+
+
+@register_task_section("retrieval")
+def retrieval_block(proto: str, r: RunRecord, ctx: RenderContext) -> str:
+    """The retrieval block of eval run ``r`` for protocol ``proto``: example queries and their top-5.
+
+    Example:
+        >>> r = RunRecord(kind="eval", config={"data": "sample:x"}, metrics={}, details={"retrieval": {
+        ...     "task": "retrieval", "n_queries": 4, "n_gallery": 9, "backend": "exact",
+        ...     "examples": [{"id": "q<1>", "label": 0, "results": [{"id": "g1", "label": 0, "relevant": True}]}]}})
+        >>> out = retrieval_block("retrieval", r, RenderContext([r], load_images=False))
+        >>> "4 queries" in out and "q&lt;1&gt;" in out and 'class="tile rel"' in out
+        True
+    """
+    d = r.details.get(proto) or {}
+    classes = _classes(r, d)
+    uri = str(r.config.get("data", ""))
+    head = f'<h3 id="{_anchor(r, proto)}">Retrieval · {e(proto)}</h3>'
+    mode = f" · mode {e(str(d['mode']))}" if d.get("mode") else ""
+    info = (f"<p class=small>{e(str(d.get('n_queries', '?')))} queries against {e(str(d.get('n_gallery', '?')))} "
+            f"gallery images{mode} · backend {e(str(d.get('backend', '?')))}{e(_ann_line(d.get('ann')))}</p>")
+    examples = d.get("examples") or []
+    if not examples:
+        return head + info + "<p class=small>No example queries in the record (the data has no ids).</p>"
+    show, note = image_note(ctx, uri, data_fingerprint(r))
+
+    def tile(sid: str, caption: str, cls: str) -> str:
+        img = ""
+        if show:
+            data = ctx.image(uri, sid)
+            img = f'<img alt="{e(sid)}" src="{data}">' if data else "<div class=small>[image unavailable]</div>"
+        return f'<div class="tile {cls}">{img}{caption}<br><span class=small>{e(sid)}</span></div>'
+
+    rows = []
+    for ex in examples:
+        q = tile(str(ex.get("id")), f"query <b>{e(_label(classes, ex.get('label')))}</b>", "query")
+        res = []
+        for rank, hit in enumerate(ex.get("results") or [], 1):
+            rel = bool(hit.get("relevant"))
+            mark = '<span class="leader">✓</span>' if rel else '<span class="worse">✗</span>'
+            res.append(tile(str(hit.get("id")), f"{rank}. {mark} {e(_label(classes, hit.get('label')))}",
+                            "rel" if rel else "irr"))
+        n_rel = sum(bool(h.get("relevant")) for h in ex.get("results") or [])
+        rows.append(f'<div class="gal retrieval-example">{q}<span class="sep">→</span>{"".join(res)}'
+                    f'<span class="sep small">{n_rel}/{len(res)} relevant</span></div>')
+    return (head + info + note + "<p class=small>Query (blue border) → its top-5 retrieved gallery images, best "
+            "first, with their labels; green border ✓ = relevant (same label as the query), red border ✗ = not "
+            f'relevant.</p><div class="gallery">{"".join(rows)}</div>')
+
+
+# ---------------------------------------------------------------- segmentation
+def _view_crop(img: Any, shape: tuple[int, int], preprocessing: dict[str, Any] | None) -> Any:
+    """The part of ``img`` the model saw, matching a mask of ``shape`` (``(H, W)``) cropped to the view box."""
+    h, w = shape
+    if img.size == (w, h):
+        return img
+    box = None
+    if isinstance(preprocessing, dict):
+        try:
+            from vitlab.backbones.preprocessing import Preprocessing
+
+            kw = {k: tuple(v) if isinstance(v, list) else v for k, v in preprocessing.items()
+                  if k in Preprocessing.__dataclass_fields__}
+            top, left, bh, bw = Preprocessing(**kw).view_box(img.height, img.width)
+            if (bh, bw) == (h, w):
+                box = (left, top, left + bw, top + bh)
+        except Exception:  # noqa: BLE001 - fall back to a centre crop
+            box = None
+    if box is None and img.height >= h and img.width >= w:
+        top, left = (img.height - h) // 2, (img.width - w) // 2
+        box = (left, top, left + w, top + h)
+    return img.crop(box) if box else img
+
+
+def _pixel_accuracy(mask: np.ndarray, pred: np.ndarray, ignore: int | None) -> float | None:
+    if mask.shape != pred.shape:
+        return None
+    keep = mask != ignore if ignore is not None else np.ones(mask.shape, bool)
+    return float((mask[keep] == pred[keep]).mean()) if keep.any() else None
+
+
+def _panel(inner: str, label: str) -> str:
+    return f'<div class="seg-panel">{inner}<span class=small>{e(label)}</span></div>'
+
+
+def _swatch(i: int, ignore: int | None = None) -> str:
+    return f'<span class="swatch" style="background:{class_colour(i, ignore)}"></span>'
+
+
+def _iou_table(d: dict[str, Any], classes: list[str]) -> str:
+    iou, dice = d.get("per_class_iou") or [], d.get("per_class_dice") or []
+    n = max(len(iou), len(classes))
+    rows = []
+    for i in range(n):
+        v = iou[i] if i < len(iou) else None
+        w = int(60 * v) if isinstance(v, (int, float)) and v == v else 0
+        name = classes[i] if i < len(classes) else str(i)
+        rows.append([f'<td class="num">{i}</td>', f"<td>{_swatch(i)}{e(name)}</td>",
+                     f'<td class="num"><span class="bar" style="width:{w}px"></span>{fmt(v)}</td>',
+                     f'<td class="num">{fmt(dice[i] if i < len(dice) else None)}</td>'])
+    return _table(["#", "class", "IoU", "Dice"], rows, "Over all test pixels of the class (pixels with the ignore "
+                  "index excluded); – = the class never occurs in the ground truth or the prediction.")
+
+
+@register_task_section("segmentation")
+def segmentation_block(proto: str, r: RunRecord, ctx: RenderContext) -> str:
+    """The segmentation block of eval run ``r`` for protocol ``proto``: examples, per-class IoU, mask resolution.
+
+    Example:
+        >>> r = RunRecord(kind="eval", config={"data": "sample:x"}, metrics={}, details={"seg-knn": {
+        ...     "task": "segmentation", "per_class_iou": [0.5, 0.25], "classes": ["sky", "<tree>"],
+        ...     "ignore_index": 255, "grid": [2, 2], "mask_sizes": [[2, 2]], "mask_resolution": "native",
+        ...     "examples": [{"id": "a", "mask": [[0, 1], [255, 1]], "pred": [[0, 1], [0, 0]]}]}})
+        >>> out = segmentation_block("seg-knn", r, RenderContext([r], load_images=False))
+        >>> out.count('class="seg-example"'), "&lt;tree&gt;" in out, "0.250" in out
+        (1, True, True)
+    """
+    d = r.details.get(proto) or {}
+    classes = _classes(r, d)
+    ignore = d.get("ignore_index")
+    uri = str(r.config.get("data", ""))
+    head = f'<h3 id="{_anchor(r, proto)}">Segmentation · {e(proto)}</h3>'
+    sizes = ", ".join("×".join(str(v) for v in s) for s in d.get("mask_sizes") or [] if isinstance(s, list))
+    grid = "×".join(str(v) for v in d.get("grid") or [])
+    res = (f"<p class=small>Mask resolution: {e(str(d.get('mask_resolution', 'not recorded')))}"
+           f"{' (' + e(sizes) + ')' if sizes else ''}{' · patch grid ' + e(grid) if grid else ''}"
+           f"{' · ignore index ' + e(str(ignore)) if ignore is not None else ''}</p>")
+    out = [head, res, "<h4>Per-class IoU</h4>", _iou_table(d, classes)]
+    examples = d.get("examples") or []
+    if not examples:
+        return "".join(out) + "<p class=small>No examples in the record.</p>"
+    show, note = image_note(ctx, uri, data_fingerprint(r), what="ids and masks")
+    pre = (r.fingerprints.get("backbone") or {}).get("preprocessing") \
+        if isinstance(r.fingerprints.get("backbone"), dict) else None
+    figs = []
+    for ex in examples:
+        sid = str(ex.get("id"))
+        try:
+            mask, pred = np.asarray(ex.get("mask"), dtype=np.int64), np.asarray(ex.get("pred"), dtype=np.int64)
+            m_uri, p_uri = label_map_uri(mask, ignore_index=ignore, size=SEG_SIZE), \
+                label_map_uri(pred, ignore_index=ignore, size=SEG_SIZE)
+        except Exception as err:  # noqa: BLE001 - one malformed example must not sink the report
+            figs.append(f'<figure class="seg-example"><p class="note">{e(sid)}: masks unreadable '
+                        f"({e(type(err).__name__)})</p></figure>")
+            continue
+        img_html = ""
+        if show:
+            img = ctx.pil_image(uri, sid)
+            try:
+                data = thumbnail_uri(_view_crop(img, mask.shape, pre), SEG_SIZE) if img is not None else None
+            except Exception:  # noqa: BLE001
+                data = None
+            img_html = _panel(f'<img alt="image {e(sid)}" src="{data}">' if data
+                              else '<div class="seg-missing small">[image unavailable]</div>', "image")
+        acc = _pixel_accuracy(mask, pred, ignore)
+        present = sorted({int(v) for v in np.unique(np.concatenate([mask.ravel(), pred.ravel()]))} - {ignore})
+        legend = " ".join(f'<span class="key">{_swatch(i)}{e(_label(classes, i))}</span>' for i in present)
+        figs.append(f'<figure class="seg-example"><div class="seg-row">{img_html}'
+                    + _panel(f'<img alt="ground truth {e(sid)}" src="{m_uri}">', "ground truth")
+                    + _panel(f'<img alt="prediction {e(sid)}" src="{p_uri}">', "prediction") + "</div>"
+                    f"<figcaption><code>{e(sid)}</code>{' · pixel accuracy ' + fmt(acc) if acc is not None else ''}"
+                    f'<br><span class="legend">{legend}</span></figcaption></figure>')
+    key = (f"Colours: the fixed palette of the report (class <i>i</i> in colour <i>i</i> of matplotlib's tab20, "
+           f"as in the table above); {_swatch(-1, -1)} grey = ignored (unlabelled) pixels"
+           f"{' (value ' + e(str(ignore)) + ')' if ignore is not None else ''}.")
+    out += ["<h4>Examples</h4>", note, f"<p class=small>Each example: {'the image as the model saw it, ' if show else ''}"
+            f"the ground-truth mask and the prediction. {key}</p>", f'<div class="figs">{"".join(figs)}</div>']
+    return "".join(out)
+
