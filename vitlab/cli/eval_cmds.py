@@ -110,15 +110,23 @@ def compare_cmd(
 
 
 def _verdicts(record) -> None:
+    from rich.markup import escape
+
+    from vitlab.report.tables import fmt, fmt_p
+
     for ds, per in record.details["pairwise"].items():
         for proto, tests in per.items():
             for t in tests:
                 sign = "better" if t["diff"] > 0 else "worse"
                 verdict = (f"[green]significantly {sign}[/]" if t["significant"]
                            else "[yellow]not significantly different[/]")
-                console.print(f"{ds} · {proto}: {t['a']} vs {t['b']}: Δtop1 = {t['diff']:+.3f} "
-                              f"[{t['low']:+.3f}, {t['high']:+.3f}], p(boot, Holm) = {t['p_bootstrap_holm']:.3g}, "
-                              f"p(McNemar, Holm) = {t['p_mcnemar_holm']:.3g} → {verdict}", highlight=False)
+                ci = escape(f"[{fmt(t.get('low'), signed=True)}, {fmt(t.get('high'), signed=True)}]")
+                ps = ", ".join(f"p({name}, Holm) = {fmt_p(t[key])}" for key, name in
+                               (("p_bootstrap_holm", "boot"), ("p_mcnemar_holm", "McNemar"), ("p_delong_holm", "DeLong"))
+                               if t.get(key) is not None)
+                console.print(f"{escape(ds)} · {escape(proto)}: {escape(str(t['a']))} vs {escape(str(t['b']))}: "
+                              f"Δ{escape(str(t.get('metric', 'top1')))} = {fmt(t['diff'], signed=True)} {ci}, {ps} "
+                              f"→ {verdict}", highlight=False)
 
 
 @app.command("report")

@@ -40,7 +40,9 @@ def _one(role: str, data: Optional[str], features: Optional[Path]) -> Any:
 
 
 def _fmt(v: Any) -> str:
-    return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+    from vitlab.report.tables import fmt_sig  # the report's formatter of generative metrics (4 significant digits)
+
+    return fmt_sig(v)
 
 
 def _show(record) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from vitlab.cli.app import CacheDir, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
+from vitlab.report.tables import fmt
 
 Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
 Json = typer.Option(False, "--json", help="Print the run record as JSON on stdout.")
@@ -119,12 +120,13 @@ def tradeoff_table(record: Any) -> Table:
             continue
         d = (r.get("delta") or {}).get(key)
         sig = d is not None and (d["low"] > 0 or d["high"] < 0)
-        delta = "–" if d is None else f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+        delta = "–" if d is None else \
+            f"{fmt(d['diff'], signed=True)} [{fmt(d['low'], signed=True)}, {fmt(d['high'], signed=True)}]"
         sp = r.get("speedup") or {}
         acc = (r.get("accuracy") or {}).get(key) or {}
         t.add_row(name, _f(r.get("images_per_s"), ".0f") + ("*" if r.get("images_per_s_derived") else ""),
                   "–" if sp.get("value") is None else f"{sp['value']:.2f}×", _f(r.get("flops_reduction"), ".2f"),
-                  _f(acc.get("value"), ".3f"), f"[red]{delta}[/]" if sig and d["diff"] < 0 else delta,
+                  fmt(acc.get("value")), f"[red]{escape(delta)}[/]" if sig and d["diff"] < 0 else escape(delta),
                   "★" if r.get("pareto") else "")
     return t
 
@@ -184,8 +186,8 @@ def tradeoff_cmd(
          "measured exit speed-up. Timings are rough figures on this machine.[/]")
     for label, ex in res.exits.items():
         p = ex.point
-        console.print(f"{escape(label)}: threshold {p['threshold']:.2f} → accuracy {p['accuracy']:.4f} "
-                      f"(last-layer head {ex.last_layer_accuracy:.4f}), measured speed-up {p['speedup']:.2f}×, "
+        console.print(f"{escape(label)}: threshold {p['threshold']:.2f} → accuracy {fmt(p['accuracy'], 4)} "
+                      f"(last-layer head {fmt(ex.last_layer_accuracy, 4)}), measured speed-up {p['speedup']:.2f}×, "
                       f"mean exit layer {p['mean_exit_layer']:.2f}", highlight=False)
     if plot is not None:
         console.print(f"Pareto plot → {plot}")
