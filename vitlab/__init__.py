@@ -56,15 +56,20 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
     return EmbeddingStore(cache_dir).get_or_compute(backbone, source, **kwargs)
 
 
-from vitlab.compare import compare  # noqa: E402
-from vitlab.evaluate import evaluate  # noqa: E402
-from vitlab.generative import gen_eval, gen_stats  # noqa: E402
+_LAZY = {"evaluate": "vitlab.evaluate", "compare": "vitlab.compare", "gen_eval": "vitlab.generative",
+         "gen_stats": "vitlab.generative", "bench": "vitlab.perf", "benchmark": "vitlab.perf",
+         "tradeoff": "vitlab.perf"}
 
-def __getattr__(name: str) -> Any:  # lazy, so `import vitlab` does not load matplotlib
-    if name in ("bench", "benchmark", "tradeoff"):
+
+def __getattr__(name: str) -> Any:
+    """The heavier entry points load on first use, so ``import vitlab`` (and a cache hit from the CLI) stays
+    light: scikit-learn, SciPy and matplotlib are imported only by what needs them."""
+    if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module("vitlab.perf"), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
 
 

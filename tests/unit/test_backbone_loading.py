@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import vitlab
+from vitlab.backbones.base import hash_state_dict
 from vitlab.backbones import resolve_name
 from vitlab.backbones.demo import demo_info
 from vitlab.errors import BackboneError, ConfigError, UnknownNameError
@@ -69,7 +70,26 @@ def test_file_checkpoint_with_arch_in_query(tmp_path):
     bb, p = _tiny_state(tmp_path)
     loaded = vitlab.load_backbone(f"file:{p}?arch=vit_small_patch16_224", img_size=32, patch_size=8, embed_dim=32,
                                   depth=2, num_heads=2)
-    assert loaded.weights_id == bb.weights_id
+    assert hash_state_dict(loaded.model) == hash_state_dict(bb.model)  # the same weights...
+    assert loaded.weights_id != bb.weights_id  # ...identified by the checkpoint's content, not re-hashed
+
+
+def test_a_known_checkpoint_loads_deferred_and_its_id_follows_the_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLAB_CACHE_DIR", str(tmp_path / "cache"))
+    bb, p = _tiny_state(tmp_path)
+    kw = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    first = vitlab.load_backbone(f"file:{p}?arch=vit_small_patch16_224", **kw)
+    second = vitlab.load_backbone(f"file:{p}?arch=vit_small_patch16_224", **kw)
+    assert first.model_loaded and not second.model_loaded  # the spec was remembered: nothing built
+    assert second.weights_id == first.weights_id and second.spec == first.spec
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(second.forward_tokens(x).tokens[1], first.forward_tokens(x).tokens[1])
+    assert second.model_loaded and second.weights_id == first.weights_id
+    with torch.no_grad():
+        next(second.model.parameters()).add_(1.0)  # changed in place after the deferred build
+    assert second.weights_id != first.weights_id
+    save_file({k: v + 1 for k, v in bb.model.state_dict().items()}, str(p))  # new bytes, new id
+    assert vitlab.load_backbone(f"file:{p}?arch=vit_small_patch16_224", **kw).weights_id != first.weights_id
 
 
 def test_file_checkpoint_pth_with_nested_state_dict_and_prefix(tmp_path):
@@ -78,7 +98,7 @@ def test_file_checkpoint_pth_with_nested_state_dict_and_prefix(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in bb.model.state_dict().items()}}, p)
     p.with_suffix(".json").write_text(json.dumps({"arch": "vit_small_patch16_224", "model_kwargs": dict(
         img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)}))
-    assert vitlab.load_backbone(f"file:{p}").weights_id == bb.weights_id
+    assert hash_state_dict(vitlab.load_backbone(f"file:{p}").model) == hash_state_dict(bb.model)
 
 
 def test_file_checkpoint_without_arch_says_how(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,6 +64,21 @@ class BackboneSpec:
         d["preprocessing"] = self.preprocessing.to_dict()
         d["patch_size"] = list(self.patch_size)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackboneSpec:
+        """Inverse of :meth:`to_dict`.
+
+        Example:
+            >>> s = BackboneSpec("x", 8, 2, (4, 4), 1, 0, True, Preprocessing(input_size=(8, 8)), False)
+            >>> BackboneSpec.from_dict(s.to_dict()) == s
+            True
+        """
+        d = dict(d)
+        prep = d.pop("preprocessing")
+        if isinstance(prep.get("input_size"), list):
+            prep = {**prep, "input_size": tuple(prep["input_size"])}
+        return cls(**{**d, "patch_size": tuple(d["patch_size"]), "preprocessing": Preprocessing.from_dict(prep)})
 
 
 @dataclass
@@ -193,9 +208,53 @@ class Backbone(ABC):
     """
 
     def __init__(self, model: nn.Module, spec: BackboneSpec, *, accel: dict[str, Any] | None = None) -> None:
+        self.__dict__["_factory"] = None
         self.model = model.eval().requires_grad_(False)
         self.spec = spec
         self.accel = accel
+
+    @classmethod
+    def deferred(cls, factory: Callable[[], nn.Module], spec: BackboneSpec, weights_id: str,
+                 device: str | torch.device = "cpu") -> Backbone:
+        """A backbone whose model is built by ``factory()`` on first use of :attr:`model`.
+
+        For loaders that know the spec and a sound weights id without building the model (a local
+        checkpoint identified by its content hash): a cache hit then never builds it. The id is
+        pinned; if the model, once built, is changed in place, the id changes with it.
+
+        Example:
+            >>> spec = vitlab.load_backbone("demo:fmnist-vit").spec  # doctest: +SKIP
+            >>> bb = TimmBackbone.deferred(lambda: build(), spec, "ab12")  # doctest: +SKIP
+            >>> bb.model_loaded, bb.weights_id  # doctest: +SKIP
+            (False, 'ab12')
+        """
+        bb = cls.__new__(cls)
+        bb.__dict__.update(_model=None, _factory=factory, _device=torch.device(device), spec=spec, accel=None)
+        bb.weights_id = weights_id
+        return bb
+
+    @property
+    def model(self) -> nn.Module:
+        """The ``nn.Module`` (built now if this backbone was :meth:`deferred`)."""
+        d = self.__dict__
+        if d.get("_model") is None and d.get("_factory") is not None:
+            # first use may come inside torch.inference_mode (a forward pass): build normal tensors anyway
+            with torch.inference_mode(False), torch.no_grad():
+                m = d["_factory"]().eval().requires_grad_(False).to(d.get("_device", "cpu"))
+                d["_model"], d["_factory"] = m, None
+                if d.get("weights_id") is not None:  # the pin holds for the weights as built
+                    d["_weights_pin"] = (d["weights_id"], id(m), weights_signature(m))
+        return d["_model"]
+
+    @model.setter
+    def model(self, m: nn.Module) -> None:
+        self.__dict__["_model"] = m
+        self.__dict__["_factory"] = None
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the model has been built (always, unless the backbone was :meth:`deferred`)."""
+        return self.__dict__.get("_model") is not None
 
     # -- identity ---------------------------------------------------------------
     @property
@@ -218,8 +277,10 @@ class Backbone(ABC):
             True
         """
         d = self.__dict__
-        sig = weights_signature(self.model)
         pinned = d.get("weights_id")
+        if pinned is not None and not self.model_loaded:  # deferred: nothing built, nothing changed
+            return pinned
+        sig = weights_signature(self.model)
         if pinned is not None:
             base = d.get("_weights_pin")
             if base is None or base[0] != pinned or base[1] != id(self.model):  # pinned on this model now
@@ -273,6 +334,8 @@ class Backbone(ABC):
 
     @property
     def device(self) -> torch.device:
+        if not self.model_loaded:
+            return torch.device(self.__dict__.get("_device", "cpu"))
         p = next(iter(self.model.parameters()), None)
         return p.device if p is not None else torch.device("cpu")
 
@@ -283,6 +346,9 @@ class Backbone(ABC):
 
     def to(self, device: str | torch.device) -> Backbone:
         """Move the model to ``device`` (in place on this backbone's own model) and return self."""
+        if not self.model_loaded:
+            self.__dict__["_device"] = torch.device(device)
+            return self
         with self.same_weights():
             self.model.to(device)
         return self

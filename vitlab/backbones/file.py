@@ -8,12 +8,15 @@ safetensors metadata key ``arch``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vitlab.backbones.base import BackboneSpec
 from vitlab.backbones.preprocessing import Preprocessing
 from vitlab.backbones.timm import TimmBackbone, create_timm_model, spec_from_timm
 from vitlab.errors import BackboneError
@@ -66,9 +69,86 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """blake2b of a file's bytes (identifies a checkpoint's weights without loading them)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _safetensors_arch(path: Path) -> str | None:
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("arch")
+    except (SafetensorError, OSError) as e:
+        raise BackboneError(f"{path}: not a readable safetensors file ({e}).") from e
+
+
+def _spec_cache_path(ident: str) -> Path | None:
+    from vitlab.store.store import default_cache_dir
+
+    return default_cache_dir() / "specs" / f"{ident}.json"
+
+
+def _cached_spec(ident: str) -> BackboneSpec | None:
+    path = _spec_cache_path(ident)
+    try:
+        return BackboneSpec.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remember_spec(ident: str, spec: BackboneSpec) -> None:
+    path = _spec_cache_path(ident)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(spec.to_dict()))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs the shortcut, never correctness
+        pass
+
+
+def _build(path: Path, arch: str, model_kwargs: dict[str, Any], seed: int, pretrained: bool) -> torch.nn.Module:
+    """Create the timm model and load the checkpoint into it (strictly, with a clear error on mismatch)."""
+    model = create_timm_model(arch, pretrained=False, seed=seed, **model_kwargs)
+    if not pretrained:
+        return model
+    state, _ = read_state_dict(path)
+    state = _strip_prefixes(state)
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith("head")}  # classifier heads
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or bad_shape:
+        raise BackboneError(
+            f"file:{path} does not match timm arch {arch!r} {model_kwargs or ''}: "
+            + "; ".join(f"{what} ({len(ks)}): {', '.join(ks[:5])}{' ...' if len(ks) > 5 else ''}"
+                        for what, ks in (("missing keys", missing), ("unexpected keys", unexpected),
+                                         ("shape mismatches", bad_shape)) if ks)
+            + ". Check the architecture name and its kwargs (img_size, patch_size, embed_dim, depth).")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def load_file(target: str, *, pretrained: bool = True, seed: int = 0, arch: str | None = None,
               name: str | None = None, **kwargs: Any) -> TimmBackbone:
     """Load ``file:<path>[?arch=<timm arch>]``.
+
+    With ``pretrained`` (the checkpoint's weights), the backbone is identified by the checkpoint's
+    content hash with its architecture and kwargs: its ``weights_id`` is that identity, and once
+    the model has been built one time its spec is remembered (``<cache>/specs/``), so later loads
+    are :meth:`~vitlab.backbones.base.Backbone.deferred`: a cache hit neither imports timm nor
+    builds the model. Sound because the same bytes, architecture and kwargs always load the same
+    weights strictly; a model changed in place after loading gets a new id.
 
     Example:
         >>> bb = load_file("ckpt.safetensors", arch="vit_small_patch16_224")  # doctest: +SKIP
@@ -87,30 +167,30 @@ def load_file(target: str, *, pretrained: bool = True, seed: int = 0, arch: str 
         raise BackboneError(f"file:{path}: unsupported checkpoint type {path.suffix!r}; "
                             f"expected one of {', '.join(CHECKPOINT_SUFFIXES)}.")
     side = read_sidecar(path)
-    state, meta = read_state_dict(path)
-    arch = arch or side.get("arch") or meta.get("arch")
+    if pretrained:
+        arch = arch or side.get("arch") or _safetensors_arch(path)
+    else:
+        arch = arch or side.get("arch") or read_state_dict(path)[1].get("arch")
     if not arch:
         raise BackboneError(
             f"file:{path}: the architecture is unknown. Pass it as file:{path}?arch=vit_small_patch16_224 "
             f"(any timm model name), or write a sidecar {path.with_suffix('.json').name} with {{\"arch\": ...}}.")
     model_kwargs = {**side.get("model_kwargs", {}), **kwargs}
     model_kwargs.pop("num_classes", None)
-    model = create_timm_model(arch, pretrained=False, seed=seed, **model_kwargs)
-    if pretrained:
-        state = _strip_prefixes(state)
-        own = model.state_dict()
-        state = {k: v for k, v in state.items() if k in own or not k.startswith("head")}  # classifier heads
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                     for k in state if k in own and state[k].shape != own[k].shape]
-        if missing or unexpected or bad_shape:
-            raise BackboneError(
-                f"file:{path} does not match timm arch {arch!r} {model_kwargs or ''}: "
-                + "; ".join(f"{what} ({len(ks)}): {', '.join(ks[:5])}{' ...' if len(ks) > 5 else ''}"
-                            for what, ks in (("missing keys", missing), ("unexpected keys", unexpected),
-                                             ("shape mismatches", bad_shape)) if ks)
-                + ". Check the architecture name and its kwargs (img_size, patch_size, embed_dim, depth).")
-        model.load_state_dict(state, strict=True)
     prep = Preprocessing.from_dict(side["preprocessing"]) if "preprocessing" in side else None
-    return TimmBackbone(model, spec_from_timm(model, name or f"file:{path.resolve()}", pretrained, prep))
+    bb_name = name or f"file:{path.resolve()}"
+    if not pretrained:
+        model = _build(path, arch, model_kwargs, seed, pretrained=False)
+        return TimmBackbone(model, spec_from_timm(model, bb_name, False, prep))
+    ident = hashlib.blake2b(json.dumps({"file": file_digest(path), "arch": arch, "kwargs": model_kwargs,
+                                        "name": bb_name, "preprocessing": side.get("preprocessing")},
+                                       sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    spec = _cached_spec(ident)
+    if spec is not None:
+        return TimmBackbone.deferred(lambda: _build(path, arch, model_kwargs, seed, True), spec, ident)
+    model = _build(path, arch, model_kwargs, seed, pretrained=True)
+    spec = spec_from_timm(model, bb_name, True, prep)
+    _remember_spec(ident, spec)
+    bb = TimmBackbone(model, spec)
+    bb.weights_id = ident
+    return bb
