@@ -50,18 +50,18 @@ def test_halfsample_fd_matches_a_manual_loop_without_replacement():
     assert all(len(np.unique(i)) == len(i) for h in halves for i in h)  # no row twice
     manual = np.array([sqrtm_fd(real[ir], fake[jf]) for ir, jf in halves])
     np.testing.assert_allclose(ci.samples, manual, rtol=1e-8)
-    assert ci.estimate == pytest.approx(frechet_distance(real, fake), rel=1e-12)
+    assert ci.value == pytest.approx(frechet_distance(real, fake), rel=1e-12)
     # even sizes: the delete-half jackknife factor r/d is 1, so se is the plain sd of the half values
     se = manual.std(ddof=1)
     assert ci.se == pytest.approx(se, rel=1e-8)
-    assert (ci.low, ci.high) == pytest.approx((ci.estimate - Z95 * se, ci.estimate + Z95 * se), rel=1e-8)
-    bias = manual.mean() - ci.estimate
+    assert (ci.low, ci.high) == pytest.approx((ci.value - Z95 * se, ci.value + Z95 * se), rel=1e-8)
+    bias = manual.mean() - ci.value
     assert ci.bias == pytest.approx(bias, rel=1e-8)
-    assert ci.debiased == pytest.approx(2 * ci.estimate - manual.mean(), rel=1e-8)
+    assert ci.debiased.value == pytest.approx(2 * ci.value - manual.mean(), rel=1e-8)
     se_d = se * math.sqrt(1 + 1 / 8)
-    assert ci.debiased_se == pytest.approx(se_d, rel=1e-8)
-    assert (ci.debiased_low, ci.debiased_high) == pytest.approx(
-        (ci.debiased - Z95 * se_d, ci.debiased + Z95 * se_d), rel=1e-8)
+    assert ci.debiased.se == pytest.approx(se_d, rel=1e-8)
+    assert (ci.debiased.low, ci.debiased.high) == pytest.approx(
+        (ci.debiased.value - Z95 * se_d, ci.debiased.value + Z95 * se_d), rel=1e-8)
     assert ci.n_resamples == 8 and ci.level == 0.95 and ci.method == "half-sample"
 
 
@@ -70,13 +70,13 @@ def test_every_interval_contains_its_estimate():
     for n, shift in ((40, 0.0), (41, 0.2), (120, 1.0)):
         real, fake = rng.standard_normal((n, 3)), rng.standard_normal((n + 7, 3)) + shift
         ci = halfsample_fd(real, fake, n_resamples=6, seed=n)
-        assert ci.low <= ci.estimate <= ci.high and ci.low >= 0.0
-        assert ci.debiased_low <= ci.debiased <= ci.debiased_high
+        assert ci.low <= ci.value <= ci.high and ci.low >= 0.0
+        assert ci.debiased.low <= ci.debiased.value <= ci.debiased.high
         for name, c in halfsample_prdc(real, fake, n_resamples=4, seed=n).items():
-            assert c.low <= c.estimate <= c.high, name
+            assert c.low <= c.value <= c.high, name
             assert 0.0 <= c.low and (name == "density" or c.high <= 1.0)
         v = halfsample_vendi(fake, n_resamples=5, seed=n)
-        assert 1.0 <= v.low <= v.estimate <= v.high
+        assert 1.0 <= v.low <= v.value <= v.high
 
 
 def test_halfsample_ci_arithmetic_factor_and_bounds():
@@ -85,8 +85,8 @@ def test_halfsample_ci_arithmetic_factor_and_bounds():
     var = 0.5 * s.var(ddof=1)
     z90 = 1.6448536269514722
     assert ci.se == pytest.approx(math.sqrt(var)) and ci.high == pytest.approx(2.0 + z90 * math.sqrt(var))
-    assert ci.bias == pytest.approx(0.5 * (2.5 - 2.0)) and ci.debiased == pytest.approx(1.75)
-    assert ci.debiased_se == pytest.approx(math.sqrt(var * (1 + 0.5 / 4)))
+    assert ci.bias == pytest.approx(0.5 * (2.5 - 2.0)) and ci.debiased.value == pytest.approx(1.75)
+    assert ci.debiased.se == pytest.approx(math.sqrt(var * (1 + 0.5 / 4)))
     clipped = halfsample_ci(0.99, np.array([0.9, 1.0, 0.95]), 0.95, bounds=(0.0, 1.0))
     assert clipped.high == 1.0 and clipped.low < 0.99
     # odd sizes: halves of floor(n/2) rows; factor floor(n/2) / ceil(n/2), the largest over the sets
@@ -121,7 +121,7 @@ def test_halfsample_prdc_and_vendi_match_manual_loops():
     for i, name in enumerate(("precision", "recall", "density", "coverage")):
         ci = cis[name]
         np.testing.assert_allclose(ci.samples, manual[:, i], rtol=1e-12)
-        assert ci.estimate == getattr(full, name) and ci.level == 0.9
+        assert ci.value == getattr(full, name) and ci.level == 0.9
         assert ci.se == pytest.approx(manual[:, i].std(ddof=1), rel=1e-12)
         assert ci.bias is None and ci.debiased is None  # PRDC gets no bias correction
     again = halfsample_prdc(real, fake, n_resamples=4, seed=1, level=0.9)
@@ -130,7 +130,7 @@ def test_halfsample_prdc_and_vendi_match_manual_loops():
     v = halfsample_vendi(fake, n_resamples=6, seed=2)
     manual_v = [vendi_score(fake[i]) for (i,) in manual_halves((130,), 6, 2)]
     np.testing.assert_allclose(v.samples, manual_v, rtol=1e-12)
-    assert v.estimate == pytest.approx(vendi_score(fake))
+    assert v.value == pytest.approx(vendi_score(fake))
     assert v.se == pytest.approx(np.std(manual_v, ddof=1), rel=1e-10)
 
 

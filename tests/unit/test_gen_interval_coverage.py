@@ -68,9 +68,9 @@ def test_fd_interval_covers_expected_fd_and_debiased_covers_true_fd():
     for rep in range(reps):
         ci = halfsample_fd(rng.standard_normal((n, d)), rng.standard_normal((n, d)) * scale + mu2,
                            n_resamples=b, seed=rep)
-        assert ci.low <= ci.estimate <= ci.high and ci.debiased_low <= ci.debiased <= ci.debiased_high
+        assert ci.low <= ci.value <= ci.high and ci.debiased.low <= ci.debiased.value <= ci.debiased.high
         hit_e += ci.low <= e_n <= ci.high
-        hit_deb += ci.debiased_low <= fd_true <= ci.debiased_high
+        hit_deb += ci.debiased.low <= fd_true <= ci.debiased.high
         hit_plain_true += ci.low <= fd_true <= ci.high
         ses.append(ci.se)
     cov_e, cov_deb, cov_plain = hit_e / reps, hit_deb / reps, hit_plain_true / reps
@@ -99,7 +99,7 @@ def test_prdc_intervals_cover_the_expected_values():
     for rep in range(reps):
         cis = halfsample_prdc(*draw(), n_resamples=b, seed=rep)
         for m in NAMES:
-            assert cis[m].low <= cis[m].estimate <= cis[m].high, m
+            assert cis[m].low <= cis[m].value <= cis[m].high, m
         hits += [cis[m].low <= e_n[i] <= cis[m].high for i, m in enumerate(NAMES)]
         ses.append([cis[m].se for m in NAMES])
     cov, ratio = hits / reps, np.mean(ses, 0) / sd_n
@@ -121,7 +121,7 @@ def test_vendi_interval_covers_the_expected_value():
     hits, ses = 0, []
     for rep in range(reps):
         ci = halfsample_vendi(draw(), n_resamples=b, seed=rep)
-        assert ci.low <= ci.estimate <= ci.high
+        assert ci.low <= ci.value <= ci.high
         hits += ci.low <= e_n <= ci.high
         ses.append(ci.se)
     cov, ratio = hits / reps, float(np.mean(ses)) / sd_n

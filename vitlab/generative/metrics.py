@@ -1,7 +1,8 @@
 """The generative metrics of ``gen_eval``: names, what each needs, defaults (dgm-eval's) and uncertainty.
 
 The math lives in :mod:`vitlab.metrics`; this module only picks inputs, settings and
-uncertainty and turns results into run-record entries ``{"value", "low", "high", ...}``.
+uncertainty and turns results into run-record entries ``{"value", "low", "high", ...}``
+(intervals through :meth:`vitlab.stats.interval.Interval.to_entry`).
 
 | metric | needs | uncertainty |
 |---|---|---|
@@ -48,7 +49,7 @@ import numpy as np
 from vitlab.errors import ConfigError, UnknownNameError
 from vitlab.metrics import fd as fd_mod
 from vitlab.metrics._validate import SmallSampleWarning, warn_small_sample
-from vitlab.metrics.bootstrap_gen import HalfSampleCI, halfsample_fd, halfsample_prdc, halfsample_vendi
+from vitlab.metrics.bootstrap_gen import halfsample_fd, halfsample_prdc, halfsample_vendi
 from vitlab.metrics.fls import fls_scores, split_fls_sets
 from vitlab.metrics.inception_score import inception_score
 from vitlab.metrics.kd import kernel_distance
@@ -175,11 +176,6 @@ class MetricInputs:
     device: Any = None
 
 
-def _ci(ci: HalfSampleCI, **extra: Any) -> dict[str, Any]:
-    return {"value": ci.estimate, "low": ci.low, "high": ci.high, "se": ci.se, "level": ci.level,
-            "n_resamples": ci.n_resamples, "method": ci.method, **extra}
-
-
 def _point(value: float, **extra: Any) -> dict[str, Any]:
     return {"value": float(value), "low": None, "high": None, **extra}
 
@@ -217,11 +213,11 @@ def _m_fd(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]
         value = fd_mod.frechet_distance(inp.real, inp.fake, device=inp.device)
         return {"fd": _point(value, **({"note": why} if why and b else {}))}, {}
     ci = halfsample_fd(inp.real, inp.fake, n_resamples=b, level=cfg.level, seed=seed, device=inp.device)
-    deb = {"value": ci.debiased, "low": ci.debiased_low, "high": ci.debiased_high, "se": ci.debiased_se,
-           "level": ci.level, "n_resamples": ci.n_resamples, "method": ci.method, "bias": ci.bias,
-           "estimator": "fd - bias (2·fd − mean of half-sample FDs); estimates the population FD, can be < 0"}
-    return {"fd": _ci(ci, bias=ci.bias, caveat="FD is biased upwards in finite samples: the interval covers "
-                                               "the expected FD at these sample sizes; see fd_debiased"),
+    assert ci.debiased is not None
+    deb = ci.debiased.to_entry(bias=ci.bias, estimator="fd - bias (2·fd − mean of half-sample FDs); estimates "
+                                                       "the population FD, can be < 0")
+    return {"fd": ci.to_entry(bias=ci.bias, caveat="FD is biased upwards in finite samples: the interval covers "
+                                                   "the expected FD at these sample sizes; see fd_debiased"),
             "fd_debiased": deb}, {}
 
 
@@ -236,10 +232,9 @@ def _m_kd(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]
     r = kernel_distance(inp.real, inp.fake, n_subsets=cfg.kd_subsets, subset_size=cfg.kd_subset_size, seed=seed,
                         level=cfg.level, n_resamples=b)
     info = dict(std=r.std, n_subsets=cfg.kd_subsets, subset_size=r.subset_size, unbiased=True)
-    if b == 0 or r.se is None:
+    if b == 0 or r.interval is None:
         return {"kd": _point(r.value, **info, uncertainty="mean ± std over subsets (not a CI)")}, {}
-    return {"kd": {"value": r.value, "low": r.low, "high": r.high, "se": r.se, "level": r.level,
-                   "n_resamples": r.n_variance, "method": r.method, **info}}, {}
+    return {"kd": r.interval.to_entry(**info)}, {}
 
 
 def _m_prdc(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]:
@@ -253,7 +248,7 @@ def _m_prdc(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dic
                 for k in ("precision", "recall", "density", "coverage")}, {}
     cis = halfsample_prdc(real, fake, nearest_k=cfg.nearest_k, n_resamples=b, level=cfg.level, seed=seed,
                           device=inp.device)
-    return {k: _ci(v, nearest_k=cfg.nearest_k) for k, v in cis.items()}, {}
+    return {k: v.to_entry(nearest_k=cfg.nearest_k) for k, v in cis.items()}, {}
 
 
 def _m_realism(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, dict]:
@@ -279,7 +274,7 @@ def _m_vendi(inp: MetricInputs, cfg: GenEvalConfig, seed: int) -> tuple[dict, di
     b = cfg.resamples("vendi")
     why = _no_ci({"fake": inp.fake.shape[0]}, 2)
     out = {"vendi": _point(vendi_score(inp.fake), **({"note": why} if why and b else {})) if b == 0 or why else
-           _ci(halfsample_vendi(inp.fake, n_resamples=b, level=cfg.level, seed=seed))}
+           halfsample_vendi(inp.fake, n_resamples=b, level=cfg.level, seed=seed).to_entry()}
     details: dict[str, Any] = {}
     if inp.fake_labels is not None and len(np.unique(inp.fake_labels)) > 1:
         per = per_class_vendi_scores(inp.fake, inp.fake_labels)

@@ -78,6 +78,9 @@ When every half-sample gives the same value (e.g. precision 1.0 on near-copies)
 ``se`` is 0 and the interval is the point: the data show no spread at this n,
 which near the ends of [0, 1] says little; read such an interval with care.
 
+Every interval is a :class:`vitlab.stats.interval.Interval` (``se`` set, ``samples`` the
+half-sample values; FD's also has ``bias`` and ``debiased``, the interval of the debiased value).
+
 Bounds are clipped to the metric's range (FD >= 0, PRDC rates in [0, 1], density
 >= 0, Vendi >= 1), which never removes a possible value of the target; the
 debiased FD interval is not clipped.
@@ -92,7 +95,7 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> ci = halfsample_fd(rng.standard_normal((400, 4)), rng.standard_normal((400, 4)) + 1,
     ...                    n_resamples=20)
-    >>> ci.low <= ci.estimate <= ci.high and ci.samples.shape == (20,) and ci.method == "half-sample"
+    >>> ci.low <= ci.value <= ci.high and ci.samples.shape == (20,) and ci.method == "half-sample"
     True
 """
 
@@ -101,7 +104,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
@@ -118,10 +120,10 @@ from vitlab.metrics._validate import (
 from vitlab.metrics.fd import _fd, _sqrt_factor, _stats, frechet_distance
 from vitlab.metrics.prdc import prdc
 from vitlab.metrics.vendi import vendi_score
+from vitlab.stats.interval import Interval
 
 __all__ = [
     "METHOD",
-    "HalfSampleCI",
     "half_factor",
     "half_indices",
     "halfsample_ci",
@@ -133,41 +135,6 @@ __all__ = [
 #: Method name recorded with every interval of this module.
 METHOD = "half-sample"
 _INF = math.inf
-
-
-@dataclass(frozen=True)
-class HalfSampleCI:
-    """A half-sample (delete-half jackknife) normal interval ``estimate -/+ z * se``.
-
-    Attributes:
-        estimate: Metric on the full data.
-        low: Lower bound (contains ``estimate`` by construction).
-        high: Upper bound.
-        se: Estimated standard error of ``estimate``.
-        level: Confidence level, e.g. 0.95.
-        n_resamples: Number of random half-samples ``B``.
-        samples: ``[B]`` metric values on the half-samples.
-        method: ``"half-sample"``.
-        bias: Estimated finite-sample bias of ``estimate`` (FD only, else ``None``).
-        debiased: ``estimate - bias`` (FD only).
-        debiased_low: Lower bound of the interval of ``debiased``.
-        debiased_high: Upper bound of the interval of ``debiased``.
-        debiased_se: Standard error of ``debiased``.
-    """
-
-    estimate: float
-    low: float
-    high: float
-    se: float
-    level: float
-    n_resamples: int
-    samples: np.ndarray
-    method: str = METHOD
-    bias: float | None = None
-    debiased: float | None = None
-    debiased_low: float | None = None
-    debiased_high: float | None = None
-    debiased_se: float | None = None
 
 
 def half_factor(sizes: tuple[int, ...] | list[int]) -> float:
@@ -206,12 +173,12 @@ def halfsample_ci(
     factor: float = 1.0,
     debias: bool = False,
     bounds: tuple[float, float] = (-_INF, _INF),
-) -> HalfSampleCI:
-    """Build a :class:`HalfSampleCI` from the full-data ``estimate`` and half-sample values.
+) -> Interval:
+    """The half-sample :class:`~vitlab.stats.interval.Interval` of ``estimate`` given half-sample values.
 
     ``se = sqrt(factor * var(samples, ddof=1))``, interval ``estimate -/+ z se`` clipped to
-    ``bounds``; with ``debias`` also ``bias = factor * (mean(samples) - estimate)``,
-    ``debiased = estimate - bias`` and ``debiased -/+ z sqrt(se^2 + factor se^2 / B)``
+    ``bounds``; with ``debias`` also ``bias = factor * (mean(samples) - estimate)`` and
+    ``debiased``, the interval ``estimate - bias -/+ z sqrt(se^2 + factor se^2 / B)``
     (not clipped). See the module docstring for the derivation.
 
     Args:
@@ -223,7 +190,8 @@ def halfsample_ci(
         bounds: The metric's range; the interval is clipped to it.
 
     Returns:
-        :class:`HalfSampleCI`.
+        :class:`~vitlab.stats.interval.Interval` with ``value = estimate``, ``se``, ``level``,
+        ``n_resamples = B``, ``samples``, method ``"half-sample"`` (and ``bias``, ``debiased``).
 
     Raises:
         ConfigError: fewer than 2 samples, or a bad ``level``.
@@ -232,8 +200,8 @@ def halfsample_ci(
         >>> ci = halfsample_ci(1.0, np.array([1.2, 1.4, 1.2, 1.4]), 0.95, debias=True)
         >>> round(ci.se, 4), round(ci.low, 4), round(ci.high, 4)
         (0.1155, 0.7737, 1.2263)
-        >>> round(ci.bias, 4), round(ci.debiased, 4)
-        (0.3, 0.7)
+        >>> round(ci.bias, 4), round(ci.debiased.value, 4), round(ci.debiased.se, 4)
+        (0.3, 0.7, 0.1291)
     """
     level = check_level(level)
     s = np.asarray(samples, dtype=np.float64).ravel()
@@ -244,14 +212,14 @@ def halfsample_ci(
     var = float(factor) * float(s.var(ddof=1))
     se = math.sqrt(var)
     low, high = max(est - z * se, bounds[0]), min(est + z * se, bounds[1])
-    extra: dict[str, float] = {}
+    bias = debiased = None
     if debias:
         bias = float(factor) * (float(s.mean()) - est)
         deb = est - bias
         se_d = math.sqrt(var + float(factor) * var / s.size)
-        extra = {"bias": bias, "debiased": deb, "debiased_low": deb - z * se_d,
-                 "debiased_high": deb + z * se_d, "debiased_se": se_d}
-    return HalfSampleCI(est, float(low), float(high), se, level, int(s.size), s, METHOD, **extra)
+        debiased = Interval(deb, deb - z * se_d, deb + z * se_d, METHOD, level, int(s.size), se=se_d)
+    return Interval(est, float(low), float(high), METHOD, level, int(s.size), se=se, samples=s, bias=bias,
+                    debiased=debiased)
 
 
 def _over_halves(
@@ -282,10 +250,10 @@ def halfsample_fd(
     level: float = 0.95,
     seed: int = 0,
     device: Any = None,
-) -> HalfSampleCI:
+) -> Interval:
     """Half-sample CI of the Fréchet distance, with its estimated bias and a debiased value.
 
-    ``low``/``high`` cover ``E[FD_n]`` (FD at these sample sizes); ``debiased_low``/``debiased_high``
+    ``low``/``high`` cover ``E[FD_n]`` (FD at these sample sizes); ``debiased.low``/``debiased.high``
     cover the population FD. See the module docstring.
 
     Args:
@@ -297,7 +265,7 @@ def halfsample_fd(
         device: ``None`` (numpy) or torch device for the eigensolvers.
 
     Returns:
-        :class:`HalfSampleCI` with ``bias``, ``debiased``, ``debiased_low``, ``debiased_high``.
+        :class:`~vitlab.stats.interval.Interval` with ``bias`` and ``debiased`` (an ``Interval``).
 
     Raises:
         DataError: invalid or mismatched features.
@@ -306,9 +274,9 @@ def halfsample_fd(
     Example:
         >>> rng = np.random.default_rng(1)   # two samples of one distribution: the true FD is 0
         >>> ci = halfsample_fd(rng.standard_normal((200, 8)), rng.standard_normal((200, 8)), n_resamples=50)
-        >>> round(ci.estimate, 2), round(ci.bias, 2), round(ci.debiased, 2)
+        >>> round(ci.value, 2), round(ci.bias, 2), round(ci.debiased.value, 2)
         (0.21, 0.28, -0.07)
-        >>> ci.low <= ci.estimate <= ci.high, ci.debiased_low <= 0.0 <= ci.debiased_high
+        >>> ci.low <= ci.value <= ci.high, ci.debiased.low <= 0.0 <= ci.debiased.high
         (True, True)
     """
     n_resamples = check_positive_int(n_resamples, "n_resamples", minimum=2)
@@ -342,7 +310,7 @@ def halfsample_prdc(
     seed: int = 0,
     dtype: str = "float64",
     device: Any = None,
-) -> dict[str, HalfSampleCI]:
+) -> dict[str, Interval]:
     """Half-sample CIs of precision, recall, density and coverage (intervals for ``E[metric_n]``).
 
     Each half-sample is a PRDC pass on half of the real and half of the fake rows
@@ -360,7 +328,7 @@ def halfsample_prdc(
         device: torch device (``None`` = CPU).
 
     Returns:
-        ``{"precision": HalfSampleCI, "recall": ..., "density": ..., "coverage": ...}``.
+        ``{"precision": Interval, "recall": ..., "density": ..., "coverage": ...}``.
 
     Raises:
         ConfigError: a half would have ``<= nearest_k`` rows, bad ``n_resamples`` / ``level``.
@@ -369,7 +337,7 @@ def halfsample_prdc(
         >>> rng = np.random.default_rng(0)
         >>> cis = halfsample_prdc(rng.standard_normal((200, 3)), rng.standard_normal((200, 3)),
         ...                       n_resamples=5)
-        >>> sorted(cis), all(c.low <= c.estimate <= c.high for c in cis.values())
+        >>> sorted(cis), all(c.low <= c.value <= c.high for c in cis.values())
         (['coverage', 'density', 'precision', 'recall'], True)
     """
     n_resamples = check_positive_int(n_resamples, "n_resamples", minimum=2)
@@ -400,7 +368,7 @@ def halfsample_vendi(
     seed: int = 0,
     q: float | str = 1,
     normalize: bool = True,
-) -> HalfSampleCI:
+) -> Interval:
     """Half-sample CI of the Vendi score of one (generated) feature set (an interval for ``E[Vendi_n]``).
 
     Args:
@@ -412,12 +380,12 @@ def halfsample_vendi(
         normalize: L2-normalise rows (cosine kernel).
 
     Returns:
-        :class:`HalfSampleCI`.
+        :class:`~vitlab.stats.interval.Interval`.
 
     Example:
         >>> x = np.random.default_rng(0).standard_normal((300, 8))
         >>> ci = halfsample_vendi(x, n_resamples=20)
-        >>> 1.0 <= ci.low <= ci.estimate <= ci.high <= 8.0
+        >>> 1.0 <= ci.low <= ci.value <= ci.high <= 8.0
         True
     """
     n_resamples = check_positive_int(n_resamples, "n_resamples", minimum=2)

@@ -81,6 +81,7 @@ from vitlab.metrics._validate import (
     check_same_dim,
     warn_small_sample,
 )
+from vitlab.stats.interval import Interval
 
 __all__ = ["KDResult", "polynomial_kernel", "mmd2_unbiased", "kernel_distance"]
 
@@ -113,6 +114,21 @@ class KDResult:
     level: float = 0.95
     method: str = ""
     n_variance: int = 0
+
+    @property
+    def interval(self) -> Interval | None:
+        """``value -/+ z se`` as an :class:`~vitlab.stats.interval.Interval` (``None`` without ``se``).
+
+        ``n_resamples`` is :attr:`n_variance`.
+
+        Example:
+            >>> KDResult(0.1, 0.02, np.zeros(3), 10, se=0.01, low=0.08, high=0.12, method="half-sample",
+            ...          n_variance=3).interval.to_entry()["se"]
+            0.01
+        """
+        if self.se is None:
+            return None
+        return Interval(self.value, self.low, self.high, self.method, self.level, self.n_variance, se=self.se)
 
     @property
     def kd_variance(self) -> float:

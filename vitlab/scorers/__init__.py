@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from vitlab.scorers.base import Scorer, ci_entry, scorer_for, SCORERS
+from vitlab.scorers.base import Scorer, scorer_for, SCORERS
 from vitlab.scorers import classification, episodes, retrieval, segmentation  # noqa: F401  (register)
 
-__all__ = ["Scorer", "SCORERS", "scorer_for", "ci_entry"]
+__all__ = ["Scorer", "SCORERS", "scorer_for"]

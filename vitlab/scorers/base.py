@@ -1,8 +1,9 @@
 """The :class:`Scorer` contract and the task → scorer registry.
 
 Every interval a scorer reports is a seeded percentile bootstrap over the task's unit
-(:mod:`vitlab.stats.bootstrap`; whole groups when the result has groups), and every paired
-test resamples both results on the same draws (:func:`vitlab.stats.paired.paired_bootstrap`).
+(:mod:`vitlab.stats.bootstrap`; whole groups when the result has groups), recorded with
+:meth:`vitlab.stats.interval.Interval.to_entry`, and every paired test resamples both results on
+the same draws (:func:`vitlab.stats.paired.paired_bootstrap`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import numpy as np
 
 from vitlab.errors import ConfigError
 from vitlab.protocols.base import Result
-from vitlab.stats.bootstrap import CI
 
-__all__ = ["Scorer", "SCORERS", "register_scorer", "scorer_for", "ci_entry", "check_paired"]
+__all__ = ["Scorer", "SCORERS", "register_scorer", "scorer_for", "check_paired"]
 
 SCORERS: dict[str, "Scorer"] = {}
 
@@ -37,17 +37,6 @@ def scorer_for(task: str) -> "Scorer":
         return SCORERS[task]
     except KeyError:
         raise ConfigError(f"no scorer for task {task!r}; known tasks: {', '.join(sorted(SCORERS))}.") from None
-
-
-def ci_entry(ci: CI) -> dict[str, Any]:
-    """A record entry ``{value, low, high, n_resamples, n_skipped, method}`` from a :class:`CI`.
-
-    Example:
-        >>> ci_entry(CI(0.5, 0.4, 0.6, 100, "percentile"))["method"]
-        'percentile'
-    """
-    return {"value": ci.value, "low": ci.low, "high": ci.high, "n_resamples": ci.n_resamples,
-            "n_skipped": ci.n_skipped, "method": ci.method}
 
 
 def check_paired(a: Result, b: Result) -> None:

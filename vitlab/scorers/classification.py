@@ -21,7 +21,7 @@ import numpy as np
 
 from vitlab.metrics.classification import METRIC_FUNCTIONS, classification_metrics
 from vitlab.protocols.base import Result
-from vitlab.scorers.base import Scorer, check_paired, ci_entry, register_scorer
+from vitlab.scorers.base import Scorer, check_paired, register_scorer
 from vitlab.stats.bootstrap import bootstrap_ci
 from vitlab.stats.paired import delong_test, mcnemar, paired_bootstrap
 
@@ -47,8 +47,8 @@ class ClassificationScorer(Scorer):
               ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         y, proba = res.outputs["y"], res.outputs["proba"]
         full = classification_metrics(y, proba, ordinal=ordinal)
-        out = {name: ci_entry(bootstrap_ci(METRIC_FUNCTIONS[name], y, proba, n_resamples=n_resamples, seed=seed,
-                                           groups=res.groups))
+        out = {name: bootstrap_ci(METRIC_FUNCTIONS[name], y, proba, n_resamples=n_resamples, seed=seed,
+                                  groups=res.groups).to_entry()
                for name in scalar_metrics(proba.shape[1], ordinal)}
         return out, {"per_class_recall": full["per_class_recall"], "confusion_matrix": full["confusion_matrix"]}
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vitlab.protocols.base import Result
-from vitlab.scorers.base import Scorer, check_paired, ci_entry, register_scorer
+from vitlab.scorers.base import Scorer, check_paired, register_scorer
 from vitlab.stats.bootstrap import bootstrap_ci
 from vitlab.stats.paired import mcnemar, paired_bootstrap
 
@@ -49,8 +49,8 @@ class RetrievalScorer(Scorer):
         out = {}
         for name, values in per_query.items():
             v = np.asarray(values, dtype=np.float64)
-            out[name] = ci_entry(bootstrap_ci(mean_metric, np.zeros(v.size), v, n_resamples=n_resamples,
-                                              seed=seed, groups=res.groups))
+            out[name] = bootstrap_ci(mean_metric, np.zeros(v.size), v, n_resamples=n_resamples,
+                                     seed=seed, groups=res.groups).to_entry()
         return out, {"n_queries": len(res.units)}
 
     def paired(self, a: Result, b: Result, *, n_resamples: int, seed: int) -> dict[str, Any]:

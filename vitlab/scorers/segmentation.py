@@ -21,7 +21,7 @@ import numpy as np
 
 from vitlab.metrics.segmentation import seg_metrics
 from vitlab.protocols.base import Result
-from vitlab.scorers.base import Scorer, check_paired, ci_entry, register_scorer
+from vitlab.scorers.base import Scorer, check_paired, register_scorer
 from vitlab.stats.bootstrap import bootstrap_ci
 from vitlab.stats.paired import paired_bootstrap
 
@@ -48,8 +48,8 @@ class SegmentationScorer(Scorer):
               ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         cm = np.asarray(res.outputs["confusion"])
         y = np.zeros(cm.shape[0])
-        out = {name: ci_entry(bootstrap_ci(_metric(name), y, cm, n_resamples=n_resamples, seed=seed,
-                                           groups=res.groups))
+        out = {name: bootstrap_ci(_metric(name), y, cm, n_resamples=n_resamples, seed=seed,
+                                  groups=res.groups).to_entry()
                for name in ("miou", "mdice", "pixel_accuracy")}
         full = seg_metrics(cm.sum(0))
         return out, {"per_class_iou": full["iou"], "per_class_dice": full["dice"],

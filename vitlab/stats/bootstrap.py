@@ -22,37 +22,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
 from vitlab.errors import ConfigError, DataError
+from vitlab.stats.interval import Interval
 
-__all__ = ["CI", "bootstrap_ci", "bootstrap_replicates", "Resampler"]
+__all__ = ["bootstrap_ci", "bootstrap_replicates", "Resampler"]
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 _BLOCK_ELEMS = 1 << 22  # ~4M drawn indices per block bounds memory
-
-
-@dataclass(frozen=True)
-class CI:
-    """A bootstrap confidence interval.
-
-    Attributes:
-        value: metric on the full data.
-        low, high: percentile interval ``[alpha/2, 1 - alpha/2]`` of the valid replicates.
-        n_resamples: resamples drawn. n_skipped: resamples where the metric was undefined.
-        method: ``"percentile"`` or ``"cluster-percentile"``. alpha: 1 - confidence.
-    """
-
-    value: float
-    low: float
-    high: float
-    n_resamples: int
-    method: str
-    n_skipped: int = 0
-    alpha: float = 0.05
 
 
 class Resampler:
@@ -192,7 +172,7 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int = 0,
     groups: np.ndarray | None = None,
-) -> CI:
+) -> Interval:
     """Percentile bootstrap CI of ``metric_fn(y_true, y_score)``.
 
     Args:
@@ -205,7 +185,9 @@ def bootstrap_ci(
         groups: Optional ``[n]`` cluster ids; whole clusters are resampled with replacement.
 
     Returns:
-        :class:`CI`.
+        :class:`~vitlab.stats.interval.Interval` (``method`` ``"percentile"`` or
+        ``"cluster-percentile"``, ``level = 1 - alpha``, ``n_skipped`` resamples where the metric
+        was undefined; ``se`` is ``None``).
 
     Raises:
         ConfigError: ``n_resamples < 1`` or ``alpha`` outside (0, 1).
@@ -237,9 +219,9 @@ def bootstrap_ci(
     if n_skipped:
         warnings.warn(
             f"bootstrap: metric undefined on {n_skipped} of {n_resamples} resamples; they were "
-            "skipped (recorded in CI.n_skipped).",
+            "skipped (recorded in Interval.n_skipped).",
             RuntimeWarning,
             stacklevel=2,
         )
     low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
-    return CI(value, float(low), float(high), n_resamples, res.method, n_skipped, alpha)
+    return Interval(value, float(low), float(high), res.method, 1.0 - alpha, n_resamples, n_skipped)

@@ -37,7 +37,7 @@ class PairedResult:
     Attributes:
         diff: difference on the full data. low, high: percentile CI of the difference.
         p_value: two-sided, ``2 * min(P*(d <= 0), P*(d >= 0))`` with the +1 correction.
-        n_resamples, n_skipped, alpha: as in :class:`vitlab.stats.bootstrap.CI`.
+        n_resamples, n_skipped: as in :class:`vitlab.stats.interval.Interval`. alpha: 1 - confidence.
     """
 
     diff: float
