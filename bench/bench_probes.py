@@ -32,8 +32,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
+from vitlab.data.splits import holdout
 from vitlab.protocols.knn import knn_predict
-from vitlab.protocols.linear import LinearProbe, _split
+from vitlab.protocols.linear import LinearProbe
 
 
 def synthetic(n_train: int, n_test: int, dim: int, classes: int, seed: int) -> dict[str, np.ndarray]:
@@ -69,7 +70,7 @@ def bench_linear(d: dict[str, np.ndarray], Cs: np.ndarray, args: argparse.Namesp
         name = f"vitlab torch L-BFGS {dtype} ({args.device})"
         rows.append((name, t, probe.C_, probe.val_scores_.max(), acc))
 
-    tr, va = _split(y, None, args.val_fraction, args.seed)  # the split LinearProbe uses
+    tr, va = holdout(y, None, args.val_fraction, args.seed)  # the split LinearProbe uses
     X64, Xte64 = X.astype(np.float64), Xte.astype(np.float64)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

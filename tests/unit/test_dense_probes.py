@@ -92,14 +92,14 @@ def test_scores_to_label_maps_per_image_sizes():
 # -- LinearSegProbe ---------------------------------------------------------------------------
 def test_linear_probe_segments_synthetic_images(monkeypatch):
     seen = []
-    real_split = linear._split
+    real_split = linear.holdout
 
     def spy(y, groups, val_fraction, seed):
         tr, va = real_split(y, groups, val_fraction, seed)
         seen.append((np.asarray(groups), tr, va))
         return tr, va
 
-    monkeypatch.setattr(linear, "_split", spy)
+    monkeypatch.setattr(linear, "holdout", spy)
     masks, y, tokens = synthetic(40)
     probe = LinearSegProbe(N_CLASSES, Cs=[0.01, 1.0], seed=0).fit(tokens[:30], y[:30])
     # patches of one image are never split across train and validation

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from vitlab.data.splits import holdout
 from vitlab.errors import ConfigError, DataError
 from vitlab.protocols import linear as lin
 from vitlab.protocols.linear import LinearProbe, fit_logistic
@@ -95,10 +96,10 @@ def test_group_split_keeps_groups_apart():
     y = np.repeat(rng.integers(0, 2, 40), 10)
     y[:20] = [0] * 10 + [1] * 10
     groups[:20] = [0] * 10 + [1] * 10
-    tr, va = lin._split(y, groups, 0.2, seed=0)
+    tr, va = holdout(y, groups, 0.2, seed=0)
     assert not set(groups[tr]) & set(groups[va])
     assert 0.1 < len(va) / len(y) < 0.35
-    tr2, va2 = lin._split(y, None, 0.2, seed=0)
+    tr2, va2 = holdout(y, None, 0.2, seed=0)
     assert len(va2) == 80 and not set(tr2) & set(va2)
     # stratified: each class's validation count is within 1 of 20% of the class
     assert np.all(np.abs(np.bincount(y[va2], minlength=2) - 0.2 * np.bincount(y)) <= 1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vitlab.data.splits import holdout
 from vitlab.errors import ConfigError
 from vitlab.protocols.base import Protocol, Result, Split, check_finite, register_protocol
 
@@ -68,7 +69,6 @@ class KNN(Protocol):
 
     def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
         from vitlab.protocols.knn import knn_predict_proba
-        from vitlab.protocols.linear import _split
 
         check_finite(train, "train")
         check_finite(test, "test")
@@ -84,7 +84,7 @@ class KNN(Protocol):
                           stacklevel=2)
         val_acc: dict[int, float] = {}
         if len(ks) > 1:
-            tr, va = _split(train.y, train.groups, cfg.val_fraction, seed)
+            tr, va = holdout(train.y, train.groups, cfg.val_fraction, seed)
             val_ks = [k for k in ks if k <= len(tr)] or [len(tr)]
             probs = knn_predict_proba(train.X[tr], train.y[tr], train.X[va], ks=val_ks,
                                       temperature=cfg.temperature, num_classes=n_classes, device=device)

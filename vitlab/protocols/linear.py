@@ -35,8 +35,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
 
+from vitlab.data.splits import holdout
 from vitlab.errors import ConfigError, DataError
 
 __all__ = ["fit_logistic", "LinearProbe", "check_labels", "DEFAULT_CS", "FitInfo", "ConvergenceWarning",
@@ -309,56 +309,12 @@ def _softmax(Z: np.ndarray) -> np.ndarray:
     return E / E.sum(axis=1, keepdims=True)
 
 
-def _split(
-    y: np.ndarray, groups: np.ndarray | None, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (and, with groups, group-disjoint) train / validation indices."""
-    n = y.shape[0]
-    if groups is None:
-        counts = np.bincount(y)
-        n_cls = counts.size
-        n_val = int(np.ceil(val_fraction * n))
-        if counts.min() < 2 or n_val < n_cls or n - n_val < n_cls:
-            worst = int(np.argmin(counts))
-            raise DataError(
-                f"too few samples for a stratified validation split: {n} samples, "
-                f"{n_cls} classes, val_fraction={val_fraction}, smallest class {worst} has "
-                f"{counts[worst]} sample(s). Each class needs >= 2 samples and the "
-                f"validation split >= {n_cls} samples; add data, raise val_fraction, or "
-                "fit a single C with fit_logistic."
-            )
-        sss = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
-        return next(sss.split(np.zeros(n), y))
-    groups = np.asarray(groups)
-    if groups.shape != (n,):
-        raise DataError(
-            f"groups has shape {groups.shape}, expected ({n},): one group id per sample."
-        )
-    n_groups = np.unique(groups).size
-    n_splits = max(2, int(round(1.0 / val_fraction)))
-    if n_groups < n_splits:
-        raise DataError(
-            f"{n_groups} group(s) cannot be split group-disjointly with "
-            f"val_fraction={val_fraction} (needs >= {n_splits} groups). Use more groups or "
-            "a larger val_fraction."
-        )
-    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    tr, va = next(sgkf.split(np.zeros(n), y, groups))
-    missing = np.setdiff1d(np.unique(y), np.unique(y[tr]))
-    if missing.size:
-        raise DataError(
-            f"the group-aware validation split left class(es) {missing[:10].tolist()} without "
-            "training samples (all their groups fell in validation). Use a smaller "
-            "val_fraction, another seed, or more groups per class."
-        )
-    return tr, va
-
-
 class LinearProbe:
     """Linear probe with C chosen on a held-out validation split, then refit on all data.
 
-    ``fit`` holds out a stratified ``val_fraction`` of the training data (group
-    disjoint via ``StratifiedGroupKFold`` when ``groups`` are given), fits
+    ``fit`` holds out a stratified ``val_fraction`` of the training data
+    (:func:`vitlab.data.splits.holdout`; group disjoint via ``StratifiedGroupKFold`` when
+    ``groups`` are given; too little data is an error, not a silent unstratified split), fits
     :func:`fit_logistic` for every ``C`` in ascending order, warm-starting each
     fit from the previous solution, keeps the ``C`` with the best validation
     accuracy (ties: the smallest ``C``), and refits on train + validation.
@@ -462,7 +418,7 @@ class LinearProbe:
             self.val_scores_ = np.full(1, np.nan)
             best, W, b = 0, None, None
         else:
-            tr, va = _split(y, groups, self.val_fraction, self.seed)
+            tr, va = holdout(y, groups, self.val_fraction, self.seed)
             tr_t = torch.as_tensor(tr, device=Xt.device)
             va_t = torch.as_tensor(va, device=Xt.device)
             check_labels(X[tr], y[tr], n_cls, what="train part of the validation split")
