@@ -109,6 +109,9 @@ def compare_cmd(
         console.print(f"run records → {res.path.parent}")
 
 
+_P_NAMES = (("p_bootstrap_holm", "boot"), ("p_mcnemar_holm", "McNemar"), ("p_delong_holm", "DeLong"))
+
+
 def _verdicts(record) -> None:
     from rich.markup import escape
 
@@ -121,9 +124,7 @@ def _verdicts(record) -> None:
                 verdict = (f"[green]significantly {sign}[/]" if t["significant"]
                            else "[yellow]not significantly different[/]")
                 ci = escape(f"[{fmt(t.get('low'), signed=True)}, {fmt(t.get('high'), signed=True)}]")
-                ps = ", ".join(f"p({name}, Holm) = {fmt_p(t[key])}" for key, name in
-                               (("p_bootstrap_holm", "boot"), ("p_mcnemar_holm", "McNemar"), ("p_delong_holm", "DeLong"))
-                               if t.get(key) is not None)
+                ps = ", ".join(f"p({name}, Holm) = {fmt_p(t[key])}" for key, name in _P_NAMES if t.get(key) is not None)
                 console.print(f"{escape(ds)} · {escape(proto)}: {escape(str(t['a']))} vs {escape(str(t['b']))}: "
                               f"Δ{escape(str(t.get('metric', 'top1')))} = {fmt(t['diff'], signed=True)} {ci}, {ps} "
                               f"→ {verdict}", highlight=False)

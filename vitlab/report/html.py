@@ -186,7 +186,7 @@ def headline_summary(r: RunRecord) -> list[tuple[str, str, Any]]:
         >>> headline_summary(r)
         [('knn', 'top1', 0.9), ('retrieval', 'recall@1', 0.8)]
     """
-    from vitlab.scorers import scorer_for
+    from vitlab.scorers import SCORERS, scorer_for
 
     out = []
     for p in r.config.get("protocols", list(r.metrics)) or list(r.metrics):
@@ -194,7 +194,10 @@ def headline_summary(r: RunRecord) -> list[tuple[str, str, Any]]:
         if not names:
             continue
         try:
-            head = scorer_for(task_of(r, p)).headline_for(names)
+            scorer = scorer_for(task_of(r, p))
+            if scorer.headline not in names:  # e.g. a record without a task: the scorer whose headline is there
+                scorer = next((sc for sc in SCORERS.values() if sc.headline and sc.headline in names), scorer)
+            head = scorer.headline_for(names)
         except Exception:  # noqa: BLE001 - an unknown task: its first metric
             head = "top1" if "top1" in names else sorted(names)[0]
         out.append((p, head, r.metrics[p][head].get("value")))

@@ -224,7 +224,8 @@ def segmentation_block(proto: str, r: RunRecord, ctx: RenderContext) -> str:
     key = (f"Colours: the fixed palette of the report (class <i>i</i> in colour <i>i</i> of matplotlib's tab20, "
            f"as in the table above); {_swatch(-1, -1)} grey = ignored (unlabelled) pixels"
            f"{' (value ' + e(str(ignore)) + ')' if ignore is not None else ''}.")
-    out += ["<h4>Examples</h4>", note, f"<p class=small>Each example: {'the image as the model saw it, ' if show else ''}"
-            f"the ground-truth mask and the prediction. {key}</p>", f'<div class="figs">{"".join(figs)}</div>']
+    what = "the image as the model saw it, " if show else ""
+    out += ["<h4>Examples</h4>", note, f"<p class=small>Each example: {what}the ground-truth mask and the "
+            f"prediction. {key}</p>", f'<div class="figs">{"".join(figs)}</div>']
     return "".join(out)
 
