@@ -25,8 +25,8 @@ from PIL import Image
 
 import vitlab.report
 from tests.conftest import write_images
-from vitlab.compare import compare
-from vitlab.evaluate import evaluate
+from vitlab.comparison import compare
+from vitlab.evaluation import evaluate
 from vitlab.report import RunRecord, load_records, render_html, to_csv, to_markdown
 from vitlab.report.figures import IGNORE_COLOUR, SEG_PALETTE, class_colour, label_map_image
 from vitlab.report.html import headline_summary
@@ -322,3 +322,10 @@ def test_public_api_unchanged():
         assert callable(getattr(vitlab.report, name))
     assert vitlab.report.register_section is base.register_section
     assert page.SECTIONS is base.SECTIONS and page.RenderContext is base.RenderContext
+
+
+def test_palette_colours_are_distinct_and_never_grey():
+    rgb = [_rgb(c) for c in SEG_PALETTE]
+    assert len(set(rgb)) == len(rgb) == 20
+    assert all(max(c) - min(c) > 30 for c in rgb)  # no grey: grey means "ignored"
+    assert IGNORE_COLOUR not in SEG_PALETTE and class_colour(255) == IGNORE_COLOUR

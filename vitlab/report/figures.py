@@ -29,11 +29,13 @@ __all__ = ["png_data_uri", "figure_to_data_uri", "confusion_matrix_figure", "con
 
 _PREFIX = "data:image/png;base64,"
 
-#: Segmentation palette: class ``i`` is drawn in ``SEG_PALETTE[i % 20]`` (matplotlib's ``tab20``, dark shades
-#: first, then the light ones), the same colour in every figure and legend of a report.
+#: Segmentation palette: class ``i`` is drawn in ``SEG_PALETTE[i % 20]``, the same colour in every figure and
+#: legend of a report. It is matplotlib's ``tab20`` (dark shades first, then the light ones) with its two greys
+#: (7 and 17) replaced by ``tab20b``'s indigo ``#393b79`` and gold ``#e7ba52``, so that grey only ever means
+#: "ignored" (:data:`IGNORE_COLOUR`).
 SEG_PALETTE: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#393b79", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#e7ba52", "#dbdb8d", "#9edae5")
 #: Pixels equal to the ignore index (unlabelled) are mid grey, whatever the palette.
 IGNORE_COLOUR = "#9e9e9e"
 

@@ -221,8 +221,8 @@ def segmentation_block(proto: str, r: RunRecord, ctx: RenderContext) -> str:
                     + _panel(f'<img alt="prediction {e(sid)}" src="{p_uri}">', "prediction") + "</div>"
                     f"<figcaption><code>{e(sid)}</code>{' · pixel accuracy ' + fmt(acc) if acc is not None else ''}"
                     f'<br><span class="legend">{legend}</span></figcaption></figure>')
-    key = (f"Colours: the fixed palette of the report (class <i>i</i> in colour <i>i</i> of matplotlib's tab20, "
-           f"as in the table above); {_swatch(-1, -1)} grey = ignored (unlabelled) pixels"
+    key = (f"Colours: the report's fixed palette (class <i>i</i> in colour <i>i</i> of matplotlib's tab20, its greys "
+           f"swapped for indigo and gold; as in the table above); {_swatch(-1, -1)} grey = ignored (unlabelled) pixels"
            f"{' (value ' + e(str(ignore)) + ')' if ignore is not None else ''}.")
     what = "the image as the model saw it, " if show else ""
     out += ["<h4>Examples</h4>", note, f"<p class=small>Each example: {what}the ground-truth mask and the "
