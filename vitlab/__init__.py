@@ -56,7 +56,7 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
     return EmbeddingStore(cache_dir).get_or_compute(backbone, source, **kwargs)
 
 
-_LAZY = {"evaluate": "vitlab.evaluate", "compare": "vitlab.compare", "gen_eval": "vitlab.generative",
+_LAZY = {"evaluate": "vitlab.evaluation", "compare": "vitlab.comparison", "gen_eval": "vitlab.generative",
          "gen_stats": "vitlab.generative", "bench": "vitlab.perf", "benchmark": "vitlab.perf",
          "tradeoff": "vitlab.perf"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,37 @@ def test_zero_shot_beside_knn_on_the_same_split(folder, tmp_path):
     assert list((tmp_path / "text").glob("*.npz"))  # the prompt embeddings were cached
     with pytest.raises(ConfigError, match="needs an image–text backbone with a text tower; demo:fmnist-vit"):
         vitlab.evaluate("demo:fmnist-vit", f"folder:{folder}", protocols="zeroshot", cache_dir=tmp_path, **FAST)
+
+
+def test_retrieval_with_manifest_roles_and_positives(folder, tmp_path):
+    import csv
+
+    files = sorted(folder.rglob("*.png"))[::4][:12]  # across the three classes
+
+    def write(positives_of_both: str) -> Path:
+        rows = []
+        for i, f in enumerate(files):
+            role = "query" if i < 3 else ("both" if i == 3 else "gallery")
+            pos = f"img{i + 4};img3" if i < 3 else (positives_of_both if i == 3 else "")
+            rows.append({"path": str(f), "id": f"img{i}", "role": role, "positives": pos})
+        manifest = tmp_path / "m.csv"
+        with open(manifest, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        return manifest
+
+    manifest = write("img5")
+    res = vitlab.evaluate("pixels:8", f"csv:{manifest}", protocols="retrieval:ks=[1,5]", cache_dir=tmp_path / "c",
+                          **FAST)
+    r = res.results["retrieval"]
+    assert r.units == ["img0", "img1", "img2", "img3"]  # the 'query' rows and the 'both' row
+    d = res.record.details["retrieval"]
+    assert d["n_gallery"] == 9 and d["queries_in_gallery"] == 1
+    ex = {e["id"]: e for e in d["examples"]}
+    assert "img3" not in [x["id"] for x in ex["img3"]["results"]]  # a query never retrieves itself
+    per = r.outputs["per_query"]
+    assert ((per["precision@5"] * 5)[:3] <= 2).all() and (per["precision@5"][3] * 5) <= 1  # only listed positives
+    write("")  # the 'both' row is now a query without positives
+    with pytest.raises(DataError, match=r"have no relevant item in the gallery \(first: img3\)"):
+        vitlab.evaluate("pixels:8", f"csv:{manifest}", protocols="retrieval", cache_dir=tmp_path / "c", **FAST)

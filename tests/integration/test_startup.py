@@ -30,3 +30,11 @@ def test_a_cache_hit_imports_no_model_library_and_builds_no_model(tmp_path):
     assert hit["from_cache"] and hit["shape"] == [2000, 96]
     assert not hit["model_loaded"]  # the checkpoint's content hash and its remembered spec decided the hit
     assert hit["modules"] == [], hit["modules"]
+
+
+def test_lazy_entry_points_are_the_functions_whatever_was_imported_first():
+    code = ("import vitlab.comparison, vitlab.evaluation, vitlab.generative, vitlab.perf, vitlab; "
+            "print(all(callable(getattr(vitlab, n)) and getattr(vitlab, n).__name__ == n "
+            "for n in ('evaluate', 'compare', 'gen_eval', 'gen_stats', 'tradeoff', 'bench')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -20,9 +20,9 @@ from PIL import Image
 from rich.console import Console
 
 from vitlab.backbones import load_backbone
-from vitlab.compare import compare
+from vitlab.comparison import compare
 from vitlab.data.sample import SampleSource
-from vitlab.evaluate import evaluate
+from vitlab.evaluation import evaluate
 from vitlab.protocols import KNN, FewShot, Linear
 from vitlab.report import (RunRecord, leaderboard_table, leaderboards, load_records, register_section, render_html,
                            to_csv, to_markdown)

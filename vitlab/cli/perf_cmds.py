@@ -162,7 +162,7 @@ def tradeoff_cmd(
 
     Example: [bold]vitlab tradeoff --backbone demo:fmnist-vit --data sample:fashion-mnist --protocol knn --accel none,tome:r=2,tome:r=4,evit:keep=0.7,int8,w6a6 --out runs/[/]
     """
-    from vitlab.evaluate import check_eval_config
+    from vitlab.evaluation import check_eval_config
     from vitlab.perf import tradeoff
 
     layer_list = parse_int_list(layers, "layers")

@@ -53,6 +53,10 @@ class DataSource(ABC):
     #: names the mask values (index = label value).
     has_masks: bool = False
     ignore_index: int | None = None
+    #: Retrieval sources (``csv:`` with ``role`` / ``positives`` columns): each row's role (``query``,
+    #: ``gallery`` or ``both``) and, per query id, the ids of its relevant gallery items.
+    roles: list[str] | None = None
+    positives: dict[str, list[str]] | None = None
 
     def __init__(self, uri: str, ids: list[str], labels: np.ndarray | None, classes: list[str],
                  groups: list[str] | None = None, split_column: list[str] | None = None) -> None:
@@ -102,6 +106,8 @@ class DataSource(ABC):
         h = hashlib.blake2b(digest_size=16)
         meta = {"kind": self.kind, "ids": self.ids, "classes": self.classes, "groups": self.groups,
                 "split": self.split_column, "content": self._content_key()}
+        if self.roles is not None or self.positives is not None:  # only when present: older keys stay valid
+            meta.update(roles=self.roles, positives=self.positives)
         h.update(json.dumps(meta, sort_keys=True, default=str).encode())
         if self.labels is not None:
             h.update(self.labels.tobytes())
@@ -112,7 +118,7 @@ class DataSource(ABC):
         if self.split_column is not None:
             return np.asarray(self.split_column, dtype=str)
         return make_splits(self.labels, self.groups, seed=seed, test_fraction=test_fraction,
-                           val_fraction=val_fraction)
+                           val_fraction=val_fraction, n=len(self))
 
     def describe(self) -> dict[str, Any]:
         """Summary for run records and ``vitlab embed`` output."""

@@ -15,7 +15,8 @@ from vitlab.data.images import open_rgb
 from vitlab.data.splits import normalise_split
 from vitlab.errors import DataError
 
-KNOWN_COLUMNS = ("path", "label", "split", "group", "id", "mask")
+KNOWN_COLUMNS = ("path", "label", "split", "group", "id", "mask", "role", "positives")
+ROLES = ("query", "gallery", "both")
 
 
 def _rows(mask: np.ndarray, limit: int = 5) -> str:
@@ -147,6 +148,7 @@ class ManifestSource(DataSource):
                          ignore_index=None if ignore_index is None else self.ignore_index,
                          fingerprint=None if fingerprint == "stat" else fingerprint)
         super().__init__(uri, ids, labels, class_names, groups, splits)
+        self.roles, self.positives = _retrieval_columns(df, ids, path)
 
     def load_image(self, i: int) -> Image.Image:
         return open_rgb(self.files[i])
@@ -204,3 +206,39 @@ def pd_duplicated(values: list[str]) -> np.ndarray:
         out[i] = v in seen
         seen.add(v)
     return out
+
+
+def _retrieval_columns(df: Any, ids: list[str], path: Path) -> tuple[list[str] | None, dict[str, list[str]] | None]:
+    """The ``role`` column (query / gallery / both; blank = both) and the ``positives`` column (ids of a
+    query's relevant gallery items, separated by ``;``), validated with the line that is wrong.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"role": ["query", "gallery", ""], "positives": ["b", "", ""]})
+        >>> _retrieval_columns(df, ["a", "b", "c"], Path("m.csv"))
+        (['query', 'gallery', 'both'], {'a': ['b']})
+    """
+    roles = None
+    if "role" in df:
+        roles = [str(v).strip().lower() or "both" for v in df["role"].fillna("")]
+        bad = [i for i, r in enumerate(roles) if r not in ROLES]
+        if bad:
+            raise DataError(f"csv:{path}: line {bad[0] + 2}: role {roles[bad[0]]!r} is not one of "
+                            f"{', '.join(ROLES)} (blank = both).")
+    positives = None
+    if "positives" in df:
+        known = set(ids)
+        positives = {}
+        for i, v in enumerate(df["positives"].fillna("")):
+            items = [t.strip() for t in str(v).split(";") if t.strip()]
+            if not items:
+                continue
+            missing = [t for t in items if t not in known]
+            if missing:
+                raise DataError(f"csv:{path}: line {i + 2}: positive {missing[0]!r} is not an id in the manifest; "
+                                "list gallery ids separated by ';'.")
+            if roles is not None and roles[i] == "gallery":
+                raise DataError(f"csv:{path}: line {i + 2}: a gallery-only row lists positives; give it role "
+                                "query (or both), or drop its positives.")
+            positives[ids[i]] = items
+    return roles, positives

@@ -27,10 +27,10 @@ import numpy as np
 from vitlab.accel.compare import feature_cosine, tensor_digest
 from vitlab.backbones import load_backbone
 from vitlab.backbones.base import Backbone
-from vitlab.compare import pairwise_tests
+from vitlab.comparison import pairwise_tests
 from vitlab.data import DataSource, load_source
 from vitlab.errors import ConfigError, DataError
-from vitlab.evaluate import EvalResult, evaluate
+from vitlab.evaluation import EvalResult, evaluate
 from vitlab.perf.exit import ExitResult, run_early_exit
 from vitlab.perf.measure import machine_info
 from vitlab.perf.pareto import pareto_front, pareto_plot_uri
@@ -55,7 +55,7 @@ class TradeoffResult:
 
     Attributes:
         record: the trade-off record (``details["table"]`` holds one row per variant).
-        runs: label → :class:`~vitlab.evaluate.EvalResult` of each accelerated variant.
+        runs: label → :class:`~vitlab.evaluation.EvalResult` of each accelerated variant.
         bench: label → :class:`~vitlab.perf.runner.BenchResult`.
         exits: label → :class:`~vitlab.perf.exit.ExitResult` of early-exit variants.
         paths: records written to ``out``.

@@ -3,7 +3,11 @@
 Queries and gallery come from the split: ``mode="split"`` (default) queries the test items
 against the training items; ``mode="all"`` queries every test item against the other test
 items (leave-one-out, as metric-learning benchmarks such as SOP and CUB are evaluated; the
-query itself is never retrieved). A gallery item is relevant when it has the query's label.
+query itself is never retrieved). A ``csv:`` manifest with a ``role`` column (query, gallery,
+both) names them explicitly instead (:func:`vitlab.evaluate` passes queries as ``test`` and the
+gallery as ``train``). A gallery item is relevant when it has the query's label, or, with a
+``positives`` column (``extra["positives"]``: query id → relevant gallery ids, several allowed),
+when the query lists it.
 
 Rankings come from :func:`vitlab.neighbors.search` (cosine by default; ties go to the smaller
 gallery row, so rankings are deterministic). With the exact backend the whole gallery is ranked
@@ -67,9 +71,58 @@ class RetrievalConfig:
             raise ConfigError("retrieval: exact_max_gallery and ann_sample must be >= 1.")
 
 
-def _relevance(idx: np.ndarray, gallery_y: np.ndarray, query_y: np.ndarray) -> np.ndarray:
-    rel = gallery_y[np.maximum(idx, 0)] == query_y[:, None]
-    return rel & (idx >= 0)
+def _ranked(relevant: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``[b, L]`` relevance of each ranked gallery row (``-1`` padding is never relevant)."""
+    return np.take_along_axis(relevant, np.maximum(idx, 0), 1) & (idx >= 0)
+
+
+def _relevance_fn(gallery: Split, query: Split, self_pos: np.ndarray):
+    """``relevant(q0, q1) -> [q1 - q0, n_gallery]`` bool: from ``extra["positives"]`` (query id → ids of its
+    relevant gallery items) when given, else from equal labels; a query is never its own relevant item
+    (``self_pos[q]``: the gallery position of query ``q`` itself, or -1)."""
+    positives = query.extra.get("positives")
+    g_ids = [str(i) for i in gallery.ids] if gallery.ids is not None else None
+    q_ids = [str(i) for i in query.ids] if query.ids is not None else None
+    if positives is not None:
+        if g_ids is None or q_ids is None:
+            raise DataError("retrieval with explicit positives needs item ids on both sides.")
+        where = {gid: j for j, gid in enumerate(g_ids)}
+    elif gallery.y is None or query.y is None:
+        raise DataError("retrieval needs labels to decide relevance, or a positives column in the manifest "
+                        "(ids of each query's relevant gallery items).")
+
+    def relevant(q0: int, q1: int) -> np.ndarray:
+        if positives is not None:
+            out = np.zeros((q1 - q0, len(g_ids)), bool)
+            for r, qid in enumerate(q_ids[q0:q1]):
+                cols = [where[p] for p in positives.get(qid, ()) if p in where]
+                out[r, cols] = True
+        else:
+            out = gallery.y[None, :] == query.y[q0:q1, None]
+        sp = self_pos[q0:q1]
+        has = np.flatnonzero(sp >= 0)
+        out[has, sp[has]] = False
+        return out
+
+    return relevant
+
+
+def _self_positions(gallery: Split, query: Split) -> np.ndarray:
+    """``[m]`` gallery position of each query's own row (same embedding row), or -1."""
+    where = {int(r): j for j, r in enumerate(np.asarray(gallery.rows))}
+    return np.array([where.get(int(r), -1) for r in np.asarray(query.rows)], dtype=np.int64)
+
+
+def _drop_self(nb: Any, self_pos: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query's own gallery row from its ranking; keep ``length`` columns (-1 padded)."""
+    idx, sc = nb.indices, nb.scores
+    keep = idx != self_pos[:, None]
+    out_i = np.full((idx.shape[0], length), -1, np.int64)
+    out_s = np.full((idx.shape[0], length), np.nan, np.float32)
+    for r in range(idx.shape[0]):
+        row_i, row_s = idx[r][keep[r]][:length], sc[r][keep[r]][:length]
+        out_i[r, :len(row_i)], out_s[r, :len(row_s)] = row_i, row_s
+    return out_i, out_s
 
 
 @register_protocol
@@ -79,86 +132,69 @@ class Retrieval(Protocol):
     name = "retrieval"
     task = "retrieval"
     Config = RetrievalConfig
+    uses_roles = True  # evaluate() honours a manifest's role / positives columns
     help = "rank a gallery per query: recall@k, mAP, MAP@R, nDCG@k"
 
     def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
         check_finite(train, "train")
         check_finite(test, "test")
         cfg = self.config
-        if cfg.mode == "split":
-            gallery, query, self_match = train, test, False
-        else:
-            gallery, query, self_match = test, test, True
+        gallery, query = (train, test) if cfg.mode == "split" else (test, test)
+        self_pos = _self_positions(gallery, query)  # mode all; or rows that are both query and gallery
+        has_self = bool((self_pos >= 0).any())
         n_g = len(gallery)
-        n_rel = _count_relevant(gallery.y, query.y, self_match)
+        relevant = _relevance_fn(gallery, query, self_pos)
+        n_rel = np.concatenate([relevant(q0, min(q0 + 4096, len(query))).sum(1)
+                                for q0 in range(0, len(query), 4096)]).astype(np.int64)
         ids = list(query.ids) if query.ids is not None else [str(r) for r in query.rows]
         check_relevance(np.zeros((len(query), 0), bool), n_rel, ids)
-        ks = tuple(k for k in cfg.ks if k <= n_g - self_match)
+        ks = tuple(k for k in cfg.ks if k <= n_g - has_self)
         if not ks:
-            raise ConfigError(f"retrieval: every k in {cfg.ks} exceeds the {n_g - self_match} gallery items.")
+            raise ConfigError(f"retrieval: every k in {cfg.ks} exceeds the {n_g - has_self} gallery items.")
         approximate = cfg.backend == "faiss" or (cfg.backend == "auto" and n_g > cfg.exact_max_gallery)
         details: dict[str, Any] = {"mode": cfg.mode, "n_queries": len(query), "n_gallery": n_g,
                                    "backend": "faiss-hnsw" if approximate else "exact",
-                                   "ties": "equal scores rank the smaller gallery row first"}
+                                   "ties": "equal scores rank the smaller gallery row first",
+                                   "queries_in_gallery": int(has_self and (self_pos >= 0).sum())}
         if approximate:
             kmax = max(ks)
-            nb = search(query.X, gallery.X, kmax, metric=cfg.metric, exclude_self=self_match, backend="faiss")
-            rel = _relevance(nb.indices, gallery.y, query.y)
+            nb = search(query.X, gallery.X, kmax + has_self, metric=cfg.metric, backend="faiss")
+            top, _ = _drop_self(nb, self_pos, kmax)
+            rel = _ranked(relevant(0, len(query)), top)
             sample = np.sort(np.random.default_rng(seed).choice(len(query), min(cfg.ann_sample, len(query)),
                                                                 replace=False))
-            exact = search(query.X[sample], gallery.X, kmax + self_match, metric=cfg.metric, device=device)
-            ex_idx = exact.indices
-            if self_match:  # drop each sampled query itself from its exact list
-                ex_idx = np.stack([r[r != s][:kmax] for r, s in zip(ex_idx, sample)])
-            details["ann"] = {"recall_at_k": recall_at_k(nb.indices[sample], ex_idx), "k": kmax,
+            exact = search(query.X[sample], gallery.X, kmax + has_self, metric=cfg.metric, device=device)
+            ex_idx, _ = _drop_self(exact, self_pos[sample], kmax)
+            details["ann"] = {"recall_at_k": recall_at_k(top[sample], ex_idx), "k": kmax,
                               "sampled_queries": int(len(sample)), "index": "faiss HNSW (M=32)"}
-            top = nb.indices
             per_query = retrieval_metrics(rel, n_rel, ks, full_ranking=False)
         else:
             per_query_parts, top_parts = [], []
-            length = n_g - self_match
             block = max(1, _BLOCK_ENTRIES // max(n_g, 1))
             for q0 in range(0, len(query), block):
                 q1 = min(q0 + block, len(query))
-                qx = query.X[q0:q1]
-                if self_match:  # exclude each query itself: search the block against the full test set
-                    nb = _search_excluding(qx, gallery.X, np.arange(q0, q1), length, cfg.metric, device)
-                else:
-                    nb = search(qx, gallery.X, length, metric=cfg.metric, device=device)
-                rel = _relevance(nb.indices, gallery.y, query.y[q0:q1])
+                nb = search(query.X[q0:q1], gallery.X, n_g, metric=cfg.metric, device=device)
+                idx = _drop_self(nb, self_pos[q0:q1], n_g)[0] if has_self else nb.indices
+                rel = _ranked(relevant(q0, q1), idx)
                 per_query_parts.append(retrieval_metrics(rel, n_rel[q0:q1], ks, full_ranking=True))
-                top_parts.append(nb.indices[:, :max(ks)])
+                top_parts.append(idx[:, :max(ks)])
             per_query = {k: np.concatenate([p[k] for p in per_query_parts]) for k in per_query_parts[0]}
             top = np.concatenate(top_parts)
-        details["examples"] = _examples(query, gallery, top, seed)
+        details["examples"] = _examples(query, gallery, top, relevant, seed)
         return Result("retrieval", ids, {"per_query": per_query}, query.groups,
                       {"metric": cfg.metric, "mode": cfg.mode}, details)
 
 
-def _count_relevant(gallery_y: np.ndarray | None, query_y: np.ndarray | None, self_match: bool) -> np.ndarray:
-    if gallery_y is None or query_y is None:
-        raise DataError("retrieval needs labels to decide relevance: use labelled data (class subfolders or a "
-                        "label column).")
-    counts = np.bincount(gallery_y, minlength=int(max(gallery_y.max(), query_y.max())) + 1)
-    return counts[query_y] - int(self_match)
-
-
-def _search_excluding(qx: np.ndarray, gx: np.ndarray, self_rows: np.ndarray, length: int, metric: str,
-                      device: str) -> Any:
-    """Full ranking of ``gx`` for each query row, without the query's own gallery row."""
-    nb = search(qx, gx, length + 1, metric=metric, device=device)
-    keep = nb.indices != self_rows[:, None]
-    idx = np.stack([r[m][:length] for r, m in zip(nb.indices, keep)])
-    sc = np.stack([r[m][:length] for r, m in zip(nb.scores, keep)])
-    return type(nb)(sc, idx, nb.metric, nb.backend)
-
-
-def _examples(query: Split, gallery: Split, top: np.ndarray, seed: int) -> list[dict[str, Any]]:
-    """A few seeded queries with their top-5 results, for the report."""
+def _examples(query: Split, gallery: Split, top: np.ndarray, relevant: Any, seed: int) -> list[dict[str, Any]]:
+    """A few seeded queries with their top-5 results (and whether each is relevant), for the report."""
     if query.ids is None or gallery.ids is None:
         return []
     pick = np.sort(np.random.default_rng(seed).choice(len(query), min(N_EXAMPLES, len(query)), replace=False))
-    return [{"id": query.ids[i], "label": int(query.y[i]),
-             "results": [{"id": gallery.ids[j], "label": int(gallery.y[j]),
-                          "relevant": bool(gallery.y[j] == query.y[i])} for j in top[i, :5] if j >= 0]}
-            for i in pick]
+    label = lambda s, i: None if s.y is None else int(s.y[i])  # noqa: E731
+    out = []
+    for i in pick:
+        rel = relevant(int(i), int(i) + 1)[0]
+        out.append({"id": query.ids[i], "label": label(query, i),
+                    "results": [{"id": gallery.ids[j], "label": label(gallery, j), "relevant": bool(rel[j])}
+                                for j in top[i, :5] if j >= 0]})
+    return out

@@ -1,4 +1,4 @@
-"""``vitlab.compare``: several backbones, the same splits, paired significance tests.
+"""``vitlab.compare`` (this module is ``vitlab.comparison``): several backbones, the same splits, paired significance tests.
 
 For each dataset and protocol: a leaderboard on the task's headline metric (top-1,
 recall@1, mIoU...) with CIs; for each pair of backbones the paired test of the
@@ -20,7 +20,7 @@ import numpy as np
 from vitlab.backbones import load_backbone
 from vitlab.data import load_source
 from vitlab.errors import ConfigError
-from vitlab.evaluate import EvalResult, check_eval_config, evaluate
+from vitlab.evaluation import EvalResult, check_eval_config, evaluate
 from vitlab.record import RunRecord
 from vitlab.scorers import scorer_for
 from vitlab.stats.ranks import friedman_test, mean_ranks, nemenyi_cd
@@ -80,7 +80,7 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     Args:
         backbones: names (``"demo:fmnist-vit"``, ``"pixels"``, ``"timm:vit_tiny_patch16_224"``).
         data: one or several data-source URIs.
-        protocols: protocol specs or objects (as :func:`~vitlab.evaluate.evaluate`); each is paired with its
+        protocols: protocol specs or objects (as :func:`~vitlab.evaluation.evaluate`); each is paired with its
             task's test (``fewshot`` episodes are reported but not paired).
         out: directory for one eval record per (backbone, dataset) and one compare record.
 

@@ -1,4 +1,4 @@
-"""``vitlab.evaluate``: protocols on cached embeddings, every metric with a 95% CI.
+"""``vitlab.evaluate`` (this module is ``vitlab.evaluation``): protocols on cached embeddings, every metric with a 95% CI.
 
 Data flows one way: source → backbone → store → protocol (:mod:`vitlab.protocols`) →
 scorer of the protocol's task (:mod:`vitlab.scorers`) → run record.
@@ -128,7 +128,7 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         split_origin = "split column" if emb.split_column is not None else f"seeded stratified (test {test_fraction})"
     tr, te = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
     n_classes = len(emb.classes)
-    if any(p.needs_labels for p in protos):
+    if any(p.needs_labels and p.task in ("classification", "episodes") for p in protos):
         _check_classes(y, tr, te, emb.classes)
     elif len(tr) == 0 or len(te) == 0:
         raise DataError(f"the split has {len(tr)} train and {len(te)} test samples; both must be non-empty. "
@@ -140,7 +140,10 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
     for proto in protos:
         name = proto.label
         t1 = time.perf_counter()
-        p_train, p_test = (train, test) if proto.view == "pooled" else views.for_protocol(proto, tr, te)
+        if getattr(proto, "uses_roles", False) and (source.roles is not None or source.positives is not None):
+            p_train, p_test = views.by_roles(tr, te)
+        else:
+            p_train, p_test = (train, test) if proto.view == "pooled" else views.for_protocol(proto, tr, te)
         timings[f"{name}_inputs_s"] = round(time.perf_counter() - t1, 3)
         t1 = time.perf_counter()
         res = proto.run(p_train, p_test, seed=seed, n_classes=n_classes, device=device or "cpu")
@@ -205,7 +208,8 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
 
 def _check_data(source: DataSource, protos: list[Protocol]) -> None:
     """What the data must hold for these protocols: labels, masks (one clear line each)."""
-    labelled = [p.label for p in protos if p.needs_labels]
+    labelled = [p.label for p in protos  # explicit positives replace labels for retrieval
+                if p.needs_labels and not (getattr(p, "uses_roles", False) and source.positives is not None)]
     if source.labels is None and labelled:
         hint = (" It has masks: use a segmentation protocol (seg-linear, seg-knn)." if source.has_masks else "")
         raise DataError(f"{source.uri} has no labels, needed by {', '.join(labelled)}: use labelled data (class "
@@ -248,6 +252,20 @@ class _Views:
 
     def pooled(self, rows: np.ndarray) -> Split:
         return self._base(rows, self.X)
+
+    def by_roles(self, tr: np.ndarray, te: np.ndarray) -> tuple[Split, Split]:
+        """Retrieval with explicit roles and/or positives: ``(gallery, queries)``. With a ``role`` column the
+        manifest decides (the split is ignored); otherwise the training split is the gallery."""
+        roles, positives = self.source.roles, self.source.positives
+        if roles is not None:
+            per_row = np.asarray([roles[int(i)] for i in np.asarray(self.emb.index)])
+            tr = np.flatnonzero(np.isin(per_row, ("gallery", "both")))
+            te = np.flatnonzero(np.isin(per_row, ("query", "both")))
+            if not len(tr) or not len(te):
+                raise DataError(f"{self.source.uri}: the role column gives {len(te)} queries and {len(tr)} gallery "
+                                "items; retrieval needs both.")
+        extra = {} if positives is None else {"positives": positives}
+        return (dataclasses.replace(self.pooled(tr), extra=extra), dataclasses.replace(self.pooled(te), extra=extra))
 
     def for_protocol(self, proto: Protocol, tr: np.ndarray, te: np.ndarray) -> tuple[Split, Split]:
         if proto.view == "embed":
