@@ -1,4 +1,8 @@
-"""``csv:<manifest>``: a CSV/TSV/Parquet table with columns ``path[,label][,split][,group][,id][,mask]``."""
+"""``csv:<manifest>``: a CSV/TSV/Parquet table with columns ``path[,label][,split][,group][,id][,mask][,role][,positives]``.
+
+``role`` (query, gallery, both; blank = both) and ``positives`` (ids of a query's relevant gallery
+items, separated by ``;``) drive the ``retrieval`` protocol; see :func:`_retrieval_columns`.
+"""
 
 from __future__ import annotations
 
