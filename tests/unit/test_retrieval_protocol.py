@@ -86,3 +86,22 @@ def test_bad_inputs():
         Retrieval().run(train, lonely, seed=0, n_classes=10)
     with pytest.raises(DataError, match="NaN or inf"):
         Retrieval().run(Split(np.full_like(train.X, np.nan), train.y, train.rows), test, seed=0, n_classes=4)
+
+
+def test_manifest_role_and_positives_columns_are_validated_with_their_line():
+    import pandas as pd
+    from pathlib import Path
+
+    from vitlab.data.manifest import _retrieval_columns
+
+    ids = ["a", "b", "c"]
+    roles, pos = _retrieval_columns(pd.DataFrame({"role": ["query", "gallery", ""], "positives": ["b;c", "", ""]}),
+                                    ids, Path("m.csv"))
+    assert roles == ["query", "gallery", "both"] and pos == {"a": ["b", "c"]}
+    with pytest.raises(DataError, match=r"m.csv: line 3: role 'probe' is not one of query, gallery, both"):
+        _retrieval_columns(pd.DataFrame({"role": ["query", "probe", ""]}), ids, Path("m.csv"))
+    with pytest.raises(DataError, match=r"line 2: positive 'z' is not an id in the manifest"):
+        _retrieval_columns(pd.DataFrame({"positives": ["b;z", "", ""]}), ids, Path("m.csv"))
+    with pytest.raises(DataError, match=r"line 3: a gallery-only row lists positives"):
+        _retrieval_columns(pd.DataFrame({"role": ["query", "gallery", "both"], "positives": ["", "a", ""]}),
+                           ids, Path("m.csv"))
