@@ -199,7 +199,7 @@ def test_tokens_view_errors(tiny_backbone, image_folder, cache_dir):
 def test_cli_embed_view_tokens(image_folder, cache_dir):
     from typer.testing import CliRunner
 
-    from vitlab.cli.app import app
+    from vitlab.cli import app
 
     args = ["embed", "-b", "random:timm:vit_tiny_patch16_224", "-d", f"folder:{image_folder}", "--cache-dir",
             str(cache_dir), "--device", "cpu", "--num-workers", "0", "--batch-size", "6", "--view", "tokens",

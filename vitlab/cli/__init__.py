@@ -1,5 +1,19 @@
-"""The ``vitlab`` command line: a thin mirror of the Python API."""
+"""The ``vitlab`` command line: a thin mirror of the Python API.
 
-from vitlab.cli.app import app, main
+:mod:`vitlab.cli.options` holds the Typer app and the shared options; each verb module registers
+its commands on it when imported here (one direction only: no verb module imports this package).
+
+Example:
+    >>> sorted(c.name for c in app.registered_commands)[:3]
+    ['bench', 'compare', 'embed']
+"""
+
+from vitlab.cli import core_cmds, eval_cmds, gen_cmds, perf_cmds  # noqa: F401  (register the verbs)
+from vitlab.cli.options import app
 
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point (``vitlab``)."""
+    app()

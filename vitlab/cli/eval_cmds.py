@@ -7,15 +7,10 @@ from typing import Optional
 
 import typer
 
-from vitlab.cli.app import CacheDir, app
+from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 
-Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
-Json = typer.Option(False, "--json", help="Print the run record(s) as JSON on stdout.")
-Pretrained = typer.Option(True, "--pretrained/--no-pretrained",
-                          help="--no-pretrained: seeded random weights for hub backbones (timm:, hf:, open_clip:); "
-                               "file: and demo: always load their weights (use random:<name> for a random copy).")
 
 
 def _split_list(text: str) -> list[str]:

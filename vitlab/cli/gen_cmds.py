@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vitlab.cli.app import CacheDir, OnError, app
+from vitlab.cli.options import CacheDir, OnError, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json,
                                progress_setting)
 from vitlab.errors import ConfigError

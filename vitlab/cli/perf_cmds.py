@@ -11,15 +11,11 @@ from rich.markup import escape
 from rich import box
 from rich.table import Table
 
-from vitlab.cli.app import CacheDir, app
+from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 from vitlab.report.tables import fmt
 
-Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
-Json = typer.Option(False, "--json", help="Print the run record as JSON on stdout.")
-Pretrained = typer.Option(True, "--pretrained/--no-pretrained",
-                          help="--no-pretrained: seeded random weights for hub backbones (timm:, hf:, open_clip:).")
 
 
 class Dtype(str, Enum):

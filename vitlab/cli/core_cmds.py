@@ -1,43 +1,16 @@
-"""``vitlab`` verbs. Each parses options, calls one public function and prints."""
+"""``vitlab ls``, ``vitlab embed`` and ``vitlab cache ls|clear``. Each parses options, calls one public function and prints."""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
+from vitlab.cli.options import CacheDir, OnError, Pool, Precision, app, cache_app
 from vitlab.cli.common import (Quiet, at_least, check_outputs, console, friendly_errors, num_workers_option,
                                parse_int_list, print_json, progress_setting)
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="vitlab: compare, evaluate and accelerate Vision Transformer backbones on your images.")
-cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the embedding cache.")
-app.add_typer(cache_app, name="cache")
-
-
-class Pool(str, Enum):
-    cls = "cls"
-    mean = "mean"
-    cls_mean = "cls+mean"
-
-
-class OnError(str, Enum):
-    raise_ = "raise"
-    skip = "skip"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-CacheDir = typer.Option(None, "--cache-dir", help="Cache root [default: $VITLAB_CACHE_DIR or ~/.cache/vitlab].")
-
 
 @app.command("ls")
 @friendly_errors
@@ -214,13 +187,3 @@ def cache_clear(digest: Optional[str] = typer.Argument(None, help="Digest prefix
     if res["in_use"]:
         console.print(f"[yellow]kept {len(res['in_use'])} entr(ies) in use by a running embed:[/] "
                       f"{', '.join(res['in_use'])}. Run the clear again when it has finished.")
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-from vitlab.cli import eval_cmds  # noqa: E402,F401  (registers eval, compare, report, quickstart)
-from vitlab.cli import gen_cmds  # noqa: E402,F401  (registers gen-eval, gen-stats)
-from vitlab.cli import perf_cmds  # noqa: E402,F401  (registers bench, tradeoff)
