@@ -129,3 +129,16 @@ def truncated_jpeg(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+class Interrupt(Exception):
+    """Raised by :func:`interrupt_after` to stop an embedding run midway (tests of resume)."""
+
+
+def interrupt_after(rows: int):
+    """An ``on_batch`` callback that raises :class:`Interrupt` once ``rows`` rows are done."""
+    def hook(done: int) -> None:
+        if done >= rows:
+            raise Interrupt()
+    return hook
+

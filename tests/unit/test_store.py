@@ -10,22 +10,13 @@ import torch
 from PIL import Image
 
 import vitlab
-from tests.conftest import truncated_jpeg, write_images
+from tests.conftest import Interrupt, interrupt_after, truncated_jpeg, write_images
 from vitlab.errors import ConfigError, DataError
 from vitlab.store import EmbeddingStore
 
 KW = dict(num_workers=0, progress=False, batch_size=4)
 
 
-class Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(rows):
-    def hook(done):
-        if done >= rows:
-            raise Interrupt()
-    return hook
 
 
 def _count_batches(store_call):
@@ -105,7 +96,7 @@ def test_resume_after_interruption_computes_only_missing_shards(tiny_backbone, t
     store = EmbeddingStore(cache_dir)
     kw = dict(KW, shard_size=8)
     with pytest.raises(Interrupt):
-        store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=_interrupt_after(18), **kw)
+        store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=interrupt_after(18), **kw)
     shards = sorted(p.name for p in next((cache_dir / "embeddings").iterdir()).glob("shards/*.safetensors"))
     assert shards == ["shard-0000000000.safetensors", "shard-0000000008.safetensors"]
     resumed, n_batches = _count_batches(lambda **k: store.get_or_compute(tiny_backbone, f"folder:{root}", **kw, **k))
@@ -120,7 +111,7 @@ def test_corrupt_shard_is_detected_and_recomputed(tiny_backbone, tmp_path, cache
     store = EmbeddingStore(cache_dir)
     kw = dict(KW, shard_size=8)
     with pytest.raises(Interrupt):
-        store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=_interrupt_after(18), **kw)
+        store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=interrupt_after(18), **kw)
     shard = next((cache_dir / "embeddings").iterdir()) / "shards" / "shard-0000000008.safetensors"
     raw = bytearray(shard.read_bytes())
     raw[-10:] = b"\x00" * 10

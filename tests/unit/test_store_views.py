@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vitlab
-from tests.conftest import write_images
+from tests.conftest import Interrupt, interrupt_after, write_images
 from vitlab.errors import ConfigError, DataError
 from vitlab.store import EmbeddingKey, EmbeddingStore
 from vitlab.store.bags import Bags, make_bags
@@ -18,15 +18,6 @@ from vitlab.store.bags import Bags, make_bags
 KW = dict(num_workers=0, progress=False, batch_size=4)
 
 
-class Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(rows):
-    def hook(done):
-        if done >= rows:
-            raise Interrupt()
-    return hook
 
 
 def _direct_tokens(backbone, folder, rows, layers):
@@ -173,7 +164,7 @@ def test_interrupted_tokens_entry_resumes_bit_identical(tiny_backbone, tmp_path,
     store = EmbeddingStore(cache_dir)
     kw = dict(KW, shard_size=8, view="tokens", token_dtype="float16", layers=[0, -1])
     with pytest.raises(Interrupt):
-        store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=_interrupt_after(18), **kw)
+        store.get_or_compute(tiny_backbone, f"folder:{root}", on_batch=interrupt_after(18), **kw)
     [entry] = (cache_dir / "embeddings").iterdir()
     assert len(list(entry.glob("shards/*.safetensors"))) == 2
     resumed = store.get_or_compute(tiny_backbone, f"folder:{root}", **kw)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vitlab.cli.options import CacheDir, OnError, Pool, Precision, app, cache_app
+from vitlab.cli.options import CacheDir, OnError, Pool, Precision, Pretrained, app, cache_app
 from vitlab.cli.common import (Quiet, at_least, check_outputs, console, friendly_errors, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 
@@ -72,9 +72,7 @@ def embed_cmd(
     data: str = typer.Option(..., "--data", "-d", help="<kind>:<path>, e.g. folder:./my_images, sample:fashion-mnist."),
     layers: str = typer.Option("-1", help="Comma-separated block indices, negative from the end, e.g. -1,-4."),
     pool: Pool = typer.Option(Pool.cls, help="Pooling reported in the summary (cls and mean are always stored)."),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained",
-                                    help="--no-pretrained: seeded random weights for hub backbones (timm:, hf:, "
-                                         "open_clip:); file:/demo: always load theirs (random:<name> for a random copy)."),
+    pretrained: bool = Pretrained,
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     num_workers: Optional[int] = num_workers_option(),

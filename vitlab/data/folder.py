@@ -13,7 +13,8 @@ from vitlab.data.images import IMAGE_SUFFIXES, open_rgb
 from vitlab.errors import DataError
 
 
-def _images_under(root: Path) -> list[Path]:
+def images_under(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, sorted, hidden files and folders skipped (symlinks followed)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -56,7 +57,7 @@ class FolderSource(DataSource):
         if class_dirs:
             classes, files, labels = [], [], []
             for d in class_dirs:
-                imgs = _images_under(d)
+                imgs = images_under(d)
                 if imgs:
                     labels += [len(classes)] * len(imgs)
                     classes.append(d.name)

@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from vitlab.data.base import DataSource, check_fingerprint_mode, file_content_key, file_stat_key, with_query
+from vitlab.data.folder import images_under
 from vitlab.data.images import IMAGE_SUFFIXES, open_rgb
 from vitlab.data.splits import SPLIT_SYNONYMS
 from vitlab.errors import DataError
@@ -259,15 +260,6 @@ def resolve_classes(classes: str | Path | Sequence[str] | None, base: Path, defa
     return [str(i) for i in range(top + 1)], "the mask values (no classes file)"
 
 
-def _walk(root: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames)
-                   if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES)
-    return out
-
-
 def _first(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
@@ -305,14 +297,14 @@ class SegFolderSource(DataSource):
                 raise DataError(f"{where}: no {d.name}/ folder. Expected <dir>/images/<stem>.<ext> and "
                                 "<dir>/masks/<stem>.png.")
         images: dict[str, Path] = {}
-        for p in _walk(img_dir):
+        for p in images_under(img_dir):
             key = p.relative_to(img_dir).with_suffix("").as_posix()
             if key in images:
                 raise DataError(f"{where}: images/{key}{images[key].suffix} and images/{key}{p.suffix} share the "
                                 "stem, so they would share one mask. Rename or remove one.")
             images[key] = p
         masks: dict[str, Path] = {}
-        for p in _walk(mask_dir):
+        for p in images_under(mask_dir):
             rel = p.relative_to(mask_dir).as_posix()
             if p.suffix.lower() != ".png":
                 raise DataError(f"{where}: masks/{rel} is not a PNG; masks must be lossless PNG (a JPEG blurs "
