@@ -23,26 +23,10 @@ from vitlab.errors import ConfigError
 from vitlab.evaluation import EvalResult, check_eval_config, evaluate
 from vitlab.record import RunRecord
 from vitlab.scorers import scorer_for
+from vitlab.stats.paired import holm
 from vitlab.stats.ranks import friedman_test, mean_ranks, nemenyi_cd
 
 ALPHA = 0.05
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (same order as given).
-
-    Example:
-        >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
-        [0.03, 0.06, 0.06]
-    """
-    m = len(p_values)
-    order = np.argsort(p_values)
-    adj = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adj[i] = running
-    return adj.tolist()
 
 
 def pairwise_tests(a: EvalResult, b: EvalResult, protocol: str, *, n_resamples: int, seed: int

@@ -156,6 +156,9 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         details[name]["task"] = res.task
         if res.task == "classification":
             details[name]["gallery"] = _gallery(train, test, res.outputs["proba"], ids, seed)
+    protocol_pairs = _protocol_pairs(results, n_resamples=n_resamples, seed=seed)
+    if protocol_pairs:
+        details["protocol_pairs"] = protocol_pairs
     record = RunRecord(
         kind="eval",
         config={"backbone": label or backbone.name, "source_backbone": backbone.name, "accel": backbone.accel,
@@ -204,6 +207,35 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch!r}.")
     check_output_dir(out, "out")
     return protos
+
+
+def _protocol_pairs(results: dict[str, Result], *, n_resamples: int, seed: int) -> list[dict[str, Any]]:
+    """Paired tests between the protocols of one run that scored the same units with the same task
+    (e.g. ``zeroshot`` against ``linear`` and ``knn``: is zero-shot competitive with a probe on this data?),
+    Holm-adjusted across the pairs of each task."""
+    import itertools
+
+    from vitlab.stats.paired import holm
+
+    out: list[dict[str, Any]] = []
+    by_task: dict[str, list[str]] = {}
+    for name, res in results.items():
+        by_task.setdefault(res.task, []).append(name)
+    for task, names in by_task.items():
+        scorer = scorer_for(task)
+        if not scorer.p_keys:
+            continue
+        tests = [{"a": a, "b": b, **scorer.paired(results[a], results[b], n_resamples=n_resamples, seed=seed)}
+                 for a, b in itertools.combinations(names, 2) if results[a].units == results[b].units]
+        for key in scorer.p_keys:
+            if tests and key in tests[0]:
+                for t, adj in zip(tests, holm([t[key] for t in tests])):
+                    t[f"{key}_holm"] = adj
+        for t in tests:
+            t["significant"] = scorer.significant(t, 0.05)
+            t["rule"] = scorer.significance_rule
+        out += tests
+    return out
 
 
 def _check_data(source: DataSource, protos: list[Protocol]) -> None:

@@ -86,6 +86,9 @@ def test_zero_shot_beside_knn_on_the_same_split(folder, tmp_path):
     m = res.record.metrics["zeroshot"]["top1"]
     assert m["low"] <= m["value"] <= m["high"]
     assert res.record.details["zeroshot"]["classnames"] == ["a", "b", "c"]
+    (pair,) = res.record.details["protocol_pairs"]  # zero-shot against the probe, on the same test images
+    assert (pair["a"], pair["b"], pair["metric"]) == ("zeroshot", "knn", "top1")
+    assert pair["low"] <= pair["diff"] <= pair["high"] and 0 < pair["p_mcnemar_holm"] <= 1
     assert list((tmp_path / "text").glob("*.npz"))  # the prompt embeddings were cached
     with pytest.raises(ConfigError, match="needs an image–text backbone with a text tower; demo:fmnist-vit"):
         vitlab.evaluate("demo:fmnist-vit", f"folder:{folder}", protocols="zeroshot", cache_dir=tmp_path, **FAST)

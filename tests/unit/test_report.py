@@ -231,3 +231,12 @@ def test_a_linear_probe_that_did_not_converge_is_marked(runs, tmp_path):
     r.details["linear"]["convergence"].update(all_converged=False, not_converged_C=[100.0, 1000.0])
     page = render_html([r], tmp_path / "bad.html").read_text(encoding="utf-8")
     assert "⚠ not converged: C = 100, 1e+03" in page or "&#9888; not converged: C = 100, 1e+03" in page
+
+
+def test_protocols_of_one_run_are_compared_on_the_same_test_items(runs, tmp_path):
+    records, _, _ = runs
+    r = next(r for r in _of(records, "eval") if {"knn", "linear"} <= set(r.metrics))
+    (pair,) = [t for t in r.details["protocol_pairs"] if {t["a"], t["b"]} == {"knn", "linear"}]
+    assert pair["metric"] == "top1" and pair["low"] <= pair["diff"] <= pair["high"]
+    page = render_html([r], tmp_path / "pairs.html").read_text(encoding="utf-8")
+    assert "Protocols compared on the same test items" in page and "<code>linear</code>" in page

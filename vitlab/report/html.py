@@ -233,6 +233,8 @@ def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
     for p in protos:
         if any(FEWSHOT_KEY.match(k) for k in r.metrics.get(p, {})):
             out.append(_fewshot_html(p, r.metrics[p]))
+    if d.get("protocol_pairs"):
+        out.append("<h3>Protocols compared on the same test items</h3>" + _pairwise_table(d["protocol_pairs"]))
     for p in scored:
         if d[p].get("gallery") is not None:
             out.append(_gallery_html(p, d[p]["gallery"], classes, str(c.get("data", "")), ctx, data_fingerprint(r)))

@@ -224,3 +224,20 @@ def delong_test(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) ->
         return TestResult(0.0, 1.0)
     z = diff / np.sqrt(var)
     return TestResult(float(z), float(2 * stats.norm.sf(abs(z))))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (same order as given).
+
+    Example:
+        >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
+        [0.03, 0.06, 0.06]
+    """
+    m = len(p_values)
+    order = np.argsort(p_values)
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adj[i] = running
+    return adj.tolist()
