@@ -1,0 +1,543 @@
+"""Patient-grouped cross-validation of multiple-instance (MIL) heads: splits that cannot leak,
+out-of-fold pooling, and the K-fold ensemble on a held-out test set.
+
+A bag (slide) carries one label; a patient may own several bags. Bags of one patient are
+correlated (same tissue, same staining batch, same disease), so
+
+* every split is **patient-disjoint**: :func:`patient_folds` draws stratified K folds grouped by
+  patient, :func:`check_folds` refuses a manifest's own folds when a patient crosses folds, and
+  :func:`inner_validation` takes the early-stopping validation part of a training fold by
+  whole patients;
+* every interval resamples **whole patients**: :meth:`CVResult.to_result` and
+  :func:`evaluate_test` build a :class:`~vitlab.protocols.base.Result` with ``groups=patients``,
+  so the classification scorer (:mod:`vitlab.scorers.classification`) reports cluster-bootstrap
+  CIs (``method == "cluster-percentile"``) and its paired tests (paired bootstrap, McNemar,
+  DeLong) compare two heads or backbones run on the same folds unchanged.
+
+The headline of a cross-validation is the metric of the pooled **out-of-fold** probabilities
+(each bag predicted once, by the model that did not see it) with its patient bootstrap CI.
+:meth:`CVResult.per_fold` adds the per-fold values with a t-interval over folds, a common but
+optimistic summary: fold values share training data and are not independent.
+
+Pure numpy / scikit-learn; the model is whatever ``fit_predict`` callable you pass.
+
+Example:
+    >>> import numpy as np
+    >>> y = np.array([0, 1] * 20); patients = np.repeat(np.arange(20), 2)
+    >>> fold = patient_folds(y, patients, k=4, seed=0)
+    >>> cv = cross_validate(len(y), y, patients, fold,
+    ...                     lambda tr, va, te, f: np.eye(2)[y[te]] * 0.8 + 0.1)
+    >>> bool(np.all(cv.proba.argmax(1) == y)), cv.n_folds
+    (True, 4)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vitlab.errors import ConfigError, DataError
+
+__all__ = [
+    "patient_folds",
+    "check_folds",
+    "inner_validation",
+    "cross_validate",
+    "CVResult",
+    "ensemble_proba",
+    "evaluate_test",
+    "TestEvaluation",
+]
+
+FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+"""``fit_predict(train_idx, val_idx, test_idx, fold) -> proba_test [len(test_idx), C]``."""
+
+
+def _as_labels(labels: Any, n: int | None = None, name: str = "labels") -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise DataError(f"{name} must be a non-empty 1-D array of class indices, got shape {y.shape}.")
+    if n is not None and y.shape[0] != n:
+        raise DataError(f"{name} has {y.shape[0]} entries but there are {n} bags; pass one per bag.")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise DataError(f"{name} must be integer class indices 0..C-1, got dtype {y.dtype}"
+                        + (f" with minimum {y.min()}" if np.issubdtype(y.dtype, np.number) else "") + ".")
+    return y
+
+
+def _as_groups(patients: Any, n: int) -> np.ndarray | None:
+    if patients is None:
+        return None
+    g = np.asarray(patients)
+    if g.shape != (n,):
+        raise DataError(f"patients has shape {g.shape}, expected ({n},): one patient id per bag.")
+    return g
+
+
+def patient_folds(bag_labels: np.ndarray, patients: Sequence[Any] | np.ndarray | None = None,
+                  k: int = 5, seed: int = 0) -> np.ndarray:
+    """Stratified K-fold assignment of bags, grouped by patient: no patient is in two folds.
+
+    Uses scikit-learn's ``StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)``;
+    without ``patients`` each bag is its own group (plain stratified K-fold). Class proportions
+    per fold follow the overall ones as closely as whole patients allow. The result is checked
+    with :func:`check_folds` (so a class whose bags all belong to one patient, which would leave
+    one fold's training part without it, is refused).
+
+    Args:
+        bag_labels: ``[n_bags]`` int class indices.
+        patients: ``[n_bags]`` patient ids, or ``None`` (every bag its own patient).
+        k: number of folds, >= 2.
+        seed: seed of the shuffling.
+
+    Returns:
+        ``[n_bags]`` int fold index in ``0..k-1`` (the fold in which the bag is tested).
+
+    Raises:
+        ConfigError: ``k < 2``.
+        DataError: fewer patients (bags) than folds, or a fold that :func:`check_folds` refuses.
+
+    Example:
+        >>> y = np.array([0, 0, 1, 1, 0, 1, 0, 1]); pat = np.array(list("aabbccdd"))
+        >>> fold = patient_folds(y, pat, k=2, seed=0)
+        >>> all(len(set(fold[pat == p])) == 1 for p in set(pat))
+        True
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if int(k) != k or k < 2:
+        raise ConfigError(f"k={k} folds: cross-validation needs an integer k >= 2, e.g. 5.")
+    k = int(k)
+    y = _as_labels(bag_labels, name="bag_labels")
+    n = y.shape[0]
+    g = _as_groups(patients, n)
+    gid = np.arange(n) if g is None else np.unique(g, return_inverse=True)[1].reshape(-1)
+    n_groups = int(gid.max()) + 1
+    if n_groups < k:
+        what = "bags" if g is None else "patients"
+        raise DataError(f"{k} folds need at least {k} {what}; got {n_groups}. Use fewer folds or more data.")
+    fold = np.full(n, -1, dtype=np.int64)
+    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # "least populated class has only m members": check_folds below says what matters
+        warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+        for i, (_, test) in enumerate(sgkf.split(np.zeros(n), y, gid)):
+            fold[test] = i
+    assert (fold >= 0).all(), "StratifiedGroupKFold left bags without a fold"
+    # the point of this function: no patient in two folds
+    per_group = np.zeros((n_groups, k), dtype=bool)
+    per_group[gid, fold] = True
+    assert (per_group.sum(axis=1) == 1).all(), "a patient was assigned to two folds"
+    check_folds(fold, g, labels=y, k=k)
+    return fold
+
+
+def check_folds(fold: np.ndarray, patients: Sequence[Any] | np.ndarray | None = None,
+                bag_ids: Sequence[Any] | None = None, *, labels: np.ndarray | None = None,
+                k: int | None = None, class_names: Sequence[str] | None = None) -> None:
+    """Refuse folds (e.g. a manifest's own) that leak patients, are empty or miss a class.
+
+    Checks, in this order, raising one :class:`DataError` for the first problem found:
+
+    1. fold ids are integers ``0..K-1`` (``K = k``, or ``max(fold) + 1``) and ``K >= 2``;
+    2. no fold is empty;
+    3. no patient has bags in two folds (the message names the first such patient in bag order,
+       the fold of its first bag and the other fold, with a bag of each);
+    4. with ``labels``: every fold's training part (the bags of the other folds) holds every
+       class present in the data (the message names the class and the fold).
+
+    Args:
+        fold: ``[n_bags]`` fold index per bag.
+        patients: ``[n_bags]`` patient ids, or ``None`` (only checks 1, 2 and 4).
+        bag_ids: ``[n_bags]`` bag ids for the messages (default: the bag's position).
+        labels: ``[n_bags]`` int class indices (for check 4).
+        k: the expected number of folds (default ``max(fold) + 1``).
+        class_names: names of the classes, for the message of check 4.
+
+    Raises:
+        DataError: see above.
+
+    Example:
+        >>> check_folds(np.array([0, 0, 1, 1]), ["p1", "p1", "p2", "p3"])
+        >>> check_folds(np.array([0, 1, 1, 0]), ["p1", "p1", "p2", "p3"], ["s1", "s2", "s3", "s4"])
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.DataError: patient 'p1' leaks across folds: bag 's1' is in fold 0 and bag 's2' in fold 1. All bags of a patient must be in one fold (pass patient-grouped folds, e.g. vitlab.mil.cv.patient_folds).
+    """
+    f = np.asarray(fold)
+    if f.ndim != 1 or f.size == 0:
+        raise DataError(f"fold must be a non-empty 1-D array (one fold index per bag), got shape {f.shape}.")
+    n = f.shape[0]
+    if not np.issubdtype(f.dtype, np.integer):
+        if np.issubdtype(f.dtype, np.floating) and np.all(np.isfinite(f)) and np.all(f == np.round(f)):
+            f = f.astype(np.int64)
+        else:
+            raise DataError(f"fold ids must be integers 0..K-1, got dtype {f.dtype}.")
+    ids = [str(b) for b in bag_ids] if bag_ids is not None else [str(i) for i in range(n)]
+    if len(ids) != n:
+        raise DataError(f"bag_ids has {len(ids)} entries but fold has {n}; pass one per bag.")
+    if f.min() < 0:
+        i = int(np.argmax(f < 0))
+        raise DataError(f"bag {ids[i]!r} has fold {int(f[i])}; fold ids must be 0..K-1.")
+    n_folds = int(f.max()) + 1 if k is None else int(k)
+    if n_folds < 2:
+        raise DataError(f"{n_folds} fold(s): cross-validation needs at least 2 folds.")
+    if f.max() >= n_folds:
+        i = int(np.argmax(f >= n_folds))
+        raise DataError(f"bag {ids[i]!r} has fold {int(f[i])} but there are {n_folds} folds (0..{n_folds - 1}).")
+    counts = np.bincount(f, minlength=n_folds)
+    if (counts == 0).any():
+        empty = int(np.argmax(counts == 0))
+        raise DataError(f"fold {empty} has no bags (folds 0..{n_folds - 1}); renumber the folds "
+                        "or assign bags to it.")
+    g = _as_groups(patients, n)
+    if g is not None:
+        first: dict[Any, int] = {}
+        for i in range(n):
+            p = g[i].item() if hasattr(g[i], "item") else g[i]
+            j = first.setdefault(p, i)
+            if f[j] != f[i]:
+                raise DataError(
+                    f"patient {str(p)!r} leaks across folds: bag {ids[j]!r} is in fold {int(f[j])} and bag "
+                    f"{ids[i]!r} in fold {int(f[i])}. All bags of a patient must be in one fold "
+                    "(pass patient-grouped folds, e.g. vitlab.mil.cv.patient_folds)."
+                )
+    if labels is not None:
+        y = _as_labels(labels, n)
+        present = np.unique(y)
+        for i in range(n_folds):
+            missing = np.setdiff1d(present, np.unique(y[f != i]))
+            if missing.size:
+                c = int(missing[0])
+                name = repr(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
+                raise DataError(
+                    f"the training part of fold {i} has no bag of class {name}: all its bags are in "
+                    f"fold {i}. Stratified folds need every class in >= 2 folds (>= 2 patients per class)."
+                )
+
+
+def inner_validation(train_idx: np.ndarray, labels: np.ndarray,
+                     patients: Sequence[Any] | np.ndarray | None, fraction: float = 0.2,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split a training fold into a fitting part and a patient-disjoint validation part.
+
+    For early stopping / model selection inside a fold. Reuses
+    :func:`vitlab.data.splits.holdout` (stratified; ``StratifiedGroupKFold`` by patient when
+    ``patients`` are given, so the fraction is approximate), with its errors for data too small
+    to split.
+
+    Args:
+        train_idx: indices (into all bags) of the training part of a fold.
+        labels: ``[n_bags]`` int class indices of **all** bags.
+        patients: ``[n_bags]`` patient ids of all bags, or ``None``.
+        fraction: about this fraction of ``train_idx`` goes to validation, in (0, 1).
+        seed: seed of the split.
+
+    Returns:
+        ``(fit_idx, val_idx)``: sorted indices into all bags, a partition of ``train_idx``.
+
+    Raises:
+        DataError: too few bags, classes or patients (see :func:`~vitlab.data.splits.holdout`).
+
+    Example:
+        >>> y = np.array([0, 1] * 10); pat = np.repeat(np.arange(10), 2)
+        >>> fit, val = inner_validation(np.arange(20), y, pat, 0.2, seed=0)
+        >>> len(fit) + len(val), set(pat[fit]) & set(pat[val])
+        (20, set())
+    """
+    from vitlab.data.splits import holdout
+
+    if not 0 < fraction < 1:
+        raise ConfigError(f"fraction={fraction}: the validation fraction must be in (0, 1), e.g. 0.2.")
+    y = _as_labels(labels)
+    idx = np.asarray(train_idx, dtype=np.int64)
+    if idx.ndim != 1 or idx.size == 0:
+        raise DataError("train_idx must be a non-empty 1-D array of bag indices.")
+    g = _as_groups(patients, y.shape[0])
+    sub_g = None if g is None else g[idx]
+    # relabel to 0..c-1 so holdout's class counts only see classes of this training part
+    _, sub_y = np.unique(y[idx], return_inverse=True)
+    kept, held = holdout(sub_y.reshape(-1), sub_g, fraction, seed)
+    return np.sort(idx[kept]), np.sort(idx[held])
+
+
+@dataclass
+class CVResult:
+    """Outcome of :func:`cross_validate`.
+
+    Attributes:
+        labels: ``[n_bags]`` int class indices.
+        proba: ``[n_bags, C]`` pooled out-of-fold probabilities (row ``i`` from the model of fold
+            ``folds[i]``, which did not see bag ``i``).
+        folds: ``[n_bags]`` fold index per bag.
+        fold_test: per fold, the ``test_idx`` passed to ``fit_predict``.
+        fold_proba: per fold, the ``[len(test_idx), C]`` probabilities it returned.
+        fold_val: per fold, the validation indices passed to ``fit_predict``.
+        patients: ``[n_bags]`` patient ids, or ``None``.
+    """
+
+    labels: np.ndarray
+    proba: np.ndarray
+    folds: np.ndarray
+    fold_test: list[np.ndarray] = field(default_factory=list)
+    fold_proba: list[np.ndarray] = field(default_factory=list)
+    fold_val: list[np.ndarray] = field(default_factory=list)
+    patients: np.ndarray | None = None
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.fold_test)
+
+    def to_result(self, bag_ids: Sequence[Any], patients: Sequence[Any] | np.ndarray | None) -> Any:
+        """The pooled out-of-fold predictions as a classification :class:`~vitlab.protocols.base.Result`.
+
+        Units are the bag ids, outputs ``{"y", "proba"}``, ``groups`` the patients (``None``: bag
+        bootstrap), so ``scorer_for("classification").score(...)`` gives patient-level cluster
+        bootstrap CIs, and ``.paired(...)`` compares two results on the same bags and folds.
+
+        Args:
+            bag_ids: ``[n_bags]`` bag ids (two results pair only when these are identical).
+            patients: ``[n_bags]`` patient ids (normally :attr:`patients`), or ``None``.
+
+        Example:
+            >>> cv = CVResult(np.array([0, 1]), np.eye(2), np.array([0, 1]))
+            >>> r = cv.to_result(["s1", "s2"], ["p1", "p2"])
+            >>> r.task, r.units, r.groups.tolist()
+            ('classification', ['s1', 's2'], ['p1', 'p2'])
+        """
+        from vitlab.protocols.base import Result
+
+        n = self.labels.shape[0]
+        units = [str(b) for b in bag_ids]
+        if len(units) != n:
+            raise DataError(f"bag_ids has {len(units)} entries but the cross-validation has {n} bags.")
+        g = _as_groups(patients, n)
+        details = {"cv": {"n_folds": self.n_folds, "pooled": "out-of-fold",
+                          "fold": np.asarray(self.folds).tolist()}}
+        return Result("classification", units, {"y": self.labels, "proba": self.proba}, groups=g,
+                      details=details)
+
+    def per_fold(self, metric_names: Sequence[str] = ("auroc", "balanced_accuracy", "macro_f1"),
+                 alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+        """Each metric on each fold's test bags, their mean and a t-interval over folds.
+
+        ``{name: {"folds": [K values], "mean", "sd", "low", "high", "n_folds", "method"}}``; a fold
+        where the metric is undefined (e.g. AUROC with one class in the fold) is ``nan`` and left
+        out of the summary (``n_folds`` counts the folds used).
+
+        Caveat: the K fold values are **not independent** (their training sets overlap by
+        ``(K-2)/(K-1)``), so the t-interval ``mean -/+ t(K-1) sd / sqrt(K)`` understates the
+        uncertainty and is for description only; report the pooled out-of-fold metric with its
+        patient bootstrap CI (:meth:`to_result` + the classification scorer) as the headline.
+
+        Example:
+            >>> y = np.array([0, 1] * 6); fold = np.repeat([0, 1, 2], 4)
+            >>> cv = cross_validate(12, y, None, fold, lambda tr, va, te, f: np.eye(2)[y[te]])
+            >>> cv.per_fold(["top1"])["top1"]["mean"]
+            1.0
+        """
+        from scipy import stats
+
+        from vitlab.metrics.classification import METRIC_FUNCTIONS
+
+        if not 0.0 < alpha < 1.0:
+            raise ConfigError(f"alpha={alpha} must be in (0, 1), e.g. 0.05 for a 95% interval.")
+        out: dict[str, dict[str, Any]] = {}
+        for name in metric_names:
+            if name not in METRIC_FUNCTIONS:
+                raise ConfigError(f"unknown metric {name!r}; choose from {', '.join(METRIC_FUNCTIONS)}.")
+            fn = METRIC_FUNCTIONS[name]
+            vals = []
+            for te, p in zip(self.fold_test, self.fold_proba):
+                try:
+                    vals.append(float(fn(self.labels[te], p)))
+                except ValueError:
+                    vals.append(float("nan"))
+            v = np.asarray(vals)
+            ok = v[~np.isnan(v)]
+            m = float(ok.mean()) if ok.size else float("nan")
+            sd = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
+            if ok.size > 1:
+                half = float(stats.t.ppf(1 - alpha / 2, ok.size - 1)) * sd / np.sqrt(ok.size)
+                low, high = m - half, m + half
+            else:
+                low = high = float("nan")
+            out[name] = {"folds": vals, "mean": m, "sd": sd, "low": low, "high": high,
+                         "n_folds": int(ok.size), "level": 1.0 - alpha,
+                         "method": "t-interval over folds (folds not independent; descriptive)"}
+        return out
+
+
+def cross_validate(n_bags: int, labels: np.ndarray, patients: Sequence[Any] | np.ndarray | None,
+                   folds: np.ndarray, fit_predict: FitPredict, *, val_fraction: float = 0.2,
+                   seed: int = 0, bag_ids: Sequence[Any] | None = None) -> CVResult:
+    """Run a K-fold cross-validation of any model and pool its out-of-fold probabilities.
+
+    For each fold ``f``: ``test_idx`` = bags with ``folds == f``; the other bags are split by
+    :func:`inner_validation` (``val_fraction`` of them, whole patients, seed ``seed + f``) into
+    ``train_idx`` and ``val_idx`` (for early stopping); ``val_fraction=0`` passes all of them as
+    ``train_idx`` and an empty ``val_idx``. ``fit_predict(train_idx, val_idx, test_idx, f)`` fits
+    a fresh model and returns ``[len(test_idx), C]`` probabilities of the test bags. The folds
+    are first checked with :func:`check_folds` (no patient leak, no empty fold, every class in
+    every training part).
+
+    Args:
+        n_bags: number of bags.
+        labels: ``[n_bags]`` int class indices.
+        patients: ``[n_bags]`` patient ids, or ``None``.
+        folds: ``[n_bags]`` fold per bag (:func:`patient_folds`, or the manifest's).
+        fit_predict: the model, see above; indices are sorted int arrays into the bags.
+        val_fraction: fraction of each training part held out for validation, in [0, 1).
+        seed: seed of the inner validation splits.
+        bag_ids: bag ids, only for error messages.
+
+    Returns:
+        :class:`CVResult`; every bag is predicted exactly once.
+
+    Raises:
+        DataError: bad folds, or ``fit_predict`` returned the wrong shape or non-finite values.
+
+    Example:
+        >>> y = np.array([0, 1] * 4); fold = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+        >>> cv = cross_validate(8, y, None, fold, lambda tr, va, te, f: np.full((len(te), 2), f / 2),
+        ...                     val_fraction=0)
+        >>> cv.proba[:, 0].tolist()
+        [0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.5, 0.5]
+    """
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction={val_fraction} must be in [0, 1), e.g. 0.2 (0: no validation part).")
+    y = _as_labels(labels, int(n_bags))
+    g = _as_groups(patients, int(n_bags))
+    f = np.asarray(folds)
+    if f.shape != (int(n_bags),):
+        raise DataError(f"folds has shape {f.shape}, expected ({n_bags},): one fold index per bag.")
+    check_folds(f, g, bag_ids, labels=y)
+    f = f.astype(np.int64)
+    n_folds = int(f.max()) + 1
+    all_idx = np.arange(int(n_bags))
+    proba: np.ndarray | None = None
+    fold_test, fold_proba, fold_val = [], [], []
+    for i in range(n_folds):
+        test_idx = all_idx[f == i]
+        rest = all_idx[f != i]
+        if val_fraction > 0:
+            train_idx, val_idx = inner_validation(rest, y, g, val_fraction, seed + i)
+        else:
+            train_idx, val_idx = rest, np.empty(0, dtype=np.int64)
+        p = np.asarray(fit_predict(train_idx, val_idx, test_idx, i), dtype=np.float64)
+        if p.ndim != 2 or p.shape[0] != test_idx.size:
+            raise DataError(f"fit_predict of fold {i} returned shape {p.shape}; expected "
+                            f"[{test_idx.size}, C]: one probability row per test bag, in test_idx order.")
+        if p.shape[1] <= int(y.max()) or p.shape[1] < 2:
+            raise DataError(f"fit_predict of fold {i} returned {p.shape[1]} columns but labels go up to "
+                            f"{int(y.max())}; return one column per class.")
+        if proba is None:
+            proba = np.full((int(n_bags), p.shape[1]), np.nan)
+        elif p.shape[1] != proba.shape[1]:
+            raise DataError(f"fit_predict of fold {i} returned {p.shape[1]} columns, earlier folds "
+                            f"{proba.shape[1]}; every fold must score the same classes.")
+        if not np.all(np.isfinite(p)):
+            raise DataError(f"fit_predict of fold {i} returned non-finite probabilities (NaN or inf).")
+        proba[test_idx] = p
+        fold_test.append(test_idx)
+        fold_proba.append(p)
+        fold_val.append(val_idx)
+    assert proba is not None and not np.isnan(proba).any()
+    return CVResult(y, proba, f, fold_test, fold_proba, fold_val, g)
+
+
+def ensemble_proba(fold_probas: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean of the K fold models' probabilities on one held-out test set.
+
+    The K models of a cross-validation are applied to the same external test bags and their
+    probabilities averaged (as Phikon-v2 and eva report for slide-level tasks).
+
+    Args:
+        fold_probas: K arrays ``[n_test, C]``, the same bags in the same order.
+
+    Returns:
+        ``[n_test, C]``.
+
+    Raises:
+        DataError: no arrays, or arrays of different shapes.
+
+    Example:
+        >>> ensemble_proba([np.array([[0.25, 0.75]]), np.array([[0.75, 0.25]]), np.array([[0.5, 0.5]])]).tolist()
+        [[0.5, 0.5]]
+    """
+    arrays = [np.asarray(p, dtype=np.float64) for p in fold_probas]
+    if not arrays:
+        raise DataError("ensemble_proba needs the probabilities of at least one fold model.")
+    shape = arrays[0].shape
+    if len(shape) != 2:
+        raise DataError(f"fold probabilities must be [n_test, C], got shape {shape}.")
+    for i, a in enumerate(arrays):
+        if a.shape != shape:
+            raise DataError(f"fold model {i} gave shape {a.shape}, fold model 0 {shape}; all must score "
+                            "the same test bags and classes.")
+    return np.mean(np.stack(arrays), axis=0)
+
+
+@dataclass
+class TestEvaluation:
+    """What :func:`evaluate_test` returns.
+
+    Attributes:
+        result: the classification ``Result`` of the ensemble (``groups`` = patients).
+        metrics: ``{name: Interval entry}`` from the classification scorer.
+        extra: the scorer's extras (per-class recall, confusion matrix).
+        proba: ``[n_test, C]`` the ensemble probabilities.
+    """
+
+    __test__ = False  # not a pytest class
+
+    result: Any
+    metrics: dict[str, dict[str, Any]]
+    extra: dict[str, Any]
+    proba: np.ndarray
+
+
+def evaluate_test(fold_probas: Sequence[np.ndarray], labels: np.ndarray, bag_ids: Sequence[Any],
+                  patients: Sequence[Any] | np.ndarray | None, *, n_resamples: int = 1000,
+                  seed: int = 0) -> TestEvaluation:
+    """Score the K-fold ensemble (:func:`ensemble_proba`) on a held-out test set.
+
+    Uses the classification scorer with ``groups=patients`` (patient cluster bootstrap; with
+    ``patients=None`` a bag bootstrap). The held-out patients must not appear in the
+    cross-validation data; that is the caller's split.
+
+    Args:
+        fold_probas: K arrays ``[n_test, C]`` (each fold model on the test bags).
+        labels: ``[n_test]`` int class indices.
+        bag_ids: ``[n_test]`` bag ids.
+        patients: ``[n_test]`` patient ids, or ``None``.
+        n_resamples: bootstrap resamples.
+        seed: bootstrap seed.
+
+    Returns:
+        :class:`TestEvaluation`.
+
+    Example:
+        >>> y = np.arange(40) % 2; probas = [np.eye(2)[y] * 0.9 + 0.05] * 3
+        >>> ev = evaluate_test(probas, y, [f"s{i}" for i in range(40)], np.arange(40) // 2,
+        ...                    n_resamples=50)
+        >>> ev.metrics["auroc"]["value"], ev.metrics["auroc"]["method"]
+        (1.0, 'cluster-percentile')
+    """
+    from vitlab.protocols.base import Result
+    from vitlab.scorers import scorer_for
+
+    proba = ensemble_proba(fold_probas)
+    y = _as_labels(labels, proba.shape[0])
+    units = [str(b) for b in bag_ids]
+    if len(units) != y.shape[0]:
+        raise DataError(f"bag_ids has {len(units)} entries but there are {y.shape[0]} test bags.")
+    g = _as_groups(patients, y.shape[0])
+    res = Result("classification", units, {"y": y, "proba": proba}, groups=g,
+                 details={"ensemble": {"n_models": len(fold_probas), "combine": "mean probability"}})
+    metrics, extra = scorer_for("classification").score(res, n_resamples=n_resamples, seed=seed)
+    return TestEvaluation(res, metrics, extra, proba)
