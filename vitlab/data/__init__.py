@@ -21,8 +21,11 @@ KINDS.register("csv", "vitlab.data.manifest:ManifestSource", help="csv:<file.csv
 KINDS.register("idx", "vitlab.data.idx:IdxSource", help="idx:<dir>[?split=train|test]  (MNIST-style IDX files)")
 KINDS.register("seg", "vitlab.data.seg:SegFolderSource",
                help="seg:<dir>[?ignore_index=255]  (images/<stem>.<ext> + masks/<stem>.png [+ classes.txt])")
+KINDS.register("bags", "vitlab.data.bags:open_bags",
+               help="bags:<file.csv|.tsv|.parquet>  (bag_id,label,path|features[,patient_id][,split][,fold]; MIL bags)")
 KINDS.register("sample", "vitlab.data.sample:open_sample",
-               help="sample:fashion-mnist  (2,000 images bundled) | sample:fashion-mnist-mosaic  (1,000 seg mosaics)")
+               help="sample:fashion-mnist  (2,000 images bundled) | sample:fashion-mnist-mosaic  (1,000 seg mosaics)"
+                    " | sample:fashion-mnist-bags  (200 MIL bags)")
 
 
 def parse_uri(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -48,7 +51,7 @@ def parse_uri(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 def load_source(spec: str | DataSource, **kwargs: Any) -> DataSource:
-    """Open a data source by URI (``folder:``, ``csv:``, ``idx:``, ``seg:``, ``sample:``).
+    """Open a data source by URI (``folder:``, ``csv:``, ``idx:``, ``seg:``, ``bags:``, ``sample:``).
 
     Args:
         spec: e.g. ``"folder:./my_images"``, ``"csv:manifest.parquet"``,

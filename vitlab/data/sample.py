@@ -37,7 +37,7 @@ MOSAIC_IGNORE = 255
 
 def sample_path(name: str) -> Path:
     if name not in SAMPLES:
-        raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS])
+        raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS, "fashion-mnist-bags"])
     return Path(str(resources.files("vitlab.data") / "assets" / SAMPLES[name]))
 
 
@@ -146,7 +146,7 @@ class MosaicSource(ArraySource):
 
     def __init__(self, name: str = "fashion-mnist-mosaic") -> None:
         if name not in MOSAICS:
-            raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS])
+            raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS, "fashion-mnist-bags"])
         path = sample_path("fashion-mnist")
         raw = path.read_bytes()
         with np.load(path) as z:
@@ -164,7 +164,7 @@ class MosaicSource(ArraySource):
 
 
 def open_sample(name: str, **options: Any) -> ArraySource:
-    """``sample:<name>``: the bundled sample or mosaic of that name.
+    """``sample:<name>``: the bundled sample, mosaic or bag sample (``fashion-mnist-bags``) of that name.
 
     Example:
         >>> type(open_sample("fashion-mnist-mosaic")).__name__
@@ -172,4 +172,8 @@ def open_sample(name: str, **options: Any) -> ArraySource:
     """
     if name in MOSAICS:
         return MosaicSource(name, **options)
+    if name == "fashion-mnist-bags":  # multiple-instance bags, see vitlab.data.bags
+        from vitlab.data.bags import FashionBagsSource
+
+        return FashionBagsSource(name, **options)
     return SampleSource(name, **options)
