@@ -4,8 +4,12 @@ Every neighbour question in vitlab (kNN votes, retrieval rankings, the report's
 neighbour gallery, PRDC radii, memorisation distances, duplicate search) goes
 through :func:`search` (top-k) or :func:`kth_sq_dist` (k-th neighbour radius
 within one set). Both work tile by tile (``[block_q, block_r]`` similarity or
-distance tiles, one GEMM each) and keep only per-row top-k buffers, so memory
-is ``O(block^2 + m * k)``, never ``O(m * n)``.
+distance tiles, one GEMM each) and keep only per-row top-k buffers, so the
+working memory is ``O(block^2 + m * k)``, never ``O(m * n)``, on top of one
+converted (and, for cosine, normalised; for l2, centred) copy of the query and
+reference arrays (``(m + n) * d`` values). A whole ranking (``k`` = the
+reference size, as retrieval's mAP needs) is one stable sort of each query
+block's complete score row instead (at most 2^24 scores per block).
 
 Metrics that reduce distance tiles in their own way (PRDC's ball counts, FLS's
 kernel tiles) use the tensor-level primitives of this module: :func:`to_tensors`
@@ -58,6 +62,8 @@ METRICS = ("cosine", "ip", "l2")
 Metric = Literal["cosine", "ip", "l2"]
 #: Default tile edge: a float64 tile of 2048 x 2048 is 32 MiB.
 DEFAULT_BLOCK = 2048
+#: A full ranking holds one query block's scores against the whole reference: at most this many entries.
+_FULL_RANK_ENTRIES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,19 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
     kk = min(k, n - 1 if exclude_self else n)
     out_s = torch.full((m, k), float("nan"), dtype=q.dtype, device=q.device)
     out_i = torch.full((m, k), -1, dtype=torch.long, device=q.device)
-    if kk >= 1:
+    full = kk >= n - int(exclude_self)  # a whole ranking: one stable sort per query block, not a merge per tile
+    if kk >= 1 and full:
+        qb = max(1, min(block, _FULL_RANK_ENTRIES // max(n, 1)))
+        for i0, i1 in iter_blocks(m, qb):
+            t = torch.cat([_tile(q[i0:i1], r[j0:j1], None if q_sq is None else q_sq[i0:i1],
+                                 None if r_sq is None else r_sq[j0:j1], metric)
+                           for j0, j1 in iter_blocks(n, ref_block)], 1)
+            if exclude_self:
+                rows = torch.arange(i0, i1, device=q.device)
+                t[rows - i0, rows] = float("-inf")
+            s_sorted, order = torch.sort(t, dim=1, descending=True, stable=True)  # ties: smaller index first
+            out_s[i0:i1, :kk], out_i[i0:i1, :kk] = s_sorted[:, :kk], order[:, :kk]
+    elif kk >= 1:
         for i0, i1 in iter_blocks(m, block):
             best_s = torch.empty((i1 - i0, 0), dtype=q.dtype, device=q.device)
             best_i = torch.empty((i1 - i0, 0), dtype=torch.long, device=q.device)

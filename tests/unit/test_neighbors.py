@@ -108,3 +108,19 @@ def test_faiss_hnsw_is_approximate_and_its_recall_is_measurable():
     assert 0.8 < r <= 1.0  # HNSW finds most, not necessarily all, of the exact neighbours
     self_ = search(g[:50], g[:50], 3, metric="l2", exclude_self=True, backend="faiss")
     assert not (self_.indices == np.arange(50)[:, None]).any()
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_a_whole_ranking_is_one_stable_sort_with_the_same_ties(exclude_self):
+    rng = np.random.default_rng(5)
+    x = np.round(rng.normal(size=(40, 3)), 1)  # rounded: many exact ties
+    x[7] = x[3]  # and an exact duplicate
+    full = _brute(x, x, "cosine")
+    if exclude_self:
+        np.fill_diagonal(full, -np.inf)
+    n = 40 - int(exclude_self)
+    res = search(x, x, n, metric="cosine", exclude_self=exclude_self, block=16, dtype="float64")
+    expected = np.stack([_rank(row, n) for row in full])
+    np.testing.assert_array_equal(res.indices, expected)
+    partial = search(x, x, n - 1, metric="cosine", exclude_self=exclude_self, block=16, dtype="float64")
+    np.testing.assert_array_equal(partial.indices, expected[:, :n - 1])  # the merge path agrees
