@@ -114,22 +114,17 @@ def gen_eval_cmd(
     """
     from dataclasses import replace
 
-    import warnings
-
     from vitlab.backbones import resolve_device
     from vitlab.generative import GenEvalConfig, gen_eval
-    from vitlab.metrics._validate import SmallSampleWarning
 
     check_outputs(dirs={"--out": out}, files={"--report": report})
     cfg = replace(GenEvalConfig(), nearest_k=nearest_k, reduced_n=reduced_n)
-    with warnings.catch_warnings():  # small-sample warnings are recorded as notes and printed once, below
-        warnings.simplefilter("ignore", SmallSampleWarning)
-        res = gen_eval(_one("real", real, real_features), _one("fake", fake, fake_features),
-                       train=_one("train", train, train_features), test=_one("test", test, test_features),
-                       real_stats=real_stats, encoder=encoder, resize=resize.value if resize else None,
-                       metrics=metrics, seed=seed, n_resamples=n_resamples, config=cfg, pretrained=pretrained,
-                       device=str(resolve_device(device)), cache_dir=cache_dir, out=out, batch_size=batch_size,
-                       num_workers=num_workers, on_error=on_error.value, progress=progress_setting(quiet))
+    res = gen_eval(_one("real", real, real_features), _one("fake", fake, fake_features),
+                   train=_one("train", train, train_features), test=_one("test", test, test_features),
+                   real_stats=real_stats, encoder=encoder, resize=resize.value if resize else None, metrics=metrics,
+                   seed=seed, n_resamples=n_resamples, config=cfg, pretrained=pretrained,
+                   device=str(resolve_device(device)), cache_dir=cache_dir, out=out, batch_size=batch_size,
+                   num_workers=num_workers, on_error=on_error.value, progress=progress_setting(quiet))
     if report is not None:
         from vitlab.report import render_html
 
