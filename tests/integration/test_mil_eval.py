@@ -65,3 +65,14 @@ def test_feature_bags_and_the_cli(tmp_path):
 def test_not_a_bag_source_is_one_clear_line(tmp_path):
     with pytest.raises(DataError, match="is not a bag source: MIL needs bags:<manifest>"):
         vitlab.mil_eval("demo:fmnist-vit", "sample:fashion-mnist", cache_dir=tmp_path, **FAST)
+
+
+def test_the_report_shows_where_the_head_looks(sample_run, tmp_path):
+    from vitlab.report import render_html
+
+    page = render_html([sample_run.record], tmp_path / "mil.html").read_text(encoding="utf-8")
+    assert "Where mil-abmil looks" in page and "Where mil-mean looks" not in page
+    ex = sample_run.record.details["mil-abmil"]["attention_examples"][0]
+    assert f'alt="{ex["top"][0]["id"]}"' in page  # the most attended tile is shown as an image
+    assert "attention ranks the key instances above the others with AUROC" in page
+    assert "leaderboard" in page.lower() and "mil-abmil" in page

@@ -239,6 +239,11 @@ def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
         if d[p].get("gallery") is not None:
             out.append(_gallery_html(p, d[p]["gallery"], classes, str(c.get("data", "")), ctx, data_fingerprint(r)))
     for p in protos:
+        if isinstance(d.get(p), dict) and d[p].get("attention_examples"):  # MIL heads with attention
+            from vitlab.report.task_sections import attention_block
+
+            out.append(attention_block(p, r, ctx))
+    for p in protos:
         block = TASK_SECTIONS.get(task_of(r, p))
         if block is not None:
             try:

@@ -37,7 +37,7 @@ from vitlab.report.base import (RenderContext, _label, _table, data_fingerprint,
 from vitlab.report.figures import class_colour, label_map_uri, thumbnail_uri
 from vitlab.report.tables import fmt
 
-__all__ = ["retrieval_block", "segmentation_block", "SEG_SIZE"]
+__all__ = ["retrieval_block", "segmentation_block", "attention_block", "SEG_SIZE"]
 
 #: Side in pixels of the segmentation example panels (image, ground truth, prediction).
 SEG_SIZE = 112
@@ -229,3 +229,49 @@ def segmentation_block(proto: str, r: RunRecord, ctx: RenderContext) -> str:
             f"prediction. {key}</p>", f'<div class="figs">{"".join(figs)}</div>']
     return "".join(out)
 
+
+
+# ---------------------------------------------------------------- multiple-instance learning
+def attention_block(proto: str, r: RunRecord, ctx: RenderContext) -> str:
+    """Where a MIL head looks: for a few positive bags, its most and least attended instances (with their
+    attention weights), and how well attention finds the key instances when instance labels exist.
+
+    Example:
+        >>> r = RunRecord(kind="eval", config={"data": "bags:m.csv"}, metrics={}, details={"mil-abmil": {
+        ...     "task": "classification", "instance_auroc_of_attention": 0.98, "attention_examples": [
+        ...         {"bag": "b<1>", "size": 12, "top": [{"id": "b1#3", "attention": 0.9}],
+        ...          "bottom": [{"id": "b1#0", "attention": 0.001}]}]}})
+        >>> out = attention_block("mil-abmil", r, RenderContext([r], load_images=False))
+        >>> "b&lt;1&gt;" in out and "0.900" in out and "0.980" in out
+        True
+    """
+    d = r.details.get(proto) or {}
+    examples = d.get("attention_examples") or []
+    if not examples:
+        return ""
+    uri = str(r.config.get("data", ""))
+    head = f"<h3>Where {e(proto)} looks</h3>"
+    auroc = d.get("instance_auroc_of_attention")
+    info = ("<p class=small>Instance labels: attention ranks the key instances above the others with AUROC "
+            f"{e(fmt(auroc))} (within positive bags).</p>" if auroc is not None else "")
+    show, note = image_note(ctx, uri, data_fingerprint(r))
+
+    def tile(item: dict[str, Any], cls: str) -> str:
+        sid = str(item.get("id"))
+        img = ""
+        if show and "#" not in sid:  # feature bags name instances by index: no image to show
+            data = ctx.image(uri, sid)
+            img = f'<img alt="{e(sid)}" src="{data}">' if data else "<div class=small>[image unavailable]</div>"
+        return (f'<div class="tile {cls}">{img}attention {e(fmt(item.get("attention")))}<br>'
+                f"<span class=small>{e(sid)}</span></div>")
+
+    rows = []
+    for ex in examples:
+        top = "".join(tile(t, "rel") for t in ex.get("top") or [])
+        low = "".join(tile(t, "irr") for t in ex.get("bottom") or [])
+        rows.append(f'<div class="gal"><span class="sep">bag <code>{e(str(ex.get("bag")))}</code> '
+                    f'({e(str(ex.get("size")))} instances): most attended</span>{top}'
+                    f'<span class="sep">least</span>{low}</div>')
+    return (head + info + note + "<p class=small>For a few positive bags (out-of-fold model): the three most "
+            "attended instances (green) and the three least attended (red), with their attention weights "
+            f'(summing to 1 over the bag).</p><div class="gallery">{"".join(rows)}</div>')
