@@ -265,6 +265,18 @@ def open_bags(manifest: str | Path, **options: Any) -> BagSource | FeatureBagSou
     return BagSource(path, table=df, **options)
 
 
+def _open_manifest(manifest: str | Path, table: Any, instance_column: str) -> tuple[Path, str, Any]:
+    """``(path, uri, table)`` of a bag manifest: the given table, or the file read (one clear line if missing)."""
+    path = Path(manifest).expanduser()
+    uri = f"bags:{path}"
+    if table is None:
+        if not path.is_file():
+            raise DataError(f"{uri}: no such manifest file; pass a CSV, TSV or Parquet with "
+                            f"bag_id,label,{instance_column}.")
+        table = _read(path, uri)
+    return path, uri, table
+
+
 class BagSource(BagInfo, DataSource):
     """Instance images grouped in bags (``bags:<manifest>`` with a ``path`` column).
 
@@ -286,14 +298,8 @@ class BagSource(BagInfo, DataSource):
     kind = "bags"
 
     def __init__(self, manifest: str | Path, *, fingerprint: str = "stat", table: Any = None) -> None:
-        path = Path(manifest).expanduser()
-        uri = f"bags:{path}"
+        path, uri, df = _open_manifest(manifest, table, "path")
         self._fp_mode = check_fingerprint_mode(uri, fingerprint)
-        if table is None:
-            if not path.is_file():
-                raise DataError(f"{uri}: no such manifest file; pass a CSV, TSV or Parquet with bag_id,label,path.")
-            table = _read(path, uri)
-        df = table
         if "path" not in df.columns:
             close = difflib.get_close_matches("path", list(df.columns), n=1)
             raise DataError(f"{uri}: missing column 'path' (instance images) or 'features' (feature files per bag)"
@@ -447,14 +453,8 @@ class FeatureBagSource(BagInfo, DataSource):
     kind = "bags"
 
     def __init__(self, manifest: str | Path, *, fingerprint: str = "stat", table: Any = None) -> None:
-        path = Path(manifest).expanduser()
-        uri = f"bags:{path}"
+        path, uri, df = _open_manifest(manifest, table, "features")
         self._fp_mode = check_fingerprint_mode(uri, fingerprint)
-        if table is None:
-            if not path.is_file():
-                raise DataError(f"{uri}: no such manifest file; pass a CSV, TSV or Parquet with bag_id,label,features.")
-            table = _read(path, uri)
-        df = table
         if "features" not in df.columns:
             raise DataError(f"{uri}: missing column 'features' (a feature file per bag); use BagSource for a 'path' "
                             "column of instance images.")
