@@ -25,7 +25,7 @@ KINDS.register("bags", "vitlab.data.bags:open_bags",
                help="bags:<file.csv|.tsv|.parquet>  (bag_id,label,path|features[,patient_id][,split][,fold]; MIL bags)")
 KINDS.register("sample", "vitlab.data.sample:open_sample",
                help="sample:fashion-mnist  (2,000 images bundled) | sample:fashion-mnist-mosaic  (1,000 seg mosaics)"
-                    " | sample:fashion-mnist-bags  (200 MIL bags)")
+                    " | sample:fashion-mnist-bags  (200 MIL bags) | sample:digits  (1,797 8x8 digits, scikit-learn)")
 
 
 def parse_uri(spec: str) -> tuple[str, str, dict[str, str]]:

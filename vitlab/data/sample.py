@@ -1,6 +1,10 @@
-"""Bundled samples: ``sample:fashion-mnist`` and ``sample:fashion-mnist-mosaic``.
+"""Bundled samples: ``sample:fashion-mnist``, ``sample:fashion-mnist-mosaic`` and ``sample:digits``.
 
 ``sample:fashion-mnist``: 2,000 Fashion-MNIST test images (200 per class) shipped with vitlab.
+
+``sample:digits``: scikit-learn's bundled 8 x 8 handwritten digits (1,797 images, 10 classes; UCI
+"Optical Recognition of Handwritten Digits", shipped inside the scikit-learn wheel), a real transfer
+task for the Fashion-MNIST demo ViT (see :class:`DigitsSource`).
 
 ``sample:fashion-mnist-mosaic``: 1,000 segmentation images built from those 2,000 (see
 :class:`MosaicSource`): real pixels, exact masks, no download.
@@ -24,6 +28,9 @@ from vitlab.errors import UnknownNameError
 
 SAMPLES = {"fashion-mnist": "fashion_mnist_sample.npz"}
 MOSAICS = ("fashion-mnist-mosaic",)
+DIGITS = "digits"
+#: every name ``sample:`` knows (for suggestions)
+ALL_SAMPLES = (*SAMPLES, *MOSAICS, DIGITS, "fashion-mnist-bags")
 
 #: Mosaic recipe (part of the fingerprint: change any value and cached embeddings are recomputed).
 MOSAIC_TILE = 28                          # a Fashion-MNIST item; the canvas is 2 x 2 tiles = 56 x 56
@@ -37,7 +44,7 @@ MOSAIC_IGNORE = 255
 
 def sample_path(name: str) -> Path:
     if name not in SAMPLES:
-        raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS, "fashion-mnist-bags"])
+        raise UnknownNameError("bundled sample", name, ALL_SAMPLES)
     return Path(str(resources.files("vitlab.data") / "assets" / SAMPLES[name]))
 
 
@@ -146,7 +153,7 @@ class MosaicSource(ArraySource):
 
     def __init__(self, name: str = "fashion-mnist-mosaic") -> None:
         if name not in MOSAICS:
-            raise UnknownNameError("bundled sample", name, [*SAMPLES, *MOSAICS, "fashion-mnist-bags"])
+            raise UnknownNameError("bundled sample", name, ALL_SAMPLES)
         path = sample_path("fashion-mnist")
         raw = path.read_bytes()
         with np.load(path) as z:
@@ -163,8 +170,49 @@ class MosaicSource(ArraySource):
         return self.masks[i].astype(np.int64)
 
 
+class DigitsSource(ArraySource):
+    """``sample:digits``: scikit-learn's 1,797 8 x 8 handwritten digits (classes ``"0"`` .. ``"9"``).
+
+    Read with :func:`sklearn.datasets.load_digits` (offline: the data ship inside the scikit-learn
+    wheel). Pixel values 0..16 are mapped to uint8 by ``round(v * 255 / 16)``; the backbone's
+    preprocessing resizes the 8 x 8 images (e.g. to 28 x 28 for ``demo:fmnist-vit``). The
+    fingerprint hashes the converted pixels and labels, so another scikit-learn copy of the data
+    with different bytes gives another cache key. No split column: splits are seeded and stratified.
+
+    Args:
+        name: ``"digits"``.
+        limit: keep only the first ``limit`` images (a quick subset; part of the URI and fingerprint).
+
+    Example:
+        >>> src = DigitsSource()
+        >>> len(src), src.classes[:3], src.load_image(0).size
+        (1797, ['0', '1', '2'], (8, 8))
+    """
+
+    kind = "sample"
+
+    def __init__(self, name: str = DIGITS, limit: int | None = None) -> None:
+        from sklearn.datasets import load_digits
+
+        from vitlab.data.base import with_query
+        from vitlab.errors import DataError
+
+        if name != DIGITS:
+            raise UnknownNameError("bundled sample", name, ALL_SAMPLES)
+        d = load_digits()
+        images = np.rint(np.asarray(d.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
+        labels = np.asarray(d.target, dtype=np.int64)
+        if limit is not None:
+            if int(limit) < 1:
+                raise DataError(f"sample:digits: limit must be >= 1, got {limit}. Drop ?limit= to use all 1,797 images.")
+            images, labels = images[:int(limit)], labels[:int(limit)]
+        ids = [f"digits-{i:04d}" for i in range(len(images))]
+        super().__init__(with_query(f"sample:{name}", limit=limit), images, ids, labels, [str(c) for c in range(10)],
+                         {"bytes": hash_bytes(images.tobytes(), labels.tobytes()), "scale": "round(v * 255 / 16)"})
+
+
 def open_sample(name: str, **options: Any) -> ArraySource:
-    """``sample:<name>``: the bundled sample, mosaic or bag sample (``fashion-mnist-bags``) of that name.
+    """``sample:<name>``: the bundled sample, mosaic, digits or bag sample (``fashion-mnist-bags``) of that name.
 
     Example:
         >>> type(open_sample("fashion-mnist-mosaic")).__name__
@@ -172,6 +220,8 @@ def open_sample(name: str, **options: Any) -> ArraySource:
     """
     if name in MOSAICS:
         return MosaicSource(name, **options)
+    if name == DIGITS:
+        return DigitsSource(name, **options)
     if name == "fashion-mnist-bags":  # multiple-instance bags, see vitlab.data.bags
         from vitlab.data.bags import FashionBagsSource
 
