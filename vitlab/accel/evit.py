@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from vitlab.accel.base import Accelerator, accel_names
-from vitlab.accel.runner import ReducedBackbone, State, vit_ops
+from vitlab.accel.runner import ReducedBackbone, State
 from vitlab.backbones.base import Backbone
 from vitlab.errors import ConfigError
 
@@ -180,7 +180,7 @@ class EViT(Accelerator):
 
     # -- Accelerator ---------------------------------------------------------------------------
     def supports(self, backbone: Backbone) -> str | None:
-        ops, reason = vit_ops(backbone)
+        ops, reason = backbone.block_ops()
         if reason:
             return reason
         if not backbone.spec.has_cls_token:
@@ -197,7 +197,7 @@ class EViT(Accelerator):
         super().check(backbone)
 
     def _build(self, backbone: Backbone, calib: Any) -> tuple[Backbone, dict[str, Any]]:
-        ops, _ = vit_ops(backbone)
+        ops, _ = backbone.block_ops()
         new = ReducedBackbone(copy.deepcopy(backbone.model), backbone.spec, ops=ops, reducer=self)
         new.__dict__["weights_id"] = backbone.weights_id
         return new, {"layers": list(self.prune_layers(backbone.spec.depth))}

@@ -33,7 +33,7 @@ from vitlab.accel.base import Accelerator, accel_names
 from vitlab.accel.compare import calibration_images, features, tensor_digest
 from vitlab.accel.quantizers import (check_bits, fake_quant, layernorm_reparam, log2_quant, minmax_params,
                                      quantize_weight, search_act_params)
-from vitlab.accel.runner import ReducedBackbone, sdpa_kernel, vit_ops
+from vitlab.accel.runner import ReducedBackbone, sdpa_kernel
 from vitlab.backbones.base import Backbone, hash_state_dict
 from vitlab.errors import ConfigError
 
@@ -224,7 +224,7 @@ class PTQ(Accelerator):
             raise ConfigError(f"ptq: n_calib={self.n_calib!r} must be a positive integer, e.g. 32.")
 
     def supports(self, backbone: Backbone) -> str | None:
-        ops, reason = vit_ops(backbone)
+        ops, reason = backbone.block_ops()
         if reason:
             return reason
         done = accel_names(backbone.accel)
@@ -234,7 +234,7 @@ class PTQ(Accelerator):
 
     def _build(self, backbone: Backbone, calib: Any) -> tuple[Backbone, dict[str, Any]]:
         x = calibration_images(calib, backbone, self.n_calib, self.seed)
-        ops, _ = vit_ops(backbone)
+        ops, _ = backbone.block_ops()
         runner = ReducedBackbone(copy.deepcopy(backbone.model), backbone.spec, ops=ops,
                                  reducer=getattr(backbone, "reducer", None))
         ref = features(runner, x, pool="tokens")

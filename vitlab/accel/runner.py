@@ -3,8 +3,9 @@
 Token merging, pruning and simulated quantisation need to act *inside* a block
 (between attention and MLP, or on ``q``/``k``/``v``). Instead of swapping classes
 on the user's modules, :class:`ReducedBackbone` runs its own deep copy piece by
-piece through a small per-family adapter (:class:`TimmOps`, :class:`HFOps`) that
-reads the block's own submodules, so every detail of the block is honoured:
+piece through the backbone's block adapter (:meth:`Backbone.block_ops`: :class:`TimmOps`,
+:class:`HFOps`, which live in :mod:`vitlab.backbones.blocks` and are shared with
+:mod:`vitlab.inspect`) that reads the block's own submodules, so every detail of the block is honoured:
 LayerScale (timm ``ls1``/``ls2``, HF ``layer_scale1``/``2``), q/k-norm, gated or
 normed attention outputs, drop-path and dropout modules, and fused
 ``F.scaled_dot_product_attention``.
@@ -27,130 +28,20 @@ from torch import nn
 
 from vitlab.accel.tokens import ReducedTokens, compose_index, unmerge_tokens
 from vitlab.backbones.base import Backbone, BackboneSpec
+from vitlab.backbones.blocks import HF_TYPES, HFOps, TimmOps  # noqa: F401  (the adapter lives in backbones/)
 
 Kernel = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-HF_TYPES = ("vit", "dinov2", "dinov2_with_registers")
-
-
-class TimmOps:
-    """Pieces of a timm ViT: ``patch_embed → _pos_embed → patch_drop → norm_pre → blocks → norm``."""
-
-    kind = "timm"
-
-    def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
-
-    def blocks(self, model: nn.Module) -> Sequence[nn.Module]:
-        return model.blocks
-
-    def final_norm(self, model: nn.Module) -> nn.Module:
-        return model.norm
-
-    def norm1(self, blk: nn.Module) -> nn.Module:
-        return blk.norm1
-
-    def norm2(self, blk: nn.Module) -> nn.Module:
-        return blk.norm2
-
-    def qkv(self, blk: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a = blk.attn
-        B, T, _ = h.shape
-        q, k, v = a.qkv(h).reshape(B, T, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return a.q_norm(q), a.k_norm(k), v
-
-    def attn_out(self, blk: nn.Module, o: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        a = blk.attn
-        B, _, T, _ = o.shape
-        o = a.norm(o.transpose(1, 2).reshape(B, T, a.attn_dim))
-        if getattr(a, "gate", None) is not None:
-            o = o * a.gate(h).sigmoid()
-        return a.proj_drop(a.proj(o))
-
-    def attn_residual(self, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
-        return blk.drop_path1(blk.ls1(a))
-
-    def mlp(self, blk: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        return blk.mlp(h)
-
-    def mlp_residual(self, blk: nn.Module, m: torch.Tensor) -> torch.Tensor:
-        return blk.drop_path2(blk.ls2(m))
-
-
-class HFOps:
-    """Pieces of a transformers ViT / DINOv2 (± registers) layer stack."""
-
-    kind = "hf"
-
-    def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(model.embeddings.patch_embeddings.projection.weight.dtype)
-        return model.embeddings(x)
-
-    def blocks(self, model: nn.Module) -> Sequence[nn.Module]:
-        return model.layers if hasattr(model, "layers") else model.encoder.layer
-
-    def final_norm(self, model: nn.Module) -> nn.Module:
-        return model.layernorm
-
-    def norm1(self, blk: nn.Module) -> nn.Module:
-        return blk.layernorm_before if hasattr(blk, "layernorm_before") else blk.norm1
-
-    def norm2(self, blk: nn.Module) -> nn.Module:
-        return blk.layernorm_after if hasattr(blk, "layernorm_after") else blk.norm2
-
-    def qkv(self, blk: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a = blk.attention
-        B, T, _ = h.shape
-        shape = (B, T, -1, a.head_dim)
-        return tuple(p(h).view(shape).transpose(1, 2) for p in (a.q_proj, a.k_proj, a.v_proj))  # type: ignore[return-value]
-
-    def attn_out(self, blk: nn.Module, o: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        B, _, T, _ = o.shape
-        return blk.attention.o_proj(o.transpose(1, 2).reshape(B, T, -1))
-
-    def attn_residual(self, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
-        if hasattr(blk, "layer_scale1"):  # DINOv2
-            return blk.drop_path(blk.layer_scale1(a))
-        return blk.dropout(a)
-
-    def mlp(self, blk: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        return blk.mlp(h)
-
-    def mlp_residual(self, blk: nn.Module, m: torch.Tensor) -> torch.Tensor:
-        if hasattr(blk, "layer_scale2"):
-            return blk.drop_path(blk.layer_scale2(m))
-        return blk.dropout(m)
 
 
 def vit_ops(backbone: Backbone) -> tuple[TimmOps | HFOps | None, str | None]:
-    """The adapter for ``backbone``'s model, or ``(None, reason)`` when it is not supported."""
-    from vitlab.backbones.hf import HFBackbone
-    from vitlab.backbones.timm import TimmBackbone
+    """The block adapter of ``backbone`` (:meth:`Backbone.block_ops`), or ``(None, reason)`` when it is not supported.
 
-    model = backbone.model
-    if isinstance(backbone, ReducedBackbone):
-        return backbone.ops, None
-    if isinstance(backbone, TimmBackbone):
-        from timm.models.vision_transformer import Attention, Block
-
-        for attr in ("patch_embed", "_pos_embed", "patch_drop", "norm_pre", "blocks", "norm"):
-            if not hasattr(model, attr):
-                return None, f"its timm model {type(model).__name__} has no {attr!r}; supported are " \
-                             "VisionTransformer-style timm models (vit_*, deit_*, *dinov2*, *siglip*)."
-        bad = sorted({f"{type(b).__name__}/{type(getattr(b, 'attn', None)).__name__}" for b in model.blocks
-                      if type(b) is not Block or type(getattr(b, "attn", None)) is not Attention})
-        if bad:
-            return None, (f"its blocks are {', '.join(bad)}; only timm's standard vision_transformer.Block with "
-                          "Attention is supported (vit_*, deit_*, *dinov2*, *siglip*), not EVA/rope or "
-                          "parallel blocks.")
-        return TimmOps(), None
-    if isinstance(backbone, HFBackbone):
-        mt = backbone.spec.extra.get("model_type")
-        if mt not in HF_TYPES:
-            return None, (f"hf model type {mt!r} is not supported; supported are {', '.join(HF_TYPES)} "
-                          "(hf: ViT, DINOv2 ± registers). Load the weights through timm: where possible.")
-        return HFOps(), None
-    return None, (f"it is a {type(backbone).__name__}; supported are timm ViT-family backbones (timm:, file:, demo:) "
-                  f"and hf:{'/'.join(HF_TYPES)} models.")
+    Example:
+        >>> ops, why = vit_ops(vitlab.load_backbone("demo:fmnist-vit"))  # doctest: +SKIP
+        >>> ops.kind  # doctest: +SKIP
+        'timm'
+    """
+    return backbone.block_ops()
 
 
 @dataclass
@@ -219,6 +110,10 @@ class ReducedBackbone(Backbone):
         super().__init__(model, spec, accel=accel)
         self.ops, self.reducer, self.kernel = ops, reducer, kernel
 
+    def block_ops(self) -> tuple[TimmOps | HFOps, None]:
+        """The adapter this backbone was built with."""
+        return self.ops, None
+
     def to(self, device: str | torch.device) -> ReducedBackbone:
         super().to(device)
         if isinstance(self.kernel, nn.Module):
@@ -248,8 +143,7 @@ class ReducedBackbone(Backbone):
             counts.append(t.shape[1])
             if i in idx:
                 out_t[i], out_s[i], out_i[i] = norm(t), state.size, state.index
-        (ph, pw) = self.spec.patch_size
-        return ReducedTokens(out_t, out_s, out_i, counts, P, (x.shape[-2] // ph, x.shape[-1] // pw),
+        return ReducedTokens(out_t, out_s, out_i, counts, P, self.token_layout(tuple(x.shape[-2:])).grid,
                              self.spec.has_cls_token)
 
     def _forward_layers(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 
 from vitlab.accel.base import Accelerator, accel_names
-from vitlab.accel.runner import ReducedBackbone, State, vit_ops
+from vitlab.accel.runner import ReducedBackbone, State
 from vitlab.backbones.base import Backbone
 from vitlab.errors import ConfigError
 
@@ -255,7 +255,7 @@ class ToMe(Accelerator):
 
     # -- Accelerator ---------------------------------------------------------------------------
     def supports(self, backbone: Backbone) -> str | None:
-        ops, reason = vit_ops(backbone)
+        ops, reason = backbone.block_ops()
         if reason:
             return reason
         done = accel_names(backbone.accel)
@@ -271,7 +271,7 @@ class ToMe(Accelerator):
         return None
 
     def check(self, backbone: Backbone) -> None:
-        ops, reason = vit_ops(backbone)
+        ops, reason = backbone.block_ops()
         if reason is None:  # schedule problems are configuration errors, not architecture ones
             gh, gw = backbone.spec.grid_size
             P = backbone.spec.num_prefix_tokens
@@ -281,7 +281,7 @@ class ToMe(Accelerator):
     def _build(self, backbone: Backbone, calib: Any) -> tuple[Backbone, dict[str, Any]]:
         import copy
 
-        ops, _ = vit_ops(backbone)
+        ops, _ = backbone.block_ops()
         new = ReducedBackbone(copy.deepcopy(backbone.model), backbone.spec, ops=ops, reducer=self)
         new.__dict__["weights_id"] = backbone.weights_id
         return new, {}

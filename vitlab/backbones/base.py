@@ -380,6 +380,33 @@ class Backbone(ABC):
         if h < ph or w < pw:
             raise ConfigError(f"input {h}x{w} is smaller than one {ph}x{pw} patch of {self.spec.name}.")
 
+    def block_ops(self) -> tuple[Any, str | None]:
+        """The per-block adapter of this backbone's model (:mod:`vitlab.backbones.blocks`), or ``(None, reason)``.
+
+        Accelerators and inspection run blocks piece by piece through it. Subclasses whose model
+        the structural default cannot read (or that carry their own adapter) override this.
+
+        Example:
+            >>> ops, why = vitlab.load_backbone("demo:fmnist-vit").block_ops()  # doctest: +SKIP
+            >>> ops.kind, why  # doctest: +SKIP
+            ('timm', None)
+        """
+        from vitlab.backbones.blocks import ops_for
+
+        return ops_for(self)
+
+    def token_layout(self, input_hw: tuple[int, int] | None = None) -> Any:
+        """Where CLS, registers and the patch grid sit for inputs of ``input_hw = (H, W)`` (default: the
+        preprocessing size): a :class:`~vitlab.backbones.blocks.TokenLayout`.
+
+        Example:
+            >>> vitlab.load_backbone("demo:fmnist-vit").token_layout((28, 56)).grid  # doctest: +SKIP
+            (7, 14)
+        """
+        from vitlab.backbones.blocks import token_layout
+
+        return token_layout(self.spec, input_hw)
+
     @abstractmethod
     def _forward_layers(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Tokens ``[B, P + N, C]`` for each absolute layer index, final norm applied, one pass."""
