@@ -19,7 +19,8 @@ from vitlab.backbones import Backbone, resolve_device
 from vitlab.data import DataSource
 from vitlab.errors import ConfigError
 from vitlab.generative.encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from vitlab.generative.features import FeatureSet, embed_source, feature_set, is_feature_file, load_feature_file
+from vitlab.generative.features import (FeatureSet, embed_cached, embed_source, feature_set, is_feature_file,
+                                        load_feature_file)
 from vitlab.generative.metrics import NEEDS, GenEvalConfig, MetricInputs, compute_metrics, parse_metrics
 from vitlab.generative.stats_file import ReferenceStats, check_compatible, load_stats, require_features, save_stats
 from vitlab.metrics._validate import check_same_dim
@@ -275,6 +276,10 @@ def gen_stats(data: SetSpec, output: str | Path, *, encoder: str | Encoder | Bac
               **embed_kwargs: Any) -> ReferenceStats:
     """Write reference statistics (mean, covariance; optionally the features) of a real set to one file.
 
+    For images (without ``save_features``) the mean and covariance are accumulated in float64 chunk by
+    chunk over the embedding store's memory-mapped array (:mod:`vitlab.metrics.moments`), so a large set
+    never needs its whole ``[n, d]`` matrix in memory.
+
     Args:
         data: images (URI or :class:`DataSource`, embedded through the cache), a feature file or an array.
         output: the stats file to write (any name, e.g. ``imagenet_val.dinov2-l.stats``).
@@ -295,6 +300,10 @@ def gen_stats(data: SetSpec, output: str | Path, *, encoder: str | Encoder | Bac
         if _is_image_set(data) else None
     store = EmbeddingStore(cache_dir) if enc is not None else None
     embed_kwargs.setdefault("precision", "fp32")
+    if enc is not None and store is not None and not save_features:
+        # images: the moments are summed chunk by chunk over the store's memory-mapped array
+        emb, origin = embed_cached(enc, data, store, **embed_kwargs)  # type: ignore[arg-type]
+        return save_stats(output, emb.get(), encoder=enc.describe(), data=origin)
     fs = _resolve(data, "real", enc, store, embed_kwargs)
     return save_stats(output, fs.X, encoder=enc.describe() if enc else None, data=fs.origin,
                       save_features=save_features, ids=fs.ids)

@@ -26,7 +26,7 @@ import numpy as np
 from vitlab.data import DataSource, load_source
 from vitlab.errors import DataError
 from vitlab.metrics._validate import check_features
-from vitlab.store import EmbeddingStore
+from vitlab.store import Embeddings, EmbeddingStore
 
 FEATURE_SUFFIXES = (".npy", ".npz")
 
@@ -178,12 +178,32 @@ def embed_source(encoder: Any, source: DataSource | str, role: str, store: Embed
     Returns:
         :class:`FeatureSet` with ``from_cache`` set.
     """
-    src = load_source(source)
     t0 = time.perf_counter()
-    emb = store.get_or_compute(encoder.backbone, src, layers=encoder.layer, pool=encoder.pool, **embed_kwargs)
+    emb, origin = embed_cached(encoder, source, store, **embed_kwargs)
     x = np.asarray(emb.get(), dtype=np.float32)
     fs = feature_set(x, role, ids=emb.ids, labels=emb.labels, classes=emb.classes if emb.labels is not None else None,
-                     origin={"kind": src.kind, "uri": src.uri, "fingerprint": src.fingerprint, "n": len(src),
-                             "embeddings": emb.digest}, where=src.uri)
+                     origin=origin, where=origin["uri"])
     fs.from_cache, fs.seconds, fs.skipped = emb.from_cache, time.perf_counter() - t0, list(emb.skipped)
     return fs
+
+
+def embed_cached(encoder: Any, source: DataSource | str, store: EmbeddingStore,
+                 **embed_kwargs: Any) -> tuple[Embeddings, dict[str, Any]]:
+    """Embed a data source with an encoder through the cache, leaving the features memory-mapped.
+
+    ``emb.get()`` (the encoder's layer and pooling, ``[n, d]``) stays a float32 memmap of the
+    store's array, so a caller that reads it in chunks (``gen_stats``) never holds all rows.
+
+    Returns:
+        ``(embeddings, origin)``: origin is the JSON-ready fingerprint recorded in stats files and
+        run records (source kind, uri, fingerprint, n, embeddings digest).
+
+    Example:
+        >>> emb, origin = embed_cached(enc, "folder:./real", EmbeddingStore())  # doctest: +SKIP
+        >>> emb.get().shape, origin["embeddings"] == emb.digest  # doctest: +SKIP
+        ((5000, 1024), True)
+    """
+    src = load_source(source)
+    emb = store.get_or_compute(encoder.backbone, src, layers=encoder.layer, pool=encoder.pool, **embed_kwargs)
+    return emb, {"kind": src.kind, "uri": src.uri, "fingerprint": src.fingerprint, "n": len(src),
+                 "embeddings": emb.digest}

@@ -35,7 +35,7 @@ import numpy as np
 
 from vitlab._version import __version__
 from vitlab.errors import ConfigError, DataError
-from vitlab.metrics.fd import gaussian_stats
+from vitlab.metrics.moments import chunked_moments
 
 STATS_FORMAT = "vitlab-gen-stats"
 STATS_VERSION = 1
@@ -80,9 +80,12 @@ def save_stats(path: str | Path, features: np.ndarray, *, encoder: dict[str, Any
                save_features: bool = False, ids: list[str] | None = None) -> ReferenceStats:
     """Compute mean/covariance of ``features`` ``[n, d]`` and write one stats file (atomically).
 
+    The moments are accumulated in float64 over chunks of rows (:func:`vitlab.metrics.moments.chunked_moments`),
+    so a memory-mapped store array is never loaded whole: working memory is ``O(chunk * d + d^2)``.
+
     Args:
         path: output file (any name; no suffix is added).
-        features: ``[n, d]`` features, ``n >= 2``.
+        features: ``[n, d]`` features, ``n >= 2`` (an array or a memmap, e.g. ``Embeddings.get()``).
         encoder: :meth:`Encoder.describe` of the encoder that made them, or ``None``.
         data: fingerprint of the source.
         save_features: also store the raw features (then every real-set metric can use the file).
@@ -91,8 +94,10 @@ def save_stats(path: str | Path, features: np.ndarray, *, encoder: dict[str, Any
     Returns:
         The :class:`ReferenceStats` written.
     """
-    x = np.asarray(features)
-    mu, sigma = gaussian_stats(x)
+    x = features if isinstance(features, np.ndarray) else np.asarray(features)
+    if x.ndim != 2 or x.shape[1] == 0 or x.dtype.kind not in "fiu":
+        raise DataError(f"features must be a numeric [n, d] array with d >= 1, got shape {x.shape} ({x.dtype}).")
+    mu, sigma = chunked_moments(x).gaussian()
     header = {"format": STATS_FORMAT, "version": STATS_VERSION, "encoder": encoder, "data": data,
               "n": int(x.shape[0]), "dim": int(x.shape[1]), "has_features": bool(save_features),
               "vitlab_version": __version__,

@@ -54,6 +54,7 @@ from vitlab.metrics._validate import (
     check_same_dim,
     warn_small_sample,
 )
+from vitlab.metrics.moments import Moments
 
 __all__ = [
     "FDInfinityResult",
@@ -97,11 +98,7 @@ def _stats(x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{name} features have only {n} row: a covariance needs at least 2 samples "
             f"(and more than d = {x.shape[1]} for a full-rank one)."
         )
-    mu = x.mean(axis=0)
-    xc = x - mu
-    sigma = (xc.T @ xc) / (n - 1)
-    sigma = 0.5 * (sigma + sigma.T)
-    return mu, sigma
+    return Moments.of(x).gaussian()  # the one home of the mean/covariance math (mergeable per chunk)
 
 
 # ----------------------------------------------------------------------------- trace sqrt
