@@ -1,0 +1,114 @@
+"""Images in pixel space for inspection and attacks: load, normalise, embed, and a probe head in torch.
+
+Inspection and attacks work on raw images ``[B, 3, H, W]`` in ``[0, 1]`` (so budgets such as
+ε = 8/255 are in pixel units) and normalise inside the forward pass with the backbone's own
+mean/std. :class:`ProbeHead` turns a fitted :class:`~vitlab.protocols.linear.LinearProbe` into
+a differentiable torch head (same logits) for Grad-CAM, gradient rollout and attacks.
+
+Example:
+    >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
+    >>> raw = load_raw(bb, vitlab.load_source("sample:fashion-mnist"), [0, 1])  # doctest: +SKIP
+    >>> embed_raw(bb, raw, pool="cls").shape  # doctest: +SKIP
+    torch.Size([2, 96])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitlab.backbones.base import Backbone, check_pool
+from vitlab.errors import ConfigError
+
+__all__ = ["load_raw", "normalize", "embed_raw", "ProbeHead", "fit_probe_head"]
+
+
+def load_raw(backbone: Backbone, source: Any, indices: Sequence[int]) -> torch.Tensor:
+    """Images ``indices`` of ``source`` resized/cropped as the backbone expects, not normalised: ``[n, 3, H, W]`` in [0, 1].
+
+    Example:
+        >>> load_raw(bb, src, [0]).shape  # doctest: +SKIP
+        torch.Size([1, 3, 28, 28])
+    """
+    from torchvision import transforms as T
+
+    tf = backbone.spec.preprocessing.build_transform()
+    steps = [s for s in tf.transforms if not isinstance(s, T.Normalize)]
+    pipe = T.Compose(steps)
+    return torch.stack([pipe(source.load_image(int(i))) for i in indices]).float()
+
+
+def normalize(backbone: Backbone, raw: torch.Tensor) -> torch.Tensor:
+    """``(raw - mean) / std`` with the backbone's preprocessing; ``[B, 3, H, W]`` → same shape (differentiable)."""
+    p = backbone.spec.preprocessing
+    mean = torch.tensor(p.mean, dtype=raw.dtype, device=raw.device).view(1, 3, 1, 1)
+    std = torch.tensor(p.std, dtype=raw.dtype, device=raw.device).view(1, 3, 1, 1)
+    return (raw - mean) / std
+
+
+def embed_raw(backbone: Backbone, raw: torch.Tensor, *, pool: str = "cls", layer: int = -1,
+              batch_size: int = 64, grad: bool = False) -> torch.Tensor:
+    """Pooled features ``[B, C]`` (``[B, 2C]`` for ``cls+mean``) of raw images ``[B, 3, H, W]``, batched.
+
+    ``grad=True`` keeps the graph (one batch, for attacks).
+    """
+    check_pool(pool, backbone.spec.has_cls_token)
+    (li,) = backbone.resolve_layers(layer)
+    if grad:
+        out = backbone.forward_tokens(normalize(backbone, raw.to(backbone.device)), [li])
+        return out.pooled(li, pool)
+    feats = []
+    with torch.no_grad():
+        for s in range(0, raw.shape[0], batch_size):
+            x = normalize(backbone, raw[s: s + batch_size].to(backbone.device))
+            feats.append(backbone.forward_tokens(x, [li]).pooled(li, pool).float().cpu())
+    return torch.cat(feats)
+
+
+class ProbeHead(nn.Module):
+    """A fitted linear probe as a torch head: logits ``[B, K] = ((f - mean) / scale) @ W^T + b`` on pooled features ``[B, C]``.
+
+    Args:
+        coef: ``[K, C]``. intercept: ``[K]``. mean, scale: ``[C]`` standardisation (ones/zeros for none).
+
+    Example:
+        >>> h = ProbeHead(np.eye(2), np.zeros(2), np.zeros(2), np.ones(2))
+        >>> h(torch.tensor([[1.0, 0.0]])).argmax(1).tolist()
+        [0]
+    """
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        f32 = dict(dtype=torch.float32)
+        self.register_buffer("coef", torch.as_tensor(np.asarray(coef), **f32))
+        self.register_buffer("intercept", torch.as_tensor(np.asarray(intercept), **f32))
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), **f32))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scale), **f32))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return ((f.float() - self.mean) / self.scale) @ self.coef.T + self.intercept
+
+
+def fit_probe_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0,
+                   num_classes: int | None = None) -> tuple[ProbeHead, Any]:
+    """Fit :class:`~vitlab.protocols.linear.LinearProbe` (a small C grid) on ``features [n, C]`` and return it as a head.
+
+    Example:
+        >>> X = np.random.default_rng(0).normal(size=(40, 4)); y = (X[:, 0] > 0).astype(int)
+        >>> head, probe = fit_probe_head(X, y)
+        >>> head(torch.tensor(X[:2], dtype=torch.float32)).shape
+        torch.Size([2, 2])
+    """
+    from vitlab.protocols.linear import LinearProbe
+
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise ConfigError("a probe head needs labelled images; the data has none.")
+    probe = LinearProbe(Cs=np.logspace(-3, 2, 6), seed=seed, num_classes=num_classes).fit(np.asarray(features), labels)
+    mean = probe.mean_ if probe.standardize else np.zeros(probe.coef_.shape[1])
+    scale = probe.scale_ if probe.standardize else np.ones(probe.coef_.shape[1])
+    return ProbeHead(probe.coef_, probe.intercept_, mean, scale), probe

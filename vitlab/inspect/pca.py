@@ -1,0 +1,185 @@
+"""PCA maps of patch features with a fixed, documented recipe (DINOv2's figures, made reproducible).
+
+Recipe (:class:`PatchPCA`):
+
+1. Fit a 1-component PCA (scikit-learn) on the patch tokens ``[n·N, C]`` of all images.
+2. Sign-canonical components: each component is flipped so its largest-magnitude loading is
+   positive (as scikit-learn's ``svd_flip``), so refits on the same data give the same colours.
+3. Foreground: Otsu's threshold on the first-component scores of all patches (instead of a magic
+   0.35); the side of the threshold that covers less of the image border is the foreground.
+4. A 3-component PCA fitted on the foreground patches only (sign-canonical), its scores scaled to
+   [0, 1] with the 1st/99th percentiles of the fitted scores → RGB; background patches are black.
+5. Everything fitted (means, components, threshold, side, percentiles, and the backbone
+   ``weights_id`` and layer it belongs to) is saved to ``.npz`` and reused across images
+   (:meth:`PatchPCA.save` / :meth:`PatchPCA.load`; a different backbone is refused).
+
+Otsu's threshold is written out (:func:`otsu_threshold`, a few lines) because scikit-image is not a
+vitlab dependency; it matches ``skimage.filters.threshold_otsu`` (256-bin histogram, bin centres).
+
+Example:
+    >>> feats = torch.randn(4, 12, 8)  # [n, N, C] patch tokens of a 3x4 grid
+    >>> pca = PatchPCA().fit(feats, (3, 4))
+    >>> pca.transform(feats, (3, 4))["rgb"].shape
+    (4, 3, 4, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitlab.errors import ConfigError, DataError
+
+__all__ = ["otsu_threshold", "sign_canonical", "PatchPCA"]
+
+
+def otsu_threshold(values: np.ndarray, nbins: int = 256) -> float:
+    """Otsu's threshold (maximum between-class variance) of ``values``, as ``skimage.filters.threshold_otsu``.
+
+    Example:
+        >>> v = np.r_[np.zeros(50), np.ones(50)]
+        >>> 0.0 < otsu_threshold(v) < 1.0
+        True
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0 or not np.isfinite(v).all():
+        raise DataError("Otsu's threshold needs finite values; got an empty or non-finite array.")
+    if v.min() == v.max():
+        return float(v.min())
+    hist, edges = np.histogram(v, bins=nbins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w1 = np.cumsum(hist)
+    w2 = np.cumsum(hist[::-1])[::-1]
+    m1 = np.cumsum(hist * centres) / w1
+    m2 = (np.cumsum((hist * centres)[::-1]) / w2[::-1])[::-1]
+    var = w1[:-1] * w2[1:] * (m1[:-1] - m2[1:]) ** 2
+    return float(centres[:-1][np.argmax(var)])
+
+
+def sign_canonical(components: np.ndarray) -> np.ndarray:
+    """Flip each row of ``components [k, C]`` so its largest-magnitude entry is positive.
+
+    Example:
+        >>> sign_canonical(np.array([[0.1, -0.9], [0.5, 0.2]])).tolist()
+        [[-0.1, 0.9], [0.5, 0.2]]
+    """
+    c = np.asarray(components, dtype=np.float64)
+    signs = np.sign(c[np.arange(c.shape[0]), np.abs(c).argmax(1)])
+    return c * np.where(signs == 0, 1.0, signs)[:, None]
+
+
+def _border(grid: tuple[int, int]) -> np.ndarray:
+    b = np.zeros(grid, dtype=bool)
+    b[0, :] = b[-1, :] = b[:, 0] = b[:, -1] = True
+    return b.ravel()
+
+
+@dataclass
+class PatchPCA:
+    """The fitted PCA-map recipe (see the module docstring). Learned state ends in ``_``.
+
+    Args:
+        foreground: separate foreground by Otsu on the first component (else every patch is foreground).
+        backbone_id, layer: what the features came from (checked on reuse).
+    """
+
+    foreground: bool = True
+    backbone_id: str | None = None
+    layer: int | None = None
+    mean1_: np.ndarray | None = None
+    comp1_: np.ndarray | None = None
+    threshold_: float | None = None
+    fg_above_: bool = True
+    mean3_: np.ndarray | None = None
+    comp3_: np.ndarray | None = None
+    lo_: np.ndarray | None = None
+    hi_: np.ndarray | None = None
+    info_: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def _flat(feats: torch.Tensor | np.ndarray) -> np.ndarray:
+        f = feats.detach().cpu().double().numpy() if isinstance(feats, torch.Tensor) else np.asarray(feats, np.float64)
+        if f.ndim != 3:
+            raise ConfigError(f"PCA maps need patch tokens [n, N, C], got shape {f.shape}.")
+        return f
+
+    def fit(self, feats: torch.Tensor | np.ndarray, grid: tuple[int, int]) -> PatchPCA:
+        """Fit on patch tokens ``[n, N, C]`` with ``N = h·w`` of ``grid``."""
+        from sklearn.decomposition import PCA
+
+        f = self._flat(feats)
+        n, N, C = f.shape
+        if N != grid[0] * grid[1]:
+            raise ConfigError(f"{N} patch tokens do not fill a {grid[0]}x{grid[1]} grid.")
+        X = f.reshape(-1, C)
+        p1 = PCA(n_components=1, svd_solver="full").fit(X)
+        self.mean1_, self.comp1_ = p1.mean_, sign_canonical(p1.components_)
+        s1 = (X - self.mean1_) @ self.comp1_[0]
+        if self.foreground and n * N >= 4:
+            self.threshold_ = otsu_threshold(s1)
+            above = (s1 > self.threshold_).reshape(n, N)
+            border = _border(grid)
+            share_above = above[:, border].mean() if border.any() else 0.5
+            self.fg_above_ = bool(share_above <= 0.5)
+            fg = above.ravel() if self.fg_above_ else ~above.ravel()
+            if fg.sum() < 3:  # degenerate split: keep everything
+                fg = np.ones_like(fg)
+        else:
+            self.threshold_, self.fg_above_ = None, True
+            fg = np.ones(X.shape[0], dtype=bool)
+        k = int(min(3, C, fg.sum()))
+        p3 = PCA(n_components=k, svd_solver="full").fit(X[fg])
+        self.mean3_, self.comp3_ = p3.mean_, sign_canonical(p3.components_)
+        S = (X[fg] - self.mean3_) @ self.comp3_.T
+        self.lo_, self.hi_ = np.percentile(S, 1, axis=0), np.percentile(S, 99, axis=0)
+        self.info_ = {"n_images": n, "grid": list(grid), "foreground_share": float(fg.mean()),
+                      "explained_variance_ratio": p3.explained_variance_ratio_.tolist(), "components": k}
+        return self
+
+    def transform(self, feats: torch.Tensor | np.ndarray, grid: tuple[int, int]) -> dict[str, np.ndarray]:
+        """``{"rgb": [n, h, w, 3] in [0, 1], "foreground": [n, h, w] bool, "first": [n, h, w]}`` for new tokens."""
+        if self.comp3_ is None:
+            raise ConfigError("PatchPCA is not fitted; call .fit(feats, grid) or PatchPCA.load(path) first.")
+        f = self._flat(feats)
+        n, N, C = f.shape
+        if C != self.comp3_.shape[1]:
+            raise DataError(f"these patch tokens have {C} channels but the PCA was fitted on {self.comp3_.shape[1]}; "
+                            "use features of the backbone and layer it was fitted on.")
+        X = f.reshape(-1, C)
+        s1 = (X - self.mean1_) @ self.comp1_[0]
+        fg = np.ones(X.shape[0], bool) if self.threshold_ is None else \
+            ((s1 > self.threshold_) if self.fg_above_ else (s1 <= self.threshold_))
+        S = (X - self.mean3_) @ self.comp3_.T
+        rgb = np.clip((S - self.lo_) / np.where(self.hi_ > self.lo_, self.hi_ - self.lo_, 1.0), 0, 1)
+        rgb = np.concatenate([rgb, np.zeros((rgb.shape[0], 3 - rgb.shape[1]))], 1) if rgb.shape[1] < 3 else rgb
+        rgb = rgb * fg[:, None]
+        return {"rgb": rgb.reshape(n, *grid, 3), "foreground": fg.reshape(n, *grid), "first": s1.reshape(n, *grid)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted state to ``path`` (``.npz``)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(p, mean1=self.mean1_, comp1=self.comp1_, mean3=self.mean3_, comp3=self.comp3_, lo=self.lo_,
+                 hi=self.hi_, threshold=np.nan if self.threshold_ is None else self.threshold_,
+                 fg_above=self.fg_above_, foreground=self.foreground, backbone_id=str(self.backbone_id),
+                 layer=-1 if self.layer is None else self.layer)
+        return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+
+    @classmethod
+    def load(cls, path: str | Path, *, backbone_id: str | None = None) -> PatchPCA:
+        """Read a saved PCA; with ``backbone_id``, refuse one fitted on other weights."""
+        try:
+            z = np.load(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: not a saved PCA ({e}). Fit one with vitlab inspect --maps pca.") from e
+        if backbone_id is not None and str(z["backbone_id"]) != backbone_id:
+            raise DataError(f"{path}: this PCA was fitted on weights {z['backbone_id']}, not {backbone_id}; "
+                            "delete it or fit a new one for this backbone.")
+        thr = float(z["threshold"])
+        return cls(foreground=bool(z["foreground"]), backbone_id=str(z["backbone_id"]), layer=int(z["layer"]),
+                   mean1_=z["mean1"], comp1_=z["comp1"], threshold_=None if np.isnan(thr) else thr,
+                   fg_above_=bool(z["fg_above"]), mean3_=z["mean3"], comp3_=z["comp3"], lo_=z["lo"], hi_=z["hi"])
