@@ -1,5 +1,8 @@
 """``vitlab.compare`` (this module is ``vitlab.comparison``): several backbones, the same splits, paired significance tests.
 
+``mil-<head>`` protocols on a bag source run :func:`vitlab.mil.evaluate.mil_eval` per backbone on the
+same patient-grouped folds and compare the pooled out-of-fold predictions (leaderboard on AUROC).
+
 For each dataset and protocol: a leaderboard on the task's headline metric (top-1,
 recall@1, mIoU...) with CIs; for each pair of backbones the paired test of the
 protocol's task (:mod:`vitlab.scorers`: for classification the paired-bootstrap
@@ -21,6 +24,7 @@ from vitlab.backbones import load_backbone
 from vitlab.data import load_source
 from vitlab.errors import ConfigError
 from vitlab.evaluation import EvalResult, check_eval_config, evaluate
+from vitlab.mil.evaluate import mil_eval
 from vitlab.record import RunRecord
 from vitlab.scorers import scorer_for
 from vitlab.stats.paired import holm
@@ -79,8 +83,12 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     if not datasets:
         raise ConfigError("compare needs at least one data source, got none.")
     # validate before loading any backbone or embedding anything
-    protocols = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
-                                  device=device, out=out, **eval_kwargs)
+    mil_heads = _mil_heads(protocols)
+    if mil_heads is None:
+        protocols = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
+                                      device=device, out=out, **eval_kwargs)
+    elif n_resamples < 1:
+        raise ConfigError(f"n_resamples must be >= 1, got {n_resamples}.")
     runs: dict[tuple[str, str], EvalResult] = {}
     loaded = {}
     for name in backbones:
@@ -89,8 +97,15 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
             raise ConfigError(f"{name!r} is the same backbone as another entry ({bb.name}); list each once.")
         loaded[bb.name] = bb
     backbones = list(loaded)  # canonical names from here on ("pixels" → "pixels:28")
-    for ds in datasets:
-        source = load_source(ds)
+    sources = {ds: load_source(ds) for ds in datasets}
+    if mil_heads is not None:
+        _check_mil_sources(sources)
+    for ds, source in sources.items():
+        if mil_heads is not None:  # the same patient-grouped folds for every backbone (seeded by labels+patients)
+            for name, bb in loaded.items():
+                runs[(ds, name)] = mil_eval(bb, source, heads=mil_heads, seed=seed, n_resamples=n_resamples,
+                                            device=device or "cpu", cache_dir=cache_dir, out=out, **eval_kwargs)
+            continue
         splits = source.splits(seed=seed, test_fraction=test_fraction)  # one split for every backbone
         for name, bb in loaded.items():
             runs[(ds, name)] = evaluate(bb, source, protocols=protocols, seed=seed, splits=splits,
@@ -105,7 +120,8 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
         for proto in labels:
             scorer = scorer_for(first.results[proto].task)
             common = set.intersection(*(set(runs[(ds, name)].record.metrics[proto]) for name in backbones))
-            key = scorer.headline_for(common)
+            preferred = first.record.config.get("headline")
+            key = preferred if preferred in common else scorer.headline_for(common)
             rows = [{"backbone": name, "metric": key, **runs[(ds, name)].record.metrics[proto][key]}
                     for name in backbones]
             rows.sort(key=lambda r: -r["value"])
@@ -140,6 +156,38 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
         seeds={"split": seed, "bootstrap": seed})
     path = record.save(out) if out is not None else None
     return CompareResult(record, runs, path)
+
+
+def _mil_heads(protocols: Any) -> list[str] | None:
+    """The heads of ``mil-<head>`` protocols, ``None`` when none is a MIL protocol; mixing is an error."""
+    if not isinstance(protocols, (str, list, tuple)):
+        return None
+    items = [p.strip() for p in protocols.split(",")] if isinstance(protocols, str) else list(protocols)
+    is_mil = [isinstance(p, str) and p.startswith("mil-") for p in items]
+    if not any(is_mil):
+        return None
+    if not all(is_mil):
+        raise ConfigError("MIL protocols (mil-<head>) score bags and cannot be mixed with instance protocols "
+                          f"({', '.join(str(p) for p, m in zip(items, is_mil) if not m)}) in one compare; run "
+                          "them separately.")
+    from vitlab.mil.heads import HEADS
+
+    heads = [p[len("mil-"):] for p in items]
+    for h in heads:
+        HEADS.entry(h)  # unknown head: one line with suggestions
+    return heads
+
+
+def _check_mil_sources(sources: dict[str, Any]) -> None:
+    from vitlab.data.bags import BagInfo, FeatureBagSource
+
+    for ds, src in sources.items():
+        if not isinstance(src, BagInfo):
+            raise ConfigError(f"{ds} is not a bag source; mil-<head> protocols need bags:<manifest> (bag_id, label, "
+                              "path columns) or sample:fashion-mnist-bags.")
+        if isinstance(src, FeatureBagSource):
+            raise ConfigError(f"{ds} holds precomputed features, so every backbone would see the same bags; compare "
+                              "backbones on image bags (a 'path' column), or run `vitlab mil` on each feature manifest.")
 
 
 def _rank_tests(datasets: list[str], backbones: list[str], protocols: list[str],

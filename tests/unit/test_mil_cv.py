@@ -11,11 +11,10 @@ from vitlab.mil.cv import (
     CVResult,
     check_folds,
     cross_validate,
-    ensemble_proba,
-    evaluate_test,
     inner_validation,
     patient_folds,
 )
+from vitlab.mil.ensemble import ensemble_gain, ensemble_proba, evaluate_test
 from vitlab.metrics.classification import METRIC_FUNCTIONS
 from vitlab.scorers import scorer_for
 from vitlab.stats.bootstrap import bootstrap_ci
@@ -359,3 +358,36 @@ def test_evaluate_test_scores_the_ensemble_with_patient_groups():
     assert ev.metrics["auroc"]["value"] >= single - 1e-12
     with pytest.raises(DataError, match="bag_ids has 3 entries"):
         evaluate_test(probas, y, ids[:3], patients)
+    assert set(ev.gain) == {"auroc", "balanced_accuracy", "macro_f1"}
+    assert ev.single["auroc"] == pytest.approx([METRIC_FUNCTIONS["auroc"](y, p) for p in probas])
+    g = ev.gain["auroc"]
+    assert g["value"] == pytest.approx(ev.metrics["auroc"]["value"] - single)
+    assert g["low"] <= g["value"] <= g["high"] and g["method"] == "paired cluster-percentile"
+
+
+def test_ensemble_gain_interval_is_the_paired_patient_bootstrap_of_the_gain():
+    """Recompute the gain's replicates by hand on the same patient draws."""
+    from vitlab.stats.bootstrap import Resampler
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(24) % 2, 2)
+    patients = np.repeat(np.arange(24), 2)
+    probas = []
+    for _ in range(3):
+        p1 = 1 / (1 + np.exp(-(y + rng.normal(0, 1, y.size) - 0.5) * 2))
+        probas.append(np.stack([1 - p1, p1], 1))
+    single, gain = ensemble_gain(probas, y, patients, metrics=["auroc"], n_resamples=300, seed=5)
+    fn = METRIC_FUNCTIONS["auroc"]
+    ens = np.mean(probas, axis=0)
+    res = Resampler(y.size, patients, 5)
+    d = []
+    for block in res.draws(300):
+        for draw in block:
+            idx = res.indices(draw)
+            d.append(fn(y[idx], ens[idx]) - np.mean([fn(y[idx], p[idx]) for p in probas]))
+    lo, hi = np.quantile(d, [0.025, 0.975])
+    assert gain["auroc"]["low"] == pytest.approx(min(lo, gain["auroc"]["value"]))
+    assert gain["auroc"]["high"] == pytest.approx(max(hi, gain["auroc"]["value"]))
+    # one class only: AUROC undefined, left out rather than reported as NaN
+    single, gain = ensemble_gain(probas, np.zeros(y.size, int), patients, metrics=["auroc", "top1"], n_resamples=20)
+    assert "auroc" not in gain and "top1" in gain

@@ -25,6 +25,8 @@ def mil_cmd(
     epochs: int = typer.Option(200, help="Most epochs per fold (early stopping on a patient-disjoint validation part)."),
     lr: float = typer.Option(2e-4, help="AdamW learning rate (CLAM's recipe)."),
     max_instances: Optional[int] = typer.Option(None, help="Subsample larger bags to this size while training."),
+    layer: int = typer.Option(-1, help="Block whose instance embedding is used (-1 = last)."),
+    pool: str = typer.Option("auto", help="cls, mean or auto (cls when there is a class token)."),
     pretrained: bool = Pretrained,
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
     batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
@@ -36,13 +38,16 @@ def mil_cmd(
 ) -> None:
     """Train MIL heads on bags with patient-grouped K-fold; bag-level AUROC etc. with patient-bootstrap CIs.
 
+    Bags whose manifest split is 'test' are held out: the K fold models score them as one ensemble
+    (protocols mil-<head>@test). To compare backbones: vitlab compare --protocol mil-abmil.
+
     Example: [bold]vitlab mil --backbone demo:fmnist-vit --data sample:fashion-mnist-bags --head abmil,mean --json[/]
     """
     import vitlab
 
     check_outputs(dirs={"--out": out})
     res = vitlab.mil_eval(backbone, data, heads=head, folds=folds, seed=seed, n_resamples=n_resamples,
-                          epochs=epochs, lr=lr, max_instances=max_instances, pretrained=pretrained, device=device,
+                          epochs=epochs, lr=lr, max_instances=max_instances, layer=layer, pool=pool, pretrained=pretrained, device=device,
                           cache_dir=cache_dir, out=out, batch_size=batch_size, num_workers=num_workers,
                           progress=progress_setting(quiet))
     if json_out:
@@ -55,5 +60,10 @@ def mil_cmd(
     for label, d in res.record.details.items():
         if isinstance(d, dict) and d.get("instance_auroc_of_attention") is not None:
             console.print(f"{label}: attention ranks key instances with AUROC {d['instance_auroc_of_attention']:.3f}")
+        gain = (d.get("ensemble") or {}).get("gain", {}).get("auroc") if isinstance(d, dict) else None
+        if gain:
+            console.print(f"{label}: the {d['ensemble']['n_models']} fold models as one ensemble: AUROC "
+                          f"{gain['ensemble']:.3f}, {gain['value']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}] over "
+                          f"the average single fold model ({gain['mean_single']:.3f})")
     if res.path:
         console.print(f"run record → {res.path}")

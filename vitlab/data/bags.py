@@ -19,7 +19,8 @@ A bag manifest (CSV, TSV or Parquet) has the columns
 * optional ``patient_id`` (several bags per patient; default: the bag is its own patient),
   ``split`` (train/val/test, per bag), ``fold`` (and ``fold_<name>`` columns: cross-validation
   folds, per bag; a patient may not sit in two folds of one fold column), ``id`` (instance ids;
-  default: the path) and ``instance_label`` (per instance, e.g. to check attention).
+  default: the path), ``instance_label`` (per instance, e.g. to check attention) and ``x``, ``y``
+  (per instance, the tile's position on the slide: the report draws attention heat maps there).
 
 Every problem is one :class:`~vitlab.errors.DataError` line naming the bag, patient, file or
 manifest line (header = line 1) and the fix.
@@ -53,7 +54,7 @@ from vitlab.errors import DataError
 __all__ = ["BagInfo", "BagSource", "FeatureBagSource", "FashionBagsSource", "open_bags", "read_feature_file",
            "make_fashion_bags", "FEATURE_SUFFIXES", "BAG_SAMPLES"]
 
-BAG_COLUMNS = ("bag_id", "label", "patient_id", "split", "fold", "path", "features", "id", "instance_label")
+BAG_COLUMNS = ("bag_id", "label", "patient_id", "split", "fold", "path", "features", "id", "instance_label", "x", "y")
 FEATURE_SUFFIXES = (".npy", ".pt", ".pth", ".h5", ".hdf5")
 _FOLD_COLUMN = re.compile(r"^fold(_\w+)?$")
 
@@ -99,6 +100,7 @@ class BagInfo:
         bag_split: the split of every bag (train/val/test) or ``None``.
         bag_fold: the ``fold`` column, per bag, or ``None``; ``bag_folds`` holds every fold column.
         instance_labels: per row, or ``None``.
+        instance_coords: ``[n, 2]`` float64 ``(x, y)`` per row (image bags with ``x``/``y`` columns), or ``None``.
     """
 
     bag_ids: list[str]
@@ -109,6 +111,7 @@ class BagInfo:
     bag_fold: list[str] | None = None
     bag_folds: dict[str, list[str]]
     instance_labels: np.ndarray | None = None
+    instance_coords: np.ndarray | None = None
 
     def bag_index(self, bag: str | int) -> int:
         """Position of a bag (by id or position) in :attr:`bags`.
@@ -319,6 +322,7 @@ class BagSource(BagInfo, DataSource):
         self._set_meta(meta)
         if "instance_label" in df.columns:
             self.instance_labels = _instance_labels(df, uri)
+        self.instance_coords = _instance_coords(df, uri)
         self.path = path
         labels = meta["bag_labels"][[self.bag_index(b) for b in meta["bag_ids"]]]
         split = None if self.bag_split is None else [self.bag_split[self.bag_index(b)] for b in meta["bag_ids"]]
@@ -340,12 +344,34 @@ class BagSource(BagInfo, DataSource):
     def _content_key(self) -> Any:
         key = {"bags": self.bags, "bag_labels": self.bag_labels.tolist(), "patients": self.bag_patients,
                "folds": self.bag_folds,
-               "instance_labels": None if self.instance_labels is None else self.instance_labels.tolist()}
+               "instance_labels": None if self.instance_labels is None else self.instance_labels.tolist(),
+               "coords": None if self.instance_coords is None else self.instance_coords.tolist()}
         if self._fp_mode == "content":
             key["files"] = file_content_key(self.files)
         else:
             key["files"] = [[str(f), *st] for f, st in zip(self.files, file_stat_key(self.files))]
         return key
+
+
+def _instance_coords(df: Any, uri: str) -> np.ndarray | None:
+    """``[n, 2]`` tile positions from the ``x``/``y`` columns (both or neither), or ``None``."""
+    has = [c for c in ("x", "y") if c in df.columns]
+    if not has:
+        return None
+    if len(has) == 1:
+        other = "y" if has == ["x"] else "x"
+        raise DataError(f"{uri}: column {has[0]!r} without {other!r}; give both tile coordinates (x,y) or neither.")
+    import pandas as pd
+
+    out = []
+    for c in ("x", "y"):
+        v = pd.to_numeric(df[c], errors="coerce")
+        bad = np.flatnonzero(v.isna().to_numpy() | ~np.isfinite(v.to_numpy(dtype=float, na_value=np.nan)))
+        if bad.size:
+            raise DataError(f"{uri}: line {_lines(bad)}: {c} {df[c].iloc[bad[0]]!r} is not a finite number; write the "
+                            "tile's position (e.g. its pixel offset on the slide) on every row.")
+        out.append(v.to_numpy(dtype=np.float64))
+    return np.stack(out, axis=1)
 
 
 def _instance_labels(df: Any, uri: str) -> np.ndarray:

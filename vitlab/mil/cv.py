@@ -48,9 +48,6 @@ __all__ = [
     "inner_validation",
     "cross_validate",
     "CVResult",
-    "ensemble_proba",
-    "evaluate_test",
-    "TestEvaluation",
 ]
 
 FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -448,96 +445,3 @@ def cross_validate(n_bags: int, labels: np.ndarray, patients: Sequence[Any] | np
         fold_val.append(val_idx)
     assert proba is not None and not np.isnan(proba).any()
     return CVResult(y, proba, f, fold_test, fold_proba, fold_val, g)
-
-
-def ensemble_proba(fold_probas: Sequence[np.ndarray]) -> np.ndarray:
-    """Mean of the K fold models' probabilities on one held-out test set.
-
-    The K models of a cross-validation are applied to the same external test bags and their
-    probabilities averaged (as Phikon-v2 and eva report for slide-level tasks).
-
-    Args:
-        fold_probas: K arrays ``[n_test, C]``, the same bags in the same order.
-
-    Returns:
-        ``[n_test, C]``.
-
-    Raises:
-        DataError: no arrays, or arrays of different shapes.
-
-    Example:
-        >>> ensemble_proba([np.array([[0.25, 0.75]]), np.array([[0.75, 0.25]]), np.array([[0.5, 0.5]])]).tolist()
-        [[0.5, 0.5]]
-    """
-    arrays = [np.asarray(p, dtype=np.float64) for p in fold_probas]
-    if not arrays:
-        raise DataError("ensemble_proba needs the probabilities of at least one fold model.")
-    shape = arrays[0].shape
-    if len(shape) != 2:
-        raise DataError(f"fold probabilities must be [n_test, C], got shape {shape}.")
-    for i, a in enumerate(arrays):
-        if a.shape != shape:
-            raise DataError(f"fold model {i} gave shape {a.shape}, fold model 0 {shape}; all must score "
-                            "the same test bags and classes.")
-    return np.mean(np.stack(arrays), axis=0)
-
-
-@dataclass
-class TestEvaluation:
-    """What :func:`evaluate_test` returns.
-
-    Attributes:
-        result: the classification ``Result`` of the ensemble (``groups`` = patients).
-        metrics: ``{name: Interval entry}`` from the classification scorer.
-        extra: the scorer's extras (per-class recall, confusion matrix).
-        proba: ``[n_test, C]`` the ensemble probabilities.
-    """
-
-    __test__ = False  # not a pytest class
-
-    result: Any
-    metrics: dict[str, dict[str, Any]]
-    extra: dict[str, Any]
-    proba: np.ndarray
-
-
-def evaluate_test(fold_probas: Sequence[np.ndarray], labels: np.ndarray, bag_ids: Sequence[Any],
-                  patients: Sequence[Any] | np.ndarray | None, *, n_resamples: int = 1000,
-                  seed: int = 0) -> TestEvaluation:
-    """Score the K-fold ensemble (:func:`ensemble_proba`) on a held-out test set.
-
-    Uses the classification scorer with ``groups=patients`` (patient cluster bootstrap; with
-    ``patients=None`` a bag bootstrap). The held-out patients must not appear in the
-    cross-validation data; that is the caller's split.
-
-    Args:
-        fold_probas: K arrays ``[n_test, C]`` (each fold model on the test bags).
-        labels: ``[n_test]`` int class indices.
-        bag_ids: ``[n_test]`` bag ids.
-        patients: ``[n_test]`` patient ids, or ``None``.
-        n_resamples: bootstrap resamples.
-        seed: bootstrap seed.
-
-    Returns:
-        :class:`TestEvaluation`.
-
-    Example:
-        >>> y = np.arange(40) % 2; probas = [np.eye(2)[y] * 0.9 + 0.05] * 3
-        >>> ev = evaluate_test(probas, y, [f"s{i}" for i in range(40)], np.arange(40) // 2,
-        ...                    n_resamples=50)
-        >>> ev.metrics["auroc"]["value"], ev.metrics["auroc"]["method"]
-        (1.0, 'cluster-percentile')
-    """
-    from vitlab.protocols.base import Result
-    from vitlab.scorers import scorer_for
-
-    proba = ensemble_proba(fold_probas)
-    y = _as_labels(labels, proba.shape[0])
-    units = [str(b) for b in bag_ids]
-    if len(units) != y.shape[0]:
-        raise DataError(f"bag_ids has {len(units)} entries but there are {y.shape[0]} test bags.")
-    g = _as_groups(patients, y.shape[0])
-    res = Result("classification", units, {"y": y, "proba": proba}, groups=g,
-                 details={"ensemble": {"n_models": len(fold_probas), "combine": "mean probability"}})
-    metrics, extra = scorer_for("classification").score(res, n_resamples=n_resamples, seed=seed)
-    return TestEvaluation(res, metrics, extra, proba)

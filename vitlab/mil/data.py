@@ -146,9 +146,11 @@ def bag_data(source: Any, X: np.ndarray | None = None) -> BagData:
     index = make_bags(source.bag_ids)
     if index.ids != list(source.bags):
         raise DataError(f"{source.uri}: bag order of the rows differs from source.bags; this is a bug, please report it.")
-    feats = [x.astype(np.float32, copy=False) for x in index.features(X)]
+    feats = [np.array(x, dtype=np.float32) for x in index.features(X)]  # own, writable copies (X may be a read-only map)
     inst = None if source.instance_labels is None else [source.instance_labels[index.bag(i)] for i in range(len(index))]
-    return BagData(features=feats, instance_labels=inst, **common)
+    xy = getattr(source, "instance_coords", None)
+    coords = None if xy is None else [xy[index.bag(i)] for i in range(len(index))]
+    return BagData(features=feats, instance_labels=inst, coords=coords, **common)
 
 
 @dataclass

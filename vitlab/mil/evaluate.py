@@ -31,6 +31,8 @@ from vitlab.record import RunRecord, check_output_dir
 __all__ = ["mil_eval", "MILResult", "N_ATTENTION_EXAMPLES"]
 
 N_ATTENTION_EXAMPLES = 4
+MAX_HEAT_POINTS = 4096
+HEADLINE = "auroc"  # the leaderboard metric of MIL runs (slide-level studies report AUROC first)
 
 
 @dataclass
@@ -51,8 +53,11 @@ class MILResult:
     attention: dict[str, list[np.ndarray | None]]
     path: Path | None = None
 
-    def metric(self, head: str, name: str = "auroc") -> float:
-        return float(self.record.metrics[f"mil-{head}"][name]["value"])
+    def metric(self, protocol: str, name: str | None = None) -> float:
+        """A metric's value (default AUROC) of ``mil-<head>`` (or ``<head>``; ``mil-<head>@test`` for the
+        held-out ensemble)."""
+        label = protocol if protocol.startswith("mil-") else f"mil-{protocol}"
+        return float(self.record.metrics[label][name or HEADLINE]["value"])
 
 
 def _instance_auroc(attention: list[np.ndarray | None], instance_labels: list[np.ndarray] | None,
@@ -73,9 +78,31 @@ def _instance_auroc(attention: list[np.ndarray | None], instance_labels: list[np
     return float(auroc(t, np.stack([1 - s, s], 1)))
 
 
+def _heat(xy: np.ndarray, a: np.ndarray) -> dict[str, Any]:
+    """A bag's attention at its tiles' coordinates for the report's heat map.
+
+    Up to :data:`MAX_HEAT_POINTS` tiles are kept as they are; a larger bag is binned onto a
+    64 × 64 grid over its extent (mean attention per occupied cell, at the cell centre).
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64) * len(a)  # 1.0 = uniform attention
+    binned = len(a) > MAX_HEAT_POINTS
+    if binned:
+        lo, hi = xy.min(0), xy.max(0)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        cell = np.minimum((64 * (xy - lo) / span).astype(np.int64), 63)
+        key = cell[:, 0] * 64 + cell[:, 1]
+        uniq, inv = np.unique(key, return_inverse=True)
+        a = np.bincount(inv, weights=a) / np.bincount(inv)
+        xy = lo + (np.stack([uniq // 64, uniq % 64], 1) + 0.5) * span / 64
+    return {"x": np.round(xy[:, 0], 3).tolist(), "y": np.round(xy[:, 1], 3).tolist(),
+            "attention": np.round(a, 4).tolist(), "binned": bool(binned), "scale": "attention x bag size"}
+
+
 def _examples(ids: list[str], rows: list[np.ndarray], attention: list[np.ndarray | None], labels: np.ndarray,
-              row_ids: list[str], seed: int) -> list[dict[str, Any]]:
-    """For a few positive bags, the most and least attended instances (ids and weights), for the report."""
+              row_ids: list[str], seed: int, coords: list[np.ndarray | None] | None = None) -> list[dict[str, Any]]:
+    """For a few positive bags, the most and least attended instances (ids and weights), for the report;
+    with tile coordinates, the bag's attention heat map too."""
     pos = [i for i in range(len(ids)) if labels[i] > 0 and attention[i] is not None]
     if not pos:
         return []
@@ -87,16 +114,20 @@ def _examples(ids: list[str], rows: list[np.ndarray], attention: list[np.ndarray
         top, low = order[:3], order[::-1][:3]
         # image bags name each instance by its row id; feature bags by its index in the bag's file
         name = ((lambda j: row_ids[rows[i][j]]) if len(rows[i]) == len(a) else (lambda j: f"{ids[i]}#{j}"))
-        out.append({"bag": ids[i], "size": int(len(a)),
-                    "top": [{"id": name(j), "attention": float(a[j])} for j in top],
-                    "bottom": [{"id": name(j), "attention": float(a[j])} for j in low]})
+        ex = {"bag": ids[i], "size": int(len(a)),
+              "top": [{"id": name(j), "attention": float(a[j])} for j in top],
+              "bottom": [{"id": name(j), "attention": float(a[j])} for j in low]}
+        if coords is not None and coords[i] is not None and len(coords[i]) == len(a):
+            ex["heatmap"] = _heat(coords[i], a)
+        out.append(ex)
     return out
 
 
 def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean", folds: int = 5, seed: int = 0,
              n_resamples: int = 1000, epochs: int = 200, min_epochs: int = 50, patience: int = 20,
              lr: float = 2e-4, max_instances: int | None = None, head_cfg: dict[str, dict[str, Any]] | None = None,
-             use_manifest_folds: bool = True, pretrained: bool = True, device: str = "cpu",
+             use_manifest_folds: bool = True, layer: int = -1, pool: str = "auto", pretrained: bool = True,
+             device: str = "cpu",
              cache_dir: str | Path | None = None, out: str | Path | None = None, **embed_kwargs: Any) -> MILResult:
     """Train and score MIL heads on a bag source with patient-grouped K-fold cross-validation.
 
@@ -112,6 +143,8 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
         epochs, min_epochs, patience, lr, max_instances: the training recipe
             (:func:`vitlab.mil.train.fit_head`; CLAM's defaults).
         head_cfg: per-head keyword arguments, e.g. ``{"transmil": {"dim": 128}}``.
+        layer, pool: which instance embedding (``pool="auto"``: ``cls`` when the backbone has a class
+            token, else ``mean``), as in :func:`~vitlab.evaluation.evaluate`.
         out: directory for the run record.
         **embed_kwargs: to the embedding store (``batch_size``, ``num_workers``, ``progress``...).
 
@@ -126,6 +159,7 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
     from vitlab.evaluation import _protocol_pairs
     from vitlab.mil.cv import cross_validate, patient_folds
     from vitlab.mil.data import bag_data
+    from vitlab.mil.ensemble import evaluate_test
     from vitlab.mil.heads import HEADS
     from vitlab.mil.train import fit_head, predict
     from vitlab.scorers import scorer_for
@@ -146,20 +180,29 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
     emb = None
     if isinstance(source, FeatureBagSource):
         bags = bag_data(source)
-        bb_name, fingerprints = "features", {}
+        bb_name, fingerprints, layer, pool = "features", {}, None, None
     else:
         from vitlab import embed
         from vitlab.backbones import load_backbone
 
         bb = load_backbone(backbone, pretrained=pretrained, device=device) if isinstance(backbone, str) else backbone
-        emb = embed(bb, source, cache_dir=cache_dir, device=device, **embed_kwargs)
+        if pool == "auto":
+            pool = "cls" if bb.spec.has_cls_token else "mean"
+        emb = embed(bb, source, cache_dir=cache_dir, device=device, layers=layer, pool=pool, **embed_kwargs)
         if len(emb) != len(source):
             raise DataError(f"{len(source) - len(emb)} instance image(s) could not be embedded; MIL needs every "
                             "instance of a bag. Fix or remove them.")
-        bags = bag_data(source, np.asarray(emb.get(), dtype=np.float32))
+        bags = bag_data(source, np.asarray(emb.get(layer, pool), dtype=np.float32))
         bb_name, fingerprints = bb.name, {"backbone": bb.fingerprint(), "embeddings": emb.digest}
     t_embed = time.perf_counter() - t0
     n_cls = len(bags.classes)
+    held = np.array([sp == "test" for sp in bags.split], bool) if bags.split is not None else np.zeros(len(bags), bool)
+    test_bags = bags.subset(held) if held.any() else None
+    if test_bags is not None:
+        bags = bags.subset(~held)
+        if len(bags) < folds:
+            raise DataError(f"{source.uri}: only {len(bags)} bag(s) outside split 'test' for {folds}-fold "
+                            "cross-validation; mark fewer bags as test or lower --folds.")
     patients = np.asarray(bags.patients)
     if use_manifest_folds and bags.fold is not None:
         uniq = sorted(set(bags.fold))
@@ -175,8 +218,10 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
         t1 = time.perf_counter()
         att: list[np.ndarray | None] = [None] * len(bags)
         fitted_epochs: list[int] = []
+        test_probas: list[np.ndarray] = []
 
-        def fit_predict(train_idx, val_idx, test_idx, k, h=h, att=att, fitted_epochs=fitted_epochs):
+        def fit_predict(train_idx, val_idx, test_idx, k, h=h, att=att, fitted_epochs=fitted_epochs,
+                        test_probas=test_probas):
             fitted = fit_head([bags.features[i] for i in train_idx], bags.labels[train_idx],
                               [bags.features[i] for i in val_idx] if len(val_idx) else None,
                               bags.labels[val_idx] if len(val_idx) else None, head=h, n_classes=n_cls,
@@ -187,6 +232,8 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
             proba, attn = predict(fitted, [bags.features[i] for i in test_idx])
             for i, a in zip(test_idx, attn):
                 att[int(i)] = a
+            if test_bags is not None:  # every fold model also scores the held-out test bags
+                test_probas.append(predict(fitted, test_bags.features)[0])
             return proba
 
         cv = cross_validate(len(bags), bags.labels, patients, fold, fit_predict, seed=seed, bag_ids=bags.ids)
@@ -198,8 +245,18 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
         details[label] = {"task": "classification", **extra, "per_fold": per_fold,
                           "best_epochs": fitted_epochs,
                           "instance_auroc_of_attention": _instance_auroc(att, bags.instance_labels, bags.labels),
-                          "attention_examples": _examples(bags.ids, rows_of, att, bags.labels, row_ids, seed)}
+                          "attention_examples": _examples(bags.ids, rows_of, att, bags.labels, row_ids, seed,
+                                                          bags.coords)}
         hparams[label] = {"head": h, "epochs": epochs, "lr": lr, "patience": patience, **((head_cfg or {}).get(h) or {})}
+        if test_bags is not None:
+            ev = evaluate_test(test_probas, test_bags.labels, test_bags.ids, test_bags.patients,
+                               n_resamples=n_resamples, seed=seed)
+            results[f"{label}@test"] = ev.result
+            metrics[f"{label}@test"] = ev.metrics
+            details[f"{label}@test"] = {"task": "classification", **ev.extra,
+                                        "ensemble": {"n_models": len(test_probas), "combine": "mean probability",
+                                                     "single_models": ev.single, "gain": ev.gain}}
+            hparams[f"{label}@test"] = dict(hparams[label])
         timings[f"{label}_s"] = round(time.perf_counter() - t1, 3)
     pairs = _protocol_pairs(results, n_resamples=n_resamples, seed=seed)
     if pairs:
@@ -207,13 +264,18 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
     record = RunRecord(
         kind="eval",
         config={"backbone": bb_name, "data": source.uri, "dataset": source.uri, "protocols": list(results),
-                "task": "mil", "folds": int(len(set(fold.tolist()))), "fold_origin": fold_origin, "seed": seed,
-                "n_resamples": n_resamples, "bootstrap_unit": "patient", "split_origin": fold_origin},
+                "task": "mil", "headline": HEADLINE, "layer": layer, "pool": pool, "folds": int(len(set(fold.tolist()))), "fold_origin": fold_origin, "seed": seed,
+                "n_resamples": n_resamples, "bootstrap_unit": "patient", "split_origin": fold_origin,
+                "n_cv_bags": len(bags), "n_test_bags": 0 if test_bags is None else len(test_bags),
+                "test": None if test_bags is None else "manifest split 'test': the K fold models' mean "
+                                                        "probability (protocols mil-<head>@test)"},
         fingerprints={**fingerprints, "data": {"kind": source.kind, "uri": source.uri,
                                                "fingerprint": source.fingerprint, "n": len(source)}},
         metrics=metrics, hparams=hparams,
-        details={**details, "data": {"classes": bags.classes, "n_bags": len(bags),
-                                     "n_patients": int(len(set(bags.patients))),
+        details={**details, "data": {"classes": bags.classes,
+                                     "n_bags": len(bags) + (0 if test_bags is None else len(test_bags)),
+                                     "n_patients": int(len(set(bags.patients))
+                                                       + (0 if test_bags is None else len(set(test_bags.patients)))),
                                      "bag_sizes": {"min": int(bags.sizes.min()), "median": float(np.median(bags.sizes)),
                                                    "max": int(bags.sizes.max())}}},
         timings=timings, seeds={"folds": seed, "heads": seed, "bootstrap": seed})

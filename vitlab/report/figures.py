@@ -224,3 +224,40 @@ def label_map_uri(labels: Sequence[Sequence[int]] | np.ndarray, *, ignore_index:
     buf = io.BytesIO()
     label_map_image(labels, ignore_index=ignore_index, size=size).save(buf, format="PNG", optimize=True)
     return png_data_uri(buf.getvalue())
+
+
+def attention_heatmap_uri(x: Sequence[float], y: Sequence[float], attention: Sequence[float], *,
+                          title: str | None = None) -> str:
+    """A MIL bag's attention at its tiles' slide coordinates, as a PNG ``data:`` URI.
+
+    Each tile is a square marker at ``(x, y)`` (image axes: ``y`` grows downwards, as slide
+    coordinates do), coloured by its attention relative to uniform (``attention × bag size``; 1 =
+    uniform) on a log scale, so a few highly attended tiles stand out from the rest.
+
+    Example:
+        >>> attention_heatmap_uri([0, 256, 0, 256], [0, 0, 256, 256], [0.5, 0.5, 2.0, 1.0])[:22]
+        'data:image/png;base64,'
+    """
+    from matplotlib.colors import LogNorm
+
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    a = np.clip(np.asarray(attention, dtype=float), 1e-3, None)
+    fig = Figure(figsize=(3.2, 3.0))
+    ax = fig.add_subplot(1, 1, 1)
+    # marker size from the typical spacing of the tiles, so a regular grid looks like a filled slide
+    span = max(float(np.ptp(xs)) if xs.size else 1.0, float(np.ptp(ys)) if ys.size else 1.0, 1.0)
+    side = span / max(np.sqrt(max(xs.size, 1)), 1.0)
+    s = max(2.0, (72 * 2.6 * side / (span + side)) ** 2)
+    lo, hi = float(a.min()), float(a.max())
+    sc = ax.scatter(xs, ys, c=a, s=s, marker="s", cmap="magma",
+                    norm=LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 1.0001), linewidths=0)
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(_short(title, 28), fontsize=8)
+    cb = fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04)
+    cb.ax.tick_params(labelsize=6)
+    cb.set_label("attention × bag size", fontsize=7)
+    return figure_to_data_uri(fig, dpi=90)

@@ -204,6 +204,16 @@ def headline_summary(r: RunRecord) -> list[tuple[str, str, Any]]:
     return out
 
 
+def _data_line(c: dict[str, Any], dd: dict[str, Any]) -> str:
+    """What the run evaluated on: layer, pool and split sizes; for MIL runs bags, patients and folds."""
+    if c.get("task") == "mil":
+        test = f" + {c.get('n_test_bags')} held-out test bags" if c.get("n_test_bags") else ""
+        return (f"{e(str(dd.get('n_bags')))} bags of {e(str(dd.get('n_patients')))} patients · "
+                f"{e(str(c.get('folds')))} folds ({e(str(c.get('fold_origin')))}){e(test)} · bootstrap unit: patient")
+    return (f"layer {e(str(c.get('layer')))} · pool {e(str(c.get('pool')))} · "
+            f"{e(str(dd.get('n_train')))} train / {e(str(dd.get('n_test')))} test ({e(str(c.get('split_origin')))})")
+
+
 def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
     c, d = r.config, r.details
     classes = [str(x) for x in d.get("data", {}).get("classes", [])]
@@ -212,9 +222,7 @@ def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
     dd = d.get("data", {})
     out = [f"<summary><code>{e(str(c.get('backbone')))}</code> on <code>{e(str(c.get('dataset')))}</code>"
            f" <span class=small>{e(heads)}</span></summary>",
-           f"<p class=small>layer {e(str(c.get('layer')))} · pool {e(str(c.get('pool')))} · "
-           f"{e(str(dd.get('n_train')))} train / {e(str(dd.get('n_test')))} test ({e(str(c.get('split_origin')))}) · "
-           f"{len(classes)} classes · run <code>{e(r.run_id)}</code></p>"]
+           f"<p class=small>{_data_line(c, dd)} · {len(classes)} classes · run <code>{e(r.run_id)}</code></p>"]
     hp = [[f"<td>{e(p)}</td>", f"<td>{e(_kv(r.hparams.get(p, {})))}{_convergence_mark(d.get(p, {}))}</td>",
            "<td>" + "<br>".join(f"{e(k.replace('_', ' '))}: {e(_sweep(v))}" for k, v in d.get(p, {}).items()
                                 if isinstance(v, dict) and k.endswith(tuple(f"_by_{x}" for x in "kC"))) + "</td>"]
@@ -238,6 +246,11 @@ def _eval_run(r: RunRecord, ctx: RenderContext) -> str:
     for p in scored:
         if d[p].get("gallery") is not None:
             out.append(_gallery_html(p, d[p]["gallery"], classes, str(c.get("data", "")), ctx, data_fingerprint(r)))
+    ens = [p for p in protos if isinstance(d.get(p), dict) and d[p].get("ensemble")]
+    if ens:
+        from vitlab.report.task_sections import ensemble_block
+
+        out.append(ensemble_block(ens, r))
     for p in protos:
         if isinstance(d.get(p), dict) and d[p].get("attention_examples"):  # MIL heads with attention
             from vitlab.report.task_sections import attention_block

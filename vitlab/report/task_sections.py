@@ -34,10 +34,10 @@ import numpy as np
 from vitlab.record import RunRecord
 from vitlab.report.base import (RenderContext, _label, _table, data_fingerprint, e, image_note,
                                 register_task_section)
-from vitlab.report.figures import class_colour, label_map_uri, thumbnail_uri
+from vitlab.report.figures import attention_heatmap_uri, class_colour, label_map_uri, thumbnail_uri
 from vitlab.report.tables import fmt
 
-__all__ = ["retrieval_block", "segmentation_block", "attention_block", "SEG_SIZE"]
+__all__ = ["retrieval_block", "segmentation_block", "attention_block", "ensemble_block", "SEG_SIZE"]
 
 #: Side in pixels of the segmentation example panels (image, ground truth, prediction).
 SEG_SIZE = 112
@@ -265,13 +265,49 @@ def attention_block(proto: str, r: RunRecord, ctx: RenderContext) -> str:
         return (f'<div class="tile {cls}">{img}attention {e(fmt(item.get("attention")))}<br>'
                 f"<span class=small>{e(sid)}</span></div>")
 
-    rows = []
+    rows, maps = [], []
     for ex in examples:
         top = "".join(tile(t, "rel") for t in ex.get("top") or [])
         low = "".join(tile(t, "irr") for t in ex.get("bottom") or [])
         rows.append(f'<div class="gal"><span class="sep">bag <code>{e(str(ex.get("bag")))}</code> '
                     f'({e(str(ex.get("size")))} instances): most attended</span>{top}'
                     f'<span class="sep">least</span>{low}</div>')
+        hm = ex.get("heatmap")
+        if hm and hm.get("x"):
+            uri_hm = attention_heatmap_uri(hm["x"], hm["y"], hm["attention"], title=f"bag {ex.get('bag')}")
+            maps.append(f'<figure class="heat"><img alt="attention heat map of bag {e(str(ex.get("bag")))}" '
+                        f'src="{uri_hm}"><figcaption class=small>bag <code>{e(str(ex.get("bag")))}</code>'
+                        + (" (binned to a 64 × 64 grid)" if hm.get("binned") else "") + "</figcaption></figure>")
+    heat = ("<p class=small>Attention on the slide: each tile at its coordinates, coloured by attention × bag size "
+            f"(1 = uniform; log scale).</p><div class=gallery>{''.join(maps)}</div>" if maps else "")
     return (head + info + note + "<p class=small>For a few positive bags (out-of-fold model): the three most "
             "attended instances (green) and the three least attended (red), with their attention weights "
-            f'(summing to 1 over the bag).</p><div class="gallery">{"".join(rows)}</div>')
+            f'(summing to 1 over the bag).</p><div class="gallery">{"".join(rows)}</div>' + heat)
+
+
+def ensemble_block(protos: list[str], r: RunRecord) -> str:
+    """The K-fold ensemble on a held-out test set: its gain over the average single fold model.
+
+    Example:
+        >>> r = RunRecord(kind="eval", config={}, metrics={}, details={"mil-abmil@test": {"ensemble": {
+        ...     "n_models": 5, "single_models": {"auroc": [0.9, 0.92]}, "gain": {"auroc": {
+        ...         "value": 0.02, "low": 0.0, "high": 0.04, "mean_single": 0.91, "ensemble": 0.93}}}}})
+        >>> "+0.020" in ensemble_block(["mil-abmil@test"], r)
+        True
+    """
+    rows = []
+    for p in protos:
+        ens = r.details[p]["ensemble"]
+        for m, g in (ens.get("gain") or {}).items():
+            singles = ens.get("single_models", {}).get(m) or []
+            rows.append([f"<td>{e(p)}</td>", f"<td>{e(m)}</td>", f"<td>{e(fmt(g.get('ensemble')))}</td>",
+                         f"<td>{e(fmt(g.get('mean_single')))} ({e(', '.join(fmt(v) for v in singles))})</td>",
+                         f"<td>{e(fmt(g.get('value'), signed=True))} "
+                         f"[{e(fmt(g.get('low'), signed=True))}, {e(fmt(g.get('high'), signed=True))}]</td>"])
+    if not rows:
+        return ""
+    return ("<h3>Held-out test: the K fold models as one ensemble</h3><p class=small>Each fold model scores the "
+            "held-out test bags; the ensemble averages their probabilities. The gain is the ensemble minus the "
+            "average single model, resampling patients.</p>"
+            + _table(["protocol", "metric", "ensemble of the fold models", "single fold models: mean (each)",
+                      "gain [95% CI, paired patients]"], rows))
