@@ -90,6 +90,12 @@ def embed_cmd(
                                                       "tokens [n, N, C] of each layer (a separate cache entry)."),
     token_dtype: str = typer.Option("float32", "--token-dtype", help="Storage of --view tokens: float32 or float16 "
                                                                      "(half the size)."),
+    engine: str = typer.Option("local", "--engine", help="local (one DataLoader, one device) or ray: a Ray Data "
+                                                         "actor pool, one actor per GPU or CPU actors; same cache "
+                                                         "entry, same arrays (pip install 'vitlab[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster for --engine ray "
+                                                                           "(auto, ray://head:10001); default: a "
+                                                                           "local instance."),
     quiet: bool = Quiet,
 ) -> None:
     """Compute (or fetch from the cache) embeddings of a data source.
@@ -97,6 +103,8 @@ def embed_cmd(
     Example: [bold]vitlab embed --backbone demo:fmnist-vit --data sample:fashion-mnist --layers -1,-4 --pool cls+mean[/]
 
     Patch tokens: [bold]vitlab embed -b dinov2-s -d folder:./imgs --view tokens --token-dtype float16[/]
+
+    On a Ray cluster: [bold]vitlab embed -b dinov2-b -d folder:/shared/imgs --engine ray --ray-address auto[/]
     """
     import numpy as np
 
@@ -107,6 +115,8 @@ def embed_cmd(
     extra = {} if shard_size is None else {"shard_size": shard_size}  # only when given: the store's default is adaptive
     if view != "pooled" or token_dtype != "float32":  # only when given (the store checks the values)
         extra.update(view=view, token_dtype=token_dtype)
+    if engine != "local" or ray_address is not None:  # only when given (the store checks the values)
+        extra.update(engine=engine, ray_address=ray_address)
     emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=layer_list, pool=pool.value,
                        pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
                        precision=None if precision is Precision.auto else precision.value,
@@ -134,12 +144,23 @@ def embed_cmd(
     if s:
         console.print(f"  {s['images_per_s']:.1f} img/s on {s['device']}, peak memory {s['peak_memory_mb']:.0f} MB "
                       f"({s['memory_kind']})")
+        if "data_seconds" in s:
+            console.print(f"  data path {s['data_seconds']:.2f} s, forward {s['forward_seconds']:.2f} s"
+                          f"{_limit(s)}", highlight=False)
     if emb.skipped:
         console.print(f"[yellow]  skipped {len(emb.skipped)} image(s):[/]")
         for item in emb.skipped:
             console.print(f"    {item['id']}: {item['reason']}", highlight=False)
     if export is not None:
         console.print(f"  exported to {export}")
+
+
+def _limit(stats: dict) -> str:
+    """Which of data path and forward pass limits a run (the larger one)."""
+    data, fwd = stats.get("data_seconds", 0.0), stats.get("forward_seconds", 0.0)
+    if data <= 0 or fwd <= 0:
+        return ""
+    return " (the data path limits: more --num-workers)" if data > fwd else " (the forward pass limits)"
 
 
 @cache_app.command("ls")

@@ -70,17 +70,26 @@ def _worker_init(_: int) -> None:
 
 @dataclass
 class ExtractStats:
-    """What one extraction run measured (stored in the manifest)."""
+    """What one extraction run measured (stored in the manifest).
+
+    ``data_seconds`` is the time the forward loop waited for the next decoded, preprocessed batch
+    (the data path: decode + resize in the DataLoader workers, or in the loop itself without
+    workers); ``forward_seconds`` the time in the backbone's forward pass. When ``data_seconds``
+    dominates, more ``num_workers`` (or a faster decoder) helps, not a faster device.
+    ``extra`` holds engine details (the Ray engine: actors, units).
+    """
 
     images: int = 0
     seconds: float = 0.0
     forward_seconds: float = 0.0
+    data_seconds: float = 0.0
     peak_memory_mb: float = 0.0
     memory_kind: str = "cpu_peak_rss"
     device: str = "cpu"
     batch_size: int = 0
     num_workers: int = 0
     shards_written: int = 0
+    engine: str = "local"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -89,9 +98,10 @@ class ExtractStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"images": self.images, "seconds": round(self.seconds, 4), "images_per_s": round(self.images_per_s, 2),
-                "forward_seconds": round(self.forward_seconds, 4), "peak_memory_mb": round(self.peak_memory_mb, 1),
-                "memory_kind": self.memory_kind, "device": self.device, "batch_size": self.batch_size,
-                "num_workers": self.num_workers, "shards_written": self.shards_written}
+                "forward_seconds": round(self.forward_seconds, 4), "data_seconds": round(self.data_seconds, 4),
+                "peak_memory_mb": round(self.peak_memory_mb, 1), "memory_kind": self.memory_kind,
+                "device": self.device, "batch_size": self.batch_size, "num_workers": self.num_workers,
+                "shards_written": self.shards_written, "engine": self.engine, **self.extra}
 
 
 def default_num_workers() -> int:
@@ -140,7 +150,11 @@ def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]
     t0 = last_flush = time.perf_counter()
     with image_progress(disable=not progress) as bar:
         task = bar.add_task(f"embed {backbone.name}", total=total)
-        for k, (rows, x, errors) in enumerate(loader):
+        it = iter(loader)
+        for k in range(len(batches)):
+            td = time.perf_counter()
+            rows, x, errors = next(it)
+            stats.data_seconds += time.perf_counter() - td
             b_start, b_stop = batches[k]
             for row, msg in errors:
                 if on_error == "raise":

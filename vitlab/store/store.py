@@ -42,6 +42,7 @@ from vitlab.store.embeddings import Embeddings
 from vitlab.store import shards
 from vitlab.store.extract import ON_ERROR, check_precision, default_num_workers, extract
 from vitlab.store.fingerprint import PRECISIONS, TOKEN_DTYPES, VIEWS, EmbeddingKey, file_sha256
+from vitlab.store.ray_engine import check_engine
 from vitlab.store.shards import atomic_write_bytes, gaps, load_shard, scan_shards
 
 ENV_VAR = "VITLAB_CACHE_DIR"
@@ -109,7 +110,9 @@ class EmbeddingStore:
                        num_workers: int | None = None, device: str | None = None, precision: str | None = None,
                        on_error: str = "raise", progress: bool | None = None, shard_size: int | None = None,
                        verify: bool = False, pretrained: bool = True, view: str = "pooled",
-                       token_dtype: str = "float32", on_batch: Callable[[int], None] | None = None) -> Embeddings:
+                       token_dtype: str = "float32", on_batch: Callable[[int], None] | None = None,
+                       engine: str = "local", ray_address: str | None = None,
+                       ray_options: dict[str, Any] | None = None) -> Embeddings:
         """Return the embeddings, computing only what the cache lacks.
 
         Args:
@@ -137,6 +140,14 @@ class EmbeddingStore:
                 with :meth:`Embeddings.tokens`; a separate cache entry.
             token_dtype: storage of the tokens view, ``float32`` or ``float16`` (half the size).
             on_batch: callback after each batch with the number of rows done (for tests).
+            engine: ``local`` (one DataLoader, one device) or ``ray``: a Ray Data actor pool (one actor
+                per GPU, or CPU actors) writes the same shards under the same key, so the arrays are
+                the same and either engine resumes or reuses the other's work
+                (:mod:`vitlab.store.ray_engine`; needs ``pip install 'vitlab[ray]'``).
+            ray_address: an existing Ray cluster (``auto``, ``ray://head:10001``); default: the running
+                instance, else a local one started for this run.
+            ray_options: more :func:`~vitlab.store.ray_engine.extract_ray` options (``num_actors``,
+                ``unit_rows``).
 
         Raises:
             ConfigError: bad options (before anything is loaded), or a precision the backbone
@@ -152,7 +163,10 @@ class EmbeddingStore:
             ...                            token_dtype="float16")  # doctest: +SKIP
             >>> emb.tokens().shape, emb.grid  # doctest: +SKIP
             ((2000, 49, 96), (7, 7))
+            >>> store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", engine="ray").stats["engine"]  # doctest: +SKIP
+            'ray'
         """
+        check_engine(engine, ray_address)
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
         if pool != "embed":
@@ -188,7 +202,8 @@ class EmbeddingStore:
                         self._compute(entry, key, backbone, source, batch_size=batch_size,
                                       num_workers=default_num_workers() if num_workers is None else num_workers,
                                       on_error=on_error, progress=_auto(progress), shard_size=shard_size,
-                                      on_batch=on_batch, meta=token_meta(backbone) if view == "tokens" else None)
+                                      on_batch=on_batch, meta=token_meta(backbone) if view == "tokens" else None,
+                                      engine=engine, ray={"address": ray_address, **(ray_options or {})})
                     except OSError as e:
                         if _vanished(entry):
                             raise CacheError(f"cache entry {entry} was deleted while this run was writing it "
@@ -213,7 +228,8 @@ class EmbeddingStore:
     # -- compute ------------------------------------------------------------------
     def _compute(self, entry: Path, key: EmbeddingKey, backbone: Backbone, source: DataSource, *, batch_size: int,
                  num_workers: int, on_error: str, progress: bool, shard_size: int | None,
-                 on_batch: Callable[[int], None] | None, meta: dict[str, Any] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None, meta: dict[str, Any] | None = None,
+                 engine: str = "local", ray: dict[str, Any] | None = None) -> None:
         key_file = entry / "key.json"
         layout = {"shard_size": shard_size or shards.DEFAULT_SHARD_ROWS,
                   "flush_seconds": shards.FLUSH_SECONDS if shard_size is None else None}
@@ -233,7 +249,14 @@ class EmbeddingStore:
         resumed = bool(kept)
         stats = None
         try:
-            if pending:
+            if pending and engine == "ray":
+                from vitlab.store.ray_engine import extract_ray
+
+                stats = extract_ray(backbone, source, pending, shard_dir, block=layout["shard_size"], layers=key.layers,
+                                    pools=key.pools, batch_size=batch_size, precision=key.precision,
+                                    on_error=on_error, progress=progress, tokens=key.token_dtype,
+                                    on_shard=kept.append, **(ray or {}))
+            elif pending:
                 stats = extract(backbone, source, pending, shard_dir, block=layout["shard_size"],
                                 flush_seconds=layout["flush_seconds"], layers=key.layers, pools=key.pools,
                                 batch_size=batch_size, num_workers=num_workers, precision=key.precision,
