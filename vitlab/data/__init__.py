@@ -1,4 +1,5 @@
-"""Data sources: folders, manifests, IDX files, segmentation folders and bundled samples → :class:`DataSource`.
+"""Data sources: folders, manifests, IDX files, segmentation folders, WebDataset shards, saved Hugging Face
+datasets and bundled samples → :class:`DataSource`.
 
 Example:
     >>> from vitlab.data import load_source
@@ -23,6 +24,10 @@ KINDS.register("seg", "vitlab.data.seg:SegFolderSource",
                help="seg:<dir>[?ignore_index=255]  (images/<stem>.<ext> + masks/<stem>.png [+ classes.txt])")
 KINDS.register("bags", "vitlab.data.bags:open_bags",
                help="bags:<file.csv|.tsv|.parquet>  (bag_id,label,path|features[,patient_id][,split][,fold]; MIL bags)")
+KINDS.register("wds", "vitlab.data.wds:WdsSource",
+               help="wds:<dir|file.tar|dir/{00000..00099}.tar>[?label=cls|<json key>]  (WebDataset / img2dataset shards)")
+KINDS.register("hfds", "vitlab.data.hfds:HFDiskSource",
+               help="hfds:<dir>[?split=&image=&label=&id=]  (Hugging Face datasets save_to_disk folder)")
 KINDS.register("sample", "vitlab.data.sample:open_sample",
                help="sample:fashion-mnist  (2,000 images bundled) | sample:fashion-mnist-mosaic  (1,000 seg mosaics)"
                     " | sample:fashion-mnist-bags  (200 MIL bags) | sample:digits  (1,797 8x8 digits, scikit-learn)")
@@ -51,7 +56,7 @@ def parse_uri(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 def load_source(spec: str | DataSource, **kwargs: Any) -> DataSource:
-    """Open a data source by URI (``folder:``, ``csv:``, ``idx:``, ``seg:``, ``bags:``, ``sample:``).
+    """Open a data source by URI (``folder:``, ``csv:``, ``idx:``, ``seg:``, ``bags:``, ``wds:``, ``hfds:``, ``sample:``).
 
     Args:
         spec: e.g. ``"folder:./my_images"``, ``"csv:manifest.parquet"``,

@@ -1,0 +1,101 @@
+"""One contract suite over data-source kinds: metadata, samples, fingerprint, URI round trip, pickling.
+
+Every kind gets a tiny fixture written in a temporary folder (or the bundled sample); add a factory
+to ``SOURCE_FACTORIES`` when adding a kind.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import vitlab
+from tests.conftest import write_images
+from vitlab.data import DataSource, Sample
+
+
+def _folder(t):
+    return f"folder:{write_images(t.mktemp('folder'), n_per_class=3)}"
+
+
+def _csv(t):
+    root = write_images(t.mktemp('csv'), n_per_class=6)
+    files = sorted(root.rglob("*.png"))
+    pd.DataFrame({"path": [f.relative_to(root).as_posix() for f in files], "label": [f.parent.name for f in files],
+                  "group": [f"p{i // 2}" for i in range(len(files))]}).to_csv(root / "m.csv", index=False)
+    return f"csv:{root / 'm.csv'}"
+
+
+def _wds(t):
+    from tests.unit.test_wds import write_shards
+
+    return f"wds:{write_shards(t.mktemp('wds'), n_shards=2, per_shard=4)}"
+
+
+def _wds_json(t):
+    from tests.unit.test_wds import write_shards
+
+    return f"wds:{write_shards(t.mktemp('wdsj'), n_shards=2, per_shard=3, cls=False)}/{{00000..00001}}.tar?label=name"
+
+
+def _hfds(t):
+    pytest.importorskip("datasets")
+    from tests.unit.test_hfds import write_hf
+
+    return f"hfds:{write_hf(t.mktemp('hf'), n=9)}?split=train"
+
+
+SOURCE_FACTORIES = {"folder": _folder, "csv": _csv, "sample": lambda t: "sample:fashion-mnist", "wds": _wds,
+                    "wds-json-label": _wds_json, "hfds": _hfds}
+
+
+@pytest.fixture(scope="module", params=sorted(SOURCE_FACTORIES))
+def any_source(request, tmp_path_factory) -> DataSource:
+    return vitlab.load_source(SOURCE_FACTORIES[request.param](tmp_path_factory))
+
+
+def _some(src: DataSource) -> list[int]:
+    return sorted({0, len(src) // 2, len(src) - 1})
+
+
+def test_metadata_is_consistent(any_source):
+    src = any_source
+    n = len(src)
+    assert n > 0 and len(src.ids) == n and len(set(src.ids)) == n and all(isinstance(i, str) for i in src.ids)
+    if src.labels is not None:
+        assert src.labels.dtype == np.int64 and src.labels.shape == (n,)
+        assert src.labels.min() >= 0 and src.labels.max() < len(src.classes)
+    for col in (src.groups, src.split_column):
+        assert col is None or len(col) == n
+    assert src.splits(seed=0).shape == (n,)
+    json.dumps(src.describe())  # run records take it as is
+
+
+def test_samples_are_rgb_with_their_metadata_and_deterministic(any_source):
+    src = any_source
+    for i in _some(src):
+        s = src[i]
+        assert isinstance(s, Sample) and s.image.mode == "RGB" and s.id == src.ids[i]
+        assert s.label == (None if src.labels is None else int(src.labels[i]))
+        np.testing.assert_array_equal(np.asarray(src.load_image(i)), np.asarray(s.image))
+        assert isinstance(src.describe_item(i), str) and src.describe_item(i)
+
+
+def test_fingerprint_is_stable_and_the_uri_reopens_the_same_source(any_source):
+    src = any_source
+    fp = src.fingerprint
+    assert isinstance(fp, str) and len(fp) == 32 and src.fingerprint == fp
+    again = vitlab.load_source(src.uri)
+    assert type(again) is type(src) and again.ids == src.ids and again.fingerprint == fp
+
+
+def test_pickles_for_dataloader_workers(any_source):
+    src = any_source
+    back = pickle.loads(pickle.dumps(src))
+    i = _some(src)[-1]
+    assert back.fingerprint == src.fingerprint
+    np.testing.assert_array_equal(np.asarray(back.load_image(i)), np.asarray(src.load_image(i)))
