@@ -206,3 +206,48 @@ def cache_clear(digest: Optional[str] = typer.Argument(None, help="Digest prefix
     if res["in_use"]:
         console.print(f"[yellow]kept {len(res['in_use'])} entr(ies) in use by a running embed:[/] "
                       f"{', '.join(res['in_use'])}. Run the clear again when it has finished.")
+
+
+@cache_app.command("export")
+@friendly_errors
+def cache_export(
+    digest: Optional[str] = typer.Argument(None, help="Digest (prefix) of a cached set, from `vitlab cache ls`; "
+                                                      "or give --backbone and --data."),
+    out: Path = typer.Option(..., "--out", "-o", help="x.parquet (one file) or a folder (part-00000.parquet...)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone of the cached set."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data source of the cached set."),
+    layers: str = typer.Option("-1", help="The layers the set was embedded with (as given to embed)."),
+    layer: Optional[int] = typer.Option(None, help="Layer to export [default: the last of --layers]."),
+    pool: Pool = typer.Option(Pool.cls, help="Pooling to export (cls+mean: both, concatenated)."),
+    precision: Precision = typer.Option(Precision.auto, help="The precision the set was embedded with."),
+    rows_per_file: Optional[int] = typer.Option(None, "--rows-per-file", callback=at_least(1),
+                                                help="Rows per part file (--out is then a folder)."),
+    compute: bool = typer.Option(False, "--compute", help="Embed the set first if it is not cached (as vitlab embed)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    pretrained: bool = Pretrained,
+    device: Optional[str] = typer.Option(None, help="Device for --compute [default: cpu]."),
+    cache_dir: Optional[Path] = CacheDir,
+    json_out: bool = typer.Option(False, "--json", help="Print the export summary as JSON on stdout."),
+    quiet: bool = Quiet,
+) -> None:
+    """Export a cached embedding set to Parquet (id, label, class, embedding as fixed-size list<float32>).
+
+    Nothing is recomputed: a set that is not cached is an error naming the embed command, unless --compute.
+
+    Example: [bold]vitlab cache export -b demo:fmnist-vit -d sample:fashion-mnist --out fmnist.parquet[/]
+
+    By digest, in parts: [bold]vitlab cache export 3fa2c1 --out emb/ --rows-per-file 1000000[/]
+    """
+    from vitlab.store.export import export_parquet
+
+    info = export_parquet(out, digest=digest, backbone=backbone, data=data, cache_dir=cache_dir,
+                          layers=parse_int_list(layers, "layers"), layer=layer, pool=pool.value,
+                          precision=None if precision is Precision.auto else precision.value, compute=compute,
+                          pretrained=pretrained, device=device, overwrite=overwrite, rows_per_file=rows_per_file,
+                          progress=progress_setting(quiet))
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"{'[green]from cache[/]' if info['from_cache'] else '[yellow]computed[/]'}  {info['rows']:,} rows x "
+                  f"{info['dim']} (layer {info['layer']}, {info['pool']}) → {info['path']} "
+                  f"({len(info['files'])} file(s), {info['bytes'] / 1e6:.1f} MB)", highlight=False)
