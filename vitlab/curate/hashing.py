@@ -1,0 +1,126 @@
+"""Exact and perceptual duplicates: one pass over the images, two hashes per image.
+
+* exact: a BLAKE2b digest of the decoded pixels (mode, size and RGB bytes), so the same picture
+  saved twice, or under two names, is one group whatever the file's container metadata;
+* perceptual: the 64-bit pHash of the ``imagehash`` package (DCT of an 8x8 low-frequency block),
+  compared by Hamming distance. Near pairs are found with the one nearest-neighbour search of
+  vitlab (:func:`vitlab.neighbors.search`) on +-1 bit vectors: for 64-bit codes ``a`` and ``b``,
+  ``hamming(a, b) = (64 - a.b) / 2``, so the top-k inner products are the k smallest distances.
+
+Example:
+    >>> from PIL import Image
+    >>> imgs = [Image.new("RGB", (32, 32), c) for c in ("red", "red", "blue")]
+    >>> h = hash_images(imgs)
+    >>> exact_groups(h.exact)
+    [[0, 1]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from vitlab.errors import ConfigError
+from vitlab.neighbors import search
+
+__all__ = ["ImageHashes", "hash_images", "exact_groups", "perceptual_pairs", "HASH_BITS"]
+
+HASH_BITS = 64
+
+
+@dataclass(frozen=True)
+class ImageHashes:
+    """Hashes of ``n`` images.
+
+    Attributes:
+        exact: ``[n]`` hex digests of the decoded pixels.
+        phash: ``[n, 64]`` bool pHash bits (``imagehash.phash``, hash_size 8).
+    """
+
+    exact: list[str]
+    phash: np.ndarray
+
+
+def pixel_digest(img: Image.Image) -> str:
+    """BLAKE2b-128 of an image's RGB pixels and size.
+
+    Example:
+        >>> pixel_digest(Image.new("RGB", (2, 2))) == pixel_digest(Image.new("RGB", (2, 2)))
+        True
+    """
+    rgb = img.convert("RGB")
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{rgb.size[0]}x{rgb.size[1]}".encode())
+    h.update(rgb.tobytes())
+    return h.hexdigest()
+
+
+def hash_images(images: Iterable[Image.Image], on_item: Callable[[int], None] | None = None) -> ImageHashes:
+    """Exact pixel digest and 64-bit pHash of each image.
+
+    Args:
+        images: PIL images (decoded one at a time).
+        on_item: called with the running count after each image (progress).
+
+    Returns:
+        :class:`ImageHashes` for the images, in order.
+    """
+    import imagehash
+
+    exact, bits = [], []
+    for i, img in enumerate(images):
+        exact.append(pixel_digest(img))
+        bits.append(np.asarray(imagehash.phash(img).hash, dtype=bool).ravel())
+        if on_item is not None:
+            on_item(i + 1)
+    phash = np.stack(bits) if bits else np.zeros((0, HASH_BITS), bool)
+    return ImageHashes(exact, phash)
+
+
+def exact_groups(digests: list[str]) -> list[list[int]]:
+    """Indices sharing a digest, groups of >= 2 in order of first appearance.
+
+    Example:
+        >>> exact_groups(["a", "b", "a", "c", "b"])
+        [[0, 2], [1, 4]]
+    """
+    seen: dict[str, list[int]] = {}
+    for i, d in enumerate(digests):
+        seen.setdefault(d, []).append(i)
+    return [g for g in seen.values() if len(g) > 1]
+
+
+def perceptual_pairs(bits: np.ndarray, max_distance: int = 4, k: int = 16) -> list[tuple[int, int, int]]:
+    """Pairs ``(i, j, hamming)`` with ``i < j`` whose pHash codes differ in at most ``max_distance`` bits.
+
+    Each image's ``k`` nearest codes are searched (exact, blocked); a pair is kept when either side
+    finds the other. An image with more than ``k`` near codes keeps only its ``k`` nearest (raise
+    ``k`` for very redundant data).
+
+    Args:
+        bits: ``[n, B]`` bool hash bits.
+        max_distance: the largest Hamming distance counted as a near-duplicate (0..B).
+        k: neighbours per image.
+
+    Example:
+        >>> b = np.array([[0] * 64, [0] * 63 + [1], [1] * 64], dtype=bool)
+        >>> perceptual_pairs(b, max_distance=2)
+        [(0, 1, 1)]
+    """
+    n, nbits = bits.shape
+    if not 0 <= max_distance <= nbits:
+        raise ConfigError(f"max_distance must be in [0, {nbits}] bits, got {max_distance}.")
+    if n < 2:
+        return []
+    signs = np.where(bits, 1.0, -1.0).astype(np.float32)
+    nb = search(signs, signs, k=min(k, n - 1), metric="ip", exclude_self=True)
+    dist = np.rint((nbits - nb.scores) / 2).astype(np.int64)
+    out: dict[tuple[int, int], int] = {}
+    for i, j in zip(*np.nonzero((dist <= max_distance) & (nb.indices >= 0))):
+        a, b = sorted((int(i), int(nb.indices[i, j])))
+        out[(a, b)] = int(dist[i, j])
+    return [(a, b, d) for (a, b), d in sorted(out.items())]

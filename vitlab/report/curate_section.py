@@ -1,0 +1,163 @@
+"""The report section of ``curate`` records: what was found, where the threshold sits, what it removes,
+which test items leak and how much that moved the evaluation.
+
+Blocks: a summary table; the calibration distributions (augmented copies vs random pairs) with the
+threshold; the fraction removed against the threshold; duplicate groups and leaked test/train pairs
+as images side by side (PNG thumbnails re-opened from the data source, embedded in the page); the
+leakage effect (top-1 with and without leaked test items, paired difference with CI); the filters'
+retention histograms. Registered with :func:`vitlab.report.base.register_section` on import.
+
+Example:
+    >>> from vitlab.record import RunRecord
+    >>> rec = RunRecord("curate", {"data": "x", "backbone": "b", "threshold_used": 0.9}, {},
+    ...                 details={"data": {"n": 3}})
+    >>> "Curation" in SECTIONS["curate"][0] and "<table" in SECTIONS["curate"][1]([rec], RenderContext([rec], load_images=False))
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from vitlab.record import RunRecord
+from vitlab.report.base import SECTIONS, RenderContext, _table, _td, data_fingerprint, e, image_note, register_section
+from vitlab.report.figures import figure_to_data_uri
+from vitlab.report.tables import fmt
+
+__all__ = ["SECTIONS"]
+
+MAX_SHOWN = 12
+
+
+def _img(ctx: RenderContext, uri: str, sid: str, show: bool) -> str:
+    src = ctx.image(uri, sid) if show else None
+    cap = f'<div class="note">{e(sid)}</div>'
+    return f'<figure style="display:inline-block;margin:2px"><img src="{src}" alt="{e(sid)}">{cap}</figure>' \
+        if src else f'<span class="note">{e(sid)}</span>'
+
+
+def _calibration_fig(cal: dict[str, Any]) -> str:
+    fig = Figure(figsize=(5.2, 2.8))
+    ax = fig.add_subplot()
+    pos, neg = np.asarray(cal["positives"]), np.asarray(cal["negatives"])
+    lo = float(min(pos.min(initial=1.0), neg.min(initial=1.0)))
+    bins = np.linspace(lo, 1.0, 50)
+    ax.hist(neg, bins=bins, density=True, alpha=0.6, label=f"random pairs (n={len(neg)})")
+    ax.hist(pos, bins=bins, density=True, alpha=0.6, label=f"augmented copies (n={len(pos)})")
+    ax.axvline(cal["threshold"], color="k", ls="--", lw=1, label=f"threshold {cal['threshold']:.4f}")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    return figure_to_data_uri(fig)
+
+
+def _curve_fig(curve: list[dict[str, Any]], t: float) -> str:
+    fig = Figure(figsize=(4.4, 2.8))
+    ax = fig.add_subplot()
+    ax.plot([c["threshold"] for c in curve], [c["fraction"] for c in curve], marker="o", ms=3)
+    ax.axvline(t, color="k", ls="--", lw=1)
+    ax.set_xlabel("cosine threshold")
+    ax.set_ylabel("fraction removed")
+    return figure_to_data_uri(fig)
+
+
+def _retention_fig(f: dict[str, Any]) -> str:
+    r = f["retention"]
+    edges = np.asarray(r["edges"])
+    fig = Figure(figsize=(4.4, 2.6))
+    ax = fig.add_subplot()
+    ax.bar(edges[:-1], r["counts"], width=np.diff(edges), align="edge", alpha=0.7)
+    ax.set_xlabel(f"{f['name']} score ({'higher kept' if f['higher_is_better'] else 'lower kept'})")
+    ax.set_ylabel("items")
+    ax2 = ax.twinx()
+    ax2.plot(edges, r["kept_fraction"], color="C1")
+    ax2.set_ylabel("fraction kept at cut", color="C1")
+    if f.get("threshold") is not None:
+        ax.axvline(f["threshold"], color="k", ls="--", lw=1)
+    return figure_to_data_uri(fig)
+
+
+def _ci(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "–"
+    return f"{fmt(entry['value'])} [{fmt(entry['low'])}, {fmt(entry['high'])}]"
+
+
+def _one(rec: RunRecord, ctx: RenderContext) -> str:
+    d, c = rec.details, rec.config
+    uri = c.get("data", "")
+    show, note = image_note(ctx, uri, data_fingerprint(rec), "ids")
+    sem, ex, pp = d.get("semantic", {}), d.get("exact", {}), d.get("perceptual", {})
+    rows = [[_td("data"), _td(f"{uri} ({d.get('data', {}).get('n', '?')} items)")],
+            [_td("backbone"), _td(c.get("backbone", ""))],
+            [_td("semantic threshold"), _td(f"{fmt(c.get('threshold_used'))} ({c.get('threshold')})")]]
+    if sem:
+        rec_txt = "" if sem.get("recall") is None else f", recall@{sem['k']} vs exact {fmt(sem['recall'])} on {sem['recall_queries']} queries"
+        rows += [[_td("exact duplicates"), _td(f"{ex.get('n_duplicates', 0)} in {ex.get('n_groups', 0)} groups")],
+                 [_td(f"perceptual pairs (pHash ≤ {pp.get('max_distance')} bits)"),
+                  _td(f"{pp.get('n_pairs', 0)} ({pp.get('n_also_semantic', 0)} also semantic)")],
+                 [_td("semantic groups (star clusters)"),
+                  _td(f"{sem['n_groups']} groups, {sem['n_pairs']} pairs, min internal cosine "
+                      f"{fmt(sem.get('min_internal_similarity'))}; search {sem['backend']}{rec_txt}")],
+                 [_td("removed (keep one per group)"), _td(f"{sem['n_removed']} ({fmt(sem['fraction_removed'])})")]]
+    kept = d.get("kept")
+    if kept:
+        rows.append([_td("kept after dedup and filters"), _td(f"{kept['n']} ({fmt(kept['fraction'])})")])
+    out = [_table(["", ""], rows)]
+    cal = d.get("calibration")
+    if cal:
+        by = ", ".join(f"{k} {fmt(v)}" for k, v in cal.get("recall_by_edit", {}).items())
+        out.append(f"<h4>Threshold calibration</h4><p>{e(cal['rule'])}: recall {fmt(cal['recall'])} on "
+                   f"{cal['n_positive']} augmented copies ({e(by)}), {fmt(cal['fpr'])} of {cal['n_negative']} random "
+                   f"pairs above (precision at balanced classes {fmt(cal['precision_balanced'])}).</p>"
+                   f'<img src="{_calibration_fig(cal)}" alt="calibration distributions">')
+    if sem.get("curve"):
+        out.append(f'<h4>Fraction removed against the threshold</h4><img src="{_curve_fig(sem["curve"], sem["threshold"])}" '
+                   'alt="fraction removed">')
+    if sem.get("groups"):
+        out.append(f"<h4>Largest duplicate groups (kept item first)</h4>{note}")
+        grows = []
+        for g in sem["groups"][:MAX_SHOWN]:
+            order = [g["keep"]] + [m for m in g["members"] if m != g["keep"]]
+            grows.append([f"<td>{''.join(_img(ctx, uri, m, show) for m in order[:8])}</td>",
+                          _td(len(g["members"])), _td(fmt(g["min_similarity"]))])
+        out.append(_table(["members", "size", "min cosine"], grows))
+    out.append(_leakage(d.get("leakage"), ctx, uri, show))
+    for f in d.get("filters", []):
+        out.append(f"<h4>Filter: {e(f['name'])}</h4><p>kept {f['n_kept']} of {f['n']}"
+                   f"{'' if f.get('threshold') is None else ' (cut ' + fmt(f['threshold']) + ')'}.</p>"
+                   f'<img src="{_retention_fig(f)}" alt="retention {e(f["name"])}">')
+    return "".join(out)
+
+
+def _leakage(lk: dict[str, Any] | None, ctx: RenderContext, uri: str, show: bool) -> str:
+    if not lk:
+        return ""
+    out = [f"<h4>Leakage across splits ({e(lk.get('split_origin', ''))})</h4>"
+           f"<p>{lk['n_near_duplicate']} of {lk['n_test']} test items have a train item with cosine ≥ "
+           f"{fmt(lk['threshold'])}; {lk['n_in_crossing_group']} are in one of {lk['n_crossing_groups']} groups "
+           f"that cross splits; {lk['n_leaked']} leaked in all ({fmt(lk['fraction_leaked'])}).</p>"]
+    eff = lk.get("effect") or {}
+    if "diff" in eff:
+        out.append(_table(["protocol", "top-1, full test", "top-1, without leaked", "difference (clean − full)", "p"],
+                          [[_td(eff["protocol"]), _td(_ci(eff["full"])), _td(_ci(eff["clean"])),
+                            _td(f"{fmt(eff['diff'], signed=True)} [{fmt(eff['low'], signed=True)}, "
+                                f"{fmt(eff['high'], signed=True)}]"), _td(fmt(eff["p_bootstrap"]))]]))
+    if lk.get("pairs"):
+        rows = [[f"<td>{_img(ctx, uri, p['test_id'], show)}</td>", f"<td>{_img(ctx, uri, p['train_id'], show)}</td>",
+                 _td(fmt(p["similarity"]))] for p in lk["pairs"][:MAX_SHOWN]]
+        out.append(_table(["test item", "nearest train item", "cosine"], rows))
+    if lk.get("crossing_groups"):
+        out.append(_table(["group", "rows per split"],
+                          [[_td(g["group"]), _td(", ".join(f"{k}: {v}" for k, v in g["splits"].items()))]
+                           for g in lk["crossing_groups"][:MAX_SHOWN]]))
+    return "".join(out)
+
+
+@register_section("curate", "Curation: duplicates, leakage, filters")
+def _curate_section(records: list[RunRecord], ctx: RenderContext) -> str:
+    return "".join(f"<h3>{e(str(r.config.get('data', '')))} · {e(str(r.config.get('backbone', '')))}</h3>{_one(r, ctx)}"
+                   for r in records)
