@@ -24,7 +24,7 @@ from torch import nn
 from vitlab.backbones.base import Backbone, check_pool
 from vitlab.errors import ConfigError
 
-__all__ = ["load_raw", "normalize", "embed_raw", "ProbeHead", "fit_probe_head"]
+__all__ = ["load_raw", "normalize", "embed_raw", "to_pil", "ProbeHead", "fit_probe_head"]
 
 
 def load_raw(backbone: Backbone, source: Any, indices: Sequence[int]) -> torch.Tensor:
@@ -40,6 +40,13 @@ def load_raw(backbone: Backbone, source: Any, indices: Sequence[int]) -> torch.T
     steps = [s for s in tf.transforms if not isinstance(s, T.Normalize)]
     pipe = T.Compose(steps)
     return torch.stack([pipe(source.load_image(int(i))) for i in indices]).float()
+
+
+def to_pil(raw: torch.Tensor) -> Any:
+    """One raw image ``[3, H, W]`` in [0, 1] → an RGB PIL image (for thumbnails)."""
+    from PIL import Image
+
+    return Image.fromarray((raw.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
 
 
 def normalize(backbone: Backbone, raw: torch.Tensor) -> torch.Tensor:
