@@ -48,6 +48,8 @@ from vitlab.store.progress import image_progress, show_progress
 EXPORT_FORMAT = "vitlab-embeddings-parquet/1"
 #: Rows per write batch (and Parquet row group): 65,536 x 768 float32 = 200 MB at most.
 BATCH_ROWS = 65_536
+#: Columns with few distinct values get Parquet dictionary encoding; ids and floats are written plain.
+DICT_COLUMNS = ("class", "group", "split")
 
 
 def _is_file_target(out: Path, rows_per_file: int | None) -> bool:
@@ -190,7 +192,8 @@ def to_parquet(emb: Embeddings, out: str | Path, *, layer: int | None = None, po
             for fi, fstart in enumerate(range(0, max(n, 1), per_file)):
                 fstop = min(n, fstart + per_file)
                 name = tmp if single else tmp / f"part-{fi:05d}.parquet"
-                with pq.ParquetWriter(str(name), schema, compression=compression) as w:
+                with pq.ParquetWriter(str(name), schema, compression=compression,
+                                      use_dictionary=[c for c in DICT_COLUMNS if c in schema.names]) as w:
                     for s in range(fstart, fstop, batch_rows):
                         e = min(fstop, s + batch_rows)
                         w.write_table(_table(emb, parts, s, e, schema), row_group_size=e - s)
