@@ -28,6 +28,8 @@ KINDS.register("wds", "vitlab.data.wds:WdsSource",
                help="wds:<dir|file.tar|dir/{00000..00099}.tar>[?label=cls|<json key>]  (WebDataset / img2dataset shards)")
 KINDS.register("hfds", "vitlab.data.hfds:HFDiskSource",
                help="hfds:<dir>[?split=&image=&label=&id=]  (Hugging Face datasets save_to_disk folder)")
+KINDS.register("photos", "vitlab.data.photos:PhotoSource",
+               help="photos:all | photos:china,flower  (natural photos bundled with scikit-learn / scikit-image)")
 KINDS.register("sample", "vitlab.data.sample:open_sample",
                help="sample:fashion-mnist  (2,000 images bundled) | sample:fashion-mnist-mosaic  (1,000 seg mosaics)"
                     " | sample:fashion-mnist-bags  (200 MIL bags) | sample:digits  (1,797 8x8 digits, scikit-learn)")
