@@ -38,7 +38,7 @@ from vitlab.inspect.attacks import check_eps, feature_attack, patch_mask, pgd_pa
 from vitlab.inspect.corrupt import cells, check_corruptions, corrupt
 from vitlab.record import RunRecord, check_output_dir
 
-__all__ = ["robust_eval", "RobustResult", "ATTACKS", "check_attacks"]
+__all__ = ["robust_eval", "robust", "RobustResult", "ATTACKS", "check_attacks"]
 
 ATTACKS = ("pgd-patch", "feature")
 
@@ -260,3 +260,6 @@ def _paired(keep: dict[str, dict[str, np.ndarray]], y: np.ndarray, n_resamples: 
     for i, p in enumerate(holm([r["p_bootstrap"] for r in rows]) if rows else []):
         rows[i]["p_holm"] = p
     return rows
+
+
+robust = robust_eval  # the public name: ``vitlab.robust(...)``
