@@ -78,7 +78,8 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
              splits: np.ndarray | None = None, n_resamples: int = 1000, ordinal: bool = False,
              pretrained: bool = True, device: str | None = None,
              cache_dir: str | Path | None = None, out: str | Path | None = None,
-             dataset_name: str | None = None, label: str | None = None, **embed_kwargs: Any) -> EvalResult:
+             dataset_name: str | None = None, label: str | None = None, exclude_leaked: bool = False,
+             leak_threshold: float | str = "auto", **embed_kwargs: Any) -> EvalResult:
     """Evaluate one backbone on one labelled data source with protocols; every metric gets a 95% CI.
 
     Args:
@@ -94,6 +95,11 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         ordinal: labels are ordered (quadratic-weighted kappa).
         out: directory for the JSON run record.
         label: how tables name this run (default the backbone name), e.g. ``"demo:fmnist-vit (tome:r=2)"``.
+        exclude_leaked: also score each classification protocol without the test items whose nearest train
+            item has cosine >= ``leak_threshold`` (or whose group crosses splits), as a paired difference with
+            CI against the full test set (``details[protocol]["exclude_leaked"]``, ``details["leakage"]``;
+            :mod:`vitlab.curate.leakage`).
+        leak_threshold: cosine in [-1, 1], or ``"auto"`` (calibrated on augmented copies, :mod:`vitlab.curate.calibrate`).
         **embed_kwargs: passed to the embedding store (``batch_size``, ``num_workers``, ``progress``...).
 
     Example:
@@ -104,6 +110,10 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
     # every cheap check first: nothing is loaded, downloaded or embedded before the config is known good
     protos = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
                                pool=pool, device=device, out=out, **embed_kwargs)
+    if exclude_leaked and leak_threshold != "auto":
+        from vitlab.curate.semantic import check_threshold
+
+        leak_threshold = check_threshold(leak_threshold, "leak_threshold")
     source = load_source(data)
     _check_data(source, protos)
     if isinstance(backbone, str):
@@ -156,6 +166,12 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         details[name]["task"] = res.task
         if res.task == "classification":
             details[name]["gallery"] = _gallery(train, test, res.outputs["proba"], ids, seed)
+    if exclude_leaked:
+        t1 = time.perf_counter()
+        details["leakage"] = _exclude_leaked(results, details, backbone, source, store, emb, X, split, ids, groups,
+                                             leak_threshold, n_resamples, seed, {"layers": layers, "pool": pool,
+                                                                                 **embed_kwargs})
+        timings["leakage_s"] = round(time.perf_counter() - t1, 3)
     protocol_pairs = _protocol_pairs(results, n_resamples=n_resamples, seed=seed)
     if protocol_pairs:
         details["protocol_pairs"] = protocol_pairs
@@ -166,7 +182,8 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
                 "protocols": [p.label for p in protos], "layers": list(emb.layers), "layer": emb.layers[-1],
                 "pool": pool, "test_fraction": test_fraction, "split_origin": split_origin,
                 "n_resamples": n_resamples, "ordinal": ordinal,
-                "protocol_config": {p.label: p.to_dict() for p in protos}},
+                "protocol_config": {p.label: p.to_dict() for p in protos},
+                **({"exclude_leaked": True, "leak_threshold": leak_threshold} if exclude_leaked else {})},
         fingerprints={"backbone": backbone.fingerprint(), "data": {"kind": source.kind, "uri": source.uri,
                       "fingerprint": source.fingerprint, "n": len(source)}, "embeddings": emb.digest},
         metrics=metrics, hparams=hparams,
@@ -176,6 +193,27 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         seeds={"split": seed, "protocols": seed, "bootstrap": seed})
     path = record.save(out) if out is not None else None
     return EvalResult(record, results, test.y, list(test.ids), test.groups, emb, path)
+
+
+def _exclude_leaked(results: dict[str, Result], details: dict[str, Any], backbone: Backbone, source: DataSource,
+                    store: EmbeddingStore, emb: Embeddings, X: np.ndarray, split: np.ndarray, ids: list[str],
+                    groups: np.ndarray | None, threshold: float | str, n_resamples: int, seed: int,
+                    embed_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``exclude_leaked=True``: leaked test items and, per classification protocol, the paired clean-vs-full top-1."""
+    from vitlab.curate.calibrate import calibrate
+    from vitlab.curate.leakage import exclude_leaked
+
+    cal = None
+    if threshold == "auto":
+        cal = calibrate(backbone, source, X, np.asarray(emb.index), store, seed=seed, embed_kwargs=embed_kwargs)
+        threshold = cal.threshold
+    summary, per = exclude_leaked(results, X, split, ids, float(threshold), groups=groups, labels=emb.labels,
+                                  n_resamples=n_resamples, seed=seed)
+    for name, eff in per.items():
+        details[name]["exclude_leaked"] = eff
+    if cal is not None:
+        summary["calibration"] = {k: v for k, v in cal.to_dict().items() if k not in ("positives", "negatives", "pos_kinds")}
+    return summary
 
 
 def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn,linear,fewshot",

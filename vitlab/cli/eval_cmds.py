@@ -46,10 +46,17 @@ def eval_cmd(
     out: Optional[Path] = Out,
     json_out: bool = Json,
     quiet: bool = Quiet,
+    exclude_leaked: bool = typer.Option(False, "--exclude-leaked",
+                                        help="Also score without test items that have a near-copy in train (or a group "
+                                             "in train): paired difference with CI against the full test set."),
+    leak_threshold: str = typer.Option("auto", help="--exclude-leaked: cosine threshold in [-1, 1], or auto "
+                                                    "(calibrated on augmented copies)."),
 ) -> None:
     """Evaluate one backbone with frozen-feature protocols; every metric gets a 95% CI.
 
     Example: [bold]vitlab eval --backbone demo:fmnist-vit --data sample:fashion-mnist --protocol knn,linear,fewshot --out runs/[/]
+
+    Leakage: [bold]vitlab eval -b demo:fmnist-vit -d sample:fashion-mnist -p knn --exclude-leaked --leak-threshold 0.99[/]
     """
     import vitlab
 
@@ -58,13 +65,30 @@ def eval_cmd(
     res = vitlab.evaluate(backbone, data, protocols=protocol, layers=layer_list, pool=pool,
                           seed=seed, test_fraction=test_fraction, n_resamples=n_resamples, ordinal=ordinal,
                           pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
-                          cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
+                          cache_dir=cache_dir, out=out, progress=progress_setting(quiet),
+                          exclude_leaked=exclude_leaked, leak_threshold=leak_threshold)
     if json_out:
         print_json(res.record.to_dict())
         return
     _show([res.record])
+    if exclude_leaked:
+        _leak_lines(res.record)
     if res.path:
         console.print(f"run record → {res.path}")
+
+
+def _leak_lines(record) -> None:
+    from vitlab.report.tables import fmt, fmt_p
+
+    lk = record.details["leakage"]
+    console.print(f"leaked test items: {lk['n_leaked']} of {lk['n_test']} (cosine to train ≥ {fmt(lk['threshold'], 4)}: "
+                  f"{lk['n_near_duplicate']}; group in train: {lk['n_in_crossing_group']})", highlight=False)
+    for name, d in record.details.items():
+        eff = d.get("exclude_leaked") if isinstance(d, dict) else None
+        if eff and "diff" in eff:
+            console.print(f"  {name}: top-1 {fmt(eff['full']['value'])} → {fmt(eff['clean']['value'])} without them, "
+                          f"Δ = {fmt(eff['diff'], signed=True)} [{fmt(eff['low'], signed=True)}, "
+                          f"{fmt(eff['high'], signed=True)}], p = {fmt_p(eff['p_bootstrap'])}", highlight=False)
 
 
 @app.command("compare")

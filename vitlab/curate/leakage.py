@@ -27,7 +27,7 @@ import numpy as np
 from vitlab.errors import DataError
 from vitlab.neighbors import search
 
-__all__ = ["Leakage", "find_leaks", "crossing_groups", "clean_vs_full", "check_has_splits"]
+__all__ = ["Leakage", "find_leaks", "crossing_groups", "clean_vs_full", "check_has_splits", "exclude_leaked"]
 
 
 @dataclass(frozen=True)
@@ -184,3 +184,36 @@ def clean_vs_full(y: np.ndarray, proba: np.ndarray, leaked: np.ndarray, *, group
     return {"metric": "top1", "n_test": int(len(y)), "n_leaked": int(leaked.sum()), "full": full, "clean": clean,
             "diff": boot.diff, "low": boot.low, "high": boot.high, "p_bootstrap": boot.p_value,
             "n_resamples": boot.n_resamples, "n_skipped": boot.n_skipped}
+
+
+def exclude_leaked(results: dict[str, Any], X: np.ndarray, split: np.ndarray, ids: list[str], threshold: float,
+                   *, groups: Any = None, labels: np.ndarray | None = None, n_resamples: int = 1000, seed: int = 0
+                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """What ``vitlab eval --exclude-leaked`` adds: the leakage of the split and, per classification
+    protocol, :func:`clean_vs_full` on its test outputs.
+
+    Args:
+        results: protocol label -> :class:`~vitlab.protocols.base.Result` on the test split.
+        X, split, ids, groups, labels: the eval's pooled embeddings ``[n, C]`` and row metadata.
+        threshold: cosine threshold in ``[-1, 1]`` (already calibrated when ``auto`` was asked).
+
+    Returns:
+        ``(leakage_summary, {protocol: clean_vs_full(...)})``; protocols of other tasks are left out.
+    """
+    leak = find_leaks(X, split, threshold, ids=ids, groups=groups, labels=labels)
+    leaked_ids = {ids[r] for r, bad in zip(leak.test_rows, leak.leaked) if bad}
+    per: dict[str, dict[str, Any]] = {}
+    for name, res in results.items():
+        if res.task != "classification":
+            continue
+        mask = np.array([u in leaked_ids for u in res.units], bool)
+        if not mask.any():
+            per[name] = {"metric": "top1", "n_test": len(mask), "n_leaked": 0,
+                         "note": "no leaked test items: nothing to remove"}
+            continue
+        g = res.groups if res.groups is not None and len(np.unique(res.groups)) >= 2 else None
+        per[name] = clean_vs_full(res.outputs["y"], res.outputs["proba"], mask, groups=g,
+                                  n_resamples=n_resamples, seed=seed)
+    summary = leak.summary()
+    summary.pop("nearest_similarity")
+    return summary, per
