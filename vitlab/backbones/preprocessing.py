@@ -20,6 +20,12 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("shorter", "stretch", "clean")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+DECODERS = ("pil", "pil-draft", "tensor", "tensor-draft")
+DRAFT_MARGIN = 2.0  # draft decoding keeps at least this multiple of the resize target (see BENCHMARKS.md)
+#: The largest deviation from the reference (``decoder="pil"``) each faster data path is held to, in 8-bit
+#: levels of the network input (``|x - x_ref| * std * 255``), mean over pixels and maximum: measured on
+#: real photographs by ``bench/bench_decode.py`` and checked by ``tests/unit/test_decode.py``.
+TOLERANCE = {"tensor": {"mean": 0.05, "max": 3.0}, "draft": {"mean": 0.5, "max": 8.0}}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,16 @@ class Preprocessing:
         mean, std: per-channel normalisation.
         antialias: must stay ``True``: PIL-image resizing always antialiases (kept in the
             fingerprint so a future tensor-resize path gets a different cache key).
+        decoder: the data path, opt-in faster ones measured in ``bench/bench_decode.py``:
+            ``"pil"`` (default, the reference): full decode, PIL resize. ``"tensor"``: the same
+            decode, then resize and crop of the uint8 image as a tensor (torchvision ``v2``,
+            antialiased, rounded back to uint8 like PIL): within :data:`TOLERANCE` ``"tensor"``
+            of the reference. ``"pil-draft"``: the JPEG decoder first downscales by 1/2, 1/4 or
+            1/8 in the DCT domain (PIL's ``Image.draft``), to no less than :meth:`draft_size`,
+            then the PIL resize; ``"tensor-draft"``: both. Draft modes change JPEGs only and stay
+            within :data:`TOLERANCE` ``"draft"``. Tensor modes need ``resize`` ``shorter`` or
+            ``stretch`` and ``bilinear``/``bicubic``. Part of the cache key when not ``"pil"``
+            (so keys made before the option existed stay the same).
 
     Example:
         >>> p = Preprocessing(input_size=(224, 224), crop_pct=0.875)
@@ -53,6 +69,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     antialias: bool = True
+    decoder: str = "pil"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
@@ -69,6 +86,14 @@ class Preprocessing:
         if not self.antialias:
             raise ConfigError("antialias=False is not supported: images are resized as PIL images, which torchvision "
                               "and PIL always antialias. Leave antialias=True.")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
+        if self.decoder != "pil" and self.resize == "clean":
+            raise ConfigError(f"decoder {self.decoder!r} does not apply to resize='clean' (clean-fid's exact float "
+                              "resize, which generative metrics compare against); use decoder='pil'.")
+        if self.decoder.startswith("tensor") and self.interpolation not in ("bilinear", "bicubic"):
+            raise ConfigError(f"decoder {self.decoder!r} resizes tensors, which supports bilinear and bicubic "
+                              f"only, not {self.interpolation!r}; use decoder='pil' or 'pil-draft'.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean/std need 3 values and std > 0, got mean={self.mean} std={self.std}.")
 
@@ -82,7 +107,32 @@ class Preprocessing:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.decoder == "pil":  # the reference decoder: keys made before the option existed stay the same
+            del d["decoder"]
         return d
+
+    def draft_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The smallest ``(width, height)`` a JPEG decoder may downscale a ``width x height`` image to
+        for this preprocessing, or ``None`` (decoders without ``draft``: decode in full).
+
+        At least :data:`DRAFT_MARGIN` times the size the resize produces (the shorter side's
+        ``resize_size`` for ``shorter``, ``input_size`` otherwise), so the resize that follows still
+        shrinks the image and antialiases.
+
+        Example:
+            >>> p = Preprocessing(input_size=(224, 224), crop_pct=0.875, decoder="pil-draft")
+            >>> p.draft_size(2000, 1500)
+            (683, 512)
+            >>> Preprocessing().draft_size(2000, 1500) is None
+            True
+        """
+        if not self.decoder.endswith("draft"):
+            return None
+        if self.resize == "shorter":
+            scale = DRAFT_MARGIN * self.resize_size / min(width, height)
+            return math.ceil(width * scale), math.ceil(height * scale)
+        h, w = self.input_size
+        return math.ceil(DRAFT_MARGIN * w), math.ceil(DRAFT_MARGIN * h)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
@@ -133,12 +183,25 @@ class Preprocessing:
         if self.resize == "clean":
             return T.Compose([CleanResize(self.input_size, self.interpolation), T.Normalize(self.mean, self.std)])
         interp = T.InterpolationMode(self.interpolation)
+        if self.decoder.startswith("tensor"):
+            from torchvision.transforms import v2
+
+            size = list(self.input_size) if self.resize == "stretch" else self.resize_size
+            crop = [] if self.resize == "stretch" else [v2.CenterCrop(self.input_size)]
+            return v2.Compose([v2.PILToTensor(), v2.Resize(size, interpolation=interp, antialias=True), *crop,
+                               v2.ToDtype(torch_float32(), scale=True), v2.Normalize(self.mean, self.std)])
         if self.resize == "stretch":
             steps = [T.Resize(self.input_size, interpolation=interp, antialias=self.antialias)]
         else:
             steps = [T.Resize(self.resize_size, interpolation=interp, antialias=self.antialias),
                      T.CenterCrop(self.input_size)]
         return T.Compose([*steps, T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+
+def torch_float32():
+    import torch
+
+    return torch.float32
 
 
 class CleanResize:

@@ -96,11 +96,18 @@ def embed_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster for --engine ray "
                                                                            "(auto, ray://head:10001); default: a "
                                                                            "local instance."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="Data path: pil (reference), tensor (resize as "
+                                                                   "uint8 tensor), pil-draft / tensor-draft (JPEG "
+                                                                   "draft-mode downscaling): faster, within a stated "
+                                                                   "tolerance; its own cache entry."),
     quiet: bool = Quiet,
 ) -> None:
     """Compute (or fetch from the cache) embeddings of a data source.
 
     Example: [bold]vitlab embed --backbone demo:fmnist-vit --data sample:fashion-mnist --layers -1,-4 --pool cls+mean[/]
+
+    The output says whether the data path (decode + resize) or the forward pass limits; large JPEGs:
+    [bold]vitlab embed -b dinov2-s -d folder:./photos --decoder tensor-draft[/]
 
     Patch tokens: [bold]vitlab embed -b dinov2-s -d folder:./imgs --view tokens --token-dtype float16[/]
 
@@ -117,6 +124,8 @@ def embed_cmd(
         extra.update(view=view, token_dtype=token_dtype)
     if engine != "local" or ray_address is not None:  # only when given (the store checks the values)
         extra.update(engine=engine, ray_address=ray_address)
+    if decoder is not None:
+        extra["decoder"] = decoder
     emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=layer_list, pool=pool.value,
                        pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
                        precision=None if precision is Precision.auto else precision.value,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,33 @@ def _too_large(path: str | Path, limit: int | None) -> str:
             f"If the image is genuine, allow it with {allow} (0 = no limit), or downscale it")
 
 
+DraftSize = Callable[[int, int], "tuple[int, int] | None"]
+_DRAFT: ContextVar[DraftSize | None] = ContextVar("vitlab_jpeg_draft", default=None)
+
+
+@contextmanager
+def jpeg_draft(size: DraftSize | None) -> Iterator[None]:
+    """Within the block, :func:`open_rgb` lets the JPEG decoder downscale (PIL's ``Image.draft``: DCT
+    scaling by 1/2, 1/4 or 1/8) to no less than ``size(width, height)``; ``None`` = full decode.
+
+    The extraction loop sets it for the ``pil-draft`` decoder (see
+    :meth:`vitlab.backbones.preprocessing.Preprocessing.draft_size`), so every source that
+    decodes through :func:`open_rgb` gets it. Other formats decode in full.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "a.jpg"; Image.new("RGB", (800, 600)).save(p)
+        >>> with jpeg_draft(lambda w, h: (200, 150)):
+        ...     open_rgb(p).size
+        (200, 150)
+    """
+    token = _DRAFT.set(size)
+    try:
+        yield
+    finally:
+        _DRAFT.reset(token)
+
+
 class ImageDecodeError(Exception):
     """Raised by :func:`open_rgb`; the message names the file and the cause."""
 
@@ -130,6 +159,9 @@ def open_rgb(path: str | Path) -> Image.Image:
         with warnings.catch_warnings(), _pil_limit(limit):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                draft = _DRAFT.get()
+                if draft is not None and img.format == "JPEG" and (size := draft(*img.size)) is not None:
+                    img.draft(img.mode, size)
                 img.load()
                 return to_rgb(img)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vitlab.backbones.base import Backbone
 from vitlab.data.base import DataSource
-from vitlab.data.images import ImageDecodeError
+from vitlab.data.images import ImageDecodeError, jpeg_draft
 from vitlab.errors import ConfigError, DataError
 from vitlab.store.progress import image_progress
 from vitlab.store.shards import batch_grid, write_shard
@@ -37,15 +37,18 @@ _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class _Images(Dataset):
     """Decode + preprocess one row; returns ``(row, tensor | None, error | None)``, never raises."""
 
-    def __init__(self, source: DataSource, transform: Callable, min_side: int, patch: str) -> None:
+    def __init__(self, source: DataSource, transform: Callable, min_side: int, patch: str,
+                 draft: Callable[[int, int], tuple[int, int] | None] | None = None) -> None:
         self.source, self.transform, self.min_side, self.patch = source, transform, min_side, patch
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            img = self.source.load_image(i)
+            with jpeg_draft(self.draft):
+                img = self.source.load_image(i)
         except ImageDecodeError as e:
             return i, None, str(e)
         except DataError as e:
@@ -130,7 +133,9 @@ def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]
     device = backbone.device
     ph, pw = backbone.spec.patch_size
     min_side = getattr(backbone, "min_image_side", None) or max(ph, pw)  # CNN encoders may upsample tiny images
-    ds = _Images(source, backbone.spec.preprocessing.build_transform(), min_side, f"{ph}x{pw} px")
+    prep = backbone.spec.preprocessing
+    ds = _Images(source, prep.build_transform(), min_side, f"{ph}x{pw} px",
+                 prep.draft_size if prep.decoder.endswith("draft") else None)
     batches = batch_grid(ranges, block, batch_size)
     loader = DataLoader(ds, batch_sampler=[list(range(a, b)) for a, b in batches], num_workers=num_workers,
                         collate_fn=_collate, pin_memory=device.type == "cuda",

@@ -23,7 +23,9 @@ Ray Data's.
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -174,11 +176,19 @@ def extract_ray(backbone: Backbone, source: DataSource, ranges: list[tuple[int, 
     """
     ray = import_ray()
     started = _connect(ray, address)
+    ctx = ray.data.DataContext.get_current()
+    bars, log = ctx.enable_progress_bars, logging.getLogger("ray.data")
+    level, ctx.enable_progress_bars = log.level, False  # our own bar (on a terminal only) and no INFO lines
+    log.setLevel(logging.WARNING)
     try:
-        return _run(ray, backbone, source, ranges, shard_dir, block=block, layers=layers, pools=pools,
-                    batch_size=batch_size, precision=precision, on_error=on_error, progress=progress,
-                    tokens=tokens, num_actors=num_actors, unit_rows=unit_rows, on_shard=on_shard, hook=hook)
+        with warnings.catch_warnings():  # Ray 2.60 deprecates per-actor retry options without a replacement yet
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* deprecated")
+            return _run(ray, backbone, source, ranges, shard_dir, block=block, layers=layers, pools=pools,
+                        batch_size=batch_size, precision=precision, on_error=on_error, progress=progress,
+                        tokens=tokens, num_actors=num_actors, unit_rows=unit_rows, on_shard=on_shard, hook=hook)
     finally:
+        ctx.enable_progress_bars = bars
+        log.setLevel(level)
         if started:
             ray.shutdown()
 
@@ -204,8 +214,6 @@ def _run(ray: Any, backbone: Backbone, source: DataSource, ranges: list[tuple[in
          on_error: str, progress: bool, tokens: str | None, num_actors: int | None, unit_rows: int,
          on_shard: Callable[[dict[str, Any]], None] | None,
          hook: Callable[[int, int], None] | None) -> ExtractStats:
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
     cuda = backbone.device.type == "cuda"
     resources = ray.cluster_resources()
     if num_actors is None:
@@ -218,7 +226,7 @@ def _run(ray: Any, backbone: Backbone, source: DataSource, ranges: list[tuple[in
     out = ds.map_batches(EmbedActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
                          fn_constructor_kwargs={"backbone": backbone, "source": source, "shard_dir": str(shard_dir),
                                                 "cfg": cfg, "hook": hook},
-                         num_cpus=0 if cuda else 1, num_gpus=1 if cuda else 0, ray_remote_args_fn=_retries)
+                         num_cpus=0 if cuda else 1, num_gpus=1 if cuda else 0, **_retries())
     stats = ExtractStats(device=f"ray:{'cuda' if cuda else 'cpu'}", batch_size=batch_size, num_workers=0,
                          engine="ray", extra={"actors": num_actors, "units": len(units)},
                          memory_kind="not_measured")

@@ -36,6 +36,7 @@ import numpy as np
 from vitlab._version import __version__
 from vitlab.backbones import Backbone, load_backbone, resolve_device
 from vitlab.backbones.base import check_pool
+from vitlab.backbones.preprocessing import DECODERS
 from vitlab.data import DataSource, load_source
 from vitlab.errors import CacheError, ConfigError, DataError, Interrupted
 from vitlab.store.embeddings import Embeddings
@@ -112,7 +113,7 @@ class EmbeddingStore:
                        verify: bool = False, pretrained: bool = True, view: str = "pooled",
                        token_dtype: str = "float32", on_batch: Callable[[int], None] | None = None,
                        engine: str = "local", ray_address: str | None = None,
-                       ray_options: dict[str, Any] | None = None) -> Embeddings:
+                       ray_options: dict[str, Any] | None = None, decoder: str | None = None) -> Embeddings:
         """Return the embeddings, computing only what the cache lacks.
 
         Args:
@@ -148,6 +149,10 @@ class EmbeddingStore:
                 instance, else a local one started for this run.
             ray_options: more :func:`~vitlab.store.ray_engine.extract_ray` options (``num_actors``,
                 ``unit_rows``).
+            decoder: the data path (``pil``, ``pil-draft``, ``tensor``, ``tensor-draft``; see
+                :class:`~vitlab.backbones.preprocessing.Preprocessing`): faster decode and resize,
+                within a stated tolerance of the reference ``pil``. Runs a copy of the backbone whose
+                preprocessing names it, so it is part of the cache key; ``None``: the backbone's own.
 
         Raises:
             ConfigError: bad options (before anything is loaded), or a precision the backbone
@@ -167,6 +172,8 @@ class EmbeddingStore:
             'ray'
         """
         check_engine(engine, ray_address)
+        if decoder is not None and decoder not in DECODERS:
+            raise ConfigError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}.")
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
         if pool != "embed":
@@ -183,6 +190,8 @@ class EmbeddingStore:
             dev = resolve_device(device)
             if dev != backbone.device:
                 backbone = backbone.to(dev)
+        if decoder is not None and decoder != backbone.spec.preprocessing.decoder:
+            backbone = with_decoder(backbone, decoder)
         if view == "tokens":
             check_patch_tokens(backbone)
         if pool == "embed":
@@ -480,6 +489,29 @@ class EmbeddingStore:
                           f"{'was' if k == 1 else 'were'} kept ({', '.join(d[:12] for d in res['in_use'])}); "
                           "run clear again once it has finished.", stacklevel=2)
         return res["removed"]
+
+
+def with_decoder(backbone: Backbone, decoder: str) -> Backbone:
+    """A copy of ``backbone`` (the same model object, never changed) whose preprocessing uses ``decoder``.
+
+    The copy's fingerprint names the decoder, so its embeddings get their own cache key.
+
+    Raises:
+        ConfigError: the decoder does not apply to this preprocessing (e.g. ``resize="clean"``).
+
+    Example:
+        >>> bb = load_backbone("demo:fmnist-vit")
+        >>> fast = with_decoder(bb, "tensor")
+        >>> fast.spec.preprocessing.decoder, bb.spec.preprocessing.decoder, fast.fingerprint() != bb.fingerprint()
+        ('tensor', 'pil', True)
+    """
+    import copy
+    import dataclasses
+
+    prep = backbone.spec.preprocessing.replace(decoder=decoder)
+    new = copy.copy(backbone)
+    new.__dict__["spec"] = dataclasses.replace(backbone.spec, preprocessing=prep)
+    return new
 
 
 def check_patch_tokens(backbone: Backbone) -> None:
