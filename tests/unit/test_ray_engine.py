@@ -76,6 +76,16 @@ def test_bad_engine_options_fail_before_loading():
         vitlab.embed("demo:fmnist-vit", "sample:no-such-sample", ray_address="auto")
 
 
+def test_unreachable_ray_address_is_one_line_before_any_work(tmp_path):
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match=r"cannot reach the Ray cluster at '127.0.0.1:1' \(Connection refused\)"):
+        vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", engine="ray", ray_address="127.0.0.1:1",
+                     cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="is not host:port"):
+        check_engine("ray", "head-node")
+    assert not list((tmp_path / "embeddings").iterdir())
+
+
 def test_missing_ray_says_how_to_install(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 

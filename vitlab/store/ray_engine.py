@@ -76,6 +76,38 @@ def check_engine(engine: str, address: str | None) -> None:
         raise ConfigError("--ray-address applies only to --engine ray; add --engine ray or drop it.")
     if engine == "ray":
         import_ray()
+        if address is not None:
+            check_reachable(address)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise a one-line ConfigError unless ``host:port`` of a Ray address accepts a TCP connection.
+
+    ``ray.init`` retries an unreachable address for minutes; this check answers in ``timeout``
+    seconds. ``auto`` and ``local`` (resolved by Ray itself) are not checked.
+
+    Example:
+        >>> check_reachable("auto")
+        >>> check_reachable("127.0.0.1:1")
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: cannot reach the Ray cluster at '127.0.0.1:1' (Connection refused). Check the address (ray status on the head node prints it), or drop --ray-address to start a local instance.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r} is not host:port (e.g. 10.0.0.5:6379, ray://head:10001, "
+                          "or auto).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}). Check the address "
+                          "(ray status on the head node prints it), or drop --ray-address to start a local "
+                          "instance.") from None
 
 
 def plan_units(ranges: list[tuple[int, int]], block: int, batch_size: int,
