@@ -14,6 +14,7 @@ from PIL import Image
 import vitlab
 from vitlab.data.images import ImageDecodeError
 from vitlab.data.sample import SampleSource
+from vitlab.data.tar_index import scan_tar
 from vitlab.data.wds import WdsSource, expand_braces
 from vitlab.errors import DataError
 
@@ -125,8 +126,9 @@ def test_bad_shards_each_give_one_line(tmp_path):
         boundary = tf.getmembers()[4].offset  # a cut exactly between two members: no partial header at all
     for cut in (len(data) // 2, boundary, boundary + 100):
         (tmp_path / "cut.tar").write_bytes(data[:cut])
-        with pytest.raises(DataError, match=r"cut\.tar: (member .* runs past the end|the shard is truncated or "
-                                            r"damaged after byte)"):
+        with pytest.raises(DataError, match=r"cut\.tar: the shard is truncated or damaged at byte [\d,]+ \((member "
+                                            r".* runs past the end of the file|no end-of-archive marker|header "
+                                            r"checksum mismatch)\)"):
             vitlab.load_source(f"wds:{tmp_path / 'cut.tar'}")
     (tmp_path / "d").mkdir()
     for s in ("00000", "00001"):  # the same key in two shards
@@ -162,3 +164,29 @@ def test_embeds_like_the_same_images_in_a_folder(tmp_path):
     assert len(emb) == len(ref) == 10
     again = vitlab.embed("demo:fmnist-vit", f"wds:{root}?label=name", cache_dir=cache, progress=False, num_workers=0)
     assert again.from_cache and again.digest == emb.digest
+
+
+def _tarfile_index(path: Path) -> list[tuple[str, int, int]]:
+    with tarfile.open(path) as tf:
+        return [(m.name, m.offset_data, m.size) for m in tf if m.isfile()]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_header_walk_matches_tarfile(tmp_path, fmt):
+    """The ustar walk and stdlib tarfile give the same index (GNU/pax long names fall back to tarfile)."""
+    long_key = "d/" + "x" * 120  # > 100 chars: a ustar prefix, a GNU 'L' record or a pax header
+    p = tmp_path / "s.tar"
+    with tarfile.open(p, "w", format=fmt) as tf:
+        for key in ("a", "sub/b", long_key if fmt != tarfile.USTAR_FORMAT else "d/" + "x" * 90):
+            _add(tf, f"{key}.png", _png(np.full((4, 4), 7, np.uint8)))
+            _add(tf, f"{key}.cls", b"1")
+    assert scan_tar(p) == _tarfile_index(p) and len(scan_tar(p)) == 6
+    index = scan_tar(p)
+    data = bytearray(p.read_bytes())
+    data[index[0][1] + 10] ^= 0xFF  # inside the first member's data: not a header, still readable
+    p.write_bytes(bytes(data))
+    assert scan_tar(p) == _tarfile_index(p) == index
+    data[index[2][1] - 512 + 1] ^= 0xFF  # the third member's header (its name): checksum mismatch
+    p.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"truncated or damaged at byte .*header checksum mismatch"):
+        WdsSource(str(p))

@@ -3,8 +3,9 @@
 A WebDataset shard is a plain ``.tar`` whose members are grouped by key: ``<key>.jpg``
 (or ``.png``, ``.webp``, ...), ``<key>.json``, ``<key>.txt``, ``<key>.cls``. The key is the
 member path up to the first dot of its file name (WebDataset's own rule), and is the
-sample's id. The tars are never unpacked: one pass over their headers (stdlib
-:mod:`tarfile`) builds an index of member offsets when the source opens, and each image is
+sample's id. The tars are never unpacked: one pass over their headers
+(:func:`vitlab.data.tar_index.scan_tar`: a ustar header walk, stdlib :mod:`tarfile` for pax
+and GNU headers) builds an index of member offsets when the source opens, and each image is
 then read with one positioned read from the tar (random access, safe in DataLoader workers).
 
 The ``webdataset`` package is not needed (nor a dependency): its streaming loader has no
@@ -31,7 +32,6 @@ import io
 import json
 import os
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from PIL import Image
 
 from vitlab.data.base import DataSource, check_fingerprint_mode, file_stat_key, with_query
 from vitlab.data.images import IMAGE_SUFFIXES, ImageDecodeError, open_rgb
+from vitlab.data.tar_index import scan_tar
 from vitlab.errors import DataError
 
 #: Image members in order of preference when a key has several.
@@ -227,46 +228,32 @@ class WdsSource(DataSource):
     def _scan(tar: Path, label: str | None):
         """Yield ``(key, {ext: (offset, size)}, {"cls"|field: value})`` per key, in tar order."""
         where = f"wds:{tar}"
-        size = tar.stat().st_size
         groups: dict[str, dict[str, tuple[int, int]]] = {}
         metas: dict[str, dict[str, Any]] = {}
-        try:
-            with tarfile.open(tar, mode="r:") as tf:
-                for m in tf:
-                    if not m.isfile():
-                        continue
-                    name = m.name[2:] if m.name.startswith("./") else m.name
-                    base = name.rsplit("/", 1)[-1]
-                    if base.startswith("."):  # hidden files (macOS "._x.jpg" resource forks)
-                        continue
-                    km = _KEY_RE.match(name)
-                    if not km:
-                        raise DataError(f"{where}: member {name!r} has no extension, so no key; a WebDataset shard "
-                                        "holds <key>.<ext> members only. Remove it or re-create the shard.")
-                    key, ext = km.group(1), km.group(2).lower()
-                    if m.offset_data + m.size > size:
-                        raise DataError(f"{where}: member {name!r} runs past the end of the file (truncated shard). "
-                                        "Re-download or re-create it.")
-                    groups.setdefault(key, {})[ext] = (m.offset_data, m.size)
-                    meta = metas.setdefault(key, {})
-                    if ext == "cls" or (ext == "json" and label not in (None, "cls")):
-                        raw = tf.extractfile(m).read()  # type: ignore[union-attr]
-                        try:
-                            if ext == "cls":
-                                meta["cls"] = raw.decode().strip()
-                            else:
-                                doc = json.loads(raw)
-                                if isinstance(doc, dict) and label in doc:
-                                    meta[label] = doc[label]  # type: ignore[index]
-                        except (UnicodeDecodeError, ValueError) as e:
-                            raise DataError(f"{where}: member {name!r} is not valid {ext} ({e}). Fix or re-create "
-                                            "the shard.") from None
-                end = tf.offset  # tarfile stops quietly at a cut header: what follows must be the zero end blocks
-            _check_tail(tar, end, size)
-        except tarfile.TarError as e:
-            raise DataError(f"{where}: not a readable tar ({e}). Re-download or re-create the shard.") from None
-        except (EOFError, OSError) as e:
-            raise DataError(f"{where}: cannot read the shard ({type(e).__name__}: {e}).") from None
+        with open(tar, "rb") as f:
+            for name, off, size in scan_tar(tar):
+                name = name[2:] if name.startswith("./") else name
+                if name.rsplit("/", 1)[-1].startswith("."):  # hidden files (macOS "._x.jpg" resource forks)
+                    continue
+                km = _KEY_RE.match(name)
+                if not km:
+                    raise DataError(f"{where}: member {name!r} has no extension, so no key; a WebDataset shard "
+                                    "holds <key>.<ext> members only. Remove it or re-create the shard.")
+                key, ext = km.group(1), km.group(2).lower()
+                groups.setdefault(key, {})[ext] = (off, size)
+                meta = metas.setdefault(key, {})
+                if ext == "cls" or (ext == "json" and label not in (None, "cls")):
+                    raw = os.pread(f.fileno(), size, off)
+                    try:
+                        if ext == "cls":
+                            meta["cls"] = raw.decode().strip()
+                        else:
+                            doc = json.loads(raw)
+                            if isinstance(doc, dict) and label in doc:
+                                meta[label] = doc[label]  # type: ignore[index]
+                    except (UnicodeDecodeError, ValueError) as e:
+                        raise DataError(f"{where}: member {name!r} is not valid {ext} ({e}). Fix or re-create "
+                                        "the shard.") from None
         for key, members in groups.items():
             yield key, members, metas.get(key, {})
 
@@ -293,22 +280,6 @@ class WdsSource(DataSource):
         if self._fp_mode == "content":
             return {"tars": names, "bytes": [hash_file(t) for t in self.tars], "index": index}
         return {"tars": [[n, *st] for n, st in zip(names, file_stat_key(self.tars))], "index": index}
-
-
-def _check_tail(tar: Path, end: int, size: int) -> None:
-    """Refuse a shard whose bytes after the last member are not the tar end-of-archive zero blocks.
-
-    Python's :mod:`tarfile` ends iteration without an error at a truncated or garbled header
-    after the first member, which would silently drop the samples behind it.
-    """
-    rest = size - end
-    tail = b""
-    if 0 < rest <= 1 << 20:
-        with open(tar, "rb") as f:
-            tail = os.pread(f.fileno(), rest, end)
-    if rest < 512 or rest > 1 << 20 or tail.count(0) != len(tail):
-        raise DataError(f"wds:{tar}: the shard is truncated or damaged after byte {end:,} (no clean end-of-archive "
-                        "marker), so samples behind it would be lost. Re-download or re-create the shard.")
 
 
 def hash_file(path: Path, chunk: int = 1 << 22) -> str:
