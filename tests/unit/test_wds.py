@@ -82,6 +82,11 @@ def test_label_from_a_json_field_and_unlabelled(tmp_path):
     assert vitlab.load_source(f"wds:{root}").labels is None  # no .cls members, no ?label=: unlabelled
     with pytest.raises(DataError, match=r"00000\.tar key '000000000': no field 'colour' in its \.json"):
         vitlab.load_source(f"wds:{root}?label=colour")
+    with tarfile.open(root / "00001.tar", "a") as tf:  # one key with a .cls among keys without
+        _add(tf, "000019999.png", _png(np.zeros((28, 28), np.uint8)))
+        _add(tf, "000019999.cls", b"1")
+    with pytest.raises(DataError, match=r"00000\.tar key '000000000': no \.cls member, while 1 of 11 keys have one"):
+        vitlab.load_source(f"wds:{root}")
 
 
 def test_directory_file_brace_and_glob_select_the_same_samples(tmp_path):

@@ -13,7 +13,8 @@ random access, and reading an uncompressed tar by offset is a few lines of stdli
 
 Labels: ``?label=cls`` reads the ``.cls`` members (integers as text); ``?label=<key>`` reads
 that field of each ``.json`` member (e.g. ``?label=class_name``). Without ``label=`` the
-``.cls`` members are used when every key has one, otherwise the source is unlabelled.
+``.cls`` members are used when every key has one; when no key has one the source is unlabelled
+(and when only some have one, that is an error naming the first key without).
 
 Fingerprint: per tar its name, size, mtime, ctime and inode, plus the index (keys,
 members, offsets and sizes) and the labels; ``?fingerprint=content`` hashes the tar bytes.
@@ -208,8 +209,14 @@ class WdsSource(DataSource):
             raise DataError(f"wds:{target}: the shards hold no samples. Check that they are img2dataset / WebDataset "
                             "tars (members <key>.jpg, <key>.json...).")
         labels, classes = None, []
-        if want is None and all(v.get("cls") is not None for v in raw_labels):
+        has_cls = [v.get("cls") is not None for v in raw_labels]
+        if want is None and all(has_cls):
             want = "cls"
+        elif want is None and any(has_cls):  # some labelled, some not: say so rather than drop the labels
+            i = has_cls.index(False)
+            raise DataError(f"wds:{self.tars[self.items[i].tar]} key {ids[i]!r}: no .cls member, while "
+                            f"{sum(has_cls):,} of {len(ids):,} keys have one. Give every key a .cls, pick a .json "
+                            "field with ?label=<json key>, or remove the .cls members to read the shards unlabelled.")
         if want is not None:
             values = []
             for it, key, meta in zip(self.items, ids, raw_labels):
