@@ -29,8 +29,10 @@ SOURCES.register("demo", "vitlab.backbones.demo:load_demo", help="demo:fmnist-vi
 SOURCES.register("pixels", "vitlab.backbones.pixels:load_pixels", help="pixels[:<size>]  (flattened pixels baseline)")
 SOURCES.register("inception", "vitlab.backbones.inception:load_inception", help="inception:fid  (FID Inception-V3, pool3 features)")
 SOURCES.register("random", None, help="random:<name>  (seeded random-init copy of any backbone, e.g. random:demo:fmnist-vit)")
+SOURCES.register("tuned", "vitlab.backbones.tuned:load_tuned",
+                 help="tuned:<file>.vitlab or just <file>.vitlab  (a backbone adapted by vitlab tune)")
 # Sources whose weights are local files: `pretrained=False` does not apply (use random:<name>).
-LOCAL_WEIGHTS = ("file", "demo", "pixels")
+LOCAL_WEIGHTS = ("file", "demo", "pixels", "tuned")
 
 
 def resolve_name(name: str) -> str:
@@ -43,6 +45,8 @@ def resolve_name(name: str) -> str:
     name = name.strip()
     if name in ALIASES:
         return ALIASES[name]
+    if name.endswith(".vitlab") and name.partition(":")[0] not in SOURCES:  # a path to a tuned artefact
+        return f"tuned:{name}"
     if name == "pixels":
         return "pixels:28"
     prefix, sep, rest = name.partition(":")
