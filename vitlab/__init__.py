@@ -59,7 +59,8 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
 _LAZY = {"evaluate": "vitlab.evaluation", "compare": "vitlab.comparison", "gen_eval": "vitlab.generative",
          "gen_stats": "vitlab.generative", "bench": "vitlab.perf", "benchmark": "vitlab.perf",
          "tradeoff": "vitlab.perf", "mil_eval": "vitlab.mil.evaluate",
-         "inspect_model": "vitlab.inspect.api", "robust": "vitlab.inspect.robust", "curate": "vitlab.curate"}
+         "inspect_model": "vitlab.inspect.api", "robust": "vitlab.inspect.robust", "curate": "vitlab.curate",
+         "tune": "vitlab.tune.evaluate"}
 
 
 def __getattr__(name: str) -> Any:
@@ -74,5 +75,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
 
 
-__all__ = ["evaluate", "compare", "mil_eval", "inspect_model", "robust", "curate", "gen_eval", "gen_stats", "bench", "benchmark", "tradeoff", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
+__all__ = ["evaluate", "compare", "mil_eval", "inspect_model", "robust", "curate", "tune", "gen_eval", "gen_stats", "bench", "benchmark", "tradeoff", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
            "EmbeddingStore", "VitlabError"]

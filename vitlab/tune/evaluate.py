@@ -77,7 +77,7 @@ def seed_summary(values: list[float], level: float = 0.95) -> dict[str, Any]:
     if v.size > 1:
         sd = float(v.std(ddof=1))
         half = float(stats.t.ppf(0.5 + level / 2, v.size - 1)) * sd / np.sqrt(v.size)
-        out.update(low=mean - half, high=mean + half, sd=sd)
+        out.update(low=float(mean - half), high=float(mean + half), sd=sd)
     return out
 
 
