@@ -157,7 +157,7 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
     store = EmbeddingStore(cache_dir)
     kw = {"layers": layers, "pool": pool, **embed_kwargs}
     emb = store.get_or_compute(backbone, source, **kw)
-    X = np.asarray(emb.get(), dtype=np.float32)
+    X = np.array(emb.get(), dtype=np.float32)  # a writable copy of the memory-mapped rows
     index, ids, n = np.asarray(emb.index), list(emb.ids), len(emb.ids)
     timings["embed_s"] = round(time.perf_counter() - t0, 3)
     details: dict[str, Any] = {"data": {"n": n, "classes": list(emb.classes), "skipped": emb.skipped}}
