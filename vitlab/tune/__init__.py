@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 from vitlab.tune.methods import METHODS, Method, parse_methods
@@ -28,3 +30,17 @@ def __getattr__(name: str) -> Any:
 
         return getattr(evaluate, name)
     raise AttributeError(f"module 'vitlab.tune' has no attribute {name!r}")
+
+
+class _CallablePackage(types.ModuleType):
+    """``vitlab.tune`` names both this package and the API function ``vitlab.tune(...)``: once any submodule
+    is imported, Python binds the attribute ``vitlab.tune`` to the package, so the package forwards calls
+    to :func:`vitlab.tune.evaluate.tune` and both spellings keep working."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from vitlab.tune.evaluate import tune as _tune
+
+        return _tune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -1,0 +1,88 @@
+"""``vitlab tune``: adapt a backbone (linear, full, LoRA/DoRA, VPT, BitFit) with CIs, paired tests and costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, print_json, progress_setting
+from vitlab.cli.options import Json, Out, Pretrained, app
+
+
+def _fmt_ci(m: dict[str, Any]) -> str:
+    lo, hi = m.get("low"), m.get("high")
+    rng = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+    return f"{m['value']:.3f}{rng}"
+
+
+def tune_table(record: Any) -> Any:
+    """A rich table of a ``tune`` record: top-1 with its interval, Δ vs linear per seed, and the costs."""
+    from rich.table import Table
+
+    d = record.details
+    n_seeds = len(record.config.get("seeds", []))
+    t = Table(title=f"{record.config['backbone']} on {record.config['data']} ({n_seeds} seed(s))")
+    for col in ("method", "top-1 [95% CI]", "Δ vs linear (per seed)", "trainable params", "train s", "images/s",
+                "peak MB"):
+        t.add_column(col, justify="left" if col.startswith(("method", "Δ")) else "right")
+    for label, ms in record.metrics.items():
+        c = d["cost"][label]
+        vs = d.get("vs_linear", {}).get(label, [])
+        delta = "; ".join(f"{v['diff']:+.3f}{'*' if v['significant'] else ''}" for v in vs) or "–"
+        t.add_row(label, _fmt_ci(ms["top1"]), delta, f"{c['trainable_params']:,}", f"{c['train_s']:.1f}",
+                  f"{c['images_per_s']:.0f}", f"{c['peak_memory_mb']:.0f}")
+    t.caption = ("top-1: mean over seeds with a t-interval (one seed: bootstrap CI). * = Holm-adjusted paired "
+                 "bootstrap and McNemar both < 0.05.")
+    return t
+
+
+@app.command("tune")
+@friendly_errors
+def tune_cmd(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Backbone name or alias, e.g. demo:fmnist-vit."),
+    data: str = typer.Option(..., "--data", "-d", help="Labelled data, e.g. sample:digits or folder:./imgs."),
+    method: str = typer.Option("linear,lora,vpt,full", "--method", "-m",
+                               help="Comma-separated methods: linear, full, lora, dora, vpt, bitfit; parameters as "
+                                    "lora:r=8,targets=[qkv,mlp] or vpt:prompts=10,deep=false."),
+    seeds: int = typer.Option(1, "--seeds", help="How many seeds (seed, seed+1, ...): each its own eval split."),
+    seed: int = typer.Option(0, "--seed", help="First seed."),
+    epochs: int = typer.Option(10, "--epochs", help="Most epochs (early stopping on a validation part of train)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: per method, see docs]."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps (smoke tests)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for early stopping."),
+    patience: int = typer.Option(3, "--patience", help="Epochs without a better validation top-1 before stopping."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random shifts (up to 1/8 of the side)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA), fp32, bf16."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="As in vitlab eval (no split column)."),
+    n_resamples: int = typer.Option(1000, "--n-resamples", help="Bootstrap resamples per CI and paired test."),
+    pretrained: bool = Pretrained,
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    out: Optional[Path] = Out,
+    json_out: bool = Json,
+    quiet: bool = Quiet,
+) -> None:
+    """Adapt a backbone with several methods on eval's splits: top-1 with CIs, paired tests against linear,
+    trainable parameters, time and memory; each adapted model saved as a backbone (<out>/tune/<run>/<method>.vitlab).
+
+    Example: [bold]vitlab tune --backbone demo:fmnist-vit --data sample:digits --method linear,lora,vpt,full --seeds 2 --out runs/[/]
+    then [bold]vitlab eval --backbone runs/tune/<run>/lora.vitlab --data sample:digits --protocol knn[/]
+    """
+    import vitlab
+
+    check_outputs(dirs={"--out": out})
+    res = vitlab.tune(backbone, data, methods=method, seeds=seeds, seed=seed, test_fraction=test_fraction,
+                      n_resamples=n_resamples, pretrained=pretrained, device=device, out=out,
+                      progress=progress_setting(quiet), epochs=epochs, batch_size=batch_size, lr=lr,
+                      max_steps=max_steps, val_fraction=val_fraction, patience=patience, augment=augment,
+                      precision=precision)
+    if json_out:
+        print_json(res.record.to_dict())
+        return
+    console.print(tune_table(res.record))
+    for label, path in res.artefacts.items():
+        console.print(f"{label} → {path}")
+    if res.path:
+        console.print(f"run record → {res.path}")
