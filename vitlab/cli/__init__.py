@@ -8,7 +8,7 @@ Example:
     ['bench', 'compare', 'embed']
 """
 
-from vitlab.cli import core_cmds, curate_cmds, eval_cmds, gen_cmds, inspect_cmds, mil_cmds, perf_cmds  # noqa: F401  (register the verbs)
+from vitlab.cli import core_cmds, curate_cmds, eval_cmds, gen_cmds, inspect_cmds, mil_cmds, perf_cmds, tune_cmds  # noqa: F401,E501  (register the verbs)
 from vitlab.cli.options import app
 
 __all__ = ["app", "main"]
