@@ -29,7 +29,8 @@ _CELL = 96
 
 
 def map_png_uri(values: Any, *, size: int = _CELL, cmap: str = "inferno") -> str:
-    """A ``[h, w]`` map (or ``[h, w, 3]`` RGB in [0, 1]) as a nearest-upscaled PNG ``data:`` URI.
+    """A ``[h, w]`` map (or ``[h, w, 3]`` RGB in [0, 1]) as a nearest-upscaled PNG ``data:`` URI; a map is
+    scaled between its 1st and 99th percentiles (clipped).
 
     Example:
         >>> map_png_uri([[0.0, 1.0], [0.5, 0.25]])[:22]
@@ -40,7 +41,7 @@ def map_png_uri(values: Any, *, size: int = _CELL, cmap: str = "inferno") -> str
 
     a = np.asarray(values, dtype=np.float64)
     if a.ndim == 2:
-        lo, hi = np.nanmin(a), np.nanmax(a)
+        lo, hi = np.nanpercentile(a, 1), np.nanpercentile(a, 99)  # one extreme token must not blank the rest
         a = colormaps[cmap]((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))[..., :3]
     img = Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8), "RGB")
     h, w = a.shape[:2]
