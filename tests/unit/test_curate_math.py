@@ -206,3 +206,12 @@ def test_retention_counts_and_kept_fraction():
     assert r["kept_fraction"] == [np.mean(s >= e) for e in r["edges"]]
     r2 = retention(s, False, bins=4)
     assert r2["kept_fraction"] == [np.mean(s <= e) for e in r2["edges"]]
+
+
+def test_exact_and_perceptual_duplicates_across_the_split():
+    from vitlab.curate.run import _cross_split
+
+    split = np.array(["train", "test", "train", "val", "test"])
+    r = _cross_split([[0, 1], [2, 3]], [(0, 4, 2), (2, 3, 1), (1, 4, 0)], split, list("abcde"))
+    assert r["exact_cross_split"] == {"n_groups": 1, "n_test_items": 1, "groups": [["a", "b"]]}
+    assert r["perceptual_cross_split"]["n_pairs"] == 1 and r["perceptual_cross_split"]["pairs"][0]["b"] == "e"

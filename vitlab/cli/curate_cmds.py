@@ -88,6 +88,9 @@ def _summary(res) -> None:  # noqa: ANN001 - CurateResult
         console.print(f"leakage ({lk['split_origin']}): {lk['n_leaked']} of {lk['n_test']} test items leaked "
                       f"({lk['n_near_duplicate']} near-duplicates of train, {lk['n_in_crossing_group']} in groups "
                       "crossing splits)", highlight=False)
+        if "exact_cross_split" in lk:
+            console.print(f"  across the split: {lk['exact_cross_split']['n_groups']} exact-duplicate groups, "
+                          f"{lk['perceptual_cross_split']['n_pairs']} perceptual pairs", highlight=False)
         eff = lk.get("effect") or {}
         if "diff" in eff:
             console.print(f"  {eff['protocol']} top-1 {fmt(eff['full']['value'])} → {fmt(eff['clean']['value'])} "

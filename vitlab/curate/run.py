@@ -175,6 +175,8 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
     t1 = time.perf_counter()
     removed = np.zeros(0, np.int64)
     groups: list[Group] = []
+    ex: list[list[int]] = []
+    pp: list[tuple[int, int, int]] = []
     if dedup:
         h = hash_images(source.load_image(int(i)) for i in index)
         ex = exact_groups(h.exact)
@@ -205,6 +207,8 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
         details["leakage"] = leak.summary()
         details["leakage"]["split_origin"] = ("split column" if emb.split_column is not None
                                               else f"seeded stratified (test {test_fraction})")
+        if dedup:
+            details["leakage"].update(_cross_split(ex, pp, split, ids))
         if emb.labels is not None and proto.task == "classification":
             details["leakage"]["effect"] = _effect(proto, X, emb, split, leak, seed, n_resamples)
         timings["leakage_s"] = round(time.perf_counter() - t1, 3)
@@ -266,6 +270,19 @@ def _semantic_details(table: NeighbourTable, groups: list[Group], pairs: list[tu
                         "min_similarity": g.min_similarity, "min_to_centre": g.min_to_centre}
                        for g in big[:MAX_GROUPS_RECORDED]],
             "curve": removal_curve(table.indices, table.scores, X, _curve_grid(t))}
+
+
+def _cross_split(ex: list[list[int]], pp: list[tuple[int, int, int]], split: np.ndarray, ids: list[str]
+                 ) -> dict[str, Any]:
+    """Exact-duplicate groups and perceptual pairs with members on both sides of the split (test vs the rest)."""
+    te = np.asarray(split) == "test"
+    ex_x = [g for g in ex if te[g].any() and (~te[g]).any()]
+    pp_x = [(a, b, d) for a, b, d in pp if te[a] != te[b]]
+    return {"exact_cross_split": {"n_groups": len(ex_x), "n_test_items": int(sum(te[g].sum() for g in ex_x)),
+                                  "groups": [[ids[r] for r in g] for g in ex_x[:MAX_GROUPS_RECORDED]]},
+            "perceptual_cross_split": {"n_pairs": len(pp_x), "n_test_items": len({a if te[a] else b for a, b, _ in pp_x}),
+                                       "pairs": [{"a": ids[a], "b": ids[b], "distance": d}
+                                                 for a, b, d in pp_x[:MAX_GROUPS_RECORDED]]}}
 
 
 def _effect(proto: Any, X: np.ndarray, emb: Any, split: np.ndarray, leak: Leakage, seed: int, n_resamples: int

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from vitlab.record import RunRecord
 from vitlab.report.base import SECTIONS, RenderContext, _table, _td, data_fingerprint, e, image_note, register_section
 from vitlab.report.figures import figure_to_data_uri
-from vitlab.report.tables import fmt
+from vitlab.report.tables import fmt, fmt_p
 
 __all__ = ["SECTIONS"]
 
@@ -93,7 +93,7 @@ def _one(rec: RunRecord, ctx: RenderContext) -> str:
     sem, ex, pp = d.get("semantic", {}), d.get("exact", {}), d.get("perceptual", {})
     rows = [[_td("data"), _td(f"{uri} ({d.get('data', {}).get('n', '?')} items)")],
             [_td("backbone"), _td(c.get("backbone", ""))],
-            [_td("semantic threshold"), _td(f"{fmt(c.get('threshold_used'))} ({c.get('threshold')})")]]
+            [_td("semantic threshold"), _td(f"{fmt(c.get('threshold_used'), 4)} ({c.get('threshold')})")]]
     if sem:
         rec_txt = "" if sem.get("recall") is None else f", recall@{sem['k']} vs exact {fmt(sem['recall'])} on {sem['recall_queries']} queries"
         rows += [[_td("exact duplicates"), _td(f"{ex.get('n_duplicates', 0)} in {ex.get('n_groups', 0)} groups")],
@@ -140,12 +140,16 @@ def _leakage(lk: dict[str, Any] | None, ctx: RenderContext, uri: str, show: bool
            f"<p>{lk['n_near_duplicate']} of {lk['n_test']} test items have a train item with cosine ≥ "
            f"{fmt(lk['threshold'])}; {lk['n_in_crossing_group']} are in one of {lk['n_crossing_groups']} groups "
            f"that cross splits; {lk['n_leaked']} leaked in all ({fmt(lk['fraction_leaked'])}).</p>"]
+    ecs, pcs = lk.get("exact_cross_split"), lk.get("perceptual_cross_split")
+    if ecs is not None and pcs is not None:
+        out.append(f"<p>Across the split: {ecs['n_groups']} exact-duplicate groups ({ecs['n_test_items']} test items), "
+                   f"{pcs['n_pairs']} perceptual pairs ({pcs['n_test_items']} test items).</p>")
     eff = lk.get("effect") or {}
     if "diff" in eff:
         out.append(_table(["protocol", "top-1, full test", "top-1, without leaked", "difference (clean − full)", "p"],
                           [[_td(eff["protocol"]), _td(_ci(eff["full"])), _td(_ci(eff["clean"])),
                             _td(f"{fmt(eff['diff'], signed=True)} [{fmt(eff['low'], signed=True)}, "
-                                f"{fmt(eff['high'], signed=True)}]"), _td(fmt(eff["p_bootstrap"]))]]))
+                                f"{fmt(eff['high'], signed=True)}]"), _td(fmt_p(eff["p_bootstrap"]))]]))
     if lk.get("pairs"):
         rows = [[f"<td>{_img(ctx, uri, p['test_id'], show)}</td>", f"<td>{_img(ctx, uri, p['train_id'], show)}</td>",
                  _td(fmt(p["similarity"]))] for p in lk["pairs"][:MAX_SHOWN]]
