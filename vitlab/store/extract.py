@@ -78,8 +78,9 @@ class ExtractStats:
     ``data_seconds`` is the time the forward loop waited for the next decoded, preprocessed batch
     (the data path: decode + resize in the DataLoader workers, or in the loop itself without
     workers); ``forward_seconds`` the time in the backbone's forward pass. When ``data_seconds``
-    dominates, more ``num_workers`` (or a faster decoder) helps, not a faster device.
-    ``extra`` holds engine details (the Ray engine: actors, units).
+    dominates, more ``num_workers`` (or a faster decoder) helps, not a faster device. With the
+    Ray engine both are sums over the actors (actor-seconds), ``seconds`` is the driver's wall
+    time and ``peak_memory_mb`` the largest actor's; ``extra`` holds engine details (actors, units).
     """
 
     images: int = 0

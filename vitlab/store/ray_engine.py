@@ -41,7 +41,7 @@ from vitlab.store.shards import batch_grid
 
 ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'vitlab[ray]'"
-DEFAULT_UNIT_ROWS = 512
+DEFAULT_UNIT_ROWS = 512  # CPU actors; GPU actors take whole grid blocks (their DataLoader starts once per unit)
 RETRIES = 2  # restarts of a lost actor, and retries of its unit, before the run stops
 
 
@@ -156,7 +156,7 @@ class EmbedActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         c = self.cfg
         out: dict[str, list[Any]] = {k: [] for k in ("start", "stop", "sidecar", "images", "forward_seconds",
-                                                     "data_seconds", "seconds", "error")}
+                                                     "data_seconds", "seconds", "peak_memory_mb", "error")}
         for start, stop in zip(batch["start"].tolist(), batch["stop"].tolist()):
             sides: list[dict[str, Any]] = []
             err, st = "", ExtractStats()
@@ -165,13 +165,13 @@ class EmbedActor:
                     self.hook(start, stop)
                 st = extract(self.backbone, self.source, [(start, stop)], self.shard_dir, block=c["block"],
                              flush_seconds=None, layers=tuple(c["layers"]), pools=tuple(c["pools"]),
-                             batch_size=c["batch_size"], num_workers=0, precision=c["precision"],
+                             batch_size=c["batch_size"], num_workers=c["num_workers"], precision=c["precision"],
                              on_error=c["on_error"], progress=False, tokens=c["tokens"], on_shard=sides.append)
             except VitlabError as e:
                 err = f"{type(e).__name__}: {e}"
             for k, v in (("start", start), ("stop", stop), ("sidecar", json.dumps(sides)), ("images", st.images),
                          ("forward_seconds", st.forward_seconds), ("data_seconds", st.data_seconds),
-                         ("seconds", st.seconds), ("error", err)):
+                         ("seconds", st.seconds), ("peak_memory_mb", st.peak_memory_mb), ("error", err)):
                 out[k].append(v)
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -179,7 +179,7 @@ class EmbedActor:
 def extract_ray(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]], shard_dir: Path, *,
                 block: int, layers: tuple[int, ...], pools: tuple[str, ...], batch_size: int, precision: str,
                 on_error: str, progress: bool, tokens: str | None = None, address: str | None = None,
-                num_actors: int | None = None, unit_rows: int = DEFAULT_UNIT_ROWS,
+                num_actors: int | None = None, unit_rows: int | None = None, num_workers: int | None = None,
                 on_shard: Callable[[dict[str, Any]], None] | None = None,
                 hook: Callable[[int, int], None] | None = None) -> ExtractStats:
     """Compute the rows in ``ranges`` with a Ray actor pool; each unit becomes one shard in ``shard_dir``.
@@ -192,7 +192,11 @@ def extract_ray(backbone: Backbone, source: DataSource, ranges: list[tuple[int, 
             :func:`~vitlab.store.extract.extract` (the same batch grid).
         num_actors: actor-pool size; default one per GPU when the backbone is on CUDA, else one
             per CPU of the cluster.
-        unit_rows: the largest unit (shard) in rows, rounded to whole batches.
+        unit_rows: the largest unit (shard) in rows, rounded to whole batches; default
+            :data:`DEFAULT_UNIT_ROWS` for CPU actors, the grid block for GPU actors.
+        num_workers: DataLoader workers inside each actor (decoding for its forward pass); default 0
+            for CPU actors (one CPU each), and for GPU actors the cluster's CPUs per GPU (at most 8)
+            less one, the actor reserving that many CPUs.
         on_shard: called on the driver with each shard's sidecar as its unit finishes.
         hook: called in the actor as ``hook(start, stop)`` before each unit (tests simulate faults).
 
@@ -217,7 +221,8 @@ def extract_ray(backbone: Backbone, source: DataSource, ranges: list[tuple[int, 
             warnings.filterwarnings("ignore", message=".*ray_remote_args.* deprecated")
             return _run(ray, backbone, source, ranges, shard_dir, block=block, layers=layers, pools=pools,
                         batch_size=batch_size, precision=precision, on_error=on_error, progress=progress,
-                        tokens=tokens, num_actors=num_actors, unit_rows=unit_rows, on_shard=on_shard, hook=hook)
+                        tokens=tokens, num_actors=num_actors, unit_rows=unit_rows, num_workers=num_workers,
+                        on_shard=on_shard, hook=hook)
     finally:
         ctx.enable_progress_bars = bars
         log.setLevel(level)
@@ -243,25 +248,32 @@ def _connect(ray: Any, address: str | None) -> bool:
 
 def _run(ray: Any, backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]], shard_dir: Path, *,
          block: int, layers: tuple[int, ...], pools: tuple[str, ...], batch_size: int, precision: str,
-         on_error: str, progress: bool, tokens: str | None, num_actors: int | None, unit_rows: int,
+         on_error: str, progress: bool, tokens: str | None, num_actors: int | None, unit_rows: int | None,
+         num_workers: int | None,
          on_shard: Callable[[dict[str, Any]], None] | None,
          hook: Callable[[int, int], None] | None) -> ExtractStats:
     cuda = backbone.device.type == "cuda"
     resources = ray.cluster_resources()
     if num_actors is None:
         num_actors = int(resources.get("GPU", 0)) if cuda else int(resources.get("CPU", 1))
-    units = plan_units(ranges, block, batch_size, unit_rows)
+    cpus_per_actor = 1
+    if cuda:  # feed each GPU: its actor reserves the CPUs per GPU and decodes in that many DataLoader workers
+        cpus_per_actor = max(1, min(8, int(resources.get("CPU", 1) // max(1, resources.get("GPU", 1)))))
+    if num_workers is None:
+        num_workers = cpus_per_actor - 1
+    units = plan_units(ranges, block, batch_size, unit_rows or (block if cuda else DEFAULT_UNIT_ROWS))
     num_actors = max(1, min(num_actors, len(units)))
     cfg = {"block": block, "layers": list(layers), "pools": list(pools), "batch_size": batch_size,
-           "precision": precision, "on_error": on_error, "tokens": tokens, "threads": 1, "cuda": cuda}
+           "precision": precision, "on_error": on_error, "tokens": tokens, "threads": 1, "cuda": cuda,
+           "num_workers": num_workers}
     ds = ray.data.from_items([{"start": a, "stop": b} for a, b in units])
     out = ds.map_batches(EmbedActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
                          fn_constructor_kwargs={"backbone": backbone, "source": source, "shard_dir": str(shard_dir),
                                                 "cfg": cfg, "hook": hook},
-                         num_cpus=0 if cuda else 1, num_gpus=1 if cuda else 0, **_retries())
-    stats = ExtractStats(device=f"ray:{'cuda' if cuda else 'cpu'}", batch_size=batch_size, num_workers=0,
+                         num_cpus=cpus_per_actor, num_gpus=1 if cuda else 0, **_retries())
+    stats = ExtractStats(device=f"ray:{'cuda' if cuda else 'cpu'}", batch_size=batch_size, num_workers=num_workers,
                          engine="ray", extra={"actors": num_actors, "units": len(units)},
-                         memory_kind="not_measured")
+                         memory_kind="cuda_max_allocated_per_actor" if cuda else "cpu_peak_rss_per_actor")
     errors: list[tuple[int, str]] = []
     t0 = time.perf_counter()
     with image_progress(disable=not progress) as bar:
@@ -278,6 +290,7 @@ def _run(ray: Any, backbone: Backbone, source: DataSource, ranges: list[tuple[in
                 stats.images += int(row["images"])
                 stats.forward_seconds += float(row["forward_seconds"])
                 stats.data_seconds += float(row["data_seconds"])
+                stats.peak_memory_mb = max(stats.peak_memory_mb, float(row["peak_memory_mb"]))
                 bar.advance(task, int(row["stop"]) - int(row["start"]))
         except ray.exceptions.RayError as e:
             raise DataError(f"the Ray engine stopped: {_first_line(e)}. Finished shards are kept: run the same "
