@@ -34,7 +34,7 @@ from vitlab.record import RunRecord, check_output_dir
 from vitlab.tune.methods import Method, clone_backbone, parse_methods
 from vitlab.tune.recipe import TuneRecipe
 
-__all__ = ["tune", "TuneResult", "seed_summary"]
+__all__ = ["tune", "TuneResult", "seed_summary", "against"]
 
 
 @dataclass
@@ -78,6 +78,32 @@ def seed_summary(values: list[float], level: float = 0.95) -> dict[str, Any]:
         sd = float(v.std(ddof=1))
         half = float(stats.t.ppf(0.5 + level / 2, v.size - 1)) * sd / np.sqrt(v.size)
         out.update(low=float(mean - half), high=float(mean + half), sd=sd)
+    return out
+
+
+def against(pairs: list[dict[str, Any]], reference: str) -> dict[str, list[dict[str, Any]]]:
+    """Per method, its paired tests against ``reference`` (one per seed), as ``method - reference``.
+
+    ``pairs`` are :func:`vitlab.evaluation._protocol_pairs` rows (``diff = a - b``, Holm-adjusted p-values)
+    with a ``seed``; rows where ``reference`` is ``a`` are turned around.
+
+    Example:
+        >>> row = {"seed": 0, "a": "linear", "b": "lora", "diff": -0.1, "low": -0.2, "high": -0.01,
+        ...        "p_bootstrap_holm": 0.01, "p_mcnemar_holm": 0.02, "significant": True}
+        >>> against([row], "linear")["lora"][0]["diff"], against([row], "linear")["lora"][0]["low"]
+        (0.1, 0.01)
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in pairs:
+        if reference not in (p["a"], p["b"]):
+            continue
+        other = p["b"] if p["a"] == reference else p["a"]
+        sign = 1.0 if p["b"] == reference else -1.0
+        lo, hi = sorted((sign * p["low"], sign * p["high"]))
+        out.setdefault(other, []).append({
+            "seed": p["seed"], "diff": sign * p["diff"], "low": lo, "high": hi,
+            "p_bootstrap": p.get("p_bootstrap_holm"), "p_mcnemar": p.get("p_mcnemar_holm"),
+            "significant": bool(p.get("significant"))})
     return out
 
 
@@ -294,17 +320,7 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
                  time_per_epoch_s=float(np.mean([p["train_s"] / max(1, p["epochs_run"]) for p in ps])),
                  peak_memory_mb=float(np.nanmax([p["peak_memory_mb"] for p in ps])),
                  images_per_s=float(np.mean([p["images_per_s"] or 0.0 for p in ps])))
-    vs_linear: dict[str, list[dict[str, Any]]] = {}
-    if "linear" in labels:
-        for p in pairs:
-            if "linear" in (p["a"], p["b"]):
-                other = p["b"] if p["a"] == "linear" else p["a"]
-                sign = 1.0 if p["b"] == "linear" else -1.0  # diff is a - b: report method - linear
-                lo, hi = sorted((sign * p["low"], sign * p["high"]))
-                vs_linear.setdefault(other, []).append({
-                    "seed": p["seed"], "diff": sign * p["diff"], "low": lo, "high": hi,
-                    "p_bootstrap": p.get("p_bootstrap_holm"), "p_mcnemar": p.get("p_mcnemar_holm"),
-                    "significant": p["significant"]})
+    vs_linear = against(pairs, "linear") if "linear" in labels else {}
     record = RunRecord(
         kind="tune", config=config, fingerprints=fingerprints, metrics=metrics_out,
         hparams={lab: {"lr": lrs[lab], **m.to_dict()} for lab, m in zip(labels, ms)},

@@ -35,12 +35,15 @@ from vitlab.errors import BackboneError, ConfigError
 
 __all__ = ["Method", "METHODS", "parse_methods", "clone_backbone", "lora_targets", "LORA_TARGETS", "layer_id"]
 
-#: LoRA target aliases → regexes on Linear module names (timm ViT; HF ViT / DINOv2; HF CLIP / SigLIP).
+#: LoRA target aliases → regexes on the ends of Linear module names inside the transformer blocks (timm ViT;
+#: transformers ViT / DINOv2 (both naming generations), CLIP, SigLIP). Heads outside the blocks (SigLIP's
+#: attention-pool head) are never selected by an alias.
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "qkv": (r"attn\.qkv", r"attention\.attention\.(query|key|value)", r"self_attn\.(q|k|v)_proj"),
-    "proj": (r"attn\.proj", r"attention\.output\.dense", r"self_attn\.out_proj"),
+    "qkv": (r"attn\.qkv", r"attention\.attention\.(query|key|value)", r"(attention|self_attn|attn)\.(q|k|v)_proj"),
+    "proj": (r"attn\.proj", r"attention\.output\.dense", r"(attention|self_attn|attn)\.(o|out)_proj"),
     "mlp": (r"mlp\.fc[12]", r"layer\.\d+\.intermediate\.dense", r"layer\.\d+\.output\.dense"),
 }
+_IN_BLOCK = re.compile(r"(^|\.)(blocks|layer|layers)\.\d+\.")
 
 
 def clone_backbone(bb: Backbone) -> Backbone:
@@ -85,7 +88,8 @@ def lora_targets(model: nn.Module, targets: Sequence[str], name: str) -> list[st
     chosen: list[str] = []
     for t in targets:
         pats = LORA_TARGETS.get(t, (re.escape(t),))
-        hit = [n for n in linear if any(re.search(rf"(^|\.){p}$", n) for p in pats)]
+        hit = [n for n in linear if any(re.search(rf"(^|\.){p}$", n) for p in pats)
+               and (t not in LORA_TARGETS or _IN_BLOCK.search(n))]
         if not hit:
             kinds = sorted({re.sub(r"\.\d+\.", ".N.", n) for n in linear})
             listing = ", ".join(kinds[:12]) + (" ..." if len(kinds) > 12 else "") if kinds else "none"
