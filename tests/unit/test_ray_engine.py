@@ -72,7 +72,11 @@ def test_units_are_whole_grid_batches_inside_blocks():
 def test_bad_engine_options_fail_before_loading():
     with pytest.raises(ConfigError, match="unknown engine 'spark'"):
         check_engine("spark", None)
-    with pytest.raises(ConfigError, match="--ray-address applies only to --engine ray"):
+    with pytest.raises(ConfigError, match=r"unknown ray_options \['actors'\]"):
+        check_engine("ray", None, {"actors": 2})
+    with pytest.raises(ConfigError, match="unit_rows must be a whole number >= 1, got 0"):
+        check_engine("ray", None, {"unit_rows": 0})
+    with pytest.raises(ConfigError, match="--ray-address and ray_options apply only to --engine ray"):
         vitlab.embed("demo:fmnist-vit", "sample:no-such-sample", ray_address="auto")
 
 

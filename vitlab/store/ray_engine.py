@@ -60,7 +60,10 @@ def import_ray() -> Any:
     return ray
 
 
-def check_engine(engine: str, address: str | None) -> None:
+RAY_OPTIONS = ("num_actors", "unit_rows", "num_workers", "hook")
+
+
+def check_engine(engine: str, address: str | None, options: dict[str, Any] | None = None) -> None:
     """Validate the engine options before anything is loaded (Ray's import included).
 
     Example:
@@ -72,8 +75,15 @@ def check_engine(engine: str, address: str | None) -> None:
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
-    if address is not None and engine != "ray":
-        raise ConfigError("--ray-address applies only to --engine ray; add --engine ray or drop it.")
+    if (address is not None or options) and engine != "ray":
+        raise ConfigError("--ray-address and ray_options apply only to --engine ray; add --engine ray or drop them.")
+    unknown = sorted(set(options or {}) - set(RAY_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown ray_options {unknown}; allowed: {', '.join(RAY_OPTIONS)}.")
+    for k in ("num_actors", "unit_rows"):
+        v = (options or {}).get(k)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ConfigError(f"ray_options {k} must be a whole number >= 1, got {v!r}.")
     if engine == "ray":
         import_ray()
         if address is not None:

@@ -171,7 +171,7 @@ class EmbeddingStore:
             >>> store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", engine="ray").stats["engine"]  # doctest: +SKIP
             'ray'
         """
-        check_engine(engine, ray_address)
+        check_engine(engine, ray_address, ray_options)
         if decoder is not None and decoder not in DECODERS:
             raise ConfigError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}.")
         if on_error not in ON_ERROR:
