@@ -135,6 +135,9 @@ def test_bad_shards_each_give_one_line(tmp_path):
                                             r".* runs past the end of the file|no end-of-archive marker|header "
                                             r"checksum mismatch)\)"):
             vitlab.load_source(f"wds:{tmp_path / 'cut.tar'}")
+    (tmp_path / "notes.tar").write_text("just text, named .tar\n" * 40)
+    with pytest.raises(DataError, match=r"notes\.tar: not a tar archive"):
+        vitlab.load_source(f"wds:{tmp_path / 'notes.tar'}")
     (tmp_path / "d").mkdir()
     for s in ("00000", "00001"):  # the same key in two shards
         with tarfile.open(tmp_path / "d" / f"{s}.tar", "w") as tf:

@@ -47,6 +47,11 @@ def _damaged(tar: Path, at: int, what: str) -> DataError:
                      "would be lost. Re-download or re-create the shard.")
 
 
+def _not_tar(tar: Path) -> DataError:
+    return DataError(f"wds:{tar}: not a tar archive (its first block is no tar header). Point wds: at uncompressed "
+                     "WebDataset .tar shards.")
+
+
 def _octal(field: bytes) -> int:
     if field[:1] and field[0] & 0x80:  # base-256 (GNU, huge sizes)
         raise _UseTarfile
@@ -75,8 +80,12 @@ def _walk(tar: Path, fd: int, size: int) -> list[tuple[str, int, int]]:
         try:
             chk = _octal(buf[148:156])
         except ValueError:
+            if pos == 0:
+                raise _not_tar(tar) from None
             raise _damaged(tar, pos, "unreadable header") from None
         if chk != sum(buf[:148]) + 256 + sum(buf[156:]):
+            if pos == 0:
+                raise _not_tar(tar)
             raise _damaged(tar, pos, "header checksum mismatch")
         kind = buf[156:157]
         if kind in _NEEDS_TARFILE:
