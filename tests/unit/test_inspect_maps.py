@@ -254,3 +254,18 @@ def test_report_section_renders_maps_and_artefacts(tmp_path):
                           log=notes.append)
     assert any("reusing the PCA" in n for n in notes)  # fitted on the first run's images, applied to new ones
     np.testing.assert_allclose(again.pca.comp3_, res.pca.comp3_)
+
+
+def test_position_component_is_unbiased_under_the_null_and_finds_a_planted_term():
+    from vitlab.inspect.position import position_component, shifted_crops
+
+    g = torch.Generator().manual_seed(0)
+    null = [position_component(torch.randn(64, 9, 16, generator=g), (3, 3))["energy_share"] for _ in range(20)]
+    assert abs(np.mean(null)) < 0.005  # split-half estimate: no content-noise inflation
+    plant = torch.randn(9, 16, generator=g)
+    r = position_component(torch.randn(64, 9, 16, generator=g) + plant, (3, 3))
+    want = float((plant - plant.mean(0)).pow(2).sum(-1).mean() / (16 + (plant - plant.mean(0)).pow(2).sum(-1).mean()))
+    assert r["energy_share"] == pytest.approx(want, abs=0.05)
+    img = torch.rand(2, 3, 16, 16, generator=g)
+    crops = shifted_crops(img, (4, 4), 3, max_shift=1)
+    assert crops.shape == (3, 2, 3, 16, 16) and torch.equal(crops[0], img)  # the first crop is the image itself

@@ -58,7 +58,8 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
         data: a source URI or object (``sample:fashion-mnist``, ``photos:``, ``folder:./imgs``).
         maps: comma-separated :data:`~vitlab.inspect.maps.MAPS` (``attention``, ``rollout``,
             ``grad-rollout``, ``gradcam``, ``pca``); may be empty with ``artefacts=True``.
-        artefacts: add the token-norm histograms and high-norm token report.
+        artefacts: add the token-norm histograms, the high-norm token report and the position-artefact
+            estimate from shifted crops (:mod:`vitlab.inspect.position`).
         n_images: images inspected (a seeded subset, in source order).
         layer: the block whose tokens Grad-CAM and PCA use.
         pool: pooling fed to the probe head (default ``cls`` with a class token, else ``mean``).
@@ -158,9 +159,16 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
     if artefacts:
         from vitlab.inspect.artefacts import artefact_report
 
+        from vitlab.inspect.position import position_artefact
+
         details["artefacts"] = artefact_report(caps, z_thresh=z_thresh)
+        say("position artefact from shifted crops")
+        shift = max(1, min(2, min(lay.grid) // 4))
+        details["position"] = position_artefact(bb, raw, layer=li, n_shifts=4, max_shift=shift, seed=seed,
+                                                batch_size=batch_size)
         metrics["artefacts"] = {"first_outlier_layer": details["artefacts"]["outliers"]["first_layer"],
-                                "n_outliers": details["artefacts"]["outliers"]["n_positions"]}
+                                "n_outliers": details["artefacts"]["outliers"]["n_positions"],
+                                "position_energy_share": details["position"]["energy_share"]}
     if sanity and attn_names:
         _sanity(bb, x, raw, attn_names, head, pool, out_maps, seed, n_resamples, metrics, details, say)
     details["images"] = _images(src, idx, raw, out_maps, bb, pool, head)

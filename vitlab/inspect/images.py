@@ -97,7 +97,8 @@ class ProbeHead(nn.Module):
         self.register_buffer("scale", torch.as_tensor(np.asarray(scale), **f32))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return ((f.float() - self.mean) / self.scale) @ self.coef.T + self.intercept
+        d = f.device  # features may live on the backbone's device; the head follows them
+        return ((f.float() - self.mean.to(d)) / self.scale.to(d)) @ self.coef.to(d).T + self.intercept.to(d)
 
 
 def fit_probe_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0,

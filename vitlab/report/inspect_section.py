@@ -135,6 +135,13 @@ def _artefacts(r: RunRecord) -> str:
             "norm per layer (log scale).</figcaption></figure></div>",
             _table(["layer", "median norm", "outliers", "share", "query attention → outliers",
                     "query attention → registers", "register median norm"], rows)]
+    pa = r.details.get("position")
+    if pa:
+        html.append(f'<div class="figs"><figure><img alt="position artefact" src="{map_png_uri(pa["norm_map"])}" '
+                    f'width="{_CELL}"><figcaption>Position term ‖G<sub>p</sub>‖ at layer {pa["layer"]} from '
+                    f'{pa["n_shifts"]} shifted crops per image: {fmt(100 * pa["energy_share"], 1)}% of the token '
+                    "variance (split-half estimate; centred datasets also put content at fixed positions)."
+                    "</figcaption></figure></div>")
     pos = out.get("positions") or []
     if pos and first is not None:
         imgs = r.details.get("images", [])
