@@ -8,6 +8,7 @@ pieces -> :class:`~vitlab.record.RunRecord` -> report.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,8 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
            target: Any = None, target_min: float | None = None, prompts: bool = False,
            prompt_min: float | None = None, templates: str = "simple", outlier_k: int = 10,
            outlier_drop: float = 0.0, calibration_sample: int = 200, recall: float = 0.99,
-           max_fpr: float | None = None, edits: str | tuple[str, ...] = AUGMENTATIONS, write_manifest: str | Path | None = None, report: str | Path | None = None,
+           max_fpr: float | None = None, edits: str | tuple[str, ...] = AUGMENTATIONS,
+           write_manifest: str | Path | None = None, report: str | Path | None = None,
            layers: int = -1, pool: str = "auto", pretrained: bool = True, device: str | None = None,
            cache_dir: str | Path | None = None, out: str | Path | None = None, **embed_kwargs: Any) -> CurateResult:
     """Find duplicates and leakage in a data source and score filters, on its cached embeddings.
@@ -178,7 +180,11 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
     ex: list[list[int]] = []
     pp: list[tuple[int, int, int]] = []
     if dedup:
-        h = hash_images(source.load_image(int(i)) for i in index)
+        from vitlab.store.progress import image_progress, show_progress
+
+        with image_progress(disable=not show_progress(embed_kwargs.get("progress"))) as bar:
+            task = bar.add_task("hash images", total=n)
+            h = hash_images((source.load_image(int(i)) for i in index), on_item=lambda _: bar.advance(task))
         ex = exact_groups(h.exact)
         pp = perceptual_pairs(h.phash, perceptual_distance, k=k)
         timings["hash_s"] = round(time.perf_counter() - t1, 3)
@@ -195,6 +201,10 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
                                  "n_also_semantic": sum((a, b) in sem_set for a, b, _ in pp),
                                  "pairs": [{"a": ids[a], "b": ids[b], "distance": d} for a, b, d in pp[:MAX_GROUPS_RECORDED]]}
         details["semantic"] = _semantic_details(table, groups, sem_pairs, ids, t_sem, n, X, removed)
+        if details["semantic"]["saturated_items"]:
+            warnings.warn(f"{details['semantic']['saturated_items']} item(s) have all k={table.scores.shape[1]} "
+                          "neighbours above the threshold: their duplicate groups may be larger than seen. Raise k.",
+                          stacklevel=2)
         timings["cluster_s"] = round(time.perf_counter() - t1, 3)
 
     split = None

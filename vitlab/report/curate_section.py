@@ -40,17 +40,21 @@ def _img(ctx: RenderContext, uri: str, sid: str, show: bool) -> str:
 
 
 def _calibration_fig(cal: dict[str, Any]) -> str:
-    fig = Figure(figsize=(5.2, 2.8))
-    ax = fig.add_subplot()
-    pos, neg = np.asarray(cal["positives"]), np.asarray(cal["negatives"])
+    """Both score distributions with the threshold: the whole range, and zoomed on the threshold (log counts)."""
+    fig = Figure(figsize=(8.4, 2.8))
+    pos, neg, t = np.asarray(cal["positives"]), np.asarray(cal["negatives"]), float(cal["threshold"])
     lo = float(min(pos.min(initial=1.0), neg.min(initial=1.0)))
-    bins = np.linspace(lo, 1.0, 50)
-    ax.hist(neg, bins=bins, density=True, alpha=0.6, label=f"random pairs (n={len(neg)})")
-    ax.hist(pos, bins=bins, density=True, alpha=0.6, label=f"augmented copies (n={len(pos)})")
-    ax.axvline(cal["threshold"], color="k", ls="--", lw=1, label=f"threshold {cal['threshold']:.4f}")
-    ax.set_xlabel("cosine similarity")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=7)
+    zoom = max(lo, min(t - 0.05, float(np.quantile(pos, 0.01)) if len(pos) else t))
+    for j, (a, log) in enumerate(((lo, False), (zoom, True))):
+        ax = fig.add_subplot(1, 2, j + 1)
+        bins = np.linspace(a, 1.0, 50)
+        ax.hist(neg[neg >= a], bins=bins, alpha=0.6, label=f"random pairs (n={len(neg)})", log=log)
+        ax.hist(pos[pos >= a], bins=bins, alpha=0.6, label=f"augmented copies (n={len(pos)})", log=log)
+        ax.axvline(t, color="k", ls="--", lw=1, label=f"threshold {t:.4f}")
+        ax.set_xlabel("cosine similarity" + (" (zoom, log counts)" if log else ""))
+        ax.set_ylabel("pairs")
+        if j == 0:
+            ax.legend(fontsize=7)
     return figure_to_data_uri(fig)
 
 
@@ -95,7 +99,8 @@ def _one(rec: RunRecord, ctx: RenderContext) -> str:
             [_td("backbone"), _td(c.get("backbone", ""))],
             [_td("semantic threshold"), _td(f"{fmt(c.get('threshold_used'), 4)} ({c.get('threshold')})")]]
     if sem:
-        rec_txt = "" if sem.get("recall") is None else f", recall@{sem['k']} vs exact {fmt(sem['recall'])} on {sem['recall_queries']} queries"
+        rec_txt = ("" if sem.get("recall") is None
+                   else f", recall@{sem['k']} vs exact {fmt(sem['recall'])} on {sem['recall_queries']} queries")
         rows += [[_td("exact duplicates"), _td(f"{ex.get('n_duplicates', 0)} in {ex.get('n_groups', 0)} groups")],
                  [_td(f"perceptual pairs (pHash ≤ {pp.get('max_distance')} bits)"),
                   _td(f"{pp.get('n_pairs', 0)} ({pp.get('n_also_semantic', 0)} also semantic)")],
