@@ -21,6 +21,12 @@ from vitlab.errors import DataError
 NAMES = ("shirt", "shoe", "bag")
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Shard indexes are remembered under the cache root: keep them in this test's folder."""
+    monkeypatch.setenv("VITLAB_CACHE_DIR", str(tmp_path / "default-cache"))
+
+
 def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -198,3 +204,24 @@ def test_header_walk_matches_tarfile(tmp_path, fmt):
     p.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"truncated or damaged at byte .*header checksum mismatch"):
         WdsSource(str(p))
+
+
+def test_the_index_is_remembered_and_redone_when_a_shard_changes(tmp_path, monkeypatch):
+    root = write_shards(tmp_path / "wds", cls=False)
+    first = vitlab.load_source(f"wds:{root}?label=name")
+    remembered = sorted((tmp_path / "default-cache" / "wds-index").glob("*.json"))
+    assert len(remembered) == 2  # one per shard
+    scans = []
+    real = WdsSource._scan
+    monkeypatch.setattr(WdsSource, "_scan", staticmethod(lambda tar, label: scans.append(tar) or real(tar, label)))
+    again = vitlab.load_source(f"wds:{root}?label=name")
+    assert scans == [] and again.ids == first.ids and again.fingerprint == first.fingerprint
+    assert [again.classes[v] for v in again.labels] == [first.classes[v] for v in first.labels]
+    np.testing.assert_array_equal(np.asarray(again.load_image(7)), np.asarray(first.load_image(7)))
+    vitlab.load_source(f"wds:{root}")  # another label mode is another index
+    assert len(scans) == 2
+    with tarfile.open(root / "00001.tar", "a") as tf:  # a changed shard is indexed again, the other is not
+        _add(tf, "000019999.png", _png(np.zeros((28, 28), np.uint8)))
+        _add(tf, "000019999.json", json.dumps({"name": "bag"}).encode())
+    changed = vitlab.load_source(f"wds:{root}?label=name")
+    assert [t.name for t in scans[2:]] == ["00001.tar"] and changed.ids[-1] == "000019999" and len(changed) == 11

@@ -6,7 +6,9 @@ member path up to the first dot of its file name (WebDataset's own rule), and is
 sample's id. The tars are never unpacked: one pass over their headers
 (:func:`vitlab.data.tar_index.scan_tar`: a ustar header walk, stdlib :mod:`tarfile` for pax
 and GNU headers) builds an index of member offsets when the source opens, and each image is
-then read with one positioned read from the tar (random access, safe in DataLoader workers).
+then read with one positioned read from the tar (random access, safe in DataLoader workers). The index of
+each shard is remembered under ``<cache>/wds-index/`` keyed by the shard's path and stat, so
+re-opening a large set does not re-read its headers.
 
 The ``webdataset`` package is not needed (nor a dependency): its streaming loader has no
 random access, and reading an uncompressed tar by offset is a few lines of stdlib.
@@ -51,6 +53,7 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp") + tuple(sorted(e[1:] for e in IMAGE_
 _KEY_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext: key = up to the first dot
 _BRACE_RE = re.compile(r"\{([^{}]*)\}")
 _COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+INDEX_VERSION = 1  # of the remembered shard indexes (<cache>/wds-index)
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -189,7 +192,7 @@ class WdsSource(DataSource):
         ids, raw_labels, seen = [], [], {}
         want = label
         for ti, tar in enumerate(self.tars):
-            for key, members, meta in self._scan(tar, want):
+            for key, members, meta in _cached_scan(tar, want):
                 where = f"wds:{tar} key {key!r}"
                 if key in seen:
                     raise DataError(f"{where}: the same key is also in {self.tars[seen[key]]}; keys are sample ids and "
@@ -287,6 +290,38 @@ class WdsSource(DataSource):
         if self._fp_mode == "content":
             return {"tars": names, "bytes": [hash_file(t) for t in self.tars], "index": index}
         return {"tars": [[n, *st] for n, st in zip(names, file_stat_key(self.tars))], "index": index}
+
+
+def _index_file(tar: Path, label: str | None) -> Path:
+    """Where the index of ``tar`` is remembered: ``<cache>/wds-index/<hash of path, stat and label>.json``.
+
+    The stat (size, mtime, ctime, inode) is in the name, so a shard that is rewritten in any way
+    (ctime always changes) is indexed again; the remembered file is never trusted otherwise.
+    """
+    from vitlab.store.store import default_cache_dir  # the one cache root (deferred: data sits below store)
+
+    st = os.stat(tar)
+    ident = json.dumps([str(tar), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, label, INDEX_VERSION])
+    return default_cache_dir() / "wds-index" / f"{hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()}.json"
+
+
+def _cached_scan(tar: Path, label: str | None) -> list[Any]:
+    """:meth:`WdsSource._scan` of one shard, remembered in the cache after the first time (a million-sample
+    set re-opens in seconds instead of re-reading every header). An unwritable cache only costs the re-scan."""
+    path = _index_file(tar, label)
+    try:
+        return json.loads(path.read_text())  # [[key, {ext: [offset, size]}, meta], ...]
+    except (OSError, ValueError, TypeError):
+        pass
+    rows = list(WdsSource._scan(tar, label))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return rows
 
 
 def hash_file(path: Path, chunk: int = 1 << 22) -> str:
