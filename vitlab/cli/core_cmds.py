@@ -92,7 +92,7 @@ def embed_cmd(
                                                                      "(half the size)."),
     engine: str = typer.Option("local", "--engine", help="local (one DataLoader, one device) or ray: a Ray Data "
                                                          "actor pool, one actor per GPU or CPU actors; same cache "
-                                                         "entry, same arrays (pip install 'vitlab[ray]')."),
+                                                         "entry, same arrays (needs vitlab's ray extra)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster for --engine ray "
                                                                            "(auto, ray://head:10001); default: a "
                                                                            "local instance."),
