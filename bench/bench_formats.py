@@ -1,7 +1,8 @@
 """Benchmark (issue 13 parts 2, 3, 7): the wds: read rate, the Parquet export, and gen-stats memory.
 
 1. ``wds``: N synthetic photos (JPEG, ``--size`` WxH) written as img2dataset-style shards and as a
-   folder; header index rate (ustar walk vs stdlib tarfile, same index), source open time, raw
+   folder; header index rate (ustar walk vs stdlib tarfile, same index), source open time (first,
+   and again with the remembered index), raw
    byte reads/s by offset, and read + decode images/s through ``WdsSource.load_image`` against
    ``FolderSource.load_image`` on the same files (ratio).
 2. ``export``: a synthetic ``[n, d]`` float32 set in a cache-like memmap, exported with
@@ -87,9 +88,13 @@ def bench_wds(tmp: Path, n: int, size: tuple[int, int], shards: int) -> dict:
     t_tarfile = time.perf_counter() - t0
     assert walked == stdlib
     members = sum(len(w) for w in walked)
+    os.environ["VITLAB_CACHE_DIR"] = str(tmp / "cache")  # the remembered shard indexes go here, not to ~/.cache
     t0 = time.perf_counter()
     src = WdsSource(str(tmp / "wds"))
     t_index = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    WdsSource(str(tmp / "wds"))  # again: the remembered index, no header walk
+    t_reopen = time.perf_counter() - t0
     t0 = time.perf_counter()
     nbytes = sum(len(src.read_bytes(i)) for i in range(len(src)))
     t_raw = time.perf_counter() - t0
@@ -104,7 +109,8 @@ def bench_wds(tmp: Path, n: int, size: tuple[int, int], shards: int) -> dict:
         res[name] = len(src) / (time.perf_counter() - t0)
     return {"n": len(src), "shards": shards, "size": list(size), "members": members,
             "walk_members_per_s": members / t_walk, "tarfile_members_per_s": members / t_tarfile,
-            "ratio_walk_over_tarfile": t_tarfile / t_walk, "index_s": t_index,
+            "ratio_walk_over_tarfile": t_tarfile / t_walk, "index_s": t_index, "reopen_s": t_reopen,
+            "reopen_rows_per_s": len(src) / t_reopen,
             "index_rows_per_s": len(src) / t_index, "raw_reads_per_s": len(src) / t_raw,
             "raw_MB_per_s": nbytes / t_raw / 1e6, "decode_img_per_s_wds": res["wds"],
             "decode_img_per_s_folder": res["folder"], "ratio_wds_over_folder": res["wds"] / res["folder"]}
