@@ -83,9 +83,11 @@ def tv_transform(device: str):
     std = torch.tensor(REF.std, device=device).view(3, 1, 1)
 
     def prep(x: torch.Tensor) -> torch.Tensor:  # uint8 [3, H, W] -> normalised float [3, 224, 224]
+        if x.device.type != "cpu":  # antialiased uint8 resize is a CPU kernel: resize in float, round like uint8
+            x = x.float()
         x = v2.functional.resize(x, REF.resize_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
-        x = v2.functional.center_crop(x, list(REF.input_size))
-        return (x.float() / 255.0 - mean) / std
+        x = v2.functional.center_crop(x, list(REF.input_size)).float().round().clamp(0, 255)
+        return (x / 255.0 - mean) / std
     return prep
 
 
