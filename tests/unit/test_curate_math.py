@@ -215,3 +215,22 @@ def test_exact_and_perceptual_duplicates_across_the_split():
     r = _cross_split([[0, 1], [2, 3]], [(0, 4, 2), (2, 3, 1), (1, 4, 0)], split, list("abcde"))
     assert r["exact_cross_split"] == {"n_groups": 1, "n_test_items": 1, "groups": [["a", "b"]]}
     assert r["perceptual_cross_split"]["n_pairs"] == 1 and r["perceptual_cross_split"]["pairs"][0]["b"] == "e"
+
+
+def test_manifest_refuses_overwrite_and_sources_without_files(tmp_path):
+    import vitlab
+    from vitlab.curate.manifest import check_has_files, check_new_manifest, write_manifest
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i * 90, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
+    src = vitlab.load_source(f"folder:{tmp_path / 'imgs'}")
+    m = write_manifest(tmp_path / "clean.csv", src, np.array([0, 3]), split=np.array(["train", "x", "y", "test"]))
+    back = vitlab.load_source(f"csv:{m}")
+    assert len(back) == 2 and back.classes == ["a", "b"] and back.split_column == ["train", "test"]
+    with pytest.raises(ConfigError, match="already exists and is not overwritten") as e:
+        check_new_manifest(m)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="--write-manifest needs folder: or csv: data"):
+        check_has_files(vitlab.load_source("sample:fashion-mnist"))
