@@ -1,0 +1,78 @@
+"""``vitlab tune`` end to end: one JSON record with CIs, paired tests, costs; the saved LoRA is a backbone that
+``vitlab eval`` embeds; the report renders the section; bad input is one ``error:`` line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vitlab.cli import app
+
+runner = CliRunner()
+DATA = "sample:digits?limit=150"
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune_runs")
+    res = runner.invoke(app, ["tune", "--backbone", "demo:fmnist-vit", "--data", DATA, "--method",
+                              "linear,lora,vpt:prompts=2,full", "--seeds", "2", "--epochs", "1", "--max-steps", "1",
+                              "--batch-size", "32", "--n-resamples", "30", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout), out
+
+
+def test_json_record_has_cis_pairs_and_costs(tuned):
+    rec, out = tuned
+    assert rec["kind"] == "tune" and rec["config"]["methods"] == ["linear", "lora", "vpt", "full"]
+    for m in rec["config"]["methods"]:
+        top1 = rec["metrics"][m]["top1"]
+        assert top1["n_seeds"] == 2 and top1["low"] <= top1["value"] <= top1["high"]
+        c = rec["details"]["cost"][m]
+        for key in ("trainable_params", "train_s", "images_per_s", "peak_memory_mb", "time_per_epoch_s"):
+            assert c[key] is not None and c[key] >= 0, (m, key)
+        if m != "linear":
+            vs = rec["details"]["vs_linear"][m]
+            assert [v["seed"] for v in vs] == [0, 1] and all(v["low"] <= v["diff"] <= v["high"] for v in vs)
+    cost = rec["details"]["cost"]
+    assert cost["linear"]["trainable_params"] < cost["vpt"]["trainable_params"] < cost["lora"]["trainable_params"] \
+        < cost["full"]["trainable_params"]
+    assert (out / f"tune-{rec['details']['artefacts']['lora'].split('/')[-2]}.json").exists()
+
+
+def test_saved_lora_is_a_backbone_for_eval(tuned):
+    rec, out = tuned
+    lora = rec["details"]["artefacts"]["lora"]
+    res = runner.invoke(app, ["eval", "--backbone", lora, "--data", DATA, "--protocol", "knn", "--n-resamples", "20",
+                              "--cache-dir", str(out / "cache"), "--json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.stdout)
+    assert ev["config"]["backbone"] == "demo:fmnist-vit+lora"
+    assert ev["fingerprints"]["backbone"]["weights_id"] != rec["fingerprints"]["backbone"]["weights_id"]
+
+
+def test_report_shows_the_tune_section(tuned, tmp_path):
+    from vitlab.report import load_records, render_html
+    from vitlab.report import tune_section  # noqa: F401  (registers the "tune" section)
+
+    _, out = tuned
+    html = render_html(load_records(out), tmp_path / "r.html", load_images=False).read_text()
+    assert "Adaptation (fine-tuning, LoRA, VPT)" in html and "trainable params" in html
+    assert "Δ top-1 vs linear" in html and html.count("data:image/png;base64,") >= 1
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--method", "lorra"], "unknown tune method 'lorra'. Did you mean: lora"),
+    (["--method", "linear", "--seeds", "0"], "seeds must be a whole number >= 1"),
+    (["--backbone", "pixels", "--method", "vpt"], "method 'vpt' inserts prompt tokens into a timm ViT; pixels:28"),
+    (["--backbone", "pixels", "--method", "lora"], "LoRA target 'qkv' matches no Linear layer of pixels:28"),
+    (["--method", "linear", "--epochs", "0"], "epochs must be a whole number in 1..10000"),
+])
+def test_bad_input_is_one_line(args, msg):
+    base = ["tune", "--backbone", "demo:fmnist-vit", "--data", "sample:digits"]
+    res = runner.invoke(app, base + args)
+    assert res.exit_code == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and msg in " ".join(res.stderr.split())
