@@ -97,6 +97,10 @@ def pick_threshold(pos: np.ndarray, neg: np.ndarray, *, recall: float = 0.99, ma
         ``{"threshold", "recall", "fpr", "precision_balanced", "rule"}``: recall is measured on the
         positives, fpr on the negatives; ``precision_balanced`` is the precision if positives and
         negatives were equally common.
+
+    Example:
+        >>> pick_threshold(np.array([0.9, 0.95, 1.0]), np.array([0.0, 0.92]), recall=0.6)["fpr"]
+        0.0
     """
     pos, neg = np.sort(np.asarray(pos, np.float64)), np.sort(np.asarray(neg, np.float64))
     # largest t with mean(pos >= t) >= recall: the ceil(recall * m)-th largest positive

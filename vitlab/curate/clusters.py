@@ -78,6 +78,12 @@ def star_clusters(indices: np.ndarray, scores: np.ndarray, threshold: float, X: 
 
     Returns:
         Groups of >= 2 members, in the order their centres were chosen.
+
+    Example:
+        >>> X = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
+        >>> g = star_clusters(np.array([[1], [0], [0]]), np.array([[1.0], [1.0], [0.0]]), 0.99, X)
+        >>> [(x.members, x.centre) for x in g]
+        [([0, 1], 0)]
     """
     n = len(X)
     g = _graph(indices, scores, threshold, n)

@@ -118,6 +118,10 @@ def outlier_filter(X: np.ndarray, k: int = 10, drop: float = 0.0) -> FilterResul
         X: ``[n, C]`` embeddings (``n > k``).
         k: which neighbour (1 = nearest).
         drop: fraction in ``[0, 1)`` of the items with the largest scores to remove (0 = score only).
+
+    Example:
+        >>> outlier_filter(np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]]), k=1).threshold is None
+        True
     """
     if not 0.0 <= drop < 1.0:
         raise ConfigError(f"outlier drop must be a fraction in [0, 1), e.g. 0.01; got {drop}.")

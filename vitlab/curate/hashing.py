@@ -68,6 +68,10 @@ def hash_images(images: Iterable[Image.Image], on_item: Callable[[int], None] | 
 
     Returns:
         :class:`ImageHashes` for the images, in order.
+
+    Example:
+        >>> hash_images([Image.new("RGB", (8, 8))]).phash.shape
+        (1, 64)
     """
     import imagehash
 

@@ -73,6 +73,12 @@ def check_has_splits(uri: str, has_split_column: bool, has_labels: bool, has_gro
 
     Raises:
         DataError: none of them (one line naming the fix).
+
+    Example:
+        >>> check_has_splits("folder:x", False, False, False)
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.DataError: folder:x has no splits to check for leakage (no split column, no labels or groups for the seeded split eval would draw). Use a csv: manifest with a split column (path,label,split) or labelled class folders, or run without --leakage.
     """
     if not (has_split_column or has_labels or has_groups):
         raise DataError(f"{uri} has no splits to check for leakage (no split column, no labels or groups for the "
@@ -199,6 +205,11 @@ def exclude_leaked(results: dict[str, Any], X: np.ndarray, split: np.ndarray, id
 
     Returns:
         ``(leakage_summary, {protocol: clean_vs_full(...)})``; protocols of other tasks are left out.
+
+    Example:
+        >>> summary, per = exclude_leaked(res.results, X, split, ids, 0.99)  # doctest: +SKIP
+        >>> per["knn"]["diff"], per["knn"]["low"], per["knn"]["high"]  # doctest: +SKIP
+        (-0.019, -0.025, -0.013)
     """
     leak = find_leaks(X, split, threshold, ids=ids, groups=groups, labels=labels)
     leaked_ids = {ids[r] for r, bad in zip(leak.test_rows, leak.leaked) if bad}

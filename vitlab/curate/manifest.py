@@ -25,12 +25,20 @@ def check_new_manifest(path: str | Path | None) -> None:
 
     Raises:
         ConfigError: the file exists, or is a folder.
+
+    Example:
+        >>> check_new_manifest(".")
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: --write-manifest .: is a folder, not a file. Pass a new file name, e.g. clean.csv.
     """
     if path is None:
         return
     from vitlab.record import check_output_file
 
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"--write-manifest {p}: is a folder, not a file. Pass a new file name, e.g. clean.csv.")
     if p.exists():
         raise ConfigError(f"--write-manifest {p}: the file already exists and is not overwritten. Choose a new name "
                           "or delete it first.")
@@ -42,6 +50,12 @@ def check_has_files(source: DataSource) -> list[Path]:
 
     Raises:
         DataError: the source holds no image files a manifest could list.
+
+    Example:
+        >>> check_has_files(vitlab.load_source("sample:fashion-mnist"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.DataError: sample:fashion-mnist: its images are not files (kind sample), ...
     """
     files = getattr(source, "files", None)
     if files is None or len(files) != len(source):
@@ -61,6 +75,10 @@ def write_manifest(path: str | Path, source: DataSource, rows: np.ndarray, split
 
     Returns:
         The written path.
+
+    Example:
+        >>> write_manifest("clean.csv", vitlab.load_source("folder:./imgs"), np.array([0, 2]))  # doctest: +SKIP
+        PosixPath('clean.csv')
     """
     p = Path(path).expanduser()
     check_new_manifest(p)
