@@ -128,6 +128,10 @@ def scan_tar(tar: str | Path) -> list[tuple[str, int, int]]:
 
     Raises:
         DataError: the shard is unreadable, truncated or damaged (the message names the byte and the fix).
+
+    Example:
+        >>> scan_tar("shards/00000.tar")[:2]  # doctest: +SKIP
+        [('000000000.jpg', 512, 10432), ('000000000.json', 11264, 301)]
     """
     tar = Path(tar)
     try:

@@ -85,6 +85,10 @@ def resolve_tars(target: str) -> list[Path]:
 
     Raises:
         DataError: nothing matches, a named shard is missing, or a shard is compressed.
+
+    Example:
+        >>> [t.name for t in resolve_tars("/data/laion/{00000..00002}.tar")]  # doctest: +SKIP
+        ['00000.tar', '00001.tar', '00002.tar']
     """
     uri = f"wds:{target}"
     p = Path(target).expanduser()
@@ -268,7 +272,12 @@ class WdsSource(DataSource):
             yield key, members, metas.get(key, {})
 
     def read_bytes(self, i: int) -> bytes:
-        """The raw image bytes of sample ``i`` (one positioned read from its tar)."""
+        """The raw image bytes of sample ``i`` (one positioned read from its tar).
+
+        Example:
+            >>> src.read_bytes(0)[:3] == b"\\xff\\xd8\\xff"  # a JPEG member  # doctest: +SKIP
+            True
+        """
         it = self.items[i]
         with open(self.tars[it.tar], "rb") as f:
             data = os.pread(f.fileno(), it.size, it.offset)
@@ -325,7 +334,14 @@ def _cached_scan(tar: Path, label: str | None) -> list[Any]:
 
 
 def hash_file(path: Path, chunk: int = 1 << 22) -> str:
-    """blake2b of a file's bytes, read 4 MiB at a time (large shards and Arrow files)."""
+    """blake2b of a file's bytes, read 4 MiB at a time (large shards and Arrow files).
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "x"; _ = p.write_bytes(b"abc")
+        >>> len(hash_file(p))
+        32
+    """
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         while block := f.read(chunk):
