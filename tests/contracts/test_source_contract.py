@@ -53,6 +53,15 @@ SOURCE_FACTORIES = {"folder": _folder, "csv": _csv, "sample": lambda t: "sample:
                     "wds-json-label": _wds_json, "hfds": _hfds}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Sources that remember things under the cache root (wds: shard indexes) keep them in a temporary folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VITLAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="module", params=sorted(SOURCE_FACTORIES))
 def any_source(request, tmp_path_factory) -> DataSource:
     return vitlab.load_source(SOURCE_FACTORIES[request.param](tmp_path_factory))
