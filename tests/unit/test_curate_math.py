@@ -234,3 +234,13 @@ def test_manifest_refuses_overwrite_and_sources_without_files(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match="--write-manifest needs folder: or csv: data"):
         check_has_files(vitlab.load_source("sample:fashion-mnist"))
+
+
+def test_vitlab_curate_is_the_api_function_and_the_package():
+    import vitlab
+    import vitlab.curate.hashing  # noqa: F401  (importing a submodule must not hide the function)
+    from vitlab.curate import curate
+
+    assert callable(vitlab.curate) and callable(curate) and "curate" in vitlab.__all__
+    with pytest.raises(ConfigError, match=r"threshold must be a cosine similarity in \[-1, 1\]"):
+        vitlab.curate("demo:fmnist-vit", "sample:fashion-mnist", threshold=2.0)
