@@ -8,7 +8,7 @@ loader arguments, ``weights_id``), the method and its config, the recipe, the se
 checks that its weights are the ones the adapter was trained on, applies the method, loads the
 trained tensors (exactly the declared ones) and, for LoRA, merges the adapters into the weights.
 
-The adapted backbone's ``weights_id`` is pinned to a hash of the base id and the artefact's bytes, so
+The adapted backbone's ``weights_id`` is pinned to a hash of the base id and the trained tensors, so
 it never equals the base's and the store never confuses their embeddings.
 
 Example:
@@ -30,7 +30,7 @@ import torch
 from vitlab.backbones.base import Backbone
 from vitlab.errors import BackboneError
 
-__all__ = ["FORMAT", "SUFFIX", "save_artefact", "load_artefact", "read_meta", "tuned_id"]
+__all__ = ["FORMAT", "SUFFIX", "save_artefact", "load_artefact", "read_meta", "tuned_id", "tensor_digest"]
 
 FORMAT = "vitlab-tuned/1"
 SUFFIX = ".vitlab"
@@ -77,8 +77,25 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(md["meta"])
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor], method_spec: str) -> str:
+    """blake2b of the trained tensors (names, dtypes, shapes, bytes) and the method spec: what the adapted
+    weights are, whatever the artefact's metadata says.
+
+    Example:
+        >>> tensor_digest({"head.bias": torch.zeros(2)}, "linear") == tensor_digest({"head.bias": torch.zeros(2)}, "linear")
+        True
+    """
+    h = hashlib.blake2b(method_spec.encode(), digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def tuned_id(base_id: str, digest: str) -> str:
-    """The pinned ``weights_id`` of an adapted backbone: hash of the base id and the artefact's content."""
+    """The pinned ``weights_id`` of an adapted backbone: hash of the base id and :func:`tensor_digest`."""
     return hashlib.blake2b(f"tuned|{base_id}|{digest}".encode(), digest_size=16).hexdigest()
 
 
@@ -102,7 +119,6 @@ def load_artefact(path: str | Path, *, device: str | torch.device = "cpu", merge
     from safetensors.torch import load_file
 
     from vitlab.backbones import load_backbone
-    from vitlab.backbones.file import file_digest
     from vitlab.tune.methods import clone_backbone, parse_methods
 
     path = Path(path).expanduser()
@@ -136,7 +152,7 @@ def load_artefact(path: str | Path, *, device: str | torch.device = "cpu", merge
                "seed": meta.get("seed")}
     bb.spec = dataclasses.replace(base.spec, name=f"{base.name}+{method.label}",
                                   extra={**base.spec.extra, "tuned": summary})
-    bb.weights_id = tuned_id(base.weights_id, file_digest(path))
+    bb.weights_id = tuned_id(base.weights_id, tensor_digest(tensors, method.spec()))
     bb.__dict__["tuned_head"] = (tensors.get("head.weight"), tensors.get("head.bias"))
     bb.__dict__["tuned_meta"] = meta
     return bb.to(device)

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -107,6 +106,61 @@ def against(pairs: list[dict[str, Any]], reference: str) -> dict[str, list[dict[
     return out
 
 
+def _train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.ndarray, val: np.ndarray,
+                te: np.ndarray, n_cls: int, pool: str, recipe: TuneRecipe, lr: float, s: int, dev: torch.device,
+                progress: bool | None) -> tuple[dict[str, Any], Any, Backbone]:
+    """Train one method on one seed's split: ``(unit, net, adapted backbone)``; ``unit`` holds the test
+    probabilities and the costs (what a resumed run reads back)."""
+    from vitlab.perf.measure import PeakMemory
+    from vitlab.tune.runner import TuneNet, fit, predict, trainable_parameters
+
+    gen = torch.Generator().manual_seed(s)
+    bb = m.apply(clone_backbone(backbone), gen).to(dev)
+    net = TuneNet(bb, n_cls, pool, gen).to(dev)
+    with PeakMemory(dev) as pm:
+        t0 = time.perf_counter()
+        rep = fit(net, bank, y, tr, val, m, recipe, lr=lr, seed=s, device=dev, progress=progress, label=m.label)
+        train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba = predict(net, bank, te, dev, recipe)
+    test_s = time.perf_counter() - t0
+    trainable = trainable_parameters(net)
+    n_train = sum(p.numel() for p in trainable.values())
+    n_head = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
+    cost = {"seed": s, "train_s": train_s, "test_s": test_s, "peak_memory_mb": pm.mb,
+            "images_per_s": rep.images_seen / train_s if train_s > 0 else None, "epochs_run": rep.epochs_run,
+            "best_epoch": rep.best_epoch, "steps": rep.steps, "images_seen": rep.images_seen,
+            "features_cached": rep.features_cached, "history": rep.history,
+            "n_train": int(len(tr)), "n_val": int(len(val)), "n_test": int(len(te))}
+    counts = {"trainable_params": int(n_train), "trainable_backbone_params": int(n_train - n_head),
+              "total_params": int(sum(p.numel() for p in net.parameters())), "memory_kind": pm.kind}
+    return {"proba": proba, "cost": cost, "counts": counts}, net, bb
+
+
+def _save_unit(path: Path, unit: dict[str, Any]) -> None:
+    """Write a finished method run (test probabilities, costs) for resumption (JSON floats round-trip exactly)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**unit, "proba": np.asarray(unit["proba"]).tolist()}))
+    tmp.replace(path)
+
+
+def _load_unit(path: Path | None, artefact: Path | None) -> dict[str, Any] | None:
+    """A finished method run of this same run id (same config and fingerprints), or ``None``. The first
+    seed's run also needs its artefact."""
+    import json
+
+    if path is None or not path.is_file() or (artefact is not None and not artefact.is_file()):
+        return None
+    try:
+        unit = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {**unit, "resumed": True}
+
+
 def _safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
@@ -194,11 +248,10 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
     """
     from vitlab.backbones.base import check_pool
     from vitlab.evaluation import _protocol_pairs
-    from vitlab.perf.measure import PeakMemory
     from vitlab.protocols.base import Result
     from vitlab.scorers import scorer_for
-    from vitlab.tune.artefact import SUFFIX, save_artefact, tuned_id
-    from vitlab.tune.runner import ImageBank, TuneNet, fit, predict, trainable_parameters
+    from vitlab.tune.artefact import SUFFIX, save_artefact, tensor_digest, tuned_id
+    from vitlab.tune.runner import ImageBank, trainable_parameters
 
     recipe = (recipe or TuneRecipe()).replace(**recipe_changes) if recipe_changes else (recipe or TuneRecipe())
     ms, dev = _check_inputs(methods, seeds, recipe, test_fraction, n_resamples, device, out)
@@ -245,66 +298,62 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
     pairs: list[dict[str, Any]] = []
     backbones: dict[str, Backbone] = {}
     artefacts: dict[str, Path] = {}
-    for s in seed_list:
-        tr, val, te = splits[s]
-        results[s], per_seed[str(s)] = {}, {}
-        for m in ms:
-            gen = torch.Generator().manual_seed(s)
-            bb = m.apply(clone_backbone(backbone), gen).to(dev)
-            net = TuneNet(bb, n_cls, pool, gen).to(dev)
-            with PeakMemory(dev) as pm:
-                t0 = time.perf_counter()
-                rep = fit(net, bank, y, tr, val, m, recipe, lr=lrs[m.label], seed=s, device=dev, progress=progress,
-                          label=m.label)
-                train_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            proba = predict(net, bank, te, dev, recipe)
-            test_s = time.perf_counter() - t0
-            res = Result("classification", [ids[i] for i in te], {"y": y[te], "proba": proba},
-                         groups=None if groups is None else groups[te],
-                         hparams={"lr": lrs[m.label], **m.to_dict()})
-            results[s][m.label] = res
-            metrics, extra = scorer.score(res, n_resamples=n_resamples, seed=s)
-            per_seed[str(s)][m.label] = {"metrics": metrics, **extra}
-            trainable = trainable_parameters(net)
-            n_train = sum(p.numel() for p in trainable.values())
-            n_head = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
-            costs[m.label]["per_seed"].append({
-                "seed": s, "train_s": train_s, "test_s": test_s, "peak_memory_mb": pm.mb,
-                "images_per_s": rep.images_seen / train_s if train_s > 0 else None,
-                "epochs_run": rep.epochs_run, "best_epoch": rep.best_epoch, "steps": rep.steps,
-                "images_seen": rep.images_seen, "features_cached": rep.features_cached, "history": rep.history,
-                "n_train": int(len(tr)), "n_val": int(len(val)), "n_test": int(len(te))})
-            costs[m.label].update(trainable_params=int(n_train), trainable_backbone_params=int(n_train - n_head),
-                                  total_params=int(sum(p.numel() for p in net.parameters())),
-                                  memory_kind=pm.kind)
-            if s == seed_list[0]:
-                tensors = {n: p for n, p in trainable.items()}
-                if run_dir is not None:
-                    meta = {"base": {"load_name": load_name, "name": backbone.name, "weights_id": base_id,
-                                     "pretrained": True,  # a random-init base is named random:<name>
-                                     "seed": load_seed, "kwargs": backbone_kwargs or {}},
-                            "method": {**m.to_dict(), "spec": m.spec(), "label": m.label}, "recipe": recipe.to_dict(),
-                            "lr": lrs[m.label], "pool": pool, "seed": s, "classes": list(source.classes),
-                            "data": fingerprints["data"], "run_id": run_id,
-                            "test_top1": metrics["top1"]}
-                    path = save_artefact(run_dir / f"{_safe_name(m.label)}{SUFFIX}", tensors, meta)
-                    artefacts[m.label] = path
-                    from vitlab.backbones.file import file_digest
+    done, n_units = 0, len(seed_list) * len(ms)
+    try:
+        for s in seed_list:
+            tr, val, te = splits[s]
+            results[s], per_seed[str(s)] = {}, {}
+            for m in ms:
+                art_path = run_dir / f"{_safe_name(m.label)}{SUFFIX}" if run_dir is not None else None
+                unit_path = run_dir / "units" / f"s{s}-{_safe_name(m.label)}.json" if run_dir is not None else None
+                first = s == seed_list[0]
+                unit = _load_unit(unit_path, art_path if first else None)
+                if unit is None:
+                    unit, net, bb = _train_unit(m, backbone, bank, y, tr, val, te, n_cls, pool, recipe, lrs[m.label],
+                                                s, dev, progress)
+                proba = np.asarray(unit["proba"], dtype=np.float64)
+                res = Result("classification", [ids[i] for i in te], {"y": y[te], "proba": proba},
+                             groups=None if groups is None else groups[te], hparams={"lr": lrs[m.label], **m.to_dict()})
+                results[s][m.label] = res
+                metrics, extra = scorer.score(res, n_resamples=n_resamples, seed=s)
+                per_seed[str(s)][m.label] = {"metrics": metrics, **extra}
+                costs[m.label]["per_seed"].append({**unit["cost"], "resumed": bool(unit.get("resumed"))})
+                costs[m.label].update(unit["counts"])
+                if first and unit.get("resumed"):
+                    if art_path is not None:
+                        from vitlab.tune.artefact import load_artefact
 
-                    digest = file_digest(path)
-                else:
-                    h = hashlib.blake2b(digest_size=16)
-                    for n in sorted(tensors):
-                        h.update(n.encode() + tensors[n].detach().float().cpu().numpy().tobytes())
-                    digest = h.hexdigest()
-                adapted = m.finalize(bb)
-                adapted.model.eval().requires_grad_(False)
-                adapted.weights_id = tuned_id(base_id, digest)
-                adapted.__dict__["tuned_head"] = (net.head.weight.detach().cpu(), net.head.bias.detach().cpu())
-                backbones[m.label] = adapted
-            del net, bb
-        pairs += [{"seed": s, **p} for p in _protocol_pairs(results[s], n_resamples=n_resamples, seed=s)]
+                        artefacts[m.label] = art_path
+                        backbones[m.label] = load_artefact(art_path, device=dev)
+                elif first:
+                    tensors = trainable_parameters(net)
+                    if art_path is not None:
+                        meta = {"base": {"load_name": load_name, "name": backbone.name, "weights_id": base_id,
+                                         "pretrained": True,  # a random-init base is named random:<name>
+                                         "seed": load_seed, "kwargs": backbone_kwargs or {}},
+                                "method": {**m.to_dict(), "spec": m.spec(), "label": m.label},
+                                "recipe": recipe.to_dict(), "lr": lrs[m.label], "pool": pool, "seed": s,
+                                "classes": list(source.classes), "data": fingerprints["data"], "run_id": run_id,
+                                "test_top1": metrics["top1"]}
+                        artefacts[m.label] = save_artefact(art_path, tensors, meta)
+                    digest = tensor_digest(tensors, m.spec())
+                    adapted = m.finalize(bb)
+                    adapted.model.eval().requires_grad_(False)
+                    adapted.weights_id = tuned_id(base_id, digest)
+                    adapted.__dict__["tuned_head"] = (net.head.weight.detach().cpu(), net.head.bias.detach().cpu())
+                    backbones[m.label] = adapted
+                if unit_path is not None and not unit.get("resumed"):
+                    _save_unit(unit_path, unit)
+                done += 1
+            pairs += [{"seed": s, **p} for p in _protocol_pairs(results[s], n_resamples=n_resamples, seed=s)]
+    except KeyboardInterrupt:
+        from vitlab.errors import Interrupted
+
+        if run_dir is None:
+            raise Interrupted(f"{done} of {n_units} method runs had finished; nothing is kept without --out "
+                              "(pass --out to make tuning resumable).") from None
+        raise Interrupted(f"{done} of {n_units} method runs are kept in {run_dir / 'units'}: run the same command "
+                          "again to resume (finished runs are not trained again).") from None
 
     metrics_out: dict[str, Any] = {}
     for lab in labels:

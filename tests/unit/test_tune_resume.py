@@ -1,0 +1,39 @@
+"""Interrupting ``vitlab.tune`` keeps the finished method runs; the same call resumes without retraining them."""
+
+import pytest
+
+import vitlab
+import vitlab.tune.runner as runner
+from vitlab.errors import Interrupted
+
+KW = dict(methods="linear,bitfit", seeds=1, epochs=1, max_steps=1, n_resamples=20, progress=False)
+DATA = "sample:digits?limit=120"
+
+
+def test_interrupt_then_resume(tmp_path, monkeypatch):
+    real_fit, calls = runner.fit, []
+
+    def flaky(net, *a, label, **k):
+        calls.append(label)
+        if label == "bitfit":
+            raise KeyboardInterrupt
+        return real_fit(net, *a, label=label, **k)
+
+    monkeypatch.setattr(runner, "fit", flaky)
+    with pytest.raises(Interrupted, match="1 of 2 method runs are kept in .*units: run the same command again"):
+        vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **KW)
+    monkeypatch.setattr(runner, "fit", lambda net, *a, label, **k: (calls.append(label), real_fit(net, *a, label=label,
+                                                                                                   **k))[1])
+    res = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **KW)
+    assert calls == ["linear", "bitfit", "bitfit"]  # linear was not trained again
+    resumed = {m: [c["resumed"] for c in res.record.details["cost"][m]["per_seed"]] for m in ("linear", "bitfit")}
+    assert resumed == {"linear": [True], "bitfit": [False]}
+    fresh = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path / "fresh", **KW)
+    assert fresh.record.metrics == res.record.metrics
+    assert res.backbones["linear"].weights_id == fresh.backbones["linear"].weights_id
+
+
+def test_interrupt_without_out_says_nothing_is_kept(monkeypatch):
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(Interrupted, match="nothing is kept without --out"):
+        vitlab.tune("demo:fmnist-vit", DATA, **KW)
