@@ -130,3 +130,25 @@ def test_bad_methods_one_line_each(demo):
         parse_methods("full")[0].check(pixels)
     with pytest.raises(BackboneError, match="no bias terms"):
         parse_methods("bitfit")[0].check(pixels)
+
+
+def test_lora_on_an_hf_backbone_counts_and_merges(tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=28,
+              patch_size=4).save_pretrained(tmp_path / "vit")
+    hf = vitlab.load_backbone(f"hf:{tmp_path / 'vit'}", pretrained=False)
+    m = parse_methods("lora:r=8,targets=[qkv,proj,mlp]")[0]
+    bb = m.apply(clone_backbone(hf), torch.Generator().manual_seed(0))
+    assert sum(p.numel() for p in bb.model.parameters() if p.requires_grad) == 2 * 8 * (3 * 64 + 64 + 96 + 96)
+    with torch.no_grad():
+        for n, p in bb.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        unmerged = bb.forward_tokens(x, -1).tokens[1]
+        merged = m.finalize(bb).forward_tokens(x, -1).tokens[1]
+        base = hf.forward_tokens(x, -1).tokens[1]
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(base, merged, atol=1e-3)
