@@ -228,7 +228,7 @@ def test_robust_z_and_detector_on_known_values():
     assert d["first_layer"] == 1 and d["positions"][0]["row"] == 1 and d["positions"][0]["col"] == 0
 
 
-@pytest.mark.parametrize("name", ["hf-dinov2-reg", "hf-vit", "file", "demo"])
+@pytest.mark.parametrize("name", ["hf-dinov2-reg", "hf-vit", "file", "demo", "open_clip"])
 def test_capture_on_other_sources_matches_their_forward(name, tmp_path_factory):
     from tests.conftest import BACKBONE_FACTORIES
 

@@ -15,8 +15,9 @@ distillation token and the patch grid sit in ``[B, P + N, C]`` for the actual in
 
 Supported: timm ``VisionTransformer``-style models built from
 ``timm.models.vision_transformer.Block`` + ``Attention`` (ViT, DeiT, DINOv2 ± registers,
-SigLIP, MAE encoders; also ``file:``/``demo:``/open_clip timm towers) and transformers
-``ViTModel``, ``Dinov2Model``, ``Dinov2WithRegistersModel``.
+SigLIP, MAE encoders; also ``file:``/``demo:``/open_clip timm towers), open_clip's own
+``VisionTransformer`` (CLIP ViT-B/32...) and transformers ``ViTModel``, ``Dinov2Model``,
+``Dinov2WithRegistersModel``.
 
 Example:
     >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 HF_TYPES = ("vit", "dinov2", "dinov2_with_registers")
 
-__all__ = ["TimmOps", "HFOps", "BlockOps", "HF_TYPES", "ops_for", "TokenLayout", "token_layout"]
+__all__ = ["TimmOps", "HFOps", "OpenCLIPOps", "BlockOps", "HF_TYPES", "ops_for", "TokenLayout", "token_layout"]
 
 
 class TimmOps:
@@ -145,7 +146,69 @@ class HFOps:
         return blk.dropout(m)
 
 
-BlockOps = Union[TimmOps, HFOps]
+class OpenCLIPOps:
+    """Pieces of an open_clip ``VisionTransformer`` (batch-first ``ResidualAttentionBlock`` stack)."""
+
+    kind = "open_clip"
+
+    def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` → ``ln_pre(patches + CLS + position)`` ``[B, 1 + N, C]``."""
+        return model._embeds(x)
+
+    def blocks(self, model: nn.Module) -> Sequence[nn.Module]:
+        return model.transformer.resblocks
+
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        return model.ln_post
+
+    def norm1(self, blk: nn.Module) -> nn.Module:
+        return blk.ln_1
+
+    def norm2(self, blk: nn.Module) -> nn.Module:
+        return blk.ln_2
+
+    def num_heads(self, blk: nn.Module) -> int:
+        return int(blk.attn.num_heads)
+
+    def qkv(self, blk: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``h [B, T, C]`` → ``q, k, v`` each ``[B, H, T, D]`` (``nn.MultiheadAttention``'s packed projection)."""
+        a = blk.attn
+        B, T, C = h.shape
+        qkv = nn.functional.linear(h, a.in_proj_weight, a.in_proj_bias)
+        q, k, v = qkv.reshape(B, T, 3, a.num_heads, C // a.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
+    def attn_out(self, blk: nn.Module, o: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        B, _, T, _ = o.shape
+        return blk.attn.out_proj(o.transpose(1, 2).reshape(B, T, -1))
+
+    def attn_residual(self, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
+        return blk.ls_1(a)
+
+    def mlp(self, blk: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        return blk.mlp(h)
+
+    def mlp_residual(self, blk: nn.Module, m: torch.Tensor) -> torch.Tensor:
+        return blk.ls_2(m)
+
+
+BlockOps = Union[TimmOps, HFOps, OpenCLIPOps]
+
+
+def _open_clip_problem(model: nn.Module) -> str | None:
+    from open_clip.transformer import ResidualAttentionBlock
+
+    if not getattr(model.transformer, "batch_first", True):
+        return "its open_clip transformer is not batch-first; load it through a newer open_clip."
+    for b in model.transformer.resblocks:
+        a = getattr(b, "attn", None)
+        if type(b) is not ResidualAttentionBlock or not isinstance(a, nn.MultiheadAttention) or \
+                not a._qkv_same_embed_dim or getattr(b, "ln_1_kv", None) is not None:
+            return (f"its blocks are {type(b).__name__}; only open_clip's standard ResidualAttentionBlock with "
+                    "self-attention (nn.MultiheadAttention) is supported.")
+    if getattr(model, "attn_pool", None) is not None:
+        return "it pools with an attention-pool head, whose attention the adapter does not read."
+    return None
 
 
 def ops_for(backbone: Backbone) -> tuple[BlockOps | None, str | None]:
@@ -179,8 +242,11 @@ def ops_for(backbone: Backbone) -> tuple[BlockOps | None, str | None]:
                           "Attention is supported (vit_*, deit_*, *dinov2*, *siglip*), not EVA/rope or "
                           "parallel blocks.")
         return TimmOps(), None
-    return None, (f"it is a {type(backbone).__name__}; supported are timm ViT-family backbones (timm:, file:, demo:) "
-                  f"and hf:{'/'.join(HF_TYPES)} models.")
+    if hasattr(model, "transformer") and hasattr(model.transformer, "resblocks") and hasattr(model, "_embeds"):
+        why = _open_clip_problem(model)  # open_clip's own VisionTransformer
+        return (None, why) if why else (OpenCLIPOps(), None)
+    return None, (f"it is a {type(backbone).__name__}; supported are timm ViT-family backbones (timm:, file:, demo:), "
+                  f"open_clip ViTs and hf:{'/'.join(HF_TYPES)} models.")
 
 
 @dataclass(frozen=True)
