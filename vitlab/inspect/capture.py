@@ -42,6 +42,7 @@ class AttentionCapture:
             :meth:`Backbone.forward_tokens` gives them).
         layout: the token layout of this input (prefix tokens, grid).
         max_abs_diff: ``max |eager - fused|`` of the final tokens (``None`` when not checked).
+        embedded: the tokens after the patch/position embedding ``[B, T, C]`` (block 0's input).
     """
 
     attn: dict[int, torch.Tensor]
@@ -49,6 +50,11 @@ class AttentionCapture:
     tokens: torch.Tensor
     layout: TokenLayout
     max_abs_diff: float | None = None
+    embedded: torch.Tensor | None = None
+
+    def block_input(self, layer: int) -> torch.Tensor:
+        """The tokens entering block ``layer`` ``[B, T, C]``: the embedding for 0, else block ``layer - 1``'s output."""
+        return self.embedded if layer == 0 else self.hidden[layer - 1]
 
     @property
     def layers(self) -> list[int]:
@@ -105,7 +111,9 @@ def capture_attention(backbone: Backbone, x: torch.Tensor, layers: Sequence[int]
     attn: dict[int, torch.Tensor] = {}
     hidden: dict[int, torch.Tensor] = {}
     with torch.set_grad_enabled(grad):
-        t = ops.embed(model, x)
+        t = embedded = ops.embed(model, x)
+        if grad:
+            embedded.retain_grad()
         for i, blk in enumerate(ops.blocks(model)[: keep[-1] + 1]):
             h = ops.norm1(blk)(t)
             q, k, v = ops.qkv(blk, h)
@@ -125,7 +133,7 @@ def capture_attention(backbone: Backbone, x: torch.Tensor, layers: Sequence[int]
         raise BackboneError(f"{backbone.spec.name}: the eager pass gave {tokens.shape[1]} tokens but the layout "
                             f"expects {layout.num_tokens} ({layout.num_prefix} prefix + {layout.grid[0]}x"
                             f"{layout.grid[1]} patches); this model's token layout is not supported.")
-    cap = AttentionCapture(attn, hidden, tokens, layout)
+    cap = AttentionCapture(attn, hidden, tokens, layout, embedded=embedded)
     if check:
         cap.max_abs_diff = eager_check(backbone, x.detach(), tokens.detach(), keep[-1])
     return cap

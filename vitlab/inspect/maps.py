@@ -9,7 +9,9 @@ the maps asked for.
 Grad-CAM and the gradient rollout are a few lines of torch here because ``pytorch-grad-cam`` and
 ``captum`` are not vitlab dependencies (and not installed in the project venv); the formulas follow
 Selvaraju et al. 2017 (Grad-CAM, channel weights = spatial mean of the gradient, ReLU of the
-weighted sum, as pytorch-grad-cam's ViT recipe with the tokens of the last block) and Chefer et al.
+weighted sum, on the tokens *entering* the explained block, as pytorch-grad-cam's ViT recipe with
+target layer ``blocks[-1].norm1``: the last block's own patch outputs never reach a CLS head, so
+their gradient is zero) and Chefer et al.
 2021 ("Generic attention-model explainability", ``R ← R + E_h[(∇A ⊙ A)^+] R``).
 
 Example:
@@ -196,7 +198,7 @@ def compute_maps(backbone: Backbone, x: torch.Tensor, maps: Sequence[str], *,
         head: ``f [B, C'] -> logits [B, K]`` on pooled final tokens (needed by the gradient maps).
         pool: pooling fed to the head.
         target: ``[B]`` classes to explain (default: the head's prediction).
-        layer: the block whose tokens Grad-CAM explains.
+        layer: the block whose input tokens Grad-CAM explains (default: the last block).
 
     Returns:
         map name → tensor (float64 for rollout / Grad-CAM maps); ``"target"`` holds the explained classes.
@@ -226,6 +228,7 @@ def compute_maps(backbone: Backbone, x: torch.Tensor, maps: Sequence[str], *,
             grads = torch.stack([cap.attn[i].grad for i in cap.layers])
             out["grad-rollout"] = grad_rollout(cap.stacked().detach(), grads, cap.layout)
         if "gradcam" in names:
-            out["gradcam"] = gradcam_from(cap.hidden[li].detach(), cap.hidden[li].grad, cap.layout)
+            acts = cap.block_input(li)  # the tokens entering the block (pytorch-grad-cam's blocks[-1].norm1)
+            out["gradcam"] = gradcam_from(acts.detach(), acts.grad, cap.layout)
         out["target"] = tgt.detach()
     return out

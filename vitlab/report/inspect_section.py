@@ -90,6 +90,43 @@ def _map_grid(r: RunRecord) -> str:
     return _table(head, rows, e(capn))
 
 
+def _heads_uri(att: Any) -> str:
+    """Every layer × head CLS-attention map of one image ``[L, H, h, w]`` as one small-multiples PNG."""
+    from matplotlib.figure import Figure
+
+    a = np.asarray(att, dtype=np.float64)
+    L, H = a.shape[:2]
+    fig = Figure(figsize=(0.7 * H + 0.6, 0.7 * L))
+    axes = fig.subplots(L, H, squeeze=False)
+    for i in range(L):
+        for j in range(H):
+            ax = axes[i][j]
+            ax.imshow(a[i, j], cmap="inferno", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(f"L{i}", fontsize=6)
+            if i == 0:
+                ax.set_title(f"h{j}", fontsize=6)
+    return figure_to_data_uri(fig, dpi=80)
+
+
+def _curves_di(di: dict[str, Any]) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.4, 2.4))
+    for k, mode in enumerate(("deletion", "insertion")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.plot(di["fractions"], di[mode]["curve"], marker="o", ms=2, label=di.get("map", "map"))
+        ax.plot(di["fractions"], di[mode]["curve_random"], ls="--", label="random order")
+        ax.set_title(mode, fontsize=8)
+        ax.set_xlabel("share of patches", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.axes[0].set_ylabel("p(explained class)", fontsize=7)
+    fig.axes[0].legend(fontsize=6)
+    return figure_to_data_uri(fig)
+
+
 def _histograms(a: dict[str, Any]) -> str:
     from matplotlib.figure import Figure
 
@@ -176,8 +213,10 @@ def _sanity(r: RunRecord) -> str:
                          f'<td>random {fmt(v["auc_random"]["value"])}; Δ {fmt(v["vs_random"]["diff"], 3, signed=True)} '
                          f'[{fmt(v["vs_random"]["low"])}, {fmt(v["vs_random"]["high"])}] p='
                          f'{fmt_p(v["vs_random"]["p_bootstrap"])}</td>'])
+    fig = (f'<div class="figs"><figure><img alt="deletion and insertion curves" src="{_curves_di(di)}"><figcaption>'
+           "Mean over images.</figcaption></figure></div>") if di else ""
     return (f"<h4>Sanity checks ({e(str(rt.get('map')))} map)</h4>" +
-            _table(["check", "mean [95% CI over images]", "note"], rows))
+            _table(["check", "mean [95% CI over images]", "note"], rows) + fig)
 
 
 @register_section("inspect", "Inspection: maps and artefact tokens")
@@ -189,6 +228,11 @@ def _inspect_section(records: list[RunRecord], ctx: RenderContext) -> str:
                    f"<span class=small>run <code>{e(r.run_id)}</code> · {e(r.created)}</span></h3>")
         if r.details.get("maps"):
             out.append(_map_grid(r))
+            att = r.details["maps"].get("attention")
+            if att:
+                out.append(f'<details><summary>Every layer and head, first image</summary><div class="figs"><figure>'
+                           f'<img alt="attention per layer and head" src="{_heads_uri(att[0])}"><figcaption>'
+                           "CLS attention (rows: layers, columns: heads).</figcaption></figure></div></details>")
         out.append(_sanity(r))
         out.append(_artefacts(r))
     return "".join(out)
