@@ -20,7 +20,10 @@ def test_inspect_artefacts_json_and_report(tmp_path):
     doc = json.loads(res.stdout)  # exactly one document: notes went to stderr
     assert doc["kind"] == "inspect" and doc["config"]["maps"] == ["attention", "rollout", "gradcam", "pca"]
     assert "randomisation_spearman" in doc["metrics"] and "artefacts" in doc["details"]
-    assert len(doc["details"]["maps"]["rollout"]) == 3 and len(doc["details"]["maps"]["rollout"][0]) == 7
+    maps = doc["details"]["maps"]
+    assert len(maps["rollout"]) == 3 and len(maps["rollout"][0]) == 7
+    assert [len(maps["attention"]), len(maps["attention"][0])] == [3, 6]  # [n, L, h, w], mean over heads
+    assert [len(maps["attention_heads"]), len(maps["attention_heads"][0])] == [6, 3]  # [L, H, h, w], first image
     assert "fitting a linear probe head" in res.stderr
     html = (tmp_path / "i.html").read_text()
     assert "Inspection: maps and artefact tokens" in html and 'alt="gradcam map"' in html

@@ -172,7 +172,7 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
     if sanity and attn_names:
         _sanity(bb, x, raw, attn_names, head, pool, out_maps, seed, n_resamples, metrics, details, say)
     details["images"] = _images(src, idx, raw, out_maps, bb, pool, head)
-    details["maps"] = {k: _r(v) for k, v in out_maps.items() if k not in ("target", "pca")}
+    details["maps"] = _record_maps(out_maps)
     if "pca" in out_maps:
         details["maps"]["pca"] = _r(out_maps["pca"], 4)
     if bb.weights_id != before:  # never expected: inspection only reads the model
@@ -189,6 +189,24 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
 
         res.report = render_html([rec], report, title=f"vitlab inspect: {bb.spec.name}")
     return res
+
+
+def _record_maps(maps: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The maps as the record keeps them (small enough for JSON at 37x37 grids x 12 layers):
+    ``attention`` ``[n, L, h, w]`` (mean over heads), ``attention_heads`` ``[L, H, h, w]`` of the first image,
+    ``registers`` ``[n, R, h, w]`` (last layer, mean over heads), the others as computed."""
+    out: dict[str, Any] = {}
+    for k, v in maps.items():
+        if k in ("target", "pca"):
+            continue
+        if k == "attention":
+            out["attention"] = _r(v.mean(2), 6)
+            out["attention_heads"] = _r(v[0], 6)
+        elif k == "registers":
+            out["registers"] = _r(v[:, -1].mean(2), 6)
+        else:
+            out[k] = _r(v, 6)
+    return out
 
 
 def _sanity(bb: Any, x: torch.Tensor, raw: torch.Tensor, names: list[str], head: Any, pool: str,

@@ -79,9 +79,9 @@ def _map_grid(r: RunRecord) -> str:
         for c in cols:
             a = np.asarray(maps[c][j], dtype=np.float64)
             if c == "attention":
-                a = a[-1].mean(0)  # [L, H, h, w] → last layer
+                a = a[-1]  # [L, h, w] (mean over heads) → last layer
             elif c == "registers":
-                a = a[-1].mean((0, 1))  # [L, R, H, h, w]
+                a = a.mean(0)  # [R, h, w] at the last layer → mean over registers
             row.append(_img(map_png_uri(a), f"{c} map"))
         rows.append(row)
     lay = d.get("layout", {})
@@ -228,10 +228,10 @@ def _inspect_section(records: list[RunRecord], ctx: RenderContext) -> str:
                    f"<span class=small>run <code>{e(r.run_id)}</code> · {e(r.created)}</span></h3>")
         if r.details.get("maps"):
             out.append(_map_grid(r))
-            att = r.details["maps"].get("attention")
+            att = r.details["maps"].get("attention_heads")
             if att:
                 out.append(f'<details><summary>Every layer and head, first image</summary><div class="figs"><figure>'
-                           f'<img alt="attention per layer and head" src="{_heads_uri(att[0])}"><figcaption>'
+                           f'<img alt="attention per layer and head" src="{_heads_uri(att)}"><figcaption>'
                            "CLS attention (rows: layers, columns: heads).</figcaption></figure></div></details>")
         out.append(_sanity(r))
         out.append(_artefacts(r))
