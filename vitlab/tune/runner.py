@@ -224,7 +224,9 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
             f_tr = _features(net, bank, train_rows, device, recipe)
             f_val = _features(net, bank, val_rows, device, recipe)
             rep.features_cached = True
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+        cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_ids), \
                 image_progress(disable=not show_progress(progress)) as bar:
             torch.manual_seed(seed)  # dropout (LoRA) draws from the global RNG: seed it, then give it back
             task = bar.add_task(f"{label} (seed {seed})", total=total * recipe.batch_size)
