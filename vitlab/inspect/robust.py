@@ -214,7 +214,8 @@ def _attacks(bb: Any, probes: _Probes, raw: torch.Tensor, y: np.ndarray, attacks
     feat = lambda r: bb.forward_tokens(normalize(bb, r.to(bb.device)), [li]).pooled(li, pool).float()  # noqa: E731
     logits = lambda r: probes.head(feat(r))  # noqa: E731
     yt = torch.as_tensor(y)
-    clean = probes.probs(embed_raw(bb, raw, pool=pool, layer=layer).numpy())
+    f_clean = embed_raw(bb, raw, pool=pool, layer=layer)
+    clean = probes.probs(f_clean.numpy())
     clean_ok = clean["linear"].argmax(1) == y
     out: dict[str, Any] = {"n": int(len(y)), "eps": eps_list, "clean_correct": int(clean_ok.sum())}
     for a in attacks:
@@ -236,7 +237,6 @@ def _attacks(bb: Any, probes: _Probes, raw: torch.Tensor, y: np.ndarray, attacks
             res["success"].append(float(fooled.sum() / n_ok))
             for p in ("linear", "knn"):
                 res[p].append(_acc(y, pr[p], n_resamples, seed))
-            f_clean = embed_raw(bb, raw, pool=pool, layer=layer)
             res["cosine"].append(float(torch.nn.functional.cosine_similarity(torch.as_tensor(f_adv), f_clean).mean()))
             adv_last, pr_last = adv, pr
         res["max_abs_change"] = float((adv_last - raw).abs().max())

@@ -40,6 +40,8 @@ def map_png_uri(values: Any, *, size: int = _CELL, cmap: str = "inferno") -> str
     from PIL import Image
 
     a = np.asarray(values, dtype=np.float64)
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+        raise ValueError(f"a map must be [h, w] or [h, w, 3] RGB, got shape {a.shape}.")
     if a.ndim == 2:
         lo, hi = np.nanpercentile(a, 1), np.nanpercentile(a, 99)  # one extreme token must not blank the rest
         a = colormaps[cmap]((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))[..., :3]
@@ -82,7 +84,10 @@ def _map_grid(r: RunRecord) -> str:
                 a = a[-1]  # [L, h, w] (mean over heads) → last layer
             elif c == "registers":
                 a = a.mean(0)  # [R, h, w] at the last layer → mean over registers
-            row.append(_img(map_png_uri(a), f"{c} map"))
+            try:
+                row.append(_img(map_png_uri(a), f"{c} map"))
+            except ValueError as err:  # a record from another vitlab version: say so, keep the page
+                row.append(f'<td class="note">{e(str(err))}</td>')
         rows.append(row)
     lay = d.get("layout", {})
     capn = (f"Maps on the {lay.get('grid')} patch grid ({lay.get('num_prefix')} prefix tokens, "
