@@ -19,7 +19,8 @@ def tuned(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune_runs")
     res = runner.invoke(app, ["tune", "--backbone", "demo:fmnist-vit", "--data", DATA, "--method",
                               "linear,lora,vpt:prompts=2,full", "--seeds", "2", "--epochs", "1", "--max-steps", "1",
-                              "--batch-size", "32", "--n-resamples", "30", "--out", str(out), "--json"])
+                              "--batch-size", "32", "--n-resamples", "30", "--out", str(out), "--cache-dir",
+                              str(out / "cache"), "--json"])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout), out
 
@@ -40,6 +41,23 @@ def test_json_record_has_cis_pairs_and_costs(tuned):
     assert cost["linear"]["trainable_params"] < cost["vpt"]["trainable_params"] < cost["lora"]["trainable_params"] \
         < cost["full"]["trainable_params"]
     assert (out / f"tune-{rec['details']['artefacts']['lora'].split('/')[-2]}.json").exists()
+
+
+def test_the_frozen_probe_is_vitlab_evals_linear_probe_and_every_method_is_paired_with_it(tuned):
+    rec, out = tuned
+    assert "probe" in rec["metrics"] and "probe" not in rec["config"]["methods"]
+    assert rec["details"]["cost"]["probe"]["trainable_params"] == 10 * (96 + 1)  # demo ViT width 96, 10 digits
+    for s in (0, 1):
+        res = runner.invoke(app, ["eval", "--backbone", "demo:fmnist-vit", "--data", DATA, "--protocol", "linear",
+                                  "--seed", str(s), "--n-resamples", "30", "--cache-dir", str(out / "cache"),
+                                  "--json", "--quiet"])
+        assert res.exit_code == 0, res.output
+        ev = json.loads(res.stdout)
+        probe = rec["details"]["per_seed"][str(s)]["probe"]["metrics"]["top1"]["value"]
+        assert probe == pytest.approx(ev["metrics"]["linear"]["top1"]["value"])
+    for m in rec["config"]["methods"]:
+        vs = rec["details"]["vs_probe"][m]
+        assert [v["seed"] for v in vs] == [0, 1] and all(v["low"] <= v["diff"] <= v["high"] for v in vs)
 
 
 def test_saved_lora_is_a_backbone_for_eval(tuned):

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, print_json, progress_setting
-from vitlab.cli.options import Json, Out, Pretrained, app
+from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
 
 
 def _fmt_ci(m: dict[str, Any]) -> str:
@@ -24,17 +24,24 @@ def tune_table(record: Any) -> Any:
     d = record.details
     n_seeds = len(record.config.get("seeds", []))
     t = Table(title=f"{record.config['backbone']} on {record.config['data']} ({n_seeds} seed(s))")
-    for col in ("method", "top-1 [95% CI]", "Δ vs linear (per seed)", "trainable params", "train s", "images/s",
-                "peak MB"):
+    for col in ("method", "top-1 [95% CI]", "Δ vs linear (per seed)", "Δ vs frozen probe", "trainable params",
+                "train s", "images/s", "peak MB"):
         t.add_column(col, justify="left" if col.startswith(("method", "Δ")) else "right")
+
+    def deltas(key: str, label: str) -> str:
+        vs = d.get(key, {}).get(label, [])
+        return "; ".join(f"{v['diff']:+.3f}{'*' if v['significant'] else ''}" for v in vs) or "–"
+
+    def num(v: Any, spec: str) -> str:
+        return "–" if v is None else format(v, spec)
+
     for label, ms in record.metrics.items():
         c = d["cost"][label]
-        vs = d.get("vs_linear", {}).get(label, [])
-        delta = "; ".join(f"{v['diff']:+.3f}{'*' if v['significant'] else ''}" for v in vs) or "–"
-        t.add_row(label, _fmt_ci(ms["top1"]), delta, f"{c['trainable_params']:,}", f"{c['train_s']:.1f}",
-                  f"{c['images_per_s']:.0f}", f"{c['peak_memory_mb']:.0f}")
+        t.add_row(label, _fmt_ci(ms["top1"]), deltas("vs_linear", label), deltas("vs_probe", label),
+                  f"{c['trainable_params']:,}", num(c["train_s"], ".1f"), num(c.get("images_per_s"), ".0f"),
+                  num(c.get("peak_memory_mb"), ".0f"))
     t.caption = ("top-1: mean over seeds with a t-interval (one seed: bootstrap CI). * = Holm-adjusted paired "
-                 "bootstrap and McNemar both < 0.05.")
+                 "bootstrap and McNemar both < 0.05. probe = vitlab eval's frozen L-BFGS linear probe, same split.")
     return t
 
 
@@ -60,6 +67,10 @@ def tune_cmd(
     n_resamples: int = typer.Option(1000, "--n-resamples", help="Bootstrap resamples per CI and paired test."),
     pretrained: bool = Pretrained,
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    probe: bool = typer.Option(True, "--probe/--no-probe",
+                               help="Also score vitlab eval's frozen linear probe on the same split and pair every "
+                                    "method against it."),
+    cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,
     json_out: bool = Json,
     quiet: bool = Quiet,
@@ -74,7 +85,7 @@ def tune_cmd(
 
     check_outputs(dirs={"--out": out})
     res = vitlab.tune(backbone, data, methods=method, seeds=seeds, seed=seed, test_fraction=test_fraction,
-                      n_resamples=n_resamples, pretrained=pretrained, device=device, out=out,
+                      n_resamples=n_resamples, pretrained=pretrained, device=device, out=out, probe=probe, cache_dir=cache_dir,
                       progress=progress_setting(quiet), epochs=epochs, batch_size=batch_size, lr=lr,
                       max_steps=max_steps, val_fraction=val_fraction, patience=patience, augment=augment,
                       precision=precision)

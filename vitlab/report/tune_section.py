@@ -99,15 +99,18 @@ def _tune_section(records: list[RunRecord], ctx: RenderContext) -> str:
                          f'<td class="num"><b>{fmt_ci(ms.get("top1"))}</b></td>',
                          f'<td class="num small">{per_seed}</td>',
                          _vs_linear_cell(d.get("vs_linear", {}).get(label, [])),
+                         _vs_linear_cell(d.get("vs_probe", {}).get(label, [])),
                          f'<td class="num">{cost.get("trainable_params", 0):,}<br><span class=ci>'
                          f'{fmt(share, 2)}%</span></td>',
                          _num(cost.get("train_s")), _num(cost.get("time_per_epoch_s"), 2),
                          _num(cost.get("images_per_s"), 0), _num(cost.get("peak_memory_mb"), 0)])
         head = ["method", "top-1 [95% CI]", "per seed: top-1 [bootstrap CI]", "Δ top-1 vs linear [CI], Holm p",
+                "Δ top-1 vs frozen probe [CI], Holm p",
                 "trainable params (% of all)", "train s / seed", "s / epoch", "train images/s", "peak MB"]
         cap = (e(str(d.get("interval", ""))) + ". Δ: paired bootstrap of the top-1 difference on the same test "
                "images and McNemar's test, Holm-adjusted over all pairs of a seed; green/red: both significant at "
-               "0.05. " + e(str(d.get("cost_note", ""))) + ".")
+               "0.05. probe: vitlab eval's frozen linear probe (L-BFGS, C swept) on the same split, the strongest "
+               "frozen baseline; linear: a head trained with the tuning recipe. " + e(str(d.get("cost_note", ""))) + ".")
         out.append(_table(head, rows, cap))
         try:
             out.append(f'<div class="figs"><figure><img alt="top-1 against cost" src="{tune_cost_figure_uri(r)}">'

@@ -137,6 +137,33 @@ def _train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.
     return {"proba": proba, "cost": cost, "counts": counts}, net, bb
 
 
+#: label of the frozen-probe reference in a tune record
+PROBE = "probe"
+
+
+def _frozen_probe(backbone: Backbone, source: DataSource, seed: int, test_fraction: float, pool: str,
+                  test_ids: list[str], cache_dir: str | Path | None, dev: torch.device) -> tuple[Any, dict[str, Any]]:
+    """``vitlab eval --protocol linear --seed <seed>`` on the same data: its test predictions in ``test_ids``
+    order (a classification ``Result``), and the probe's chosen C and head size."""
+    from vitlab.evaluation import evaluate
+    from vitlab.protocols.base import Result
+
+    ev = evaluate(backbone, source, protocols="linear", seed=seed, test_fraction=test_fraction, pool=pool,
+                  n_resamples=10, cache_dir=cache_dir, device=str(dev), progress=False)
+    r = ev.results["linear"]
+    pos = {u: i for i, u in enumerate(r.units)}
+    if sorted(pos) != sorted(test_ids):
+        raise DataError(f"seed {seed}: vitlab eval's test split differs from the tuning split "
+                        f"({len(pos)} vs {len(test_ids)} items); this is a bug, please report it.")
+    order = np.array([pos[u] for u in test_ids])
+    groups = None if r.groups is None else np.asarray(r.groups)[order]
+    res = Result("classification", list(test_ids), {"y": np.asarray(r.outputs["y"])[order],
+                                                    "proba": np.asarray(r.outputs["proba"])[order]},
+                 groups=groups, hparams=dict(r.hparams))
+    n_cls, dim = int(res.outputs["proba"].shape[1]), int(backbone.spec.embed_dim)
+    return res, {"C": r.hparams.get("C"), "head_params": n_cls * (dim + 1)}
+
+
 def _save_unit(path: Path, unit: dict[str, Any]) -> None:
     """Write a finished method run (test probabilities, costs) for resumption (JSON floats round-trip exactly)."""
     import json
@@ -212,7 +239,8 @@ def _splits(source: DataSource, seeds: list[int], test_fraction: float, val_frac
 def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | list[Any] = "linear,lora,vpt,full",
          seeds: int = 1, seed: int = 0, recipe: TuneRecipe | None = None, test_fraction: float = 0.2,
          n_resamples: int = 1000, pretrained: bool = True, device: str | None = None,
-         out: str | Path | None = None, progress: bool | None = None,
+         out: str | Path | None = None, progress: bool | None = None, probe: bool = True,
+         cache_dir: str | Path | None = None,
          backbone_kwargs: dict[str, Any] | None = None, **recipe_changes: Any) -> TuneResult:
     """Adapt ``backbone`` to labelled ``data`` with each method, for ``seeds`` seeds, scored with CIs and paired tests.
 
@@ -232,6 +260,12 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
         out: folder for the record (``tune-<run>.json``) and the artefacts (``tune/<run>/<method>.vitlab``,
             first seed).
         progress: a bar per method (loss, images/s, ETA) on stderr; ``None`` = only on a terminal.
+        probe: also score ``vitlab eval``'s frozen linear probe (L-BFGS over a C sweep, the exact probe of
+            ``vitlab eval --protocol linear`` on the same split and seed) as the reference ``probe``, and pair
+            every method against it (``details["vs_probe"]``). The ``linear`` method (an AdamW head trained
+            with the tuning recipe) is the like-for-like baseline of the recipe; ``probe`` is the best frozen
+            baseline, so a gain over ``linear`` that vanishes against ``probe`` is a weak recipe, not adaptation.
+        cache_dir: embedding cache of the frozen probe's features (as ``vitlab eval``).
         backbone_kwargs: loader options for a backbone given by name (recorded so the artefact can rebuild it).
 
     Returns:
@@ -299,6 +333,8 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
     backbones: dict[str, Backbone] = {}
     artefacts: dict[str, Path] = {}
     done, n_units = 0, len(seed_list) * len(ms)
+    probe_cost: dict[str, Any] = {"per_seed": [], "note": "vitlab eval's frozen linear probe (features cached once; "
+                                                          "train s includes embedding on a cache miss)"}
     try:
         for s in seed_list:
             tr, val, te = splits[s]
@@ -345,6 +381,14 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
                 if unit_path is not None and not unit.get("resumed"):
                     _save_unit(unit_path, unit)
                 done += 1
+            if probe:
+                t_p = time.perf_counter()
+                res_p, fit_p = _frozen_probe(backbone, source, s, test_fraction, pool, [ids[i] for i in te],
+                                             cache_dir, dev)
+                results[s][PROBE] = res_p
+                metrics, extra = scorer.score(res_p, n_resamples=n_resamples, seed=s)
+                per_seed[str(s)][PROBE] = {"metrics": metrics, **extra}
+                probe_cost["per_seed"].append({"seed": s, "train_s": time.perf_counter() - t_p, **fit_p})
             pairs += [{"seed": s, **p} for p in _protocol_pairs(results[s], n_resamples=n_resamples, seed=s)]
     except KeyboardInterrupt:
         from vitlab.errors import Interrupted
@@ -369,11 +413,23 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
                  time_per_epoch_s=float(np.mean([p["train_s"] / max(1, p["epochs_run"]) for p in ps])),
                  peak_memory_mb=float(np.nanmax([p["peak_memory_mb"] for p in ps])),
                  images_per_s=float(np.mean([p["images_per_s"] or 0.0 for p in ps])))
+    if probe:
+        ps = probe_cost["per_seed"]
+        metrics_out[PROBE] = (
+            {k: {**v, "n_seeds": 1} for k, v in per_seed[str(seed_list[0])][PROBE]["metrics"].items()}
+            if len(seed_list) == 1 else
+            {k: seed_summary([per_seed[str(s)][PROBE]["metrics"][k]["value"] for s in seed_list])
+             for k in per_seed[str(seed_list[0])][PROBE]["metrics"]})
+        probe_cost.update(trainable_params=int(ps[0]["head_params"]), trainable_backbone_params=0,
+                          train_s=float(np.mean([p["train_s"] for p in ps])), time_per_epoch_s=None,
+                          images_per_s=None, peak_memory_mb=None)
+        costs[PROBE] = probe_cost
     vs_linear = against(pairs, "linear") if "linear" in labels else {}
+    vs_probe = against(pairs, PROBE) if probe else {}
     record = RunRecord(
         kind="tune", config=config, fingerprints=fingerprints, metrics=metrics_out,
         hparams={lab: {"lr": lrs[lab], **m.to_dict()} for lab, m in zip(labels, ms)},
-        details={"per_seed": per_seed, "pairs": pairs, "vs_linear": vs_linear, "cost": costs,
+        details={"per_seed": per_seed, "pairs": pairs, "vs_linear": vs_linear, "vs_probe": vs_probe, "cost": costs,
                  "artefacts": {k: str(v) for k, v in artefacts.items()},
                  "data": {"classes": list(source.classes), "n": len(source)},
                  "interval": "per seed: percentile bootstrap over test images; across seeds: mean with a Student-t "
