@@ -41,8 +41,13 @@ class InspectResult:
     report: Path | None = None
 
 
-def _r(a: Any, digits: int = 5) -> Any:
-    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+def _r(a: Any, digits: int = 7) -> Any:
+    """``a`` rounded to ``digits`` significant digits (float32 precision), as nested lists (attention of a 37x37 grid is ~1e-3 with
+    differences far below that, so fixed decimals would flatten it)."""
+    a = np.asarray(a, dtype=np.float64)
+    mag = np.floor(np.log10(np.where(a != 0, np.abs(a), 1.0)))
+    f = 10.0 ** (digits - 1 - mag)
+    return (np.round(a * f) / f).tolist()
 
 
 def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attention,rollout,pca",
@@ -200,12 +205,12 @@ def _record_maps(maps: dict[str, torch.Tensor]) -> dict[str, Any]:
         if k in ("target", "pca"):
             continue
         if k == "attention":
-            out["attention"] = _r(v.mean(2), 6)
-            out["attention_heads"] = _r(v[0], 6)
+            out["attention"] = _r(v.mean(2))
+            out["attention_heads"] = _r(v[0])
         elif k == "registers":
-            out["registers"] = _r(v[:, -1].mean(2), 6)
+            out["registers"] = _r(v[:, -1].mean(2))
         else:
-            out[k] = _r(v, 6)
+            out[k] = _r(v)
     return out
 
 
