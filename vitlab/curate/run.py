@@ -313,6 +313,9 @@ def _effect(proto: Any, X: np.ndarray, emb: Any, split: np.ndarray, leak: Leakag
     res = proto.run(side(tr), side(te), seed=seed, n_classes=len(emb.classes))
     if not leak.leaked.any():
         return {"protocol": proto.label, "n_leaked": 0, "note": "no leaked test items: nothing to remove"}
+    if leak.leaked.all():  # the rest of the report still stands: say so instead of failing the whole run
+        return {"protocol": proto.label, "n_leaked": int(leak.leaked.sum()),
+                "note": "every test item is leaked at this threshold: nothing is left to evaluate (threshold too low?)"}
     groups = res.groups if res.groups is not None and len(np.unique(res.groups)) >= 2 else None
     out = clean_vs_full(res.outputs["y"], res.outputs["proba"], leak.leaked, groups=groups,
                         n_resamples=n_resamples, seed=seed)
