@@ -150,6 +150,9 @@ def _leakage(lk: dict[str, Any] | None, ctx: RenderContext, uri: str, show: bool
         out.append(f"<p>Across the split: {ecs['n_groups']} exact-duplicate groups ({ecs['n_test_items']} test items), "
                    f"{pcs['n_pairs']} perceptual pairs ({pcs['n_test_items']} test items).</p>")
     eff = lk.get("effect") or {}
+    if eff.get("note") or eff.get("skipped"):
+        out.append(f'<p class="note">Effect on {e(str(eff.get("protocol", "the evaluation")))}: '
+                   f'{e(str(eff.get("note") or eff.get("skipped")))}</p>')
     if "diff" in eff:
         out.append(_table(["protocol", "top-1, full test", "top-1, without leaked", "difference (clean − full)", "p"],
                           [[_td(eff["protocol"]), _td(_ci(eff["full"])), _td(_ci(eff["clean"])),
