@@ -148,8 +148,12 @@ def _frozen_probe(backbone: Backbone, source: DataSource, seed: int, test_fracti
     from vitlab.evaluation import evaluate
     from vitlab.protocols.base import Result
 
-    ev = evaluate(backbone, source, protocols="linear", seed=seed, test_fraction=test_fraction, pool=pool,
-                  n_resamples=10, cache_dir=cache_dir, device=str(dev), progress=False)
+    import warnings
+
+    with warnings.catch_warnings():  # eval's own intervals are discarded (tune scores the predictions itself)
+        warnings.filterwarnings("ignore", message="bootstrap: metric undefined", category=RuntimeWarning)
+        ev = evaluate(backbone, source, protocols="linear", seed=seed, test_fraction=test_fraction, pool=pool,
+                      n_resamples=10, cache_dir=cache_dir, device=str(dev), progress=False)
     r = ev.results["linear"]
     pos = {u: i for i, u in enumerate(r.units)}
     if sorted(pos) != sorted(test_ids):
