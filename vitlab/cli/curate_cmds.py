@@ -9,7 +9,7 @@ import typer
 
 from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json, \
     progress_setting
-from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
+from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Pretrained, app
 
 
 @app.command("curate")
@@ -41,8 +41,8 @@ def curate_cmd(
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples of the leakage effect."),
     seed: int = typer.Option(0, help="Seeds the split, the calibration sample and the bootstrap."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
-    batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
+    device: str = Device,
+    batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
+from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Pretrained, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 
@@ -39,8 +39,8 @@ def eval_cmd(
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples per confidence interval."),
     ordinal: bool = typer.Option(False, help="Labels are ordered (quadratic-weighted kappa)."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
-    batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
+    device: str = Device,
+    batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,
@@ -102,7 +102,7 @@ def compare_cmd(
     test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    device: str = Device,
     num_workers: Optional[int] = num_workers_option(),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,

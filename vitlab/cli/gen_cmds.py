@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vitlab.cli.options import CacheDir, OnError, app
+from vitlab.cli.options import BatchSize, CacheDir, OnError, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json,
                                progress_setting)
 from vitlab.errors import ConfigError
@@ -99,7 +99,7 @@ def gen_eval_cmd(
     reduced_n: int = typer.Option(10_000, help="PRDC, realism and FLS use at most this many samples per set."),
     pretrained: bool = Pretrained,
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
-    batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
+    batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
     cache_dir: Optional[Path] = CacheDir,

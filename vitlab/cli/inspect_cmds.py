@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, note, parse_int_list, print_json
-from vitlab.cli.options import Json, Pretrained, app
+from vitlab.cli.options import Device, Json, Pretrained, app
 from vitlab.errors import ConfigError
 
 OutDir = typer.Option(None, "--out", help="Directory for the JSON run record (and the fitted PCA).")
@@ -51,7 +51,7 @@ def inspect_cmd(
     seed: int = typer.Option(0, help="Seeds the image subset, the probe and the bootstrap."),
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI (images resampled)."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    device: str = Device,
     out: Optional[Path] = OutDir,
     report: Optional[Path] = Report,
     json_out: bool = Json,
@@ -108,7 +108,7 @@ def robust_cmd(
     seed: int = typer.Option(0, help="Seeds subsets, corruptions, attacks and the bootstrap."),
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    device: str = Device,
     out: Optional[Path] = OutDir,
     report: Optional[Path] = Report,
     json_out: bool = Json,

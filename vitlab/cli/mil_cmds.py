@@ -9,7 +9,7 @@ import typer
 
 from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, num_workers_option, print_json, \
     progress_setting
-from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
+from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Pretrained, app
 
 
 @app.command("mil")
@@ -28,8 +28,8 @@ def mil_cmd(
     layer: int = typer.Option(-1, help="Block whose instance embedding is used (-1 = last)."),
     pool: str = typer.Option("auto", help="cls, mean or auto (cls when there is a class token)."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
-    batch_size: int = typer.Option(64, help="Images per forward pass when embedding."),
+    device: str = Device,
+    batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,

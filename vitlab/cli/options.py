@@ -15,7 +15,8 @@ from enum import Enum
 
 import typer
 
-__all__ = ["app", "cache_app", "Pool", "OnError", "Precision", "CacheDir", "Out", "Json", "Pretrained"]
+__all__ = ["app", "cache_app", "Pool", "OnError", "Precision", "CacheDir", "Out", "Json", "Pretrained", "Device",
+           "BatchSize"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="vitlab: compare, evaluate and accelerate Vision Transformer backbones on your images.")
@@ -47,3 +48,5 @@ Json = typer.Option(False, "--json", help="Print the run record(s) as JSON on st
 Pretrained = typer.Option(True, "--pretrained/--no-pretrained",
                           help="--no-pretrained: seeded random weights for hub backbones (timm:, hf:, open_clip:); "
                                "file: and demo: always load their weights (use random:<name> for a random copy).")
+Device = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N.")
+BatchSize = typer.Option(64, "--batch-size", help="Images per forward pass when embedding.")

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich import box
 from rich.table import Table
 
-from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
+from vitlab.cli.options import CacheDir, Device, Json, Out, Pretrained, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 from vitlab.report.tables import fmt
@@ -141,7 +141,7 @@ def tradeoff_cmd(
     test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    device: str = Device,
     dtype: Dtype = typer.Option(Dtype.fp32, help="Benchmark precision: fp32, or bf16/fp16 autocast."),
     batch_size: int = typer.Option(32, help="Images per timed forward."),
     repeats: int = typer.Option(7, help="Timed iterations per variant."),

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, print_json, progress_setting
-from vitlab.cli.options import CacheDir, Json, Out, Pretrained, app
+from vitlab.cli.options import CacheDir, Device, Json, Out, Pretrained, app
 
 
 def _fmt_ci(m: dict[str, Any]) -> str:
@@ -66,7 +66,7 @@ def tune_cmd(
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="As in vitlab eval (no split column)."),
     n_resamples: int = typer.Option(1000, "--n-resamples", help="Bootstrap resamples per CI and paired test."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    device: str = Device,
     probe: bool = typer.Option(True, "--probe/--no-probe",
                                help="Also score vitlab eval's frozen linear probe on the same split and pair every "
                                     "method against it."),
