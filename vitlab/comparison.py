@@ -26,25 +26,9 @@ from vitlab.errors import ConfigError
 from vitlab.evaluation import EvalResult, check_eval_config, evaluate
 from vitlab.mil.evaluate import mil_eval
 from vitlab.record import RunRecord
-from vitlab.scorers import scorer_for
-from vitlab.stats.paired import holm
+from vitlab.scorers import ALPHA, pair_results, scorer_for
 from vitlab.stats.ranks import friedman_test, mean_ranks, nemenyi_cd
 
-ALPHA = 0.05
-
-
-def pairwise_tests(a: EvalResult, b: EvalResult, protocol: str, *, n_resamples: int, seed: int
-                   ) -> dict[str, Any] | None:
-    """The paired test of two runs on the same test split, chosen by the protocol's task (its scorer):
-    classification: paired bootstrap of top-1, McNemar and (binary) DeLong; retrieval: per-query
-    paired bootstrap; segmentation: image-level paired bootstrap of mIoU. ``None`` for tasks
-    without paired units (few-shot episodes).
-    """
-    ra, rb = a.results[protocol], b.results[protocol]
-    test = scorer_for(ra.task).paired(ra, rb, n_resamples=n_resamples, seed=seed)
-    if test is None:
-        return None
-    return {"a": a.record.config["backbone"], "b": b.record.config["backbone"], **test}
 
 
 @dataclass
@@ -127,16 +111,9 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
             rows.sort(key=lambda r: -r["value"])
             leaderboards[ds][proto] = rows
         for proto in paired_protocols:
-            scorer = scorer_for(first.results[proto].task)
-            tests = [pairwise_tests(runs[(ds, a)], runs[(ds, b)], proto, n_resamples=n_resamples, seed=seed)
-                     for a, b in itertools.combinations(backbones, 2)]
-            for key in (*scorer.p_keys, "p_delong"):
-                if tests and key in tests[0]:
-                    for t, adj in zip(tests, holm([t[key] for t in tests])):
-                        t[f"{key}_holm"] = adj
-            for t in tests:
-                t["significant"] = scorer.significant(t, ALPHA)
-                t["rule"] = scorer.significance_rule
+            tests = pair_results({name: runs[(ds, name)].results[proto] for name in backbones},
+                                 pairs=list(itertools.combinations(backbones, 2)), n_resamples=n_resamples,
+                                 seed=seed, alpha=ALPHA)
             pairs[ds][proto] = tests
             leader = leaderboards[ds][proto][0]["backbone"]
             for row in leaderboards[ds][proto][1:]:

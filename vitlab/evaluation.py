@@ -21,8 +21,8 @@ from vitlab.data.splits import check_fractions
 from vitlab.errors import ConfigError, DataError
 from vitlab.neighbors import search
 from vitlab.protocols.base import Protocol, Result, Split, parse_protocols
-from vitlab.record import RunRecord, check_output_dir
-from vitlab.scorers import scorer_for
+from vitlab.record import RunRecord, check_output_dir, start_record
+from vitlab.scorers import pair_results, scorer_for
 from vitlab.store import Embeddings, EmbeddingStore
 
 GALLERY_SIZE = 12
@@ -172,25 +172,25 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
                                              leak_threshold, n_resamples, seed, {"layers": layers, "pool": pool,
                                                                                  **embed_kwargs})
         timings["leakage_s"] = round(time.perf_counter() - t1, 3)
-    protocol_pairs = _protocol_pairs(results, n_resamples=n_resamples, seed=seed)
+    # every pair of protocols of this run that scored the same units (e.g. zeroshot against linear)
+    protocol_pairs = pair_results(results, n_resamples=n_resamples, seed=seed)
     if protocol_pairs:
         details["protocol_pairs"] = protocol_pairs
-    record = RunRecord(
-        kind="eval",
-        config={"backbone": label or backbone.name, "source_backbone": backbone.name, "accel": backbone.accel,
-                "data": source.uri, "dataset": dataset_name or source.uri,
-                "protocols": [p.label for p in protos], "layers": list(emb.layers), "layer": emb.layers[-1],
-                "pool": pool, "test_fraction": test_fraction, "split_origin": split_origin,
-                "n_resamples": n_resamples, "seed": seed, "ordinal": ordinal,
-                "protocol_config": {p.label: p.to_dict() for p in protos},
-                **({"exclude_leaked": True, "leak_threshold": leak_threshold} if exclude_leaked else {})},
-        fingerprints={"backbone": backbone.fingerprint(), "data": {"kind": source.kind, "uri": source.uri,
-                      "fingerprint": source.fingerprint, "n": len(source)}, "embeddings": emb.digest},
-        metrics=metrics, hparams=hparams,
-        details={**details, "data": {"classes": emb.classes, "n_train": int(len(tr)), "n_test": int(len(te)),
-                                     "skipped": emb.skipped}},
-        timings={**timings, "embedding_stats": emb.stats, "embeddings_from_cache": emb.from_cache},
+    record = start_record(
+        "eval",
+        {"backbone": label or backbone.name, "source_backbone": backbone.name, "accel": backbone.accel,
+         "data": source.uri, "dataset": dataset_name or source.uri,
+         "protocols": [p.label for p in protos], "layers": list(emb.layers), "layer": emb.layers[-1],
+         "pool": pool, "test_fraction": test_fraction, "split_origin": split_origin,
+         "n_resamples": n_resamples, "seed": seed, "ordinal": ordinal,
+         "protocol_config": {p.label: p.to_dict() for p in protos},
+         **({"exclude_leaked": True, "leak_threshold": leak_threshold} if exclude_leaked else {})},
+        backbone=backbone, source=source, embeddings=emb.digest,
         seeds={"split": seed, "protocols": seed, "bootstrap": seed})
+    record.metrics, record.hparams = metrics, hparams
+    record.details = {**details, "data": {"classes": emb.classes, "n_train": int(len(tr)), "n_test": int(len(te)),
+                                          "skipped": emb.skipped}}
+    record.timings = {**timings, "embedding_stats": emb.stats, "embeddings_from_cache": emb.from_cache}
     path = record.save(out) if out is not None else None
     return EvalResult(record, results, test.y, list(test.ids), test.groups, emb, path)
 
@@ -248,32 +248,8 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
 
 
 def _protocol_pairs(results: dict[str, Result], *, n_resamples: int, seed: int) -> list[dict[str, Any]]:
-    """Paired tests between the protocols of one run that scored the same units with the same task
-    (e.g. ``zeroshot`` against ``linear`` and ``knn``: is zero-shot competitive with a probe on this data?),
-    Holm-adjusted across the pairs of each task."""
-    import itertools
-
-    from vitlab.stats.paired import holm
-
-    out: list[dict[str, Any]] = []
-    by_task: dict[str, list[str]] = {}
-    for name, res in results.items():
-        by_task.setdefault(res.task, []).append(name)
-    for task, names in by_task.items():
-        scorer = scorer_for(task)
-        if not scorer.p_keys:
-            continue
-        tests = [{"a": a, "b": b, **scorer.paired(results[a], results[b], n_resamples=n_resamples, seed=seed)}
-                 for a, b in itertools.combinations(names, 2) if results[a].units == results[b].units]
-        for key in scorer.p_keys:
-            if tests and key in tests[0]:
-                for t, adj in zip(tests, holm([t[key] for t in tests])):
-                    t[f"{key}_holm"] = adj
-        for t in tests:
-            t["significant"] = scorer.significant(t, 0.05)
-            t["rule"] = scorer.significance_rule
-        out += tests
-    return out
+    """Deprecated name of :func:`vitlab.scorers.pairing.pair_results` (kept while callers move)."""
+    return pair_results(results, n_resamples=n_resamples, seed=seed)
 
 
 def _check_data(source: DataSource, protos: list[Protocol]) -> None:

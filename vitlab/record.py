@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -14,7 +15,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vitlab.errors import ConfigError, DataError
+import numpy as np
+
+from vitlab.errors import ConfigError, DataError, VitlabError
 
 RECORD_SCHEMA_VERSION = 1
 _LIBS = ("vitlab", "torch", "timm", "transformers", "open_clip_torch", "numpy", "scipy", "scikit-learn")
@@ -69,10 +72,58 @@ class RunRecord:
     schema_version: int = RECORD_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as plain data, after :meth:`validate` (every producer's output passes through here)."""
+        self.validate()
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_jsonable, allow_nan=True)
+        """Strict JSON (what ``save`` writes and ``--json`` prints): NaN and infinities become ``null``.
+
+        Example:
+            >>> RunRecord("eval", {}, {"knn": {"auroc": {"value": float("nan"), "low": None,
+            ...                                          "high": None}}}).to_json().count("null")
+            3
+        """
+        return dumps_strict(self.to_dict())
+
+    def validate(self) -> None:
+        """Check every metric entry: a dict with a ``value`` is an entry and must hold ``value``, ``low``
+        and ``high``, each a number or ``None`` (non-finite numbers are written as ``null``), with
+        ``low <= value <= high`` when all three are finite. An entry built by
+        :meth:`vitlab.stats.interval.Interval.to_entry` always passes.
+
+        Raises:
+            RecordError: the first bad entry, by its path in ``metrics``.
+
+        Example:
+            >>> RunRecord("eval", {}, {"knn": {"top1": {"value": 0.9, "low": 0.95, "high": 1.0}}}).validate()
+            Traceback (most recent call last):
+            ...
+            vitlab.record.RecordError: run record 'eval': metric knn.top1 has low 0.95 > value 0.9; an interval must contain its estimate.
+        """
+        for path, entry in _entries(self.metrics, ()):
+            where = ".".join(path)
+            missing = [k for k in ("value", "low", "high") if k not in entry]
+            if missing:
+                raise RecordError(f"run record {self.kind!r}: metric {where} lacks {', '.join(missing)}; build "
+                                  "entries with vitlab.stats.interval.Interval(...).to_entry().")
+            nums = {}
+            for k in ("value", "low", "high"):
+                v = entry[k]
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
+                    raise RecordError(f"run record {self.kind!r}: metric {where} has {k}={v!r}, not a number or "
+                                      "None.")
+                nums[k] = None if v is None or not math.isfinite(float(v)) else float(v)
+            lo, val, hi = nums["low"], nums["value"], nums["high"]
+            tol = 1e-12 * max(1.0, abs(val)) if val is not None else 0.0
+            if val is not None and lo is not None and lo > val + tol:
+                raise RecordError(f"run record {self.kind!r}: metric {where} has low {lo:g} > value {val:g}; an "
+                                  "interval must contain its estimate.")
+            if val is not None and hi is not None and hi < val - tol:
+                raise RecordError(f"run record {self.kind!r}: metric {where} has high {hi:g} < value {val:g}; an "
+                                  "interval must contain its estimate.")
+            if lo is not None and hi is not None and lo > hi:
+                raise RecordError(f"run record {self.kind!r}: metric {where} has low {lo:g} > high {hi:g}.")
 
     @property
     def run_id(self) -> str:
@@ -125,6 +176,90 @@ class RunRecord:
             raise DataError(f"{path}: not a readable run record ({e}).") from e
         except DataError as e:
             raise DataError(f"{path}: {e}") from None
+
+
+def data_block(source: Any) -> dict[str, Any]:
+    """The fingerprint block of a data source in every record: ``{kind, uri, fingerprint, n}``.
+
+    Example:
+        >>> import vitlab
+        >>> sorted(data_block(vitlab.load_source("sample:digits")))
+        ['fingerprint', 'kind', 'n', 'uri']
+    """
+    return {"kind": source.kind, "uri": source.uri, "fingerprint": source.fingerprint, "n": len(source)}
+
+
+def start_record(kind: str, config: dict[str, Any], *, backbone: Any = None, source: Any = None,
+                 embeddings: str | None = None, fingerprints: dict[str, Any] | None = None,
+                 seeds: dict[str, int] | None = None) -> RunRecord:
+    """Start the run record of a verb: kind, config and the fingerprint block, built the same way everywhere.
+
+    The producer then fills ``metrics``, ``details``, ``hparams`` and ``timings`` and saves it. The
+    fingerprints are ``backbone`` (what :meth:`Backbone.fingerprint` says: weights, preprocessing,
+    accelerator), ``data`` (:func:`data_block`), ``embeddings`` (the cache digest) and any ``fingerprints``
+    given (e.g. the variants of a trade-off); together with ``kind`` and ``config`` they make the
+    record's ``run_id``.
+
+    Example:
+        >>> import vitlab
+        >>> r = start_record("eval", {"protocols": ["knn"]}, backbone=vitlab.load_backbone("pixels:8"),
+        ...                  source=vitlab.load_source("sample:digits"), seeds={"split": 0})
+        >>> sorted(r.fingerprints), r.metrics, len(r.run_id)
+        (['backbone', 'data'], {}, 12)
+    """
+    fp: dict[str, Any] = {}
+    if backbone is not None:
+        fp["backbone"] = backbone.fingerprint()
+    if source is not None:
+        fp["data"] = data_block(source)
+    if embeddings is not None:
+        fp["embeddings"] = embeddings
+    fp.update(fingerprints or {})
+    return RunRecord(kind=kind, config=config, metrics={}, fingerprints=fp, seeds=dict(seeds or {}))
+
+
+class RecordError(VitlabError, ValueError):
+    """A producer built a run record that breaks the schema (a bug in vitlab, not in the user's input)."""
+
+
+def _entries(node: Any, path: tuple[str, ...]):
+    """``(path, entry)`` for every metric entry (a dict with a ``value`` key) under ``node``."""
+    if isinstance(node, dict):
+        if "value" in node:
+            yield path, node
+            return
+        for k, v in node.items():
+            yield from _entries(v, (*path, str(k)))
+
+
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON ``null``).
+
+    Example:
+        >>> finite_or_null({"a": [1.0, float("nan")], "b": float("inf")})
+        {'a': [1.0, None], 'b': None}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def dumps_strict(obj: Any, indent: int | None = 2, *, lenient: bool = False) -> str:
+    """One strict JSON document (RFC 8259): numpy values and paths converted, NaN and infinities as ``null``.
+
+    The one JSON writer of records and ``--json`` output, so a record on disk and on stdout are the same.
+    ``lenient``: write any other object as its ``str`` (summaries printed by the CLI) instead of failing.
+
+    Example:
+        >>> dumps_strict({"n": np.int64(3), "auroc": float("nan")}, indent=None)
+        '{"n": 3, "auroc": null}'
+    """
+    default = (lambda o: _jsonable(o, lenient=True)) if lenient else _jsonable
+    return json.dumps(finite_or_null(json.loads(json.dumps(obj, default=default))), indent=indent, allow_nan=False)
 
 
 class SkippedRecordWarning(UserWarning):
@@ -241,9 +376,7 @@ def check_output_file(path: str | Path | None, what: str = "output file") -> Non
     _check_parent(p, what)
 
 
-def _jsonable(o: Any) -> Any:
-    import numpy as np
-
+def _jsonable(o: Any, lenient: bool = False) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -252,4 +385,6 @@ def _jsonable(o: Any) -> Any:
         return str(o)
     if hasattr(o, "to_dict"):
         return o.to_dict()
+    if lenient:
+        return str(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

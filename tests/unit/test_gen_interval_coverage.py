@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from vitlab.metrics.bootstrap_gen import halfsample_fd, halfsample_prdc, halfsample_vendi
+from vitlab.metrics.gen_intervals import halfsample_fd, halfsample_prdc, halfsample_vendi
 from vitlab.metrics.kd import kernel_distance
 from vitlab.metrics.prdc import prdc
 from vitlab.metrics.vendi import vendi_score

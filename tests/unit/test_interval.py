@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitlab.metrics.bootstrap_gen import halfsample_fd, halfsample_vendi
+from vitlab.metrics.gen_intervals import halfsample_fd, halfsample_vendi
 from vitlab.metrics.classification import top1
 from vitlab.stats.bootstrap import bootstrap_ci
 from vitlab.stats.interval import Interval

@@ -278,7 +278,7 @@ def test_per_fold_values_mean_and_t_interval():
         vals = [METRIC_FUNCTIONS[name](cv.labels[te], p) for te, p in zip(cv.fold_test, cv.fold_proba)]
         e = pf[name]
         assert e["folds"] == pytest.approx(vals) and e["n_folds"] == 4
-        assert e["mean"] == pytest.approx(np.mean(vals))
+        assert e["value"] == pytest.approx(np.mean(vals))
         from scipy import stats
         half = stats.t.ppf(0.975, 3) * np.std(vals, ddof=1) / 2
         assert (e["low"], e["high"]) == pytest.approx((np.mean(vals) - half, np.mean(vals) + half))
@@ -295,7 +295,7 @@ def test_per_fold_skips_undefined_folds():
     y2 = y.copy(); y2[6:] = 0
     cv.labels = y2  # fold 2 has one class only: AUROC undefined there
     e = cv.per_fold(["auroc"])["auroc"]
-    assert np.isnan(e["folds"][2]) and e["n_folds"] == 2 and e["mean"] == 1.0
+    assert np.isnan(e["folds"][2]) and e["n_folds"] == 2 and e["value"] == 1.0
 
 
 def test_patient_bootstrap_is_wider_when_bags_of_a_patient_are_correlated():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import json
-import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -157,17 +155,6 @@ def _check_environment() -> None:
     max_image_pixels()
 
 
-def _finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON ``null``)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def print_json(obj: Any) -> None:
     """Write one strict JSON document to stdout (the only thing a verb writes there).
 
@@ -182,6 +169,7 @@ def print_json(obj: Any) -> None:
           "auroc": null
         }
     """
-    obj = _finite(json.loads(json.dumps(obj, default=str)))
-    sys.stdout.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    from vitlab.record import dumps_strict
+
+    sys.stdout.write(dumps_strict(obj, lenient=True) + "\n")
     sys.stdout.flush()

@@ -172,7 +172,7 @@ def gen_eval(real: SetSpec = None, fake: SetSpec = None, *, train: SetSpec = Non
         metrics: ``"default"``, ``"all"`` or comma-separated names (see :mod:`vitlab.generative.metrics`).
         seed: seeds subsampling, half-samples, KD subsets, FD-infinity, C_T and FLS.
         n_resamples: random half-samples for every CI (default: FD 100, PRDC 50, Vendi 100, KD 100 when its
-            subsets exceed half a set; 0 = no CIs). See :mod:`vitlab.metrics.bootstrap_gen`.
+            subsets exceed half a set; 0 = no CIs). See :mod:`vitlab.metrics.gen_intervals`.
         config: other metric settings (:class:`GenEvalConfig`).
         pretrained: ``False`` = seeded random encoder weights (offline).
         device: encoder device (``cpu``, ``cuda``, ``auto``); CUDA also runs the metric math there.

@@ -20,7 +20,7 @@ uncertainty and turns results into run-record entries ``{"value", "low", "high",
 | ``ct_test`` | test, fake | none |
 | ``fls``, ``fls_pog`` | train, test, fake | none |
 
-Intervals (methods, sources and simulated coverage: :mod:`vitlab.metrics.bootstrap_gen` for FD,
+Intervals (methods, sources and simulated coverage: :mod:`vitlab.metrics.gen_intervals` for FD,
 PRDC and Vendi, :mod:`vitlab.metrics.kd` for KD) are ``value ± z·se``, so each contains its value.
 FD, PRDC and Vendi depend on the sample size; their interval covers the metric's expected value at
 this n. ``fd_debiased`` and KD (unbiased by construction) estimate the population value.
@@ -49,7 +49,7 @@ import numpy as np
 from vitlab.errors import ConfigError, UnknownNameError
 from vitlab.metrics import fd as fd_mod
 from vitlab.metrics._validate import SmallSampleWarning, warn_small_sample
-from vitlab.metrics.bootstrap_gen import halfsample_fd, halfsample_prdc, halfsample_vendi
+from vitlab.metrics.gen_intervals import halfsample_fd, halfsample_prdc, halfsample_vendi
 from vitlab.metrics.fls import fls_scores, split_fls_sets
 from vitlab.metrics.inception_score import inception_score
 from vitlab.metrics.kd import kernel_distance
@@ -57,6 +57,7 @@ from vitlab.metrics.memorization import authenticity_pct, ct_score, ct_score_mod
 from vitlab.metrics.prdc import prdc, realism_score
 from vitlab.metrics.sliced_wasserstein import sliced_wasserstein_approx
 from vitlab.metrics.vendi import per_class_vendi_scores, vendi_score
+from vitlab.stats.interval import Interval
 
 METRIC_ORDER = ("fd", "fd_inf", "kd", "prdc", "realism", "is", "vendi", "sw", "authpct", "ct", "ct_modified",
                 "ct_test", "fls", "fls_pog")
@@ -70,7 +71,7 @@ ALIASES = {"fid": "fd", "fd-infinity": "fd_inf", "fd_infinity": "fd_inf", "fd-in
            "sw_approx": "sw", "sliced_wasserstein": "sw", "fls_overfit": "fls_pog", "fls-pog": "fls_pog",
            "inception_score": "is", "precision": "prdc", "recall": "prdc", "density": "prdc", "coverage": "prdc",
            "ct-test": "ct_test", "ct-modified": "ct_modified", "ct_mem": "ct_modified", "ct_mode": "ct_test"}
-#: Default random half-samples per metric (see :mod:`vitlab.metrics.bootstrap_gen` for the CPU cost; a PRDC
+#: Default random half-samples per metric (see :mod:`vitlab.metrics.gen_intervals` for the CPU cost; a PRDC
 #: half-sample costs about a quarter of a full pass). KD uses them only when its subsets exceed half a set.
 DEFAULT_RESAMPLES = {"fd": 100, "prdc": 50, "vendi": 100, "kd": 100}
 
@@ -177,7 +178,8 @@ class MetricInputs:
 
 
 def _point(value: float, **extra: Any) -> dict[str, Any]:
-    return {"value": float(value), "low": None, "high": None, **extra}
+    """A metric reported without an interval (its ``note`` / ``uncertainty`` says why or what instead)."""
+    return Interval.point(value, "point estimate (no interval)").to_entry(**extra)
 
 
 def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -103,7 +103,7 @@ def randomisation_test(backbone: Backbone, x: torch.Tensor, map_name: str = "rol
     a, b = one(backbone), one(randomised_copy(backbone, seed=seed))
     rho = _spearman_rows(a, b)
     ok = rho[np.isfinite(rho)]
-    entry = mean_ci(ok, n_resamples=n_resamples, seed=seed) if ok.size else {"value": None}
+    entry = mean_ci(ok, n_resamples=n_resamples, seed=seed) if ok.size else {"value": None, "low": None, "high": None}
     return {"map": map_name, "spearman": entry, "per_image": rho.tolist(), "n_undefined": int((~np.isfinite(rho)).sum()),
             "changed": bool(ok.size and entry["high"] < 0.9)}
 

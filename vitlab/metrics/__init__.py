@@ -1,5 +1,5 @@
 """Metrics: classification (``classification``) and generative-model evaluation (``fd``, ``kd``, ``prdc``,
-``vendi``, ``sliced_wasserstein``, ``memorization``, ``fls``, ``inception_score``, ``bootstrap_gen``)."""
+``vendi``, ``sliced_wasserstein``, ``memorization``, ``fls``, ``inception_score``, ``gen_intervals``)."""
 
 from vitlab.metrics._validate import SmallSampleWarning
 

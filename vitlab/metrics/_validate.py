@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vitlab.errors import ConfigError, DataError
+from vitlab.stats.interval import check_level  # noqa: F401  (its home is vitlab.stats)
 
 __all__ = [
     "SmallSampleWarning",
@@ -142,22 +143,6 @@ def check_k(k: Any, n: int, name: str, what: str = "nearest_k") -> int:
             f"(need at least k+1 = {k + 1} samples). Lower {what} or pass more samples."
         )
     return k
-
-
-def check_level(level: Any) -> float:
-    """Check a confidence level in ``(0, 1)``.
-
-    Example:
-        >>> check_level(0.95)
-        0.95
-    """
-    try:
-        lv = float(level)
-    except (TypeError, ValueError):
-        raise ConfigError(f"level must be a number in (0, 1), e.g. 0.95, but got {level!r}.") from None
-    if not 0.0 < lv < 1.0:
-        raise ConfigError(f"level must be in (0, 1), e.g. 0.95, but got {level!r}.")
-    return lv
 
 
 def warn_small_sample(message: str, stacklevel: int = 3) -> None:

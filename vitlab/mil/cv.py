@@ -322,7 +322,7 @@ class CVResult:
                  alpha: float = 0.05) -> dict[str, dict[str, Any]]:
         """Each metric on each fold's test bags, their mean and a t-interval over folds.
 
-        ``{name: {"folds": [K values], "mean", "sd", "low", "high", "n_folds", "method"}}``; a fold
+        ``{name: {"folds": [K values], "value", "sd", "low", "high", "n_folds", "method"}}``; a fold
         where the metric is undefined (e.g. AUROC with one class in the fold) is ``nan`` and left
         out of the summary (``n_folds`` counts the folds used).
 
@@ -334,12 +334,11 @@ class CVResult:
         Example:
             >>> y = np.array([0, 1] * 6); fold = np.repeat([0, 1, 2], 4)
             >>> cv = cross_validate(12, y, None, fold, lambda tr, va, te, f: np.eye(2)[y[te]])
-            >>> cv.per_fold(["top1"])["top1"]["mean"]
+            >>> cv.per_fold(["top1"])["top1"]["value"]
             1.0
         """
-        from scipy import stats
-
         from vitlab.metrics.classification import METRIC_FUNCTIONS
+        from vitlab.stats.interval import t_interval
 
         if not 0.0 < alpha < 1.0:
             raise ConfigError(f"alpha={alpha} must be in (0, 1), e.g. 0.05 for a 95% interval.")
@@ -354,18 +353,11 @@ class CVResult:
                     vals.append(float(fn(self.labels[te], p)))
                 except ValueError:
                     vals.append(float("nan"))
-            v = np.asarray(vals)
-            ok = v[~np.isnan(v)]
-            m = float(ok.mean()) if ok.size else float("nan")
-            sd = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
-            if ok.size > 1:
-                half = float(stats.t.ppf(1 - alpha / 2, ok.size - 1)) * sd / np.sqrt(ok.size)
-                low, high = m - half, m + half
-            else:
-                low = high = float("nan")
-            out[name] = {"folds": vals, "mean": m, "sd": sd, "low": low, "high": high,
-                         "n_folds": int(ok.size), "level": 1.0 - alpha,
-                         "method": "t-interval over folds (folds not independent; descriptive)"}
+            ok = np.asarray(vals)[~np.isnan(vals)]
+            ci = t_interval(vals, level=1.0 - alpha,
+                            method="t-interval over folds (folds not independent; descriptive)")
+            out[name] = ci.to_entry(folds=vals, sd=float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
+                                    n_folds=int(ok.size))
         return out
 
 

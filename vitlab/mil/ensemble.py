@@ -157,7 +157,7 @@ def ensemble_gain(fold_probas: Sequence[np.ndarray], labels: np.ndarray, patient
     """
     from vitlab.metrics.classification import METRIC_FUNCTIONS
     from vitlab.stats.bootstrap import Resampler, _safe, bootstrap_replicates
-    from vitlab.stats.interval import Interval
+    from vitlab.stats.interval import percentile_interval
 
     arrays = [np.asarray(p, dtype=np.float64) for p in fold_probas]
     ens = ensemble_proba(arrays)
@@ -178,9 +178,8 @@ def ensemble_gain(fold_probas: Sequence[np.ndarray], labels: np.ndarray, patient
         value = e - float(np.mean(values))
         if d.size == 0:
             continue
-        low, high = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-        ci = Interval(value, min(float(low), value), max(float(high), value),
-                      "paired " + ("percentile" if g is None else "cluster-percentile"), 1 - alpha, n_resamples,
-                      n_skipped=n_resamples - int(d.size))
+        ci = percentile_interval(value, d, alpha=alpha, method="paired " + ("percentile" if g is None
+                                                                             else "cluster-percentile"),
+                                 n_resamples=n_resamples, n_skipped=n_resamples - int(d.size))
         gain[name] = ci.to_entry(mean_single=float(np.mean(values)), ensemble=e)
     return single, gain

@@ -27,6 +27,7 @@ import torch
 from vitlab.backbones import resolve_device
 from vitlab.backbones.base import Backbone
 from vitlab.errors import BackboneError, ConfigError, VitlabError
+from vitlab.stats.interval import Interval
 from vitlab.perf.measure import (DTYPES, PeakMemory, autocast_context, count_flops, count_parameters, synchronize,
                                  time_call)
 
@@ -274,7 +275,7 @@ def speedups(results: Mapping[str, BenchResult], baseline: str) -> dict[str, dic
     Example:
         >>> mk = lambda s: BenchResult("m", "x", None, "cpu", "fp32", 1, (8, 8), throughput={"samples": s})
         >>> speedups({"none": mk([10, 20]), "fast": mk([20, 30])}, "none")["fast"]
-        {'value': 1.75, 'low': 1.5, 'high': 2.0}
+        {'value': 1.75, 'low': 1.5, 'high': 2.0, 'n_resamples': 2, 'n_skipped': 0, 'method': 'median and range of paired per-repeat ratios'}
     """
     base = results.get(baseline)
     if base is None or not base.ok:
@@ -284,7 +285,8 @@ def speedups(results: Mapping[str, BenchResult], baseline: str) -> dict[str, dic
     for k, r in results.items():
         if r.ok:
             ratio = np.asarray(r.throughput["samples"], dtype=float) / b
-            out[k] = {"value": float(np.median(ratio)), "low": float(ratio.min()), "high": float(ratio.max())}
+            out[k] = Interval(float(np.median(ratio)), float(ratio.min()), float(ratio.max()),
+                              "median and range of paired per-repeat ratios", None, int(ratio.size)).to_entry()
     return out
 
 

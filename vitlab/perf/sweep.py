@@ -22,7 +22,8 @@ from vitlab.data import DataSource, load_source
 from vitlab.perf.measure import machine_info
 from vitlab.perf.runner import BenchResult, bench_backbones, speedups
 from vitlab.perf.variants import apply_variant, needs_calibration, parse_variants
-from vitlab.record import RunRecord
+from vitlab.record import RunRecord, start_record
+from vitlab.stats.interval import Interval
 
 CALIB_IMAGES = 32
 
@@ -106,18 +107,18 @@ def bench(backbone: Backbone | str, accel: str = "none", *, calib: DataSource | 
                               latency_repeats=latency_repeats, seed=seed)
     dev = torch.device(next(iter(results.values())).device)
     sp = speedups(results, baseline)
-    record = RunRecord(
-        kind="bench",
-        config={"backbone": backbone.name, "accel": accel, "variants": list(built), "baseline": baseline,
-                "device": str(dev), "dtype": dtype, "batch_size": batch_size,
-                "img_size": list(next(iter(results.values())).img_size), "compile": compile, "warmup": warmup,
-                "repeats": repeats, "min_time": min_time, "latency_repeats": latency_repeats,
-                "calibration": None if x_cal is None else {"n": int(len(x_cal)), "digest": tensor_digest(x_cal)}},
-        fingerprints={"backbone": backbone.fingerprint(), "variants": {k: b.accel for k, b in built.items()}},
-        metrics=bench_metrics(results, sp, baseline),
-        details={"results": {k: r.to_dict() for k, r in results.items()}, "machine": machine_info(dev),
-                 "method": METHOD},
-        timings={"total_s": round(time.perf_counter() - t0, 3)}, seeds={"inputs": seed})
+    record = start_record(
+        "bench",
+        {"backbone": backbone.name, "accel": accel, "variants": list(built), "baseline": baseline,
+         "device": str(dev), "dtype": dtype, "batch_size": batch_size,
+         "img_size": list(next(iter(results.values())).img_size), "compile": compile, "warmup": warmup,
+         "repeats": repeats, "min_time": min_time, "latency_repeats": latency_repeats,
+         "calibration": None if x_cal is None else {"n": int(len(x_cal)), "digest": tensor_digest(x_cal)}},
+        backbone=backbone, fingerprints={"variants": {k: b.accel for k, b in built.items()}}, seeds={"inputs": seed})
+    record.metrics = bench_metrics(results, sp, baseline)
+    record.details = {"results": {k: r.to_dict() for k, r in results.items()}, "machine": machine_info(dev),
+                      "method": METHOD}
+    record.timings = {"total_s": round(time.perf_counter() - t0, 3)}
     path = record.save(out) if out is not None else None
     return BenchSweep(results, record, path, baseline, sp)
 
@@ -138,14 +139,18 @@ def bench_metrics(results: dict[str, BenchResult], sp: dict[str, dict[str, float
     for k, r in results.items():
         if not r.ok:
             continue
+        point = lambda v, how="measured": Interval.point(v, how).to_entry()  # noqa: E731
         m: dict[str, Any] = {
-            "images_per_s": {"value": r.throughput["median"], "low": r.throughput["min"], "high": r.throughput["max"]},
-            "latency_p50_ms": {"value": r.latency_ms["p50"]}, "latency_p95_ms": {"value": r.latency_ms["p95"]},
-            "flops": {"value": r.flops}, "params": {"value": r.params}, "peak_memory_mb": {"value": r.peak_memory_mb}}
+            "images_per_s": Interval(r.throughput["median"], r.throughput["min"], r.throughput["max"],
+                                     "median and range of timed repeats", None,
+                                     len(r.throughput.get("samples") or ())).to_entry(),
+            "latency_p50_ms": point(r.latency_ms["p50"]), "latency_p95_ms": point(r.latency_ms["p95"]),
+            "flops": point(r.flops, "counted"), "params": point(r.params, "counted"),
+            "peak_memory_mb": point(r.peak_memory_mb)}
         if k in sp:
             m["speedup"] = sp[k]
         if base is not None and base.ok and r.flops:
-            m["flops_reduction"] = {"value": base.flops / r.flops}
+            m["flops_reduction"] = point(base.flops / r.flops, "counted")
         out[k] = m
     return out
 

@@ -27,7 +27,6 @@ import numpy as np
 from vitlab.accel.compare import feature_cosine, tensor_digest
 from vitlab.backbones import load_backbone
 from vitlab.backbones.base import Backbone
-from vitlab.comparison import pairwise_tests
 from vitlab.data import DataSource, load_source
 from vitlab.errors import ConfigError, DataError
 from vitlab.evaluation import EvalResult, evaluate
@@ -38,7 +37,9 @@ from vitlab.perf.runner import BenchResult, bench_backbones, speedups
 from vitlab.perf.variants import (ExitSpec, apply_variant, calibration_rows, load_images, needs_calibration,
                                   parse_variants)
 from vitlab.protocols.base import parse_protocols
-from vitlab.record import RunRecord
+from vitlab.record import RunRecord, start_record
+from vitlab.scorers import pair_results
+from vitlab.stats.interval import Interval
 
 METHOD = ("Accuracy: frozen-feature protocols on one shared split; change vs the baseline = paired bootstrap of "
           "top-1 on the same test images (95% CI, p) and McNemar's p. Speed: all variants timed in one interleaved "
@@ -157,27 +158,24 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
     layer = backbone.resolve_layers(layers)[-1]
     cosine = {k: feature_cosine(built[baseline], vb, x_cos, layer=layer) for k, vb in built.items()}
     table = _table(list(variants), baseline, protocols, runs, bench, exits, cosine, n_resamples, seed)
-    record = RunRecord(
-        kind="tradeoff",
-        config={"backbone": backbone.name, "data": source.uri, "dataset": source.uri, "accel": accel,
-                "variants": list(variants), "baseline": baseline, "protocols": protocols, "headline": protocols[0],
-                "layers": layers, "layer": layer, "pool": pool, "seed": seed, "test_fraction": test_fraction,
-                "n_resamples": n_resamples, "protocol_config": {p.label: p.to_dict() for p in protos},
-                "calibration": None if calib is None else {"n": int(len(calib)), "from": "train split",
-                                                            "digest": tensor_digest(calib)},
-                "bench": {"device": device, "dtype": dtype, "batch_size": batch_size, "warmup": warmup,
-                          "repeats": repeats, "min_time": min_time, "latency_repeats": latency_repeats},
-                "cosine_images": int(len(pick))},
-        fingerprints={"backbone": backbone.fingerprint(),
-                      "data": {"kind": source.kind, "uri": source.uri, "fingerprint": source.fingerprint,
-                               "n": len(source)},
-                      "variants": {k: b.accel for k, b in built.items()}},
-        metrics={row["variant"]: _row_metrics(row, protocols) for row in table},
-        details={"table": table, "exits": {k: e.to_dict() for k, e in exits.items()},
-                 "bench": {k: r.to_dict() for k, r in bench.items()}, "machine": machine_info(built[baseline].device),
-                 "method": METHOD, "eval_runs": {k: r.record.run_id for k, r in runs.items()}},
-        timings={"total_s": round(time.perf_counter() - t0, 3)},
+    record = start_record(
+        "tradeoff",
+        {"backbone": backbone.name, "data": source.uri, "dataset": source.uri, "accel": accel,
+         "variants": list(variants), "baseline": baseline, "protocols": protocols, "headline": protocols[0],
+         "layers": layers, "layer": layer, "pool": pool, "seed": seed, "test_fraction": test_fraction,
+         "n_resamples": n_resamples, "protocol_config": {p.label: p.to_dict() for p in protos},
+         "calibration": None if calib is None else {"n": int(len(calib)), "from": "train split",
+                                                    "digest": tensor_digest(calib)},
+         "bench": {"device": device, "dtype": dtype, "batch_size": batch_size, "warmup": warmup,
+                   "repeats": repeats, "min_time": min_time, "latency_repeats": latency_repeats},
+         "cosine_images": int(len(pick))},
+        backbone=backbone, source=source, fingerprints={"variants": {k: b.accel for k, b in built.items()}},
         seeds={"split": seed, "bootstrap": seed, "calibration": seed, "inputs": seed})
+    record.metrics = {row["variant"]: _row_metrics(row, protocols, n_resamples) for row in table}
+    record.details = {"table": table, "exits": {k: e.to_dict() for k, e in exits.items()},
+                      "bench": {k: r.to_dict() for k, r in bench.items()}, "machine": machine_info(built[baseline].device),
+                      "method": METHOD, "eval_runs": {k: r.record.run_id for k, r in runs.items()}}
+    record.timings = {"total_s": round(time.perf_counter() - t0, 3)}
     paths = []
     if out is not None:
         for r in runs.values():
@@ -193,6 +191,9 @@ def _table(labels: list[str], baseline: str, protocols: list[str], runs: dict[st
     sp = speedups(bench, baseline)
     base_b = bench[baseline]
     paired = [p for p in protocols if p in runs[baseline].proba]
+    # every accelerated variant against the baseline on the same test images: one family per protocol (Holm)
+    tests = {p: {t["a"]: t for t in pair_results({k: r.results[p] for k, r in runs.items()}, reference=baseline,
+                                                 n_resamples=n_resamples, seed=seed)} for p in paired}
     rows = []
     for label in labels:
         if label in exits:
@@ -200,10 +201,12 @@ def _table(labels: list[str], baseline: str, protocols: list[str], runs: dict[st
             thr = base_b.throughput.get("median") if base_b.ok else None
             rows.append({"variant": label, "kind": "early_exit", "error": None,
                          "images_per_s": None if thr is None else thr * e.point["speedup"],
-                         "images_per_s_derived": True, "speedup": {"value": e.point["speedup"]},
+                         "images_per_s_derived": True,
+                         "speedup": Interval.point(e.point["speedup"], "expected time of the exit rule (measured per exit)").to_entry(),
                          "flops": e.cum_flops[-1] / e.point["flops_reduction"],
                          "flops_reduction": e.point["flops_reduction"], "params": base_b.params,
-                         "accuracy": {"exit": {"value": e.point["accuracy"]}}, "delta": {"exit": e.delta},
+                         "accuracy": {"exit": Interval.point(e.point["accuracy"], "exit rule on the test split"
+                                                             ).to_entry()}, "delta": {"exit": e.delta},
                          "threshold": e.spec.threshold, "mean_exit_layer": e.point["mean_exit_layer"],
                          "feature_cosine": None})
             continue
@@ -221,10 +224,12 @@ def _table(labels: list[str], baseline: str, protocols: list[str], runs: dict[st
                         "flops_reduction": base_b.flops / b.flops if base_b.ok and b.flops else None})
         for p in paired:
             if label == baseline:
-                row["delta"][p] = {"diff": 0.0, "low": 0.0, "high": 0.0, "p_bootstrap": 1.0, "p_mcnemar": 1.0}
+                row["delta"][p] = {"diff": 0.0, "low": 0.0, "high": 0.0, "p_bootstrap": 1.0, "p_mcnemar": 1.0,
+                                   "p_bootstrap_holm": 1.0, "p_mcnemar_holm": 1.0, "significant": False}
                 continue
-            t = pairwise_tests(run, runs[baseline], p, n_resamples=n_resamples, seed=seed)
-            row["delta"][p] = {k: t[k] for k in ("diff", "low", "high", "p_bootstrap", "p_mcnemar")}
+            t = tests[p][label]
+            row["delta"][p] = {k: t[k] for k in ("diff", "low", "high", "p_bootstrap", "p_mcnemar",
+                                                 "p_bootstrap_holm", "p_mcnemar_holm", "significant")}
         rows.append(row)
     head = protocols[0]
     acc_rows = [r for r in rows if r["kind"] == "accel"]
@@ -235,17 +240,18 @@ def _table(labels: list[str], baseline: str, protocols: list[str], runs: dict[st
     return rows
 
 
-def _row_metrics(row: dict[str, Any], protocols: list[str]) -> dict[str, Any]:
+def _row_metrics(row: dict[str, Any], protocols: list[str], n_resamples: int) -> dict[str, Any]:
     m: dict[str, Any] = {}
     for p, v in row.get("accuracy", {}).items():
         m[f"{p}_top1"] = v
     for p, d in row.get("delta", {}).items():
-        m[f"{p}_top1_change"] = {"value": d["diff"], "low": d["low"], "high": d["high"]}
+        m[f"{p}_top1_change"] = Interval(d["diff"], d["low"], d["high"], "paired percentile bootstrap", 0.95,
+                                         n_resamples).to_entry()
     if row.get("speedup"):
         m["speedup"] = row["speedup"]
     for k in ("images_per_s", "flops_reduction", "feature_cosine"):
         if row.get(k) is not None:
-            m[k] = {"value": row[k]}
+            m[k] = Interval.point(row[k], "measured").to_entry()
     return m
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from vitlab.data.splits import holdout
 from vitlab.errors import ConfigError
 from vitlab.protocols.base import Protocol, Result, Split, check_finite, register_protocol
+from vitlab.stats.interval import t_interval
 
 __all__ = ["KNN", "KNNConfig", "Linear", "LinearConfig", "FewShot", "FewShotConfig", "DEFAULT_KS"]
 
@@ -214,8 +215,7 @@ class FewShot(Protocol):
         res = fewshot_eval(train.X, train.y, test.X, test.y, shots=shots, episodes=cfg.episodes, seed=seed,
                            linear_C=cfg.linear_C)
         method = f"t-interval over {cfg.episodes} episodes, clipped to [0, 1]"
-        episodes = {f"{clf}_{shot}shot": {"value": r.mean, "low": max(0.0, r.low), "high": min(1.0, r.high),
-                                          "method": method}
+        episodes = {f"{clf}_{shot}shot": t_interval(r.accuracies, method=method, bounds=(0.0, 1.0)).to_entry()
                     for clf, per in res.results.items() for shot, r in per.items()}
         dropped = sorted(set(cfg.shots) - set(shots))
         return Result("episodes", _units(test), {}, None,

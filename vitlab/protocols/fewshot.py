@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from vitlab.errors import ConfigError, DataError
 from vitlab.protocols.linear import check_labels, convergence_summary, fit_logistic
+from vitlab.stats.interval import t_interval
 
 __all__ = ["FewShotResult", "ShotResult", "fewshot_eval", "cl2n", "sample_episode", "CLASSIFIERS"]
 
@@ -82,19 +82,11 @@ class FewShotResult:
         }
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)`` of a Student-t interval; ``low = high = nan`` for one value.
-
-    Example:
-        >>> t_interval([0.5, 0.7])[0]
-        0.6
-    """
-    v = np.asarray(values, dtype=np.float64)
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-    return m, float(m - half), float(m + half)
+def _shot(accuracies: list[float]) -> ShotResult:
+    """One (classifier, shot): the mean accuracy and its t-interval (:func:`vitlab.stats.interval.t_interval`)."""
+    ci = t_interval(accuracies)
+    nan = float("nan")
+    return ShotResult(tuple(accuracies), ci.value, nan if ci.low is None else ci.low, nan if ci.high is None else ci.high)
 
 
 def cl2n(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -220,7 +212,7 @@ def fewshot_eval(
                 pred = (xte @ W + b).argmax(axis=1)
                 accs["linear"][s].append(float((pred == test_y).mean()))
     results = {
-        c: {s: ShotResult(tuple(a), *t_interval(a)) for s, a in per.items()} for c, per in accs.items()
+        c: {s: _shot(a) for s, a in per.items()} for c, per in accs.items()
     }
     conv = None
     if fits:

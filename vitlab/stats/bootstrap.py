@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.stats.interval import Interval
+from vitlab.stats.interval import Interval, percentile_interval
 
 __all__ = ["bootstrap_ci", "bootstrap_replicates", "Resampler"]
 
@@ -223,5 +223,5 @@ def bootstrap_ci(
             RuntimeWarning,
             stacklevel=2,
         )
-    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
-    return Interval(value, float(low), float(high), res.method, 1.0 - alpha, n_resamples, n_skipped)
+    return percentile_interval(value, valid, alpha=alpha, method=res.method, n_resamples=n_resamples,
+                               n_skipped=n_skipped)

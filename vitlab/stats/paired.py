@@ -26,6 +26,7 @@ from scipy import stats
 
 from vitlab.errors import DataError
 from vitlab.stats.bootstrap import MetricFn, Resampler, bootstrap_replicates, check_inputs
+from vitlab.stats.interval import percentile_interval
 
 __all__ = ["PairedResult", "TestResult", "paired_bootstrap", "mcnemar", "delong_test", "delong_auc_cov"]
 
@@ -116,8 +117,8 @@ def paired_bootstrap(
         )
     B = d.size
     p = min(1.0, 2.0 * min(1 + np.sum(d <= 0), 1 + np.sum(d >= 0)) / (B + 1))
-    low, high = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-    return PairedResult(a - b, float(low), float(high), float(p), n_resamples, n_skipped, alpha)
+    ci = percentile_interval(a - b, d, alpha=alpha, method=res.method, n_resamples=n_resamples, n_skipped=n_skipped)
+    return PairedResult(ci.value, ci.low, ci.high, float(p), n_resamples, n_skipped, alpha)
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, *, exact: bool | None = None) -> TestResult:

@@ -14,14 +14,8 @@ from scipy import linalg
 
 from vitlab.errors import ConfigError, DataError
 from vitlab.metrics._validate import check_features
-from vitlab.metrics.bootstrap_gen import (
-    half_factor,
-    half_indices,
-    halfsample_ci,
-    halfsample_fd,
-    halfsample_prdc,
-    halfsample_vendi,
-)
+from vitlab.metrics.gen_intervals import halfsample_fd, halfsample_prdc, halfsample_vendi
+from vitlab.stats.halfsample import half_factor, half_indices, halfsample_ci
 from vitlab.metrics.fd import frechet_distance
 from vitlab.metrics.prdc import prdc
 from vitlab.metrics.vendi import vendi_score
