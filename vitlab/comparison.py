@@ -1,7 +1,8 @@
 """``vitlab.compare`` (this module is ``vitlab.comparison``): several backbones, the same splits, paired significance tests.
 
-``mil-<head>`` protocols on a bag source run :func:`vitlab.mil.evaluate.mil_eval` per backbone on the
-same patient-grouped folds and compare the pooled out-of-fold predictions (leaderboard on AUROC).
+``mil-<head>`` protocols (:mod:`vitlab.protocols.mil`) on an image bag source run on the same
+patient-grouped folds for every backbone and compare the pooled out-of-fold predictions (leaderboard on
+AUROC, the protocols' headline).
 
 For each dataset and protocol: a leaderboard on the task's headline metric (top-1,
 recall@1, mIoU...) with CIs; for each pair of backbones the paired test of the
@@ -24,7 +25,6 @@ from vitlab.backbones import load_backbone
 from vitlab.data import load_source
 from vitlab.errors import ConfigError
 from vitlab.evaluation import EvalResult, check_eval_config, evaluate
-from vitlab.mil.evaluate import mil_eval
 from vitlab.record import RunRecord
 from vitlab.scorers import ALPHA, pair_results, scorer_for
 from vitlab.stats.ranks import friedman_test, mean_ranks, nemenyi_cd
@@ -67,12 +67,9 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     if not datasets:
         raise ConfigError("compare needs at least one data source, got none.")
     # validate before loading any backbone or embedding anything
-    mil_heads = _mil_heads(protocols)
-    if mil_heads is None:
-        protocols = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
-                                      device=device, out=out, **eval_kwargs)
-    elif n_resamples < 1:
-        raise ConfigError(f"n_resamples must be >= 1, got {n_resamples}.")
+    protocols = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
+                                  device=device, out=out, **eval_kwargs)
+    on_bags = protocols[0].view == "bags"
     runs: dict[tuple[str, str], EvalResult] = {}
     loaded = {}
     for name in backbones:
@@ -82,15 +79,11 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
         loaded[bb.name] = bb
     backbones = list(loaded)  # canonical names from here on ("pixels" → "pixels:28")
     sources = {ds: load_source(ds) for ds in datasets}
-    if mil_heads is not None:
-        _check_mil_sources(sources)
+    if on_bags:
+        _check_bag_sources(sources)
     for ds, source in sources.items():
-        if mil_heads is not None:  # the same patient-grouped folds for every backbone (seeded by labels+patients)
-            for name, bb in loaded.items():
-                runs[(ds, name)] = mil_eval(bb, source, heads=mil_heads, seed=seed, n_resamples=n_resamples,
-                                            device=device or "cpu", cache_dir=cache_dir, out=out, **eval_kwargs)
-            continue
-        splits = source.splits(seed=seed, test_fraction=test_fraction)  # one split for every backbone
+        # one split for every backbone; bag protocols' patient-grouped folds are seeded by labels and patients
+        splits = None if on_bags else source.splits(seed=seed, test_fraction=test_fraction)
         for name, bb in loaded.items():
             runs[(ds, name)] = evaluate(bb, source, protocols=protocols, seed=seed, splits=splits,
                                         n_resamples=n_resamples, cache_dir=cache_dir, out=out, **eval_kwargs)
@@ -135,27 +128,8 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
     return CompareResult(record, runs, path)
 
 
-def _mil_heads(protocols: Any) -> list[str] | None:
-    """The heads of ``mil-<head>`` protocols, ``None`` when none is a MIL protocol; mixing is an error."""
-    if not isinstance(protocols, (str, list, tuple)):
-        return None
-    items = [p.strip() for p in protocols.split(",")] if isinstance(protocols, str) else list(protocols)
-    is_mil = [isinstance(p, str) and p.startswith("mil-") for p in items]
-    if not any(is_mil):
-        return None
-    if not all(is_mil):
-        raise ConfigError("MIL protocols (mil-<head>) score bags and cannot be mixed with instance protocols "
-                          f"({', '.join(str(p) for p, m in zip(items, is_mil) if not m)}) in one compare; run "
-                          "them separately.")
-    from vitlab.mil.heads import HEADS
-
-    heads = [p[len("mil-"):] for p in items]
-    for h in heads:
-        HEADS.entry(h)  # unknown head: one line with suggestions
-    return heads
-
-
-def _check_mil_sources(sources: dict[str, Any]) -> None:
+def _check_bag_sources(sources: dict[str, Any]) -> None:
+    """Bag protocols compare backbones only on image bags (a feature bag source gives all the same features)."""
     from vitlab.data.bags import BagInfo, FeatureBagSource
 
     for ds, src in sources.items():

@@ -53,9 +53,12 @@ class EvalResult:
         return {k: r.outputs["proba"] for k, r in self.results.items() if r.task == "classification"}
 
     def metric(self, protocol: str, name: str | None = None) -> float:
-        """A metric's value; ``name`` defaults to the protocol's headline metric (top1, recall@1, miou...)."""
+        """A metric's value; ``name`` defaults to the protocol's headline metric (top1, recall@1, miou; auroc
+        for MIL)."""
         if name is None:
-            name = scorer_for(self.results[protocol].task).headline_for(set(self.record.metrics[protocol]))
+            names = set(self.record.metrics[protocol])
+            preferred = self.record.config.get("headline")
+            name = preferred if preferred in names else scorer_for(self.results[protocol].task).headline_for(names)
         return float(self.record.metrics[protocol][name]["value"])
 
 
@@ -116,41 +119,59 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         leak_threshold = check_threshold(leak_threshold, "leak_threshold")
     source = load_source(data)
     _check_data(source, protos)
-    if isinstance(backbone, str):
-        backbone = load_backbone(backbone, pretrained=pretrained, device=device or "cpu")
-    _check_backbone(backbone, protos)
-    if pool == "auto":
-        pool = "cls" if backbone.spec.has_cls_token else "mean"
+    on_bags = protos[0].view == "bags"
+    if on_bags and exclude_leaked:
+        raise ConfigError("exclude_leaked checks test images against training images; MIL protocols score bags "
+                          "(patients in cross-validation folds are disjoint by construction). Drop it.")
+    features_only = on_bags and _is_feature_bags(source)
+    if features_only and backbone is not None:
+        raise ConfigError(f"{source.uri} holds precomputed features, so no backbone embeds it; drop --backbone "
+                          f"({getattr(backbone, 'name', backbone)}).")
+    if not features_only:
+        if backbone is None:
+            raise ConfigError(f"{source.uri}: give a backbone to embed the images (--backbone).")
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone, pretrained=pretrained, device=device or "cpu")
+        _check_backbone(backbone, protos)
+        if pool == "auto":
+            pool = "cls" if backbone.spec.has_cls_token else "mean"
     t0 = time.perf_counter()
     store = EmbeddingStore(cache_dir)
-    emb = store.get_or_compute(backbone, source, layers=layers, pool=pool, **embed_kwargs)
+    emb = None if features_only else store.get_or_compute(backbone, source, layers=layers, pool=pool, **embed_kwargs)
     t_embed = time.perf_counter() - t0
-    X = np.asarray(emb.get(), dtype=np.float32)
-    y = emb.labels
-    groups = np.asarray(emb.groups) if emb.groups is not None else None
-    if splits is not None:
-        if len(splits) != len(source):
-            raise ConfigError(f"splits has {len(splits)} entries but {source.uri} has {len(source)} samples.")
-        split = np.asarray(splits)[np.asarray(emb.index)]
-        split_origin = "given"
+    if on_bags:
+        views = _BagViews(source, emb, protos)
+        train = test = None
     else:
-        split = emb.splits(seed=seed, test_fraction=test_fraction)
-        split_origin = "split column" if emb.split_column is not None else f"seeded stratified (test {test_fraction})"
-    tr, te = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
-    n_classes = len(emb.classes)
-    if any(p.needs_labels and p.task in ("classification", "episodes") for p in protos):
-        _check_classes(y, tr, te, emb.classes)
-    elif len(tr) == 0 or len(te) == 0:
-        raise DataError(f"the split has {len(tr)} train and {len(te)} test samples; both must be non-empty. "
-                        "Check the split column or test_fraction.")
-    ids = list(emb.ids)
-    views = _Views(backbone, source, emb, store, X, y, groups, ids, embed_kwargs)
-    train, test = views.pooled(tr), views.pooled(te)
+        X = np.asarray(emb.get(), dtype=np.float32)
+        y = emb.labels
+        groups = np.asarray(emb.groups) if emb.groups is not None else None
+        if splits is not None:
+            if len(splits) != len(source):
+                raise ConfigError(f"splits has {len(splits)} entries but {source.uri} has {len(source)} samples.")
+            split = np.asarray(splits)[np.asarray(emb.index)]
+            split_origin = "given"
+        else:
+            split = emb.splits(seed=seed, test_fraction=test_fraction)
+            split_origin = ("split column" if emb.split_column is not None
+                            else f"seeded stratified (test {test_fraction})")
+        tr, te = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
+        if any(p.needs_labels and p.task in ("classification", "episodes") for p in protos):
+            _check_classes(y, tr, te, emb.classes)
+        elif len(tr) == 0 or len(te) == 0:
+            raise DataError(f"the split has {len(tr)} train and {len(te)} test samples; both must be non-empty. "
+                            "Check the split column or test_fraction.")
+        ids = list(emb.ids)
+        views = _Views(backbone, source, emb, store, X, y, groups, ids, embed_kwargs)
+        train, test = views.pooled(tr), views.pooled(te)
+    n_classes = len(source.classes)
     metrics, hparams, details, timings, results = {}, {}, {}, {"embed_s": round(t_embed, 3)}, {}
     for proto in protos:
         name = proto.label
         t1 = time.perf_counter()
-        if getattr(proto, "uses_roles", False) and (source.roles is not None or source.positives is not None):
+        if on_bags:
+            p_train, p_test = views.train, views.test
+        elif getattr(proto, "uses_roles", False) and (source.roles is not None or source.positives is not None):
             p_train, p_test = views.by_roles(tr, te)
         else:
             p_train, p_test = (train, test) if proto.view == "pooled" else views.for_protocol(proto, tr, te)
@@ -158,13 +179,14 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         t1 = time.perf_counter()
         res = proto.run(p_train, p_test, seed=seed, n_classes=n_classes, device=device or "cpu")
         timings[f"{name}_s"] = round(time.perf_counter() - t1, 3)
-        results[name] = res
-        hparams[name] = res.hparams
-        details[name] = dict(res.details)
-        metrics[name], extra = scorer_for(res.task).score(res, n_resamples=n_resamples, seed=seed, ordinal=ordinal)
-        details[name].update(extra)
-        details[name]["task"] = res.task
-        if res.task == "classification":
+        for key, r in [(name, res), *((name + suffix, c) for suffix, c in res.companions.items())]:
+            results[key] = r
+            hparams[key] = r.hparams
+            details[key] = dict(r.details)
+            metrics[key], extra = scorer_for(r.task).score(r, n_resamples=n_resamples, seed=seed, ordinal=ordinal)
+            details[key].update(extra)
+            details[key]["task"] = r.task
+        if res.task == "classification" and train is not None:
             details[name]["gallery"] = _gallery(train, test, res.outputs["proba"], ids, seed)
     if exclude_leaked:
         t1 = time.perf_counter()
@@ -172,26 +194,38 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
                                              leak_threshold, n_resamples, seed, {"layers": layers, "pool": pool,
                                                                                  **embed_kwargs})
         timings["leakage_s"] = round(time.perf_counter() - t1, 3)
-    # every pair of protocols of this run that scored the same units (e.g. zeroshot against linear)
+    # every pair of results of this run on the same units (zeroshot against linear; MIL heads on the same bags)
     protocol_pairs = pair_results(results, n_resamples=n_resamples, seed=seed)
     if protocol_pairs:
         details["protocol_pairs"] = protocol_pairs
-    record = start_record(
-        "eval",
-        {"backbone": label or backbone.name, "source_backbone": backbone.name, "accel": backbone.accel,
-         "data": source.uri, "dataset": dataset_name or source.uri,
-         "protocols": [p.label for p in protos], "layers": list(emb.layers), "layer": emb.layers[-1],
-         "pool": pool, "test_fraction": test_fraction, "split_origin": split_origin,
-         "n_resamples": n_resamples, "seed": seed, "ordinal": ordinal,
-         "protocol_config": {p.label: p.to_dict() for p in protos},
-         **({"exclude_leaked": True, "leak_threshold": leak_threshold} if exclude_leaked else {})},
-        backbone=backbone, source=source, embeddings=emb.digest,
-        seeds={"split": seed, "protocols": seed, "bootstrap": seed})
+    config = {"backbone": label or ("features" if backbone is None else backbone.name), "source_backbone": None if backbone is None else backbone.name,
+              "accel": None if backbone is None else backbone.accel, "data": source.uri,
+              "dataset": dataset_name or source.uri, "protocols": list(results),
+              "layers": None if emb is None else list(emb.layers), "layer": None if emb is None else emb.layers[-1],
+              "pool": None if emb is None else pool, "n_resamples": n_resamples, "seed": seed, "ordinal": ordinal,
+              "protocol_config": {p.label: p.to_dict() for p in protos}}
+    heads = {getattr(p, "headline", None) for p in protos}
+    if len(heads) == 1 and None not in heads:
+        config["headline"] = heads.pop()
+    if on_bags:
+        config.update(views.config(results[protos[0].label]))
+        seeds = {"folds": seed, "heads": seed, "bootstrap": seed}
+        data_details = views.data_details()
+    else:
+        config.update(test_fraction=test_fraction, split_origin=split_origin,
+                      **({"exclude_leaked": True, "leak_threshold": leak_threshold} if exclude_leaked else {}))
+        seeds = {"split": seed, "protocols": seed, "bootstrap": seed}
+        data_details = {"classes": emb.classes, "n_train": int(len(tr)), "n_test": int(len(te)), "skipped": emb.skipped}
+    record = start_record("eval", config, backbone=backbone, source=source,
+                          embeddings=None if emb is None else emb.digest, seeds=seeds)
     record.metrics, record.hparams = metrics, hparams
-    record.details = {**details, "data": {"classes": emb.classes, "n_train": int(len(tr)), "n_test": int(len(te)),
-                                          "skipped": emb.skipped}}
-    record.timings = {**timings, "embedding_stats": emb.stats, "embeddings_from_cache": emb.from_cache}
+    record.details = {**details, "data": data_details}
+    record.timings = {**timings, **({} if emb is None else {"embedding_stats": emb.stats,
+                                                            "embeddings_from_cache": emb.from_cache})}
     path = record.save(out) if out is not None else None
+    if on_bags:  # cross-fitted: the scored units are the cross-validation bags
+        first = results[protos[0].label]
+        return EvalResult(record, results, first.outputs["y"], list(first.units), first.groups, emb, path)
     return EvalResult(record, results, test.y, list(test.ids), test.groups, emb, path)
 
 
@@ -231,6 +265,11 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
         vitlab.errors.ConfigError: test_fraction must be between 0 and 1 (exclusive), e.g. 0.2; got 1.5.
     """
     protos = parse_protocols(protocols)
+    on_bags = [p.view == "bags" for p in protos]
+    if any(on_bags) and not all(on_bags):
+        raise ConfigError("MIL protocols (mil-<head>) score bags and cannot be mixed with instance protocols "
+                          f"({', '.join(p.label for p, b in zip(protos, on_bags) if not b)}) in one run; run them "
+                          "separately.")
     check_fractions(test_fraction)
     if n_resamples < 1:
         raise ConfigError(f"n_resamples must be >= 1 (1000+ recommended), got {n_resamples}.")
@@ -252,8 +291,21 @@ def _protocol_pairs(results: dict[str, Result], *, n_resamples: int, seed: int) 
     return pair_results(results, n_resamples=n_resamples, seed=seed)
 
 
+def _is_feature_bags(source: DataSource) -> bool:
+    from vitlab.data.bags import FeatureBagSource
+
+    return isinstance(source, FeatureBagSource)
+
+
 def _check_data(source: DataSource, protos: list[Protocol]) -> None:
-    """What the data must hold for these protocols: labels, masks (one clear line each)."""
+    """What the data must hold for these protocols: labels, masks, bags (one clear line each)."""
+    if protos and protos[0].view == "bags":
+        from vitlab.data.bags import BagInfo
+
+        if not isinstance(source, BagInfo):
+            raise DataError(f"{getattr(source, 'uri', source)} is not a bag source: MIL needs bags:<manifest> "
+                            "(bag_id, label, patient_id, path or features columns) or sample:fashion-mnist-bags.")
+        return
     labelled = [p.label for p in protos  # explicit positives replace labels for retrieval
                 if p.needs_labels and not (getattr(p, "uses_roles", False) and source.positives is not None)]
     if source.labels is None and labelled:
@@ -362,6 +414,55 @@ class _Views:
                                        extra=extra)
 
         return side(tr), side(te)
+
+
+class _BagViews:
+    """The ``bags`` view of a bag source: the cross-validation bags (``train``) and the manifest's held-out
+    ``test`` bags (possibly none), each a :class:`Split` carrying its :class:`~vitlab.mil.data.BagData`."""
+
+    def __init__(self, source: DataSource, emb: Embeddings | None, protos: list[Protocol]) -> None:
+        from vitlab.mil.data import bag_data
+
+        if emb is None:
+            bags = bag_data(source)
+        else:
+            if len(emb) != len(source):
+                raise DataError(f"{len(source) - len(emb)} instance image(s) could not be embedded; MIL needs every "
+                                "instance of a bag. Fix or remove them.")
+            bags = bag_data(source, np.asarray(emb.get(), dtype=np.float32))
+        row_ids = list(source.ids)
+        try:
+            names = [[row_ids[r] for r in np.asarray(source.bag_rows(b))] for b in bags.ids]
+        except (AttributeError, KeyError):
+            names = None
+        held = (np.array([sp == "test" for sp in bags.split], bool) if bags.split is not None
+                else np.zeros(len(bags), bool))
+        folds = max(getattr(p.config, "folds", 2) for p in protos)
+        if held.any() and (~held).sum() < folds:
+            raise DataError(f"{source.uri}: only {int((~held).sum())} bag(s) outside split 'test' for {folds}-fold "
+                            "cross-validation; mark fewer bags as test or lower --folds.")
+        self.all, self.source = bags, source
+        self.train = self._split(bags.subset(~held), None if names is None else [n for n, h in zip(names, held) if not h])
+        self.test = self._split(bags.subset(held), None if names is None else [n for n, h in zip(names, held) if h])
+
+    @staticmethod
+    def _split(bags: Any, names: list[list[str]] | None) -> Split:
+        return Split(None, bags.labels, np.arange(len(bags)), np.asarray(bags.patients, dtype=object), list(bags.ids),
+                     extra={"bags": bags, "instance_names": names})
+
+    def config(self, first: Result) -> dict[str, Any]:
+        """The record config of a bag run: folds, their origin, the bootstrap unit, the held-out test."""
+        n_test = len(self.test)
+        return {"task": "mil", "folds": first.details.get("folds"), "fold_origin": first.details.get("fold_origin"),
+                "split_origin": first.details.get("fold_origin"), "bootstrap_unit": "patient",
+                "n_cv_bags": len(self.train), "n_test_bags": n_test,
+                "test": None if not n_test else "manifest split 'test': the K fold models' mean probability "
+                                                 "(protocols mil-<head>@test)"}
+
+    def data_details(self) -> dict[str, Any]:
+        b = self.all
+        return {"classes": b.classes, "n_bags": len(b), "n_patients": int(len(set(b.patients))),
+                "bag_sizes": {"min": int(b.sizes.min()), "median": float(np.median(b.sizes)), "max": int(b.sizes.max())}}
 
 
 def _check_classes(y: np.ndarray, tr: np.ndarray, te: np.ndarray, classes: list[str]) -> None:

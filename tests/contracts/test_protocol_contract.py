@@ -7,7 +7,9 @@ one clear line; the scorer's record entries survive a JSON round trip; every int
 its point estimate; two results on the same units can be paired.
 
 Inputs are synthetic and chosen by what the protocol declares it needs (``view``): pooled
-vectors, or patch tokens with masks, or joint-space embeddings with text embeddings.
+vectors, or patch tokens with masks, or joint-space embeddings with text embeddings, or bags of
+instance features (MIL). A cross-fitted protocol (MIL) scores its train split out of fold, so its
+units are the train items.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ N_CLASSES = 3
 # Small configs so the suite stays fast; every protocol not listed runs with its defaults.
 FAST = {"knn": {"ks": (3, 5)}, "linear": {"Cs": (0.1, 1.0)}, "fewshot": {"shots": (1, 2), "episodes": 3},
         "seg-linear": {"Cs": (1.0,)}}
+FAST_MIL = {"folds": 2, "epochs": 2, "min_epochs": 1, "patience": 1}
 
 
 def _make(name: str):
-    return PROTOCOLS.get(name)(**FAST.get(name, {}))
+    cls = PROTOCOLS.get(name)
+    return cls(**(FAST_MIL if cls.view == "bags" else FAST.get(name, {})))
 
 
 def _pooled(seed: int, n: int, offset: int) -> Split:
@@ -63,20 +67,53 @@ def _embed(seed: int, n: int, offset: int) -> Split:
     return dataclasses.replace(s, extra={"text_embeddings": text, "classes": [f"c{i}" for i in range(N_CLASSES)]})
 
 
-MAKERS = {"pooled": _pooled, "tokens": _tokens, "embed": _embed}
+def _bags(seed: int, n: int, offset: int) -> Split:
+    """``n`` bags of 3-6 instances (8-d); a bag of class c holds one instance near e_c, the rest noise."""
+    from vitlab.mil.data import BagData
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % N_CLASSES
+    feats = []
+    for c in y:
+        x = rng.normal(size=(int(rng.integers(3, 7)), 8)).astype(np.float32)
+        x[0] += 3 * np.eye(N_CLASSES, 8, dtype=np.float32)[c]
+        feats.append(x)
+    ids = [f"id{offset + i:04d}" for i in range(n)]
+    patients = [f"p{offset + i // 2:04d}" for i in range(n)]
+    bags = BagData(ids, feats, y, [f"c{i}" for i in range(N_CLASSES)], patients)
+    return Split(None, y, np.arange(offset, offset + n), np.asarray(patients, dtype=object), ids,
+                 extra={"bags": bags, "instance_names": None})
+
+
+MAKERS = {"pooled": _pooled, "tokens": _tokens, "embed": _embed, "bags": _bags}
+
+
+def _units_side(proto, train: Split, test: Split) -> Split:
+    """The split whose items a result scores: test, or train for a cross-fitted protocol."""
+    return train if getattr(proto, "cross_fitted", False) else test
+
+
+def _with_bags(split: Split, fn) -> Split:
+    """``split`` with ``fn(list of [n_i, d] arrays) -> list`` applied to its bags' features (a new object)."""
+    b = split.extra["bags"]
+    return dataclasses.replace(split, extra={**split.extra, "bags": dataclasses.replace(b, features=fn(b.features))})
 
 
 def _splits(proto, seed: int = 0) -> tuple[Split, Split]:
     make = MAKERS[proto.view]
-    return make(seed, 60, 0), make(seed + 1, 30, 1000)
+    n_train, n_test = (36, 12) if proto.view == "bags" else (60, 30)  # a MIL head trains per fold: keep it small
+    return make(seed, n_train, 0), make(seed + 1, n_test, 1000)
 
 
 def _shuffle(split: Split, seed: int) -> Split:
     order = np.random.default_rng(seed).permutation(len(split))
     pick = lambda a: None if a is None else (a[order] if isinstance(a, np.ndarray) else [a[i] for i in order])  # noqa
+    extra = split.extra
+    if "bags" in extra:
+        extra = {**extra, "bags": extra["bags"].subset(order)}
     return dataclasses.replace(split, X=pick(split.X), y=pick(split.y), rows=split.rows[order],
                                groups=pick(split.groups), ids=pick(split.ids), tokens=pick(split.tokens),
-                               masks=pick(split.masks))
+                               masks=pick(split.masks), extra=extra)
 
 
 def _per_unit(res) -> dict:
@@ -120,7 +157,8 @@ def test_invariant_to_row_order(proto):
     a = proto.run(train, test, seed=0, n_classes=N_CLASSES)
     b = proto.run(_shuffle(train, 1), _shuffle(test, 2), seed=0, n_classes=N_CLASSES)
     assert sorted(a.units) == sorted(b.units)
-    assert b.units == [_shuffle(test, 2).ids[i] for i in range(len(test))]  # in the caller's order
+    side = _units_side(proto, _shuffle(train, 1), _shuffle(test, 2))
+    assert b.units == [side.ids[i] for i in range(len(side))]  # in the caller's order
     pa, pb = _per_unit(a), _per_unit(b)
     assert pa.keys() == pb.keys()
     for k in pa:
@@ -145,10 +183,17 @@ def test_inputs_are_not_mutated(proto):
 def test_non_finite_features_are_refused(proto, side, bad):
     train, test = _splits(proto)
     target = train if side == "train" else test
-    field = "tokens" if proto.view == "tokens" else "X"
-    arr = getattr(target, field).copy()
-    arr[3] = bad
-    broken = dataclasses.replace(target, **{field: arr})
+    if proto.view == "bags":
+        def plant(feats):
+            feats = [f.copy() for f in feats]
+            feats[3][0, 0] = bad
+            return feats
+        broken = _with_bags(target, plant)
+    else:
+        field = "tokens" if proto.view == "tokens" else "X"
+        arr = getattr(target, field).copy()
+        arr[3] = bad
+        broken = dataclasses.replace(target, **{field: arr})
     args = (broken, test) if side == "train" else (train, broken)
     with pytest.raises(DataError, match=rf"{side} features contain NaN or inf \(1 sample\(s\), first: id"):
         proto.run(*args, seed=0, n_classes=N_CLASSES)
@@ -172,10 +217,14 @@ def test_scores_round_trip_through_json_and_intervals_contain_their_estimate(pro
 def test_two_results_on_the_same_units_can_be_paired(proto):
     train, test = _splits(proto)
     a = proto.run(train, test, seed=0, n_classes=N_CLASSES)
-    noisy = lambda s: dataclasses.replace(  # noqa: E731
-        s, X=None if s.X is None else s.X + np.random.default_rng(5).normal(size=s.X.shape).astype(np.float32),
-        tokens=None if s.tokens is None else s.tokens + np.random.default_rng(6).normal(
-            size=s.tokens.shape).astype(np.float32))
+    def noisy(s: Split) -> Split:
+        if "bags" in s.extra:
+            rng = np.random.default_rng(7)
+            return _with_bags(s, lambda fs: [f + rng.normal(size=f.shape).astype(np.float32) for f in fs])
+        return dataclasses.replace(
+            s, X=None if s.X is None else s.X + np.random.default_rng(5).normal(size=s.X.shape).astype(np.float32),
+            tokens=None if s.tokens is None else s.tokens + np.random.default_rng(6).normal(
+                size=s.tokens.shape).astype(np.float32))
     b = proto.run(noisy(train), noisy(test), seed=0, n_classes=N_CLASSES)
     t = scorer_for(a.task).paired(a, b, n_resamples=100, seed=0)
     if scorer_for(a.task).p_keys:

@@ -14,7 +14,8 @@ from vitlab.cli import app
 from vitlab.data import load_source
 from vitlab.errors import ConfigError, DataError
 
-FAST = dict(epochs=20, min_epochs=5, patience=5, lr=1e-3, progress=False, num_workers=0)
+FAST = dict(progress=False, num_workers=0)
+RECIPE = "epochs=20,min_epochs=5,patience=5,lr=1e-3"  # MIL protocols take their recipe as protocol parameters
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def bag_dir(tmp_path_factory):
 def compared(bag_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     res = vitlab.compare(["demo:fmnist-vit", "pixels"], f"bags:{bag_dir / 'bags.csv'}",
-                         protocols="mil-abmil,mil-mean", n_resamples=200,
+                         protocols=f"mil-abmil:{RECIPE},mil-mean:{RECIPE}", n_resamples=200,
                          cache_dir=tmp_path_factory.mktemp("cache"), out=out, **FAST)
     return res, out
 

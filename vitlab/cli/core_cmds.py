@@ -54,7 +54,7 @@ def ls_cmd() -> None:
     t.add_column("parameters [defaults]")
     for e in PROTOCOLS:
         cls = PROTOCOLS.get(e.name)
-        params = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cls.Config()).items())
+        params = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cls.default_config()).items())
         t.add_row(e.name, cls.task, e.help, params)
     console.print(t)
     t = Table(title="Data-source kinds", title_justify="left")

@@ -199,16 +199,25 @@ def _group_holdout(labels: np.ndarray | None, g: np.ndarray, fraction: float, se
     n = g.shape[0]
     n_groups = np.unique(g).size
     k = max(2, int(round(1.0 / fraction)))
+    counts = None if labels is None else np.bincount(labels)
+    smallest = None if counts is None else int(counts[counts > 0].min())  # StratifiedGroupKFold needs >= k per class
     if fallback:
         if n_groups < 2:
             raise DataError(f"only {n_groups} group present: a group-aware split needs at least 2 groups.")
-        if labels is None or n_groups < k:
+        if labels is None or n_groups < k or smallest < k:
             return next(GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed).split(np.zeros(n), groups=g))
     elif n_groups < k:
         raise DataError(
             f"{n_groups} group(s) cannot be split group-disjointly with "
             f"val_fraction={fraction} (needs >= {k} groups). Use more groups or "
             "a larger val_fraction."
+        )
+    elif smallest < k:
+        worst = int(np.flatnonzero(counts == smallest)[0])
+        raise DataError(
+            f"too few samples for a group-aware stratified validation split: class {worst} has {smallest} "
+            f"sample(s), fewer than the {k} parts of a split with val_fraction={fraction}. Add data for that "
+            "class, or use a larger val_fraction."
         )
     kept, held = next(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels, g))
     if not fallback:

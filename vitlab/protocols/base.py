@@ -52,8 +52,9 @@ class Split:
         tokens: ``[n, N, C]`` patch tokens (dense protocols), or ``None``.
         grid: patch grid ``(h, w)`` of ``tokens``.
         masks: ``[n]`` label maps ``[H, W]`` (segmentation), or ``None``.
-        extra: split-level inputs of a task, never per-row arrays (e.g. ``text_embeddings [classes, templates, D]``
-            for zero-shot, ``classes`` and ``ignore_index`` for segmentation).
+        extra: split-level inputs of a task, never bare per-row arrays (e.g. ``text_embeddings [classes,
+            templates, D]`` for zero-shot, ``classes`` and ``ignore_index`` for segmentation; the bags view's
+            :class:`~vitlab.mil.data.BagData` of the split for MIL, ``extra["bags"]``).
     """
 
     X: np.ndarray | None
@@ -84,6 +85,9 @@ class Result:
         hparams: chosen hyper-parameters (``{"k": 20}``).
         details: anything else worth recording (sweeps, convergence, galleries).
         episodes: pre-computed summaries ``{name: {value, low, high, method}}`` (few-shot).
+        companions: further results the protocol produced on other units, keyed by the suffix their
+            label gets (``{"@test": Result}``: a MIL protocol's K fold models as one ensemble on held-out
+            bags, reported as ``mil-<head>@test``); each is scored and recorded like a protocol's own.
     """
 
     task: str
@@ -93,6 +97,7 @@ class Result:
     hparams: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    companions: dict[str, Result] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -103,8 +108,9 @@ class Protocol(ABC):
     """Base class of every evaluation protocol.
 
     Subclasses set ``name``, ``task``, ``Config`` (a frozen dataclass validated in
-    ``__post_init__``), optionally ``view`` (``"pooled"``, ``"tokens"`` or ``"embed"``: what the
-    store must serve) and ``needs_labels``, and implement :meth:`run`. Build one from keyword
+    ``__post_init__``), optionally ``view`` (``"pooled"``, ``"tokens"``, ``"embed"`` or ``"bags"``: what the
+    store must serve), ``needs_labels`` and ``headline`` (the leaderboard metric, when not the task's), and
+    implement :meth:`run`. Build one from keyword
     arguments (``KNN(ks=(10,))``), from a config (``KNN(KNNConfig(...))``), or from a spec string
     with :func:`parse_protocols`.
     """
@@ -115,6 +121,10 @@ class Protocol(ABC):
     view: ClassVar[str] = "pooled"
     needs_labels: ClassVar[bool] = True
     needs_masks: ClassVar[bool] = False
+    headline: ClassVar[str | None] = None
+    #: scores its *train* split out of fold (K-fold cross-fitting): the result's units are the train items,
+    #: and the test items, when any, come back as ``companions`` (MIL)
+    cross_fitted: ClassVar[bool] = False
     help: ClassVar[str] = ""
 
     def __init__(self, config: Any = None, **params: Any) -> None:
@@ -144,6 +154,11 @@ class Protocol(ABC):
     def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str) -> Result:
         """The protocol itself, on splits in canonical order (see :meth:`run`)."""
 
+    @classmethod
+    def default_config(cls) -> Any:
+        """The config of ``cls()`` (what :meth:`spec` leaves out)."""
+        return cls.Config()
+
     def to_dict(self) -> dict[str, Any]:
         """The protocol's name, task and every config value (recorded in run records)."""
         return {"name": self.name, "task": self.task, **dataclasses.asdict(self.config)}
@@ -163,7 +178,7 @@ class Protocol(ABC):
             >>> KNN(ks=(5, 10)).spec(), KNN().spec()
             ('knn:ks=[5,10]', 'knn')
         """
-        default = dataclasses.asdict(self.Config())
+        default = dataclasses.asdict(self.default_config())
         diff = {k: v for k, v in dataclasses.asdict(self.config).items() if v != default.get(k)}
         if not diff:
             return self.name
@@ -220,7 +235,7 @@ def register_protocol(cls: type[Protocol]) -> type[Protocol]:
 
 def _load_builtin() -> None:
     # the built-in protocols register themselves on import
-    from vitlab.protocols import classification, retrieval, seg, zeroshot  # noqa: F401
+    from vitlab.protocols import classification, mil, retrieval, seg, zeroshot  # noqa: F401
 
 
 def parse_protocols(spec: str | Protocol | Sequence[str | Protocol]) -> list[Protocol]:

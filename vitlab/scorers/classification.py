@@ -36,7 +36,9 @@ def scalar_metrics(n_classes: int, ordinal: bool) -> list[str]:
 
 @register_scorer
 class ClassificationScorer(Scorer):
-    """Scorer of task ``classification`` (outputs ``y [m]``, ``proba [m, C]``)."""
+    """Scorer of task ``classification`` (outputs ``y [m]``, ``proba [m, C]``; with ``members``, the list of
+    ``[m, C]`` probabilities of the models whose mean ``proba`` is, also the ensemble's gain over the average
+    member, :func:`vitlab.mil.ensemble.ensemble_gain`)."""
 
     task = "classification"
     headline = "top1"
@@ -50,7 +52,15 @@ class ClassificationScorer(Scorer):
         out = {name: bootstrap_ci(METRIC_FUNCTIONS[name], y, proba, n_resamples=n_resamples, seed=seed,
                                   groups=res.groups).to_entry()
                for name in scalar_metrics(proba.shape[1], ordinal)}
-        return out, {"per_class_recall": full["per_class_recall"], "confusion_matrix": full["confusion_matrix"]}
+        extra = {"per_class_recall": full["per_class_recall"], "confusion_matrix": full["confusion_matrix"]}
+        if "members" in res.outputs:  # an ensemble: its gain over the average member, paired (mil-<head>@test)
+            from vitlab.mil.ensemble import ensemble_gain
+
+            members = res.outputs["members"]
+            single, gain = ensemble_gain(members, y, res.groups, n_resamples=n_resamples, seed=seed)
+            extra["ensemble"] = {"n_models": len(members), "combine": "mean probability", "single_models": single,
+                                 "gain": gain}
+        return out, extra
 
     def paired(self, a: Result, b: Result, *, n_resamples: int, seed: int) -> dict[str, Any]:
         check_paired(a, b)
