@@ -23,7 +23,7 @@ import warnings
 import torch
 
 import vitlab.perf as perf
-from vitlab.perf.sweep import bench_rows
+from vitlab.report.perf_figures import bench_rows
 
 FMNIST = "idx:/usr/share/datasets/fashion-mnist"
 

@@ -58,7 +58,7 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
 
 _LAZY = {"evaluate": "vitlab.evaluation", "compare": "vitlab.comparison", "gen_eval": "vitlab.generative",
          "gen_stats": "vitlab.generative", "bench": "vitlab.perf", "benchmark": "vitlab.perf",
-         "tradeoff": "vitlab.perf", "mil_eval": "vitlab.mil.evaluate",
+         "tradeoff": "vitlab.perf", "mil_eval": "vitlab.evaluation",
          "inspect_model": "vitlab.inspect.api", "robust": "vitlab.inspect.robust", "curate": "vitlab.curate",
          "tune": "vitlab.tune.evaluate"}
 

@@ -13,6 +13,7 @@ from tests.conftest import write_images
 from vitlab.backbones.base import hash_state_dict
 from vitlab.cli import app
 from vitlab.errors import BackboneError, DataError, UnknownNameError
+from vitlab.report.perf_figures import tradeoff_plot_uri
 from vitlab.perf import tradeoff
 from vitlab.report import load_records, render_html
 
@@ -98,7 +99,7 @@ def test_report_renders_tradeoff_with_a_pareto_plot(result, tmp_path):
     section = html[start:html.index("<h2", start + 10)]
     assert "tome:r=2" in section and "data:image/png;base64," in section and "Pareto" in section
     assert "threshold sweep" in section
-    assert res.plot_uri().startswith("data:image/png;base64,")
+    assert tradeoff_plot_uri(res.record).startswith("data:image/png;base64,")
 
 
 def test_ptq_variant_calibrates_on_the_train_split(folder, demo, tmp_path):

@@ -1,4 +1,10 @@
-"""No module-level import circles anywhere in vitlab (AST of every module's top-level imports)."""
+"""The import picture of vitlab: no module-level import circles, and no import (top-level or deferred) from a
+lower layer into a higher one.
+
+Layers, lowest first (a package may import its own layer and every layer below it). A registry that names
+its target by a ``"module:attr"`` string is not an import, so it may point anywhere (that is how backbone
+sources, protocols and report sections stay pluggable).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,51 @@ def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT.parent).with_suffix("")
     parts = list(rel.parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+LAYERS = [
+    {"vitlab._version", "vitlab.errors", "vitlab._registry", "vitlab._spec", "vitlab._io", "vitlab.record"},
+    {"vitlab.stats", "vitlab.neighbors", "vitlab.metrics"},                    # pure math
+    {"vitlab.data", "vitlab.backbones"},                                       # sources and backbones
+    {"vitlab.store"},                                                          # the one route to features
+    {"vitlab.protocols", "vitlab.scorers", "vitlab.mil"},                      # protocols, scorers, MIL heads
+    {"vitlab.accel", "vitlab.curate", "vitlab.inspect", "vitlab.generative"},  # features on the store
+    {"vitlab.evaluation", "vitlab.comparison"},                                # eval / compare / mil
+    {"vitlab.tune", "vitlab.perf", "vitlab.pretrain", "vitlab.explore"},       # built on evaluation
+    {"vitlab.report"},                                                         # only renders records
+    {"vitlab.cli", "vitlab"},                                                  # the surface
+]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    for n in (2, 1):
+        key = ".".join(parts[:n])
+        for i, group in enumerate(LAYERS):
+            if key in group:
+                return i
+    raise AssertionError(f"{module} is in no layer of LAYERS; add its package there")
+
+
+def _all_imports() -> list[tuple[str, str, int]]:
+    """``(importer, imported, line)`` for every vitlab import anywhere in a module (functions included)."""
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    out = []
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                    + ([base] if base else []))
+                targets = [base]
+            else:
+                continue
+            out += [(name, t, node.lineno) for t in targets if t == "vitlab" or t.startswith("vitlab.")]
+    return out
 
 
 def _graph() -> dict[str, set[str]]:
@@ -64,9 +115,20 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_is_read():
     g = _graph()
-    assert "vitlab.cli.options" in g["vitlab.cli.eval_cmds"] and "vitlab.record" in g["vitlab.evaluation"]
+    assert "vitlab.cli.options" in g["vitlab.cli.eval_cmds"] and "vitlab.record" in g["vitlab.evaluation.run"]
 
 
 def test_no_module_level_import_circle():
     cycle = _cycle(_graph())
     assert cycle is None, " -> ".join(cycle)
+
+
+def test_every_package_has_a_layer():
+    for importer, imported, _ in _all_imports():
+        _layer(importer), _layer(imported)
+
+
+def test_no_lower_layer_imports_a_higher_one_even_lazily():
+    bad = [f"{a} (layer {_layer(a)}) imports {b} (layer {_layer(b)}) at line {line}"
+           for a, b, line in _all_imports() if _layer(b) > _layer(a)]
+    assert not bad, "\n".join(bad)

@@ -10,7 +10,8 @@ from torch import nn
 from vitlab.accel import apply_accel
 from vitlab.errors import ConfigError, UnknownNameError
 from vitlab.perf.measure import PeakMemory, autocast_context, count_flops, count_parameters
-from vitlab.perf.pareto import pareto_figure, pareto_front
+from vitlab.perf.pareto import pareto_front
+from vitlab.report.perf_figures import pareto_figure
 from vitlab.perf.runner import BenchResult, speedups
 from vitlab.perf.variants import (ExitSpec, calibration_rows, parse_exit, parse_variant, parse_variants,
                                   split_variants)

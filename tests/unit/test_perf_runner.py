@@ -14,7 +14,8 @@ from vitlab.backbones.base import hash_state_dict
 from vitlab.errors import BackboneError, ConfigError
 from vitlab.perf import runner
 from vitlab.perf.measure import count_flops
-from vitlab.perf import BenchResult, bench, bench_backbones, bench_rows, benchmark
+from vitlab.perf import BenchResult, bench, bench_backbones, benchmark
+from vitlab.report.perf_figures import bench_rows
 from vitlab.record import RunRecord
 
 FAST = dict(batch_size=4, warmup=1, repeats=3, min_time=0.0, latency_repeats=5)

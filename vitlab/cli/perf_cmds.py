@@ -14,6 +14,7 @@ from rich.table import Table
 from vitlab.cli.options import CacheDir, Device, Json, Out, Pretrained, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
+from vitlab.report.perf_figures import bench_rows, tradeoff_plot_uri
 from vitlab.report.tables import fmt
 
 
@@ -29,7 +30,7 @@ def _f(x: Any, spec: str = ".3g") -> str:
 
 
 def bench_table(rows: list[dict[str, Any]], title: str, baseline: str = "none") -> Table:
-    """Rich table of :func:`vitlab.perf.bench_rows` rows."""
+    """Rich table of :func:`vitlab.report.perf_figures.bench_rows` rows."""
     t = Table(title=title, title_justify="left", caption=f"median img/s; speed-up vs {escape(baseline)} from per-repeat paired "
               "ratios; latency at batch 1; FLOPs per image; min/max and params in --json.", caption_justify="left")
     # compact enough for an 80-column terminal; every field is in the run record (--json / --out)
@@ -86,7 +87,7 @@ def bench_cmd(
     c, m = res.record.config, res.record.details["machine"]
     title = (f"{c['backbone']} · {c['device']} {c['dtype']} · batch {c['batch_size']} · "
              f"{c['img_size'][0]}×{c['img_size'][1]}{' · compiled' if compile else ''}")
-    console.print(bench_table(res.rows(), escape(title), res.baseline))
+    console.print(bench_table(bench_rows(res.record), escape(title), res.baseline))
     note(f"[dim]{m.get('cpu_count')} CPUs, {m.get('torch_threads')} torch threads, load "
          f"{m.get('load_avg_1m', '?')}; rough figures on this machine, ratios from the same run.[/]")
     if res.path:
@@ -173,7 +174,7 @@ def tradeoff_cmd(
         import base64
 
         plot.parent.mkdir(parents=True, exist_ok=True)
-        plot.write_bytes(base64.b64decode(res.plot_uri().split(",", 1)[1]))
+        plot.write_bytes(base64.b64decode(tradeoff_plot_uri(res.record).split(",", 1)[1]))
     if json_out:
         print_json(res.record.to_dict())
         return

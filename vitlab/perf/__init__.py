@@ -7,6 +7,8 @@
                        cosine, Pareto front, early exit on measured layer times → ``"tradeoff"`` record
 =====================  ==============================================================================
 
+Their records are rendered by :mod:`vitlab.report` (tables and the Pareto plot: :mod:`vitlab.report.perf_figures`).
+
 Example:
     >>> import vitlab.perf as perf
     >>> res = perf.bench("timm:vit_small_patch16_224", "none,tome:r=8,int8", pretrained=False)  # doctest: +SKIP
@@ -18,14 +20,13 @@ from __future__ import annotations
 
 from vitlab.perf.exit import ExitResult, layer_flops, layer_times, run_early_exit
 from vitlab.perf.measure import PeakMemory, count_flops, count_parameters
-from vitlab.perf.pareto import pareto_figure, pareto_front
+from vitlab.perf.pareto import pareto_front
 from vitlab.perf.runner import BenchResult, bench_backbones, benchmark, speedups
-from vitlab.perf.sweep import BenchSweep, bench, bench_rows
-from vitlab.perf.tradeoff import TradeoffResult, tradeoff, tradeoff_plot_uri
+from vitlab.perf.sweep import BenchSweep, bench
+from vitlab.perf.tradeoff import TradeoffResult, tradeoff
 from vitlab.perf.variants import ExitSpec, parse_variants, split_variants
-from vitlab.report import perf_section as _perf_section  # noqa: F401  (registers the "bench"/"tradeoff" sections)
 
 __all__ = ["benchmark", "bench", "tradeoff", "BenchResult", "BenchSweep", "TradeoffResult", "ExitResult", "ExitSpec",
-           "bench_backbones", "bench_rows", "speedups", "layer_times", "layer_flops", "run_early_exit",
-           "count_flops", "count_parameters", "PeakMemory", "pareto_front", "pareto_figure", "tradeoff_plot_uri",
+           "bench_backbones", "speedups", "layer_times", "layer_flops", "run_early_exit",
+           "count_flops", "count_parameters", "PeakMemory", "pareto_front",
            "parse_variants", "split_variants"]

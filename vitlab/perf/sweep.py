@@ -2,7 +2,8 @@
 
 Example:
     >>> res = bench("timm:vit_small_patch16_224", "none,tome:r=8,int8", pretrained=False)  # doctest: +SKIP
-    >>> [(r["variant"], round(r["speedup"], 2)) for r in res.rows()]  # doctest: +SKIP
+    >>> from vitlab.report.perf_figures import bench_rows
+    >>> [(r["variant"], round(r["speedup"], 2)) for r in bench_rows(res.record)]  # doctest: +SKIP
     [('none', 1.0), ('tome:r=8', 1.61), ('int8', 1.34)]
 """
 
@@ -38,9 +39,6 @@ class BenchSweep:
     baseline: str = "none"
     speedup: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat dict per variant (see :func:`bench_rows`)."""
-        return bench_rows(self.record)
 
 
 def load_bench_backbone(name: str, *, pretrained: bool = True, img_size: int | None = None, seed: int = 0) -> Backbone:
@@ -155,29 +153,4 @@ def bench_metrics(results: dict[str, BenchResult], sp: dict[str, dict[str, float
     return out
 
 
-def bench_rows(record: RunRecord) -> list[dict[str, Any]]:
-    """Flat rows of a ``"bench"`` record for tables: one per variant, in run order.
-
-    Keys: ``variant``, ``images_per_s``, ``images_per_s_min``, ``images_per_s_max``, ``speedup``,
-    ``speedup_low``, ``speedup_high``, ``latency_p50_ms``, ``latency_p95_ms``, ``gflops``,
-    ``flops_reduction``, ``params_m``, ``peak_memory_mb``, ``error`` (``None`` when measured).
-    """
-    rows = []
-    for label in record.config.get("variants", list(record.metrics)):
-        m = record.metrics.get(label)
-        err = (record.details.get("results", {}).get(label) or {}).get("error")
-        if m is None:
-            rows.append({"variant": label, "error": err or "not measured"})
-            continue
-        g = lambda key, part="value": (m.get(key) or {}).get(part)  # noqa: E731
-        rows.append({"variant": label, "images_per_s": g("images_per_s"), "images_per_s_min": g("images_per_s", "low"),
-                     "images_per_s_max": g("images_per_s", "high"), "speedup": g("speedup"),
-                     "speedup_low": g("speedup", "low"), "speedup_high": g("speedup", "high"),
-                     "latency_p50_ms": g("latency_p50_ms"), "latency_p95_ms": g("latency_p95_ms"),
-                     "gflops": None if g("flops") is None else g("flops") / 1e9,
-                     "flops_reduction": g("flops_reduction"), "params_m": (g("params") or 0) / 1e6,
-                     "peak_memory_mb": g("peak_memory_mb"), "error": None})
-    return rows
-
-
-__all__ = ["BenchSweep", "bench", "bench_rows", "bench_metrics", "load_bench_backbone", "resolve_calibration"]
+__all__ = ["BenchSweep", "bench", "bench_metrics", "load_bench_backbone", "resolve_calibration"]

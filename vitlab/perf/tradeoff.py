@@ -32,7 +32,7 @@ from vitlab.errors import ConfigError, DataError
 from vitlab.evaluation import EvalResult, evaluate
 from vitlab.perf.exit import ExitResult, run_early_exit
 from vitlab.perf.measure import machine_info
-from vitlab.perf.pareto import pareto_front, pareto_plot_uri
+from vitlab.perf.pareto import pareto_front
 from vitlab.perf.runner import BenchResult, bench_backbones, speedups
 from vitlab.perf.variants import (ExitSpec, apply_variant, calibration_rows, load_images, needs_calibration,
                                   parse_variants)
@@ -72,9 +72,6 @@ class TradeoffResult:
         """One row per variant: speed-up, FLOPs reduction, accuracy and its change vs the baseline, cosine."""
         return self.record.details["table"]
 
-    def plot_uri(self) -> str:
-        """The Pareto plot (accuracy vs images/s) as a ``data:image/png;base64`` URI."""
-        return tradeoff_plot_uri(self.record)
 
 
 def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "none,tome:r=8,evit:keep=0.7,int8",
@@ -255,28 +252,4 @@ def _row_metrics(row: dict[str, Any], protocols: list[str], n_resamples: int) ->
     return m
 
 
-def tradeoff_plot_uri(record: RunRecord) -> str:
-    """Pareto plot of a ``"tradeoff"`` record: headline accuracy vs images/s, front in red, exit sweeps dashed."""
-    head = record.config.get("headline", "knn")
-    pts = []
-    for r in record.details.get("table", []):
-        if r.get("kind") != "accel" or r.get("images_per_s") is None:
-            continue
-        a = r.get("accuracy", {}).get(head) or {}
-        pts.append({"label": r["variant"], "speed": r["images_per_s"], "accuracy": a.get("value"),
-                    "low": a.get("low"), "high": a.get("high"), "front": r.get("pareto")})
-    curve = None
-    base = next((r for r in record.details.get("table", []) if r["variant"] == record.config.get("baseline")), {})
-    for label, e in list(record.details.get("exits", {}).items())[:1]:
-        if base.get("images_per_s") is not None:
-            sw, thr = e["sweep"], base["images_per_s"]
-            keep = [i for i, t in enumerate(sw["threshold"]) if t >= 0.5]
-            curve = {"label": f"{label}: linear exit heads,\nthresholds 0.5-1 (heads' accuracy)",
-                     "speed": [thr * sw["speedup"][i] for i in keep], "accuracy": [sw["accuracy"][i] for i in keep],
-                     "point": (thr * e["point"]["speedup"], e["point"]["accuracy"]),
-                     "point_label": f"{label} @ {e['threshold']:g}"}
-    return pareto_plot_uri(pts, curve=curve, ylabel=f"top-1 accuracy ({head})",
-                           title=f"{record.config.get('backbone')} on {record.config.get('dataset')}")
-
-
-__all__ = ["TradeoffResult", "tradeoff", "tradeoff_plot_uri", "METHOD"]
+__all__ = ["TradeoffResult", "tradeoff", "METHOD"]

@@ -45,7 +45,7 @@ def _conditions(c: dict[str, Any], machine: dict[str, Any]) -> str:
 
 @register_section("bench", "Benchmarks")
 def _bench_section(records: list[RunRecord], ctx: RenderContext) -> str:
-    from vitlab.perf.sweep import bench_rows
+    from vitlab.report.perf_figures import bench_rows
 
     out = []
     for r in records:
@@ -128,7 +128,7 @@ def _exit_tables(r: RunRecord) -> str:
 
 @register_section("tradeoff", "Accuracy / speed trade-offs")
 def _tradeoff_section(records: list[RunRecord], ctx: RenderContext) -> str:
-    from vitlab.perf.tradeoff import tradeoff_plot_uri
+    from vitlab.report.perf_figures import tradeoff_plot_uri
 
     out = []
     for r in records:

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,7 @@ def mil_eval(backbone: Any, data: Any, *, heads: str | list[str] = "abmil,mean",
     Raises:
         UnknownNameError: an unknown head. DataError: not a bag source, leaking folds, bad bags.
     """
-    from vitlab.evaluation import evaluate
+    from vitlab.evaluation.run import evaluate
     from vitlab.mil.heads import HEADS
     from vitlab.protocols import parse_protocols
     from vitlab.protocols.mil import MIL
