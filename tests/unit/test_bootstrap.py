@@ -89,8 +89,8 @@ def test_errors():
     y, s = _bernoulli(50, 0.5, np.random.default_rng(4))
     with pytest.raises(ConfigError, match="n_resamples=0 must be >= 1"):
         bootstrap_ci(top1, y, s, n_resamples=0)
-    with pytest.raises(ConfigError, match="alpha=1.5 must be in"):
-        bootstrap_ci(top1, y, s, alpha=1.5)
+    with pytest.raises(ConfigError, match="level=1.5 must be in"):
+        bootstrap_ci(top1, y, s, level=1.5)
     with pytest.raises(DataError, match="scores have 49 rows but y_true has 50"):
         bootstrap_ci(top1, y, s[:49])
     with pytest.raises(DataError, match="undefined \\(NaN\\) on the full data"):

@@ -8,7 +8,6 @@ into ``cls`` / ``mean`` / ``cls+mean`` embeddings.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitlab.backbones.identity import (carry_over, hash_state_dict, pinned_or_tracked,  # noqa: F401
+                                       weights_signature)
 from vitlab.backbones.preprocessing import Preprocessing
 from vitlab.errors import BackboneError, ConfigError
 
@@ -142,58 +143,6 @@ def pool_tokens(tokens: torch.Tensor, mode: str, num_prefix_tokens: int, has_cls
     return mean if mode == "mean" else torch.cat([tokens[:, 0], mean], dim=1)
 
 
-_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def weights_signature(module: nn.Module) -> tuple:
-    """A cheap signature of a module's parameters and buffers: changes when any of them changes.
-
-    Per tensor: name, storage pointer, autograd version counter, shape, dtype, device, and two
-    exact integer checksums of its bits (the sum of all elements, and of every other one, read
-    as integers), computed with torch on the tensor's own device. The version counter catches
-    ``with torch.no_grad(): p.add_(1)`` and ``load_state_dict``; the pointer catches
-    ``p.data = t``; the checksums catch writes that bypass the version counter
-    (``p.data.add_()``, numpy views). Only an in-place change that keeps both sums (e.g. swapping
-    two elements of the same parity through ``p.data``) escapes it. About 5x cheaper than
-    :func:`hash_state_dict` on CPU and far cheaper on GPU (no copy to the host).
-
-    Example:
-        >>> lin = nn.Linear(2, 2)
-        >>> sig = weights_signature(lin)
-        >>> _ = lin.weight.data.add_(1.0)  # bypasses the version counter
-        >>> weights_signature(lin) != sig
-        True
-    """
-    meta, sums = [], {}
-    for name, t in [*module.named_parameters(), *module.named_buffers()]:
-        try:
-            ptr = t.data_ptr()
-        except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
-            ptr = None
-        meta.append((name, ptr, t._version, tuple(t.shape), str(t.dtype), str(t.device)))
-        if t.device.type == "meta" or not t.numel():
-            continue
-        try:
-            flat = t.detach().reshape(-1)
-            ints = flat.view(_INT_VIEW[flat.element_size()])
-            sums.setdefault(t.device, []).append(torch.stack([ints.sum(dtype=torch.int64),
-                                                             ints[1::2].sum(dtype=torch.int64)]))
-        except (RuntimeError, KeyError, NotImplementedError, TypeError):  # exotic dtypes/subclasses: metadata only
-            continue
-    return tuple(meta), tuple((str(d), torch.stack(v).cpu().tolist()) for d, v in sums.items())
-
-
-def hash_state_dict(module: nn.Module) -> str:
-    """Stable content hash of a module's parameters and buffers (names, dtypes, shapes, bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 class Backbone(ABC):
     """A frozen ViT feature extractor with one contract for every model source.
 
@@ -276,29 +225,7 @@ class Backbone(ABC):
             >>> bb.weights_id != before  # doctest: +SKIP
             True
         """
-        d = self.__dict__
-        pinned = d.get("weights_id")
-        if pinned is not None and not self.model_loaded:  # deferred: nothing built, nothing changed
-            return pinned
-        sig = weights_signature(self.model)
-        if pinned is not None:
-            base = d.get("_weights_pin")
-            if base is None or base[0] != pinned or base[1] != id(self.model):  # pinned on this model now
-                d["_weights_pin"] = (pinned, id(self.model), sig)
-                return pinned
-            if base[2] == sig:
-                return pinned
-        cached = d.get("_weights_cache")
-        if cached is not None and cached[0] == sig and cached[2] == pinned:
-            return cached[1]
-        try:
-            value = hash_state_dict(self.model)
-        except (RuntimeError, TypeError, AttributeError):  # e.g. quantised packed params: never reuse stale keys
-            value = hashlib.blake2b(repr((id(self.model), sig)).encode(), digest_size=16).hexdigest()
-        if pinned is not None:  # the model behind a pinned id was changed in place after pinning
-            value = hashlib.blake2b(f"{pinned}|{value}".encode(), digest_size=16).hexdigest()
-        d["_weights_cache"] = (sig, value, pinned)
-        return value
+        return pinned_or_tracked(self.__dict__, self.model if self.model_loaded else None)
 
     @weights_id.setter
     def weights_id(self, value: str) -> None:
@@ -321,12 +248,7 @@ class Backbone(ABC):
             return
         before = weights_signature(self.model)
         yield
-        after = weights_signature(self.model)
-        cached, pin = d.get("_weights_cache"), d.get("_weights_pin")
-        if cached is not None and cached[0] == before:
-            d["_weights_cache"] = (after, *cached[1:])
-        if pin is not None and pin[2] == before and pin[1] == id(self.model):
-            d["_weights_pin"] = (pin[0], pin[1], after)
+        carry_over(d, self.model, before, weights_signature(self.model))
 
     @property
     def name(self) -> str:

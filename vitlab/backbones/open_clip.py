@@ -9,7 +9,6 @@ covered by ``weights_id``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +16,8 @@ import torch
 from torch import nn
 
 from vitlab.backbones._seed import seeded
-from vitlab.backbones.base import Backbone, BackboneSpec, TokenOutput, hash_state_dict, weights_signature
+from vitlab.backbones.base import Backbone, BackboneSpec, TokenOutput
+from vitlab.backbones.identity import carry_over, tracked_hash, weights_signature
 from vitlab.backbones.preprocessing import Preprocessing
 from vitlab.backbones.timm import TimmBackbone, spec_from_timm
 from vitlab.errors import BackboneError, ConfigError, UnknownNameError
@@ -72,16 +72,7 @@ class TextTowerMixin:
         """
         if self.text_model is None:
             raise BackboneError(f"{self.spec.name} has no text tower, so it has no text weights id.")
-        sig = weights_signature(self.text_model)
-        cached = self.__dict__.get("_text_weights_cache")
-        if cached is not None and cached[0] == sig:
-            return cached[1]
-        try:
-            value = hash_state_dict(self.text_model)
-        except (RuntimeError, TypeError, AttributeError):  # exotic tensors: never reuse a stale key
-            value = hashlib.blake2b(repr((id(self.text_model), sig)).encode(), digest_size=16).hexdigest()
-        self.__dict__["_text_weights_cache"] = (sig, value)
-        return value
+        return tracked_hash(self.__dict__, "_text_weights_cache", self.text_model)
 
     @property
     def text_device(self) -> torch.device:
@@ -98,10 +89,9 @@ class TextTowerMixin:
         super().to(device)  # type: ignore[misc]
         if self.text_model is not None:
             sig = weights_signature(self.text_model)
-            self.text_model.to(device)
-            cached = self.__dict__.get("_text_weights_cache")
-            if cached is not None and cached[0] == sig:  # a move keeps the values: keep the hash
-                self.__dict__["_text_weights_cache"] = (weights_signature(self.text_model), cached[1])
+            self.text_model.to(device)  # a move keeps the values: keep the hash
+            carry_over(self.__dict__, self.text_model, sig, weights_signature(self.text_model),
+                       keys=("_text_weights_cache",))
         return self
 
     def tokenizer(self) -> Any:

@@ -319,7 +319,7 @@ class CVResult:
                       details=details)
 
     def per_fold(self, metric_names: Sequence[str] = ("auroc", "balanced_accuracy", "macro_f1"),
-                 alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+                 level: float = 0.95) -> dict[str, dict[str, Any]]:
         """Each metric on each fold's test bags, their mean and a t-interval over folds.
 
         ``{name: {"folds": [K values], "value", "sd", "low", "high", "n_folds", "method"}}``; a fold
@@ -340,8 +340,8 @@ class CVResult:
         from vitlab.metrics.classification import METRIC_FUNCTIONS
         from vitlab.stats.interval import t_interval
 
-        if not 0.0 < alpha < 1.0:
-            raise ConfigError(f"alpha={alpha} must be in (0, 1), e.g. 0.05 for a 95% interval.")
+        if not 0.0 < level < 1.0:
+            raise ConfigError(f"level={level} must be in (0, 1), e.g. 0.95 for a 95% interval.")
         out: dict[str, dict[str, Any]] = {}
         for name in metric_names:
             if name not in METRIC_FUNCTIONS:
@@ -354,7 +354,7 @@ class CVResult:
                 except ValueError:
                     vals.append(float("nan"))
             ok = np.asarray(vals)[~np.isnan(vals)]
-            ci = t_interval(vals, level=1.0 - alpha,
+            ci = t_interval(vals, level=level,
                             method="t-interval over folds (folds not independent; descriptive)")
             out[name] = ci.to_entry(folds=vals, sd=float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
                                     n_folds=int(ok.size))

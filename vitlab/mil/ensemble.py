@@ -129,7 +129,7 @@ def evaluate_test(fold_probas: Sequence[np.ndarray], labels: np.ndarray, bag_ids
 
 
 def ensemble_gain(fold_probas: Sequence[np.ndarray], labels: np.ndarray, patients: Sequence[Any] | np.ndarray | None,
-                  *, metrics: Sequence[str] = GAIN_METRICS, n_resamples: int = 1000, alpha: float = 0.05,
+                  *, metrics: Sequence[str] = GAIN_METRICS, n_resamples: int = 1000, level: float = 0.95,
                   seed: int = 0) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
     """Each fold model's metric on the test set, and the ensemble's gain over their mean.
 
@@ -143,7 +143,7 @@ def ensemble_gain(fold_probas: Sequence[np.ndarray], labels: np.ndarray, patient
         labels: ``[n_test]`` int class indices.
         patients: ``[n_test]`` patient ids (the resampled unit), or ``None`` (bags).
         metrics: names in :data:`vitlab.metrics.classification.METRIC_FUNCTIONS`.
-        n_resamples, alpha, seed: the bootstrap.
+        n_resamples, level, seed: the bootstrap (``level``: the interval's confidence).
 
     Returns:
         ``(single, gain)``: ``{metric: [K values]}`` and ``{metric: interval entry}`` (method
@@ -178,7 +178,7 @@ def ensemble_gain(fold_probas: Sequence[np.ndarray], labels: np.ndarray, patient
         value = e - float(np.mean(values))
         if d.size == 0:
             continue
-        ci = percentile_interval(value, d, alpha=alpha, method="paired " + ("percentile" if g is None
+        ci = percentile_interval(value, d, level=level, method="paired " + ("percentile" if g is None
                                                                              else "cluster-percentile"),
                                  n_resamples=n_resamples, n_skipped=n_resamples - int(d.size))
         gain[name] = ci.to_entry(mean_single=float(np.mean(values)), ensemble=e)

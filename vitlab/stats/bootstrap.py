@@ -143,13 +143,13 @@ def bootstrap_replicates(
 
 
 def check_inputs(
-    y_true: np.ndarray, scores: Sequence[np.ndarray], n_resamples: int, alpha: float = 0.05
+    y_true: np.ndarray, scores: Sequence[np.ndarray], n_resamples: int, level: float = 0.95
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Validate shapes and settings shared by the bootstrap functions."""
     if n_resamples < 1:
         raise ConfigError(f"n_resamples={n_resamples} must be >= 1; use >= 1000 for reported CIs.")
-    if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha={alpha} must be in (0, 1), e.g. 0.05 for a 95% interval.")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level={level} must be in (0, 1), e.g. 0.95 for a 95% interval.")
     y_true = np.asarray(y_true)
     scores = [np.asarray(s) for s in scores]
     if y_true.ndim != 1 or y_true.size == 0:
@@ -169,7 +169,7 @@ def bootstrap_ci(
     y_score: np.ndarray,
     *,
     n_resamples: int = 1000,
-    alpha: float = 0.05,
+    level: float = 0.95,
     seed: int = 0,
     groups: np.ndarray | None = None,
 ) -> Interval:
@@ -180,17 +180,17 @@ def bootstrap_ci(
         y_true: ``[n]`` labels.
         y_score: ``[n]`` or ``[n, C]`` scores / probabilities.
         n_resamples: Number of bootstrap resamples.
-        alpha: ``1 - confidence``.
+        level: confidence level, e.g. 0.95.
         seed: Seed of the resampling.
         groups: Optional ``[n]`` cluster ids; whole clusters are resampled with replacement.
 
     Returns:
         :class:`~vitlab.stats.interval.Interval` (``method`` ``"percentile"`` or
-        ``"cluster-percentile"``, ``level = 1 - alpha``, ``n_skipped`` resamples where the metric
+        ``"cluster-percentile"``, ``level``, ``n_skipped`` resamples where the metric
         was undefined; ``se`` is ``None``).
 
     Raises:
-        ConfigError: ``n_resamples < 1`` or ``alpha`` outside (0, 1).
+        ConfigError: ``n_resamples < 1`` or ``level`` outside (0, 1).
         DataError: mismatched shapes, undefined metric on the full data, or on every resample.
 
     Example:
@@ -199,7 +199,7 @@ def bootstrap_ci(
         >>> bootstrap_ci(top1, y, p, n_resamples=50).high
         1.0
     """
-    y_true, (y_score,) = check_inputs(y_true, [y_score], n_resamples, alpha)
+    y_true, (y_score,) = check_inputs(y_true, [y_score], n_resamples, level)
     value = float(metric_fn(y_true, y_score))
     if np.isnan(value):
         raise DataError(
@@ -223,5 +223,5 @@ def bootstrap_ci(
             RuntimeWarning,
             stacklevel=2,
         )
-    return percentile_interval(value, valid, alpha=alpha, method=res.method, n_resamples=n_resamples,
+    return percentile_interval(value, valid, level=level, method=res.method, n_resamples=n_resamples,
                                n_skipped=n_skipped)

@@ -110,19 +110,20 @@ class Interval:
         return cls(float(value), None, None, method, None, 0)
 
 
-def percentile_bounds(samples: np.ndarray, alpha: float) -> tuple[float, float]:
-    """The ``alpha / 2`` and ``1 - alpha / 2`` quantiles of ``samples`` (numpy's default, linear
+def percentile_bounds(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """The ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of ``samples`` (numpy's default, linear
     interpolation): the one percentile rule of every bootstrap interval.
 
     Example:
-        >>> percentile_bounds(np.arange(101.0), 0.1)
+        >>> percentile_bounds(np.arange(101.0), 0.9)
         (5.0, 95.0)
     """
-    low, high = np.quantile(np.asarray(samples, dtype=np.float64), [alpha / 2, 1 - alpha / 2])
+    tail = round((1.0 - level) / 2, 12)  # 0.025 exactly for level 0.95 (1 - 0.95 is not 0.05 in floating point)
+    low, high = np.quantile(np.asarray(samples, dtype=np.float64), [tail, 1 - tail])
     return float(low), float(high)
 
 
-def percentile_interval(value: float, samples: np.ndarray, *, alpha: float, method: str, n_resamples: int,
+def percentile_interval(value: float, samples: np.ndarray, *, level: float, method: str, n_resamples: int,
                         n_skipped: int = 0) -> Interval:
     """The percentile interval of ``value`` from its resampled values ``samples [B]`` (NaN-free).
 
@@ -131,17 +132,16 @@ def percentile_interval(value: float, samples: np.ndarray, *, alpha: float, meth
     quantiles; reporting an interval that excludes its estimate would be incoherent).
 
     Example:
-        >>> ci = percentile_interval(0.5, np.array([0.2, 0.4, 0.6, 0.8]), alpha=0.5, method="percentile",
+        >>> ci = percentile_interval(0.5, np.array([0.2, 0.4, 0.6, 0.8]), level=0.5, method="percentile",
         ...                          n_resamples=4)
         >>> round(ci.low, 6), round(ci.high, 6)
         (0.35, 0.65)
-        >>> percentile_interval(1.0, np.array([0.2, 0.4]), alpha=0.05, method="percentile", n_resamples=2).high
+        >>> percentile_interval(1.0, np.array([0.2, 0.4]), level=0.95, method="percentile", n_resamples=2).high
         1.0
     """
-    low, high = percentile_bounds(samples, alpha)
+    low, high = percentile_bounds(samples, level)
     value = float(value)
-    return Interval(value, min(low, value), max(high, value), method, 1.0 - alpha, int(n_resamples),
-                    int(n_skipped))
+    return Interval(value, min(low, value), max(high, value), method, level, int(n_resamples), int(n_skipped))
 
 
 def t_interval(values: Any, *, level: float = 0.95, method: str = "t-interval",

@@ -38,7 +38,7 @@ class PairedResult:
     Attributes:
         diff: difference on the full data. low, high: percentile CI of the difference.
         p_value: two-sided, ``2 * min(P*(d <= 0), P*(d >= 0))`` with the +1 correction.
-        n_resamples, n_skipped: as in :class:`vitlab.stats.interval.Interval`. alpha: 1 - confidence.
+        n_resamples, n_skipped: as in :class:`vitlab.stats.interval.Interval`. level: the interval's confidence.
     """
 
     diff: float
@@ -47,7 +47,7 @@ class PairedResult:
     p_value: float
     n_resamples: int = 0
     n_skipped: int = 0
-    alpha: float = 0.05
+    level: float = 0.95
 
 
 class TestResult(NamedTuple):
@@ -64,7 +64,7 @@ def paired_bootstrap(
     score_b: np.ndarray,
     *,
     n_resamples: int = 1000,
-    alpha: float = 0.05,
+    level: float = 0.95,
     seed: int = 0,
     groups: np.ndarray | None = None,
 ) -> PairedResult:
@@ -80,7 +80,7 @@ def paired_bootstrap(
         y_true: ``[n]`` labels.
         score_a, score_b: ``[n]`` or ``[n, C]`` scores of the two systems.
         n_resamples: Number of resamples.
-        alpha: ``1 - confidence`` of the interval.
+        level: confidence level of the interval, e.g. 0.95.
         seed: Seed of the resampling.
         groups: Optional ``[n]`` cluster ids for a cluster bootstrap.
 
@@ -93,7 +93,7 @@ def paired_bootstrap(
         >>> paired_bootstrap(top1, y, a, b, n_resamples=200).diff
         0.5
     """
-    y_true, (score_a, score_b) = check_inputs(y_true, [score_a, score_b], n_resamples, alpha)
+    y_true, (score_a, score_b) = check_inputs(y_true, [score_a, score_b], n_resamples, level)
     a, b = float(metric_fn(y_true, score_a)), float(metric_fn(y_true, score_b))
     if np.isnan(a) or np.isnan(b):
         raise DataError(
@@ -117,8 +117,8 @@ def paired_bootstrap(
         )
     B = d.size
     p = min(1.0, 2.0 * min(1 + np.sum(d <= 0), 1 + np.sum(d >= 0)) / (B + 1))
-    ci = percentile_interval(a - b, d, alpha=alpha, method=res.method, n_resamples=n_resamples, n_skipped=n_skipped)
-    return PairedResult(ci.value, ci.low, ci.high, float(p), n_resamples, n_skipped, alpha)
+    ci = percentile_interval(a - b, d, level=level, method=res.method, n_resamples=n_resamples, n_skipped=n_skipped)
+    return PairedResult(ci.value, ci.low, ci.high, float(p), n_resamples, n_skipped, level)
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, *, exact: bool | None = None) -> TestResult:
