@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::vitlab.metrics.SmallSampleWarni
 runner = CliRunner()
 ENC = "pixels:4"  # 48-d features, no class token → mean pooling
 FAST = dict(encoder=ENC, num_workers=0, progress=False, n_resamples=5,
-            config=GenEvalConfig(fls_steps=5, kd_subsets=10, ct_pca_dim=8))
+            config=GenEvalConfig(fls_steps=5, kd_subsets=10, ct_pca_dim=8, ct_cells=2))
 CLASSES = ("bag", "coat", "shoe")
 
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::vitlab.metrics.SmallSampleWarni
                                         "ignore:bootstrap:RuntimeWarning")
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 FAST = dict(encoder="pixels:4", num_workers=0, progress=False, n_resamples=5,
-            config=GenEvalConfig(fls_steps=5, kd_subsets=10, ct_pca_dim=8, gallery_size=6, grid_size=8))
+            config=GenEvalConfig(fls_steps=5, kd_subsets=10, ct_pca_dim=8, ct_cells=2, gallery_size=6, grid_size=8))
 CLASSES = ("bag", "coat", "shoe")
 
 

@@ -38,6 +38,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 import warnings
 from collections.abc import Callable
@@ -48,7 +50,7 @@ import numpy as np
 
 from vitlab.errors import ConfigError, UnknownNameError
 from vitlab.metrics import fd as fd_mod
-from vitlab.metrics._validate import SmallSampleWarning, warn_small_sample
+from vitlab.metrics._validate import SmallSampleWarning, canonical_order, warn_small_sample
 from vitlab.metrics.gen_intervals import halfsample_fd, halfsample_prdc, halfsample_vendi
 from vitlab.metrics.fls import fls_scores, split_fls_sets
 from vitlab.metrics.inception_score import inception_score
@@ -321,6 +323,20 @@ RUNNERS: dict[str, Callable[..., tuple[dict, dict]]] = {
 }
 
 
+def canonical_inputs(inp: MetricInputs) -> MetricInputs:
+    """``inp`` with the rows of every set in :func:`~vitlab.metrics._validate.canonical_order` (the fake set's ids
+    and labels moved with its rows), so no metric depends on the order the rows came in."""
+    def perm(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else canonical_order(x)
+
+    of = perm(inp.fake)
+    return dataclasses.replace(
+        inp, fake=inp.fake[of], fake_ids=[inp.fake_ids[i] for i in of],
+        fake_labels=None if inp.fake_labels is None else np.asarray(inp.fake_labels)[of],
+        **{k: None if getattr(inp, k) is None else getattr(inp, k)[perm(getattr(inp, k))]
+           for k in ("real", "train", "test")})
+
+
 def compute_metrics(names: list[str], inp: MetricInputs, cfg: GenEvalConfig, seed: int
                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, float], list[dict[str, str]]]:
     """Run each metric; collect entries, details, timings and small-sample notes.
@@ -331,6 +347,7 @@ def compute_metrics(names: list[str], inp: MetricInputs, cfg: GenEvalConfig, see
     Returns:
         ``(metrics, details, timings, notes)``.
     """
+    inp = canonical_inputs(inp)
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
     timings: dict[str, float] = {}
