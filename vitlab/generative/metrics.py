@@ -39,7 +39,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-
 import time
 import warnings
 from collections.abc import Callable

@@ -149,7 +149,7 @@ def canonical_order(x: np.ndarray) -> np.ndarray:
     """A row order of ``x [n, d]`` that depends only on the rows' contents, not on the order they came in.
 
     Rows are sorted by two fixed projections (seeded unit vectors; each row's dot product is a row-wise
-    sum, so it does not depend on the row's position), ties broken by the rows' bytes. Metrics that draw
+    sum, so it does not depend on the row's position); rows equal on both are identical in practice. Metrics that draw
     seeded subsets of rows (KD subsets, FD-infinity sizes, half-sample intervals, PRDC's ``reduced_n``)
     draw from this order, so shuffling a set changes none of their values. Identical rows are
     interchangeable, so their relative order does not matter.
