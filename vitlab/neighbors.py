@@ -65,10 +65,10 @@ Metric = Literal["cosine", "ip", "l2"]
 DEFAULT_BLOCK = 2048
 #: Default reference rows per tile of a query -> reference search.
 DEFAULT_REF_BLOCK = 2048
-#: Candidate columns kept per row between merges (each tile adds its own top-k).
-_CAND_COLS = 256
 #: Columns per group in a tile's two-stage top-k (:func:`_tile_topk`).
 _GROUP = 16
+#: Index of a padding candidate: larger than any reference row, so it loses every tie.
+_PAD = torch.iinfo(torch.int64).max
 #: A full ranking holds one query block's scores against the whole reference: at most this many entries.
 _FULL_RANK_ENTRIES = 1 << 24
 
@@ -190,22 +190,41 @@ def _prepare(query: Any, ref: Any, metric: str, dtype: Any, device: Any
 
 
 def _scores_into(out: torch.Tensor, q: torch.Tensor, r: torch.Tensor, q_sq: torch.Tensor | None,
-                 r_sq: torch.Tensor | None, metric: str) -> torch.Tensor:
+                 r_sq: torch.Tensor | None, metric: str, r_t: torch.Tensor | None = None) -> torch.Tensor:
     """Write the scores ``[len(q), len(r)]`` into ``out``, oriented so that LARGER is nearer.
 
     One GEMM into a reused buffer (no allocation per tile). l2: the negated, clamped
     :func:`sq_dist_tile` (the same arithmetic: ``a_sq + b_sq`` then ``addmm`` with ``alpha=-2``).
+    ``r_t``: the same block as ``[d, len(r)]`` columns of a transposed copy of the reference (see
+    :func:`_ref_t`), used for the GEMM instead of ``r.T``.
     """
     if metric == "l2":
-        return _sq_dist_into(out, q, r, q_sq, r_sq).neg_()
-    return torch.mm(q, r.T, out=out)
+        return _sq_dist_into(out, q, r, q_sq, r_sq, r_t).neg_()
+    return _gemm(out, q, r.T if r_t is None else r_t)
 
 
-def _sq_dist_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor
-                  ) -> torch.Tensor:
+def _gemm(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float = 0.0, alpha: float = 1.0) -> torch.Tensor:
+    if beta == 0.0 and alpha == 1.0:
+        return torch.mm(a, b, out=out)
+    return out.addmm_(a, b, beta=beta, alpha=alpha)
+
+
+def _ref_t(r: torch.Tensor) -> torch.Tensor | None:
+    """A ``[d, n]`` transposed copy of the reference for the float32 tile GEMMs on CPU, or None (use ``r.T``).
+
+    Measured on the 2-core AMD EPYC (torch's MKL): ``q @ r_t`` ran 10-25% faster than ``q @ r.T``
+    and gives the same bits in float32 (tested); in float64 the bits differ, so float64 keeps ``r.T``.
+    """
+    if r.dtype == torch.float32 and r.device.type == "cpu":
+        return r.T.contiguous()
+    return None
+
+
+def _sq_dist_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor,
+                  b_t: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`sq_dist_tile` written into ``out`` (same arithmetic, no allocation)."""
     torch.add(a_sq[:, None], b_sq[None, :], out=out)
-    return out.addmm_(a, b.T, beta=1.0, alpha=-2.0).clamp_min_(0.0)
+    return _gemm(out, a, b.T if b_t is None else b_t, beta=1.0, alpha=-2.0).clamp_min_(0.0)
 
 
 def _view(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -237,93 +256,151 @@ def _lex_topk(s: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor, t
     return top_s[:, :kk], top_i[:, :kk]
 
 
-def _tile_topk(t: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` of each row of a score tile by (score desc, column asc): scores and tile columns.
+def _merge_whole(best_s: torch.Tensor, best_i: torch.Tensor, t: torch.Tensor, j0: int, k: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact top-``k`` of ``[best, every column of t]`` (columns ``j0 ..``)."""
+    b, c = t.shape
+    idx = torch.arange(j0, j0 + c, device=t.device).expand(b, c)
+    return _lex_topk(torch.cat([best_s, t], 1), torch.cat([best_i, idx], 1), k)
 
-    ``torch.topk`` over a whole tile costs 25-45% of the GEMM that made it (measured on a 2-core
-    CPU), so the tile is first cut into ``W`` column groups of ``_GROUP`` columns each (group ``w``
-    = columns ``w, W + w, 2W + w, ...``: one strided max over contiguous slices, ~5% of the
-    GEMM). If the k-th largest group maximum is strictly above the (k+1)-th, the row's top-k lies
-    in those k groups (any element elsewhere is below k group maxima), so only their
-    ``k * _GROUP`` entries are ranked (:func:`_lex_topk`: exact, ties to the smaller column).
-    Rows where the two group maxima are equal (ties across groups) fall back to a stable sort of
-    the row. Tiles too narrow for grouping to pay use :func:`_lex_topk` directly.
+
+def _group_reduce(t: torch.Tensor, main: int, w: int, op: Any) -> torch.Tensor:
+    """``op`` (amax / amin) of each row's column groups ``[b, w]``: group ``g`` = columns ``g, w + g, ...``.
+
+    ``t`` is row-major, or the transposed view of a row-major tile (a self-search reads each
+    tile a second time as its transpose): either way the reduction runs over contiguous slices.
+    """
+    b = t.shape[0]
+    if t.stride(1) == 1:
+        return op(t[:, :main].view(b, _GROUP, w), 1)
+    return op(t.T[:main].reshape(_GROUP, w, b), 0).T
+
+
+def _merge_tile(best_s: torch.Tensor, best_i: torch.Tensor, t: torch.Tensor, j0: int, k: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-``k`` of each row of ``[best, tile]`` by (score desc, index asc); may update ``best`` in place.
+
+    ``best_s``/``best_i`` ``[b, k]``: the exact top-k of the reference columns before ``j0``
+    (padding: ``-inf`` with index ``_PAD``, which loses every tie); ``t [b, c]``: the scores of
+    columns ``j0 .. j0 + c`` (row-major, or the transposed view of a row-major tile).
+
+    ``torch.topk`` over a whole tile costs about 40% of the GEMM that made it (measured on a
+    2-core CPU, k = 16; faiss's heap about 25%), so the tile is cut into ``W`` column groups of
+    ``_GROUP`` columns (group ``w`` = tile columns ``w, W + w, 2W + w, ...``: one strided max
+    over contiguous slices, about 5% of the GEMM). Every earlier index is smaller, so a tile entry
+    can enter the top-k only if it is strictly above the row's current k-th score, and then so is
+    its group's maximum ("live" groups). A row with at most ``g`` live groups has them among its
+    ``g`` groups with the largest maxima; a row with more than ``k`` needs only its top ``k``
+    groups when the k-th and (k+1)-th group maxima differ (an entry elsewhere is below ``k`` group
+    maxima), and is merged from its whole tile row when they are equal. So the top ``g = min(k,
+    most live groups in a row)`` groups are gathered (``g * _GROUP`` entries) and merged exactly
+    (:func:`_lex_topk`), only for the rows with a live group once they are few; after the first
+    tiles of a row ``g`` is 1 to 3 and about half the rows have none. Nothing that could enter is
+    pruned, ties included.
     """
     b, c = t.shape
-    if c <= k:
-        return t.clone(), torch.arange(c, device=t.device).expand(b, c).clone()
     w = c // _GROUP
-    if w < 4 * (k + 1):  # too few groups: rank the whole row
-        return _lex_topk(t, torch.arange(c, device=t.device).expand(b, c), k)
-    main = w * _GROUP  # columns beyond the last whole group (< _GROUP of them) join as their own candidates
-    gmax = t[:, :main].view(b, _GROUP, w).amax(1)  # [b, w]
-    gtop, gidx = torch.topk(gmax, k + 1, dim=1, sorted=True)
-    cols = (torch.arange(_GROUP, device=t.device)[None, :, None] * w + gidx[:, None, :k]).reshape(b, -1)
-    if main < c:
-        cols = torch.cat([cols, torch.arange(main, c, device=t.device).expand(b, c - main)], 1)
-    s, pos = _lex_topk(t.gather(1, cols), cols, k)
-    rows = torch.nonzero(gtop[:, k - 1] == gtop[:, k]).flatten()
-    if rows.numel():
-        srt = torch.sort(t[rows], dim=1, descending=True, stable=True)
-        s[rows], pos[rows] = srt.values[:, :k], srt.indices[:, :k]
-    return s, pos
-
-
-class _Candidates:
-    """Per-row candidate lists ``[rows, cap]`` (scores, reference indices), kept per row block.
-
-    Each tile appends its own top-k to the rows it serves; when the next tile would not fit,
-    those rows are first reduced to their top-k (:func:`_lex_topk`), so memory stays
-    ``rows * cap`` whatever the reference size.
-    """
-
-    def __init__(self, rows: int, k: int, tiles: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.k = k
-        self.cap = max(2 * k, min(tiles * k, _CAND_COLS))
-        self.s = torch.empty((rows, self.cap), dtype=dtype, device=device)
-        self.i = torch.empty((rows, self.cap), dtype=torch.long, device=device)
-        self.fill: dict[int, int] = {}  # row block start -> columns in use
-
-    def add(self, r0: int, r1: int, s: torch.Tensor, i: torch.Tensor) -> None:
-        fill, w = self.fill.get(r0, 0), s.shape[1]
-        if fill + w > self.cap:
-            fill = self.reduce(r0, r1)
-        self.s[r0:r1, fill: fill + w], self.i[r0:r1, fill: fill + w] = s, i
-        self.fill[r0] = fill + w
-
-    def reduce(self, r0: int, r1: int) -> int:
-        """Keep only the top-k of rows ``r0:r1`` (best first, ties to the smaller index)."""
-        fill = self.fill.get(r0, 0)
-        ts, ti = _lex_topk(self.s[r0:r1, :fill], self.i[r0:r1, :fill], self.k)
-        w = ts.shape[1]
-        self.s[r0:r1, :w], self.i[r0:r1, :w] = ts, ti
-        self.fill[r0] = w
-        return w
+    if w <= k:  # too few groups to pay
+        return _merge_whole(best_s, best_i, t, j0, k)
+    main = w * _GROUP
+    gmax = _group_reduce(t, main, w, torch.amax)  # [b, w]
+    counts = (gmax > best_s[:, k - 1:k]).sum(1)
+    most = int(counts.max())
+    if most:
+        g = min(most, k)
+        rows = torch.nonzero(counts).flatten() if most <= k else None
+        if rows is not None and len(rows) > b * 3 // 4:
+            rows = None
+        gm = gmax if rows is None else gmax[rows]
+        if g <= 3 and most <= k:  # one argmax pass per group: cheaper than topk for a few
+            gm = gm.clone() if rows is None else gm
+            gidx = torch.empty((gm.shape[0], g), dtype=torch.long, device=t.device)
+            for a in range(g):
+                gidx[:, a] = gm.argmax(1)
+                gm.scatter_(1, gidx[:, a:a + 1], float("-inf"))
+        else:
+            gtop, gidx = torch.topk(gm, min(g + 1, w), dim=1, sorted=True)
+            gidx = gidx[:, :g]
+        cols = (gidx[:, None, :] + torch.arange(0, main, w, device=t.device)[None, :, None]).view(len(gidx), -1)
+        if rows is None:
+            vals, bs, bi = t.gather(1, cols), best_s, best_i
+        else:
+            vals, bs, bi = torch.take(t, rows[:, None] * c + cols), best_s[rows], best_i[rows]
+        s, i = _lex_topk(torch.cat([bs, vals], 1), torch.cat([bi, cols.add_(j0)], 1), k)
+        if most > k and k < w:
+            tied = torch.nonzero((counts > k) & (gtop[:, k - 1] == gtop[:, k])).flatten()
+            if tied.numel():  # ties across groups at the k-th group maximum: merge the whole tile rows
+                s[tied], i[tied] = _merge_whole(best_s[tied], best_i[tied], t[tied, :main], j0, k)
+        if rows is None:
+            best_s, best_i = s, i
+        else:
+            best_s[rows], best_i[rows] = s, i
+    if main < c:  # the (< _GROUP) columns past the last whole group
+        best_s, best_i = _merge_whole(best_s, best_i, t[:, main:], j0 + main, k)
+    return best_s, best_i
 
 
 def _topk_search(q: torch.Tensor, r: torch.Tensor, q_sq: torch.Tensor | None, r_sq: torch.Tensor | None,
                  k: int, metric: str, exclude_self: bool, block: int, ref_block: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-``k`` ``[m, k]`` of every query row, tile by tile (``k < n``)."""
+    """Exact top-``k`` ``[m, k]`` of every query row, tile by tile in ascending reference order (``k < n``)."""
     m, n = q.shape[0], r.shape[0]
     out_s = torch.empty((m, k), dtype=q.dtype, device=q.device)
     out_i = torch.empty((m, k), dtype=torch.long, device=q.device)
-    bq = min(block, m)
-    flat = torch.empty(bq * min(ref_block, n), dtype=q.dtype, device=q.device)
-    cand = _Candidates(bq, k, -(-n // ref_block), q.dtype, q.device)
+    flat = torch.empty(min(block, m) * min(ref_block, n), dtype=q.dtype, device=q.device)
+    r_t = _ref_t(r)
     for i0, i1 in iter_blocks(m, block):
-        cand.fill.clear()
+        best_s = torch.full((i1 - i0, k), float("-inf"), dtype=q.dtype, device=q.device)
+        best_i = torch.full((i1 - i0, k), _PAD, dtype=torch.long, device=q.device)
         for j0, j1 in iter_blocks(n, ref_block):
             t = _scores_into(_view(flat, i1 - i0, j1 - j0), q[i0:i1], r[j0:j1],
-                             None if q_sq is None else q_sq[i0:i1], None if r_sq is None else r_sq[j0:j1], metric)
+                             None if q_sq is None else q_sq[i0:i1], None if r_sq is None else r_sq[j0:j1], metric,
+                             None if r_t is None else r_t[:, j0:j1])
             if exclude_self and j0 < i1 and i0 < j1:  # the diagonal crosses this tile
                 rows = torch.arange(max(i0, j0), min(i1, j1), device=q.device)
                 t[rows - i0, rows - j0] = float("-inf")
-            s, pos = _tile_topk(t, k)
-            cand.add(0, i1 - i0, s, pos.add_(j0))
-        cand.reduce(0, i1 - i0)
-        out_s[i0:i1], out_i[i0:i1] = cand.s[: i1 - i0, :k], cand.i[: i1 - i0, :k]
+            best_s, best_i = _merge_tile(best_s, best_i, t, j0, k)
+        out_s[i0:i1], out_i[i0:i1] = best_s, best_i
     return out_s, out_i
+
+
+def _even_blocks(n: int, block: int) -> list[tuple[int, int]]:
+    """``ceil(n / block)`` row ranges covering ``range(n)`` whose sizes differ by at most one."""
+    nb = -(-n // block)
+    edges = [(n * b) // nb for b in range(nb + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _self_topk_search(x: torch.Tensor, x_sq: torch.Tensor | None, k: int, metric: str, block: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` other rows ``[n, k]`` of every row of ``x`` (``k < n``), each tile computed once.
+
+    Scores are symmetric, so tile ``(I, J)``, ``J >= I``, serves rows ``I`` and, read as its
+    transpose, rows ``J``: half the GEMMs of :func:`_topk_search`, and ``s(i, j) == s(j, i)``
+    exactly. Every row still meets the column blocks in ascending order (rows ``J`` see blocks
+    ``I < J`` at step ``I``, then their own), as :func:`_merge_tile` requires. The blocks have
+    equal sizes (no thin edge tile), so every GEMM has the same shape both ways round; torch's
+    float32 GEMM then gives ``a @ b.T == (b @ a.T).T`` bit for bit (tested here), and a row's
+    scores against exact duplicates are equal, so they tie to the smaller index. On a BLAS
+    without that property, scores may differ from :func:`_topk_search`'s in the last bit.
+    """
+    n = x.shape[0]
+    blocks = _even_blocks(n, block)
+    best_s = torch.full((n, k), float("-inf"), dtype=x.dtype, device=x.device)
+    best_i = torch.full((n, k), _PAD, dtype=torch.long, device=x.device)
+    flat = torch.empty((blocks[0][1] - blocks[0][0] + 1) ** 2, dtype=x.dtype, device=x.device)
+    x_t = _ref_t(x)
+    for bi, (i0, i1) in enumerate(blocks):
+        for j0, j1 in blocks[bi:]:
+            t = _scores_into(_view(flat, i1 - i0, j1 - j0), x[i0:i1], x[j0:j1],
+                             None if x_sq is None else x_sq[i0:i1], None if x_sq is None else x_sq[j0:j1], metric,
+                             None if x_t is None else x_t[:, j0:j1])
+            if j0 == i0:
+                t.fill_diagonal_(float("-inf"))
+            best_s[i0:i1], best_i[i0:i1] = _merge_tile(best_s[i0:i1], best_i[i0:i1], t, j0, k)
+            if j0 != i0:
+                best_s[j0:j1], best_i[j0:j1] = _merge_tile(best_s[j0:j1], best_i[j0:j1], t.T, i0, k)
+    return best_s, best_i
 
 
 def _full_ranking(q: torch.Tensor, r: torch.Tensor, q_sq: torch.Tensor | None, r_sq: torch.Tensor | None,
@@ -400,6 +477,8 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
     if kk >= 1:
         if kk >= n - int(exclude_self):  # a whole ranking: one stable sort per query block
             s, i = _full_ranking(q, r, q_sq, r_sq, metric, exclude_self, block)
+        elif exclude_self and q.dtype == torch.float32:
+            s, i = _self_topk_search(r, r_sq, kk, metric, block)
         else:
             s, i = _topk_search(q, r, q_sq, r_sq, kk, metric, exclude_self, block, ref_block)
         out_s[:, :kk], out_i[:, :kk] = s[:, :kk], i[:, :kk]
@@ -431,10 +510,10 @@ def kth_nn_sq_dists(x: torch.Tensor, k: int, block: int = DEFAULT_BLOCK) -> torc
 
     The ``(k + 1)``-th smallest entry of each row of the full distance matrix with a zero
     diagonal. Distances are symmetric, so each tile ``(I, J)`` with ``J >= I`` is computed once
-    (the arithmetic of :func:`sq_dist_tile`, into a reused buffer) and serves rows ``I`` and,
-    transposed (copied into a second buffer, so the selection reads contiguous rows), rows
-    ``J``: half the GEMMs of a general :func:`search`. Only values are selected, so ties need
-    no care. No validation; centre ``x`` first (:func:`to_tensors`) for accuracy.
+    (the arithmetic of :func:`sq_dist_tile`, into a reused buffer) and serves rows ``I`` and, read
+    as its transpose, rows ``J``: half the GEMMs of a general :func:`search`. Each tile is reduced
+    by :func:`_smallest_merge` (values only, so ties need no care). No validation; centre ``x``
+    first (:func:`to_tensors`) for accuracy.
 
     Args:
         x: ``[n, d]`` tensor, ``1 <= k < n``.
@@ -452,35 +531,40 @@ def kth_nn_sq_dists(x: torch.Tensor, k: int, block: int = DEFAULT_BLOCK) -> torc
     n, k1 = x.shape[0], int(k) + 1
     bl = min(block, n)
     sq = (x * x).sum(1)
-    cap = max(2 * k1, min(-(-n // bl) * k1, _CAND_COLS))
-    cand = torch.empty((n, cap), dtype=x.dtype, device=x.device)
-    fill = [0] * (-(-n // bl))
+    best = torch.full((n, k1), float("inf"), dtype=x.dtype, device=x.device)
     flat = torch.empty(bl * bl, dtype=x.dtype, device=x.device)
-    flat_t = torch.empty(bl * bl, dtype=x.dtype, device=x.device)
-
-    def add(b: int, r0: int, r1: int, tile: torch.Tensor) -> None:
-        part = torch.topk(tile, min(k1, tile.shape[1]), dim=1, largest=False, sorted=False).values
-        f, w = fill[b], part.shape[1]
-        if f + w > cap:
-            kept = torch.topk(cand[r0:r1, :f], k1, dim=1, largest=False, sorted=False).values
-            cand[r0:r1, :k1], f = kept, k1
-        cand[r0:r1, f: f + w] = part
-        fill[b] = f + w
-
-    for bi, (i0, i1) in enumerate(iter_blocks(n, bl)):
-        for bj, (j0, j1) in enumerate(iter_blocks(n, bl)):
+    x_t = _ref_t(x)
+    for i0, i1 in iter_blocks(n, bl):
+        for j0, j1 in iter_blocks(n, bl):
             if j0 < i0:
                 continue
-            tile = _sq_dist_into(_view(flat, i1 - i0, j1 - j0), x[i0:i1], x[j0:j1], sq[i0:i1], sq[j0:j1])
+            tile = _sq_dist_into(_view(flat, i1 - i0, j1 - j0), x[i0:i1], x[j0:j1], sq[i0:i1], sq[j0:j1],
+                                 None if x_t is None else x_t[:, j0:j1])
             if j0 == i0:
                 tile.fill_diagonal_(0.0)
-            add(bi, i0, i1, tile)
+            best[i0:i1] = _smallest_merge(best[i0:i1], tile, k1)
             if j0 != i0:
-                add(bj, j0, j1, _view(flat_t, j1 - j0, i1 - i0).copy_(tile.T))
-    out = torch.empty(n, dtype=x.dtype, device=x.device)
-    for bi, (i0, i1) in enumerate(iter_blocks(n, bl)):
-        out[i0:i1] = torch.topk(cand[i0:i1, : fill[bi]], k1, dim=1, largest=False, sorted=False).values.max(1).values
-    return out
+                best[j0:j1] = _smallest_merge(best[j0:j1], tile.T, k1)
+    return best.amax(1)
+
+
+def _smallest_merge(best: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` smallest values ``[b, k]`` (any order) of each row of ``[best, t]``.
+
+    Values only, so ties need no care. As in :func:`_merge_tile`, the tile's columns are cut
+    into groups (one strided min); the ``k`` groups with the smallest minima hold the row's k-th
+    smallest value: ``k`` group minima are at most the largest of them, and every group left out
+    has its minimum at least that large, so nothing below it is left out.
+    """
+    b, c = t.shape
+    w = c // _GROUP
+    if w <= k:
+        return torch.topk(torch.cat([best, t], 1), k, dim=1, largest=False, sorted=False).values
+    main = w * _GROUP
+    gidx = torch.topk(_group_reduce(t, main, w, torch.amin), k, dim=1, largest=False, sorted=False).indices
+    cols = (gidx[:, None, :] + torch.arange(0, main, w, device=t.device)[None, :, None]).view(b, -1)
+    cand = torch.cat([best, t.gather(1, cols), t[:, main:]], 1)
+    return torch.topk(cand, k, dim=1, largest=False, sorted=False).values
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
