@@ -9,7 +9,7 @@ Indexes (``index=``):
   (trained on a seeded sample of ``TRAIN_PER_LIST * nlist`` rows, ``NITER`` iterations); a query scans the
   ``nprobe`` lists whose centres are nearest. Building costs one k-means, querying a fraction
   ``nprobe / nlist`` of an exact search. Defaults from the reference size ``n``: ``nlist`` = the power of
-  two nearest ``4 * sqrt(n)`` (at least 39 training rows per list, faiss's minimum) and ``nprobe =
+  two nearest ``4 * sqrt(n)`` (at most ``n // 39``: faiss wants 39 training rows a list) and ``nprobe =
   max(8, nlist / 64)``: with these, recall@16 against exact search was at least 0.99 on the synthetic,
   normalised Gaussian mixtures of ``bench/bench_neighbors.py`` at 1e5 and 1e6 items (BENCHMARKS.md).
 * ``"ivfpq"``: ``IndexIVFPQ``, the same lists with each vector stored as ``m`` one-byte codes (``m`` = d / 8
@@ -51,11 +51,11 @@ def load_faiss() -> Any:
 
 
 def default_nlist(n: int) -> int:
-    """IVF lists for ``n`` reference rows: the power of two nearest ``4 sqrt(n)``, >= 39 training rows each.
+    """IVF lists for ``n`` reference rows: the power of two nearest ``4 sqrt(n)``, at most ``n // 39`` (faiss: >= 39 training rows a list).
 
     Example:
         >>> default_nlist(100_000), default_nlist(1_000_000), default_nlist(500)
-        (1024, 4096, 8)
+        (1024, 4096, 12)
     """
     nlist = 2 ** round(math.log2(max(1.0, 4.0 * math.sqrt(n))))
     return int(max(1, min(nlist, n // 39, 65536)))
