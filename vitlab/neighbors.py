@@ -46,24 +46,29 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from vitlab import _neighbors_tiles as _tiles
+from vitlab._neighbors_tiles import iter_blocks
 from vitlab.errors import ConfigError, DataError
 
 __all__ = ["Neighbors", "search", "kth_sq_dist", "recall_at_k", "iter_blocks", "METRICS", "DEFAULT_BLOCK",
+           "DEFAULT_REF_BLOCK", "RECALL_SAMPLE",
            "resolve_dtype", "to_tensors", "sq_dist_tile", "kth_nn_sq_dists"]
 
 METRICS = ("cosine", "ip", "l2")
 Metric = Literal["cosine", "ip", "l2"]
-#: Default tile edge: a float64 tile of 2048 x 2048 is 32 MiB.
+#: Default query rows per tile (and the edge of a self-search's square tiles): a float64 tile of
+#: 2048 x 2048 is 32 MiB.
 DEFAULT_BLOCK = 2048
-#: A full ranking holds one query block's scores against the whole reference: at most this many entries.
-_FULL_RANK_ENTRIES = 1 << 24
+#: Default reference rows per tile of a query -> reference search.
+DEFAULT_REF_BLOCK = 2048
+#: Queries on which an approximate (faiss) result is checked against the exact search.
+RECALL_SAMPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -75,34 +80,33 @@ class Neighbors:
         indices: ``[m, k]`` int64 reference rows, best first; ``-1`` where fewer than ``k`` exist.
         metric: the metric used.
         backend: ``"exact"`` or ``"faiss"``.
+        index: for faiss, the index and its parameters (``index``, ``nlist``, ``nprobe``, ``device``, ...).
+        recall: for faiss, recall@k against the exact search on ``recall_queries`` sampled queries
+            (:func:`recall_at_k`); None when not measured.
+        recall_queries: how many queries that recall was measured on.
     """
 
     scores: np.ndarray
     indices: np.ndarray
     metric: str
     backend: str = "exact"
-
-
-def iter_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` row ranges of size ``block`` covering ``range(n)``.
-
-    Example:
-        >>> list(iter_blocks(5, 2))
-        [(0, 2), (2, 4), (4, 5)]
-    """
-    for start in range(0, n, block):
-        yield start, min(start + block, n)
+    index: dict[str, Any] | None = None
+    recall: float | None = None
+    recall_queries: int = 0
 
 
 def _check(x: Any, name: str) -> np.ndarray:
     x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0:
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise DataError(f"{name} must be a non-empty 2-D array [n, d]; got shape {x.shape}. "
                         "Pool embeddings to one vector per item.")
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{name} must be numeric, got dtype {x.dtype}.")
-    if not np.isfinite(x).all():
-        raise DataError(f"{name} contains NaN or inf values. Re-extract or drop those rows.")
+    if not np.isfinite(x.sum(axis=1)).all():  # one pass without an [n, d] mask; a row sum can also overflow
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if bad.size:
+            raise DataError(f"{name} contains NaN or inf values ({bad.size} row(s), first: row {bad[0]}). "
+                            "Re-extract or drop those rows.")
     return x
 
 
@@ -170,51 +174,30 @@ def _prepare(query: Any, ref: Any, metric: str, dtype: Any, device: Any
     if q.shape[1] != r.shape[1]:
         raise DataError(f"query has d={q.shape[1]} but the reference has d={r.shape[1]}. "
                         "Embed both with the same backbone, layer and pooling.")
+    same = query is ref
     if metric == "l2":
+        if same:
+            (rt,) = to_tensors(r, dtype=tdtype, device=device)
+            return rt, rt
         rt, qt = to_tensors(r, q, dtype=tdtype, device=device)
         return qt, rt
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    qt = torch.as_tensor(q, dtype=tdtype).to(dev)
     rt = torch.as_tensor(r, dtype=tdtype).to(dev)
     if metric == "cosine":
-        qt = torch.nn.functional.normalize(qt, dim=1, eps=1e-12)
         rt = torch.nn.functional.normalize(rt, dim=1, eps=1e-12)
+    if same:
+        return rt, rt
+    qt = torch.as_tensor(q, dtype=tdtype).to(dev)
+    if metric == "cosine":
+        qt = torch.nn.functional.normalize(qt, dim=1, eps=1e-12)
     return qt, rt
 
 
-def _tile(q: torch.Tensor, r: torch.Tensor, q_sq: torch.Tensor | None, r_sq: torch.Tensor | None,
-          metric: str) -> torch.Tensor:
-    """Scores ``[len(q), len(r)]`` oriented so that LARGER is nearer (l2: negated squared distance)."""
-    if metric == "l2":
-        return sq_dist_tile(q, r, q_sq, r_sq).neg_()
-    return q @ r.T
-
-
-def _stable_topk(s: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` of each row of ``s [b, c]`` (larger first), ties to the earlier column.
-
-    The columns of ``i`` hold reference indices in an order where, among equal scores, the
-    earlier column has the smaller index (true for ``[previous best, next block]``), so "earlier
-    column" means "smaller index". ``torch.topk`` is exact for rows without ties; rows with a tie
-    inside the top-k or straddling the k-th place are redone with a stable sort.
-    """
-    kk = min(k, s.shape[1])
-    top_s, pos = torch.topk(s, kk, dim=1, sorted=True)
-    kth = top_s[:, -1:]
-    tied = (s == kth).sum(1) != (top_s == kth).sum(1)
-    if kk > 1:
-        tied |= (top_s[:, 1:] == top_s[:, :-1]).any(1)
-    top_i = i.gather(1, pos)
-    rows = torch.nonzero(tied).flatten()
-    if rows.numel():
-        order = torch.sort(s[rows], dim=1, descending=True, stable=True).indices[:, :kk]
-        top_s[rows], top_i[rows] = s[rows].gather(1, order), i[rows].gather(1, order)
-    return top_s, top_i
-
-
 def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_self: bool = False,
-           block: int = DEFAULT_BLOCK, ref_block: int | None = None, dtype: Any = "float32",
-           device: Any = None, backend: Literal["exact", "faiss"] = "exact") -> Neighbors:
+           block: int | None = None, ref_block: int | None = None, dtype: Any = "float32",
+           device: Any = None, backend: Literal["exact", "faiss"] = "exact", index: str = "auto",
+           nlist: int | None = None, nprobe: int | None = None, recall_sample: int = RECALL_SAMPLE,
+           seed: int = 0) -> Neighbors:
     """The ``k`` nearest reference rows of every query row.
 
     Args:
@@ -223,20 +206,32 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
         k: neighbours per query (``1 <= k``; fewer than ``k`` available are padded with index ``-1``).
         metric: ``"cosine"``, ``"ip"`` or ``"l2"`` (squared Euclidean).
         exclude_self: ``query`` *is* ``ref`` (same rows, same order): row ``i`` never returns itself.
-            Exact duplicates at other rows still count.
-        block: query rows per tile (and reference rows, unless ``ref_block`` is given).
-        ref_block: reference rows per tile (default ``block``); a tile holds ``block * ref_block`` scores.
-        dtype: ``"float32"`` (fast) or ``"float64"`` (statistics that need it).
-        device: torch device (default CPU).
-        backend: ``"exact"`` (this blocked search) or ``"faiss"`` (a flat faiss index: same
-            neighbours up to float rounding; ``pip install faiss-cpu``).
+            Exact duplicates at other rows still count. In float32 each tile of a self-search serves
+            both its row blocks (scores are symmetric): half the GEMMs.
+        block: query rows per tile, and the edge of a self-search's square tiles (default
+            :data:`DEFAULT_BLOCK`).
+        ref_block: reference rows per tile (default :data:`DEFAULT_REF_BLOCK`).
+        dtype: ``"float32"`` (fast) or ``"float64"`` (statistics that need it); exact backend only.
+        device: torch device (default CPU). With ``backend="faiss"`` a CUDA device puts the faiss
+            index on that GPU when faiss has GPU support (the record says where it ran).
+        backend: ``"exact"`` (this blocked search: the ground truth) or ``"faiss"`` (approximate:
+            a faiss index chosen by ``index``; needs ``pip install 'vitlab[faiss]'``; float32).
+        index: faiss index: ``"auto"`` / ``"ivf"`` (IVF-Flat, ``nlist`` and ``nprobe`` from the
+            reference size), ``"ivfpq"`` (IVF with product-quantised vectors: ``d / 8`` bytes each,
+            for memory), ``"hnsw"`` (a graph; its build is slow) or ``"flat"`` (faiss's exact
+            search). See :mod:`vitlab._neighbors_faiss`.
+        nlist, nprobe: IVF lists and lists scanned per query (defaults from the reference size).
+        recall_sample: with faiss, queries (sampled with ``seed``) on which recall@k against the
+            exact search is measured and recorded in the result (0: not measured).
+        seed: seeds the recall sample and the IVF training sample.
 
     Returns:
-        :class:`Neighbors` with ``scores [m, k]`` and ``indices [m, k]``, best first, ties to the
-        smaller index.
+        :class:`Neighbors` with ``scores [m, k]`` and ``indices [m, k]``, best first (exact: ties
+        to the smaller index), and for faiss the index used and its measured recall.
 
     Raises:
-        ConfigError: bad ``k``, ``metric``, ``block``, ``dtype`` or ``backend``.
+        ConfigError: bad ``k``, ``metric``, ``block``, ``dtype``, ``backend`` or ``index``; faiss
+            missing.
         DataError: empty, non-2-D, non-finite or mismatched arrays.
 
     Example:
@@ -247,50 +242,80 @@ def search(query: Any, ref: Any, k: int, *, metric: Metric = "cosine", exclude_s
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}.")
-    ref_block = block if ref_block is None else ref_block
+    block = DEFAULT_BLOCK if block is None else block
+    ref_block = DEFAULT_REF_BLOCK if ref_block is None else ref_block
     if block < 1 or ref_block < 1:
         raise ConfigError(f"block and ref_block must be >= 1, got {block} and {ref_block}.")
-    if backend == "faiss":
-        return _faiss_search(query, ref, int(k), metric, exclude_self)
-    if backend != "exact":
+    if backend not in ("exact", "faiss"):
         raise ConfigError(f"unknown backend {backend!r}; choose 'exact' or 'faiss'.")
+    if backend == "faiss":
+        return _approximate(query, ref, int(k), metric, exclude_self, index, nlist, nprobe, recall_sample, seed,
+                            device, block)
     q, r = _prepare(query, ref, metric, dtype, device)
     if exclude_self and q.shape != r.shape:
         raise ConfigError("exclude_self=True needs the query to be the reference itself (same shape).")
     m, n, k = q.shape[0], r.shape[0], int(k)
     q_sq = (q * q).sum(1) if metric == "l2" else None
-    r_sq = (r * r).sum(1) if metric == "l2" else None
+    r_sq = q_sq if (metric == "l2" and q is r) else ((r * r).sum(1) if metric == "l2" else None)
     kk = min(k, n - 1 if exclude_self else n)
     out_s = torch.full((m, k), float("nan"), dtype=q.dtype, device=q.device)
     out_i = torch.full((m, k), -1, dtype=torch.long, device=q.device)
-    full = kk >= n - int(exclude_self)  # a whole ranking: one stable sort per query block, not a merge per tile
-    if kk >= 1 and full:
-        qb = max(1, min(block, _FULL_RANK_ENTRIES // max(n, 1)))
-        for i0, i1 in iter_blocks(m, qb):
-            t = torch.cat([_tile(q[i0:i1], r[j0:j1], None if q_sq is None else q_sq[i0:i1],
-                                 None if r_sq is None else r_sq[j0:j1], metric)
-                           for j0, j1 in iter_blocks(n, ref_block)], 1)
-            if exclude_self:
-                rows = torch.arange(i0, i1, device=q.device)
-                t[rows - i0, rows] = float("-inf")
-            s_sorted, order = torch.sort(t, dim=1, descending=True, stable=True)  # ties: smaller index first
-            out_s[i0:i1, :kk], out_i[i0:i1, :kk] = s_sorted[:, :kk], order[:, :kk]
-    elif kk >= 1:
-        for i0, i1 in iter_blocks(m, block):
-            best_s = torch.empty((i1 - i0, 0), dtype=q.dtype, device=q.device)
-            best_i = torch.empty((i1 - i0, 0), dtype=torch.long, device=q.device)
-            for j0, j1 in iter_blocks(n, ref_block):
-                t = _tile(q[i0:i1], r[j0:j1], None if q_sq is None else q_sq[i0:i1],
-                          None if r_sq is None else r_sq[j0:j1], metric)
-                if exclude_self and j0 < i1 and i0 < j1:  # the diagonal crosses this tile
-                    rows = torch.arange(max(i0, j0), min(i1, j1), device=q.device)
-                    t[rows - i0, rows - j0] = float("-inf")
-                idx = torch.arange(j0, j1, device=q.device).expand(i1 - i0, -1)
-                cat_s, cat_i = torch.cat([best_s, t], 1), torch.cat([best_i, idx], 1)
-                best_s, best_i = _stable_topk(cat_s, cat_i, kk)
-            out_s[i0:i1, :kk], out_i[i0:i1, :kk] = best_s, best_i
+    if kk >= 1:
+        if kk >= n - int(exclude_self):  # a whole ranking: one stable sort per query block
+            s, i = _tiles.full_ranking(q, r, q_sq, r_sq, metric, exclude_self, block)
+        elif exclude_self and q.dtype == torch.float32:
+            s, i = _tiles.self_topk_search(r, r_sq, kk, metric, block)
+        else:
+            s, i = _tiles.topk_search(q, r, q_sq, r_sq, kk, metric, exclude_self, block, ref_block)
+        out_s[:, :kk], out_i[:, :kk] = s[:, :kk], i[:, :kk]
     scores = out_s.neg() if metric == "l2" else out_s
     return Neighbors(scores.cpu().numpy(), out_i.cpu().numpy(), metric)
+
+
+def _approximate(query: Any, ref: Any, k: int, metric: str, exclude_self: bool, index: str, nlist: int | None,
+                 nprobe: int | None, recall_sample: int, seed: int, device: Any, block: int) -> Neighbors:
+    """``search(backend="faiss")``: validate, run the faiss index, measure recall on sampled queries."""
+    from vitlab._neighbors_faiss import INDEXES, faiss_search, load_faiss
+
+    load_faiss()  # the install hint before any work
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
+    if index not in INDEXES:
+        raise ConfigError(f"unknown faiss index {index!r}; choose one of {', '.join(INDEXES)}.")
+    if isinstance(recall_sample, bool) or not isinstance(recall_sample, (int, np.integer)) or recall_sample < 0:
+        raise ConfigError(f"recall_sample must be an integer >= 0, got {recall_sample!r}.")
+    q, r = _check(query, "query"), _check(ref, "reference")
+    if q.shape[1] != r.shape[1]:
+        raise DataError(f"query has d={q.shape[1]} but the reference has d={r.shape[1]}. "
+                        "Embed both with the same backbone, layer and pooling.")
+    if exclude_self and q.shape != r.shape:
+        raise ConfigError("exclude_self=True needs the query to be the reference itself (same shape).")
+    qf = np.ascontiguousarray(q, dtype=np.float32)
+    rf = qf if query is ref else np.ascontiguousarray(r, dtype=np.float32)
+    if metric == "cosine":
+        rf = rf / np.maximum(np.linalg.norm(rf, axis=1, keepdims=True), 1e-12)
+        qf = rf if query is ref else qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12)
+    s, i, desc = faiss_search(qf, rf, k, metric, exclude_self, index=index, nlist=nlist, nprobe=nprobe, seed=seed,
+                              device=device)
+    recall, n_q = None, 0
+    if recall_sample:
+        rows = np.sort(np.random.default_rng(seed).choice(len(q), min(int(recall_sample), len(q)), replace=False))
+        exact = _exact_rows(q, r, rows, k, metric, exclude_self, device, block)
+        recall, n_q = recall_at_k(i[rows], exact), len(rows)
+    return Neighbors(s, i, metric, backend="faiss", index=desc, recall=recall, recall_queries=n_q)
+
+
+def _exact_rows(q: np.ndarray, r: np.ndarray, rows: np.ndarray, k: int, metric: str, exclude_self: bool,
+                device: Any, block: int) -> np.ndarray:
+    """Exact top-``k`` indices ``[len(rows), k]`` of the chosen query rows (their own row dropped for a self-search)."""
+    nb = search(q[rows], r, k + int(exclude_self), metric=metric, device=device, block=block)
+    if not exclude_self:
+        return nb.indices
+    out = np.full((len(rows), k), -1, np.int64)
+    for j, (row, idx) in enumerate(zip(rows, nb.indices)):
+        keep = idx[idx != row][:k]
+        out[j, :len(keep)] = keep
+    return out
 
 
 def kth_sq_dist(x: Any, k: int, *, block: int = DEFAULT_BLOCK, dtype: Any = "float64", device: Any = None
@@ -317,8 +342,10 @@ def kth_nn_sq_dists(x: torch.Tensor, k: int, block: int = DEFAULT_BLOCK) -> torc
 
     The ``(k + 1)``-th smallest entry of each row of the full distance matrix with a zero
     diagonal. Distances are symmetric, so each tile ``(I, J)`` with ``J >= I`` is computed once
-    (:func:`sq_dist_tile`) and serves rows ``I`` and, transposed, rows ``J`` (half the GEMMs of a
-    general :func:`search`). No validation; centre ``x`` first (:func:`to_tensors`) for accuracy.
+    (the arithmetic of :func:`sq_dist_tile`, into a reused buffer) and serves rows ``I`` and, read
+    as its transpose, rows ``J``: half the GEMMs of a general :func:`search`. Each tile is reduced
+    by :func:`_smallest_merge` (values only, so ties need no care). No validation; centre ``x``
+    first (:func:`to_tensors`) for accuracy.
 
     Args:
         x: ``[n, d]`` tensor, ``1 <= k < n``.
@@ -333,25 +360,7 @@ def kth_nn_sq_dists(x: torch.Tensor, k: int, block: int = DEFAULT_BLOCK) -> torc
         >>> [round(v, 9) for v in kth_nn_sq_dists(x, k=1).tolist()]
         [1.0, 1.0, 4.0]
     """
-    n, k1 = x.shape[0], int(k) + 1
-    sq = (x * x).sum(1)
-    buf = torch.full((n, k1), float("inf"), dtype=x.dtype, device=x.device)
-
-    def merge(rows: slice, tile: torch.Tensor) -> None:
-        part = torch.topk(tile, min(k1, tile.shape[1]), dim=1, largest=False, sorted=False).values
-        buf[rows] = torch.topk(torch.cat([buf[rows], part], 1), k1, dim=1, largest=False, sorted=False).values
-
-    for i0, i1 in iter_blocks(n, block):
-        for j0, j1 in iter_blocks(n, block):
-            if j0 < i0:
-                continue
-            tile = sq_dist_tile(x[i0:i1], x[j0:j1], sq[i0:i1], sq[j0:j1])
-            if j0 == i0:
-                tile.fill_diagonal_(0.0)
-            merge(slice(i0, i1), tile)
-            if j0 != i0:
-                merge(slice(j0, j1), tile.T)
-    return buf.max(dim=1).values
+    return _tiles.kth_smallest_sq_dists(x, int(k) + 1, block)
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -372,40 +381,3 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
         hits += len(np.intersect1d(a, e))
         total += len(e)
     return float(hits / total) if total else float("nan")
-
-
-def _faiss_search(query: Any, ref: Any, k: int, metric: str, exclude_self: bool) -> Neighbors:
-    """Approximate search with a faiss HNSW graph (M = 32, efConstruction = 80, efSearch = max(64, 4k)).
-
-    Cosine uses inner products of L2-normalised rows. Results are approximate: measure their
-    agreement with :func:`search` (exact) with :func:`recall_at_k` on a sample of queries.
-    """
-    try:
-        import faiss  # type: ignore[import-not-found]
-    except ImportError:
-        raise ConfigError("backend='faiss' needs faiss: pip install 'vitlab[faiss]' (faiss-cpu). "
-                          "Or use the exact search (backend='exact').") from None
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
-    q = np.ascontiguousarray(_check(query, "query"), dtype=np.float32)
-    r = np.ascontiguousarray(_check(ref, "reference"), dtype=np.float32)
-    if metric == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
-    kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-    index = faiss.IndexHNSWFlat(r.shape[1], 32, kind)
-    index.hnsw.efConstruction = 80
-    index.add(r)
-    kq = min(k + int(exclude_self), r.shape[0])
-    index.hnsw.efSearch = max(64, 4 * kq)
-    s, i = index.search(q, kq)
-    if exclude_self:
-        s_out = np.full((q.shape[0], k), np.nan, np.float32)
-        i_out = np.full((q.shape[0], k), -1, np.int64)
-        for row in range(q.shape[0]):
-            keep = i[row] != row
-            m = min(k, int(keep.sum()))
-            s_out[row, :m], i_out[row, :m] = s[row][keep][:m], i[row][keep][:m]
-        s, i = s_out, i_out
-    i = np.where(i < 0, -1, i).astype(np.int64)
-    return Neighbors(s, i, metric, backend="faiss")

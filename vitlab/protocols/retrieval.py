@@ -11,9 +11,10 @@ when the query lists it.
 
 Rankings come from :func:`vitlab.neighbors.search` (cosine by default; ties go to the smaller
 gallery row, so rankings are deterministic). With the exact backend the whole gallery is ranked
-(one stable sort per query block of bounded size), so ``map`` and ``map@r`` are exact. With
-``backend="faiss"`` (or ``auto`` past ``exact_max_gallery`` rows), only the top ``max(ks)`` are
-retrieved with a faiss HNSW index, and its recall against exact search is **measured** on a seeded
+(one GEMM and one stable sort per query block of bounded size), so ``map`` and ``map@r`` are exact.
+With ``backend="faiss"`` (or ``auto`` past ``exact_max_gallery`` rows), only the top ``max(ks)`` are
+retrieved with a faiss IVF index (``nlist`` / ``nprobe`` from the gallery size, see
+:func:`vitlab.neighbors.search`), and its recall against exact search is **measured** on a seeded
 sample of queries and reported beside the numbers (``details["ann"]``); mAP is then not reported.
 
 Example:
@@ -35,6 +36,7 @@ import numpy as np
 
 from vitlab.errors import ConfigError, DataError
 from vitlab.metrics.retrieval import check_relevance, retrieval_metrics
+from vitlab._neighbors_faiss import describe
 from vitlab.neighbors import METRICS, recall_at_k, search
 from vitlab.protocols.base import Protocol, Result, Split, check_finite, register_protocol
 
@@ -47,11 +49,10 @@ N_EXAMPLES = 8
 @dataclass(frozen=True)
 class RetrievalConfig:
     """``ks`` of recall@k / precision@k / nDCG@k; ``metric`` (cosine, ip, l2); ``mode`` (split or all);
-    ``backend``: ``exact`` (default: the whole ranking, so mAP is exact), ``faiss`` (HNSW top-k), or
-    ``auto`` (exact up to ``exact_max_gallery`` gallery rows, faiss beyond). Measured on a 2-core CPU
-    (BENCHMARKS.md), building an HNSW index over 1e5 rows took 16x an exact top-10 search of 1,000
-    queries, so faiss pays off only for many queries against a large gallery; ``ann_sample``: queries on
-    which the approximate search's recall against exact search is measured."""
+    ``backend``: ``exact`` (default: the whole ranking, so mAP is exact), ``faiss`` (IVF top-k), or
+    ``auto`` (exact up to ``exact_max_gallery`` gallery rows, faiss beyond). An index is built for each
+    run, so faiss pays off only for many queries against a large gallery (BENCHMARKS.md, issue 21);
+    ``ann_sample``: queries on which the approximate search's recall against exact search is measured."""
 
     ks: tuple[int, ...] = (1, 5, 10)
     metric: str = "cosine"
@@ -156,12 +157,14 @@ class Retrieval(Protocol):
             raise ConfigError(f"retrieval: every k in {cfg.ks} exceeds the {n_g - has_self} gallery items.")
         approximate = cfg.backend == "faiss" or (cfg.backend == "auto" and n_g > cfg.exact_max_gallery)
         details: dict[str, Any] = {"mode": cfg.mode, "n_queries": len(query), "n_gallery": n_g,
-                                   "backend": "faiss-hnsw" if approximate else "exact",
+                                   "backend": "exact",
                                    "ties": "equal scores rank the smaller gallery row first",
                                    "queries_in_gallery": int(has_self and (self_pos >= 0).sum())}
         if approximate:
             kmax = max(ks)
-            nb = search(query.X, gallery.X, kmax + has_self, metric=cfg.metric, backend="faiss")
+            nb = search(query.X, gallery.X, kmax + has_self, metric=cfg.metric, backend="faiss", device=device,
+                        recall_sample=0, seed=seed)  # recall measured below, after dropping each query's own row
+            details["backend"] = f"faiss-{nb.index['index']}"
             top, _ = _drop_self(nb, self_pos, kmax)
             rel = _ranked(relevant(0, len(query)), top)
             sample = np.sort(np.random.default_rng(seed).choice(len(query), min(cfg.ann_sample, len(query)),
@@ -169,7 +172,8 @@ class Retrieval(Protocol):
             exact = search(query.X[sample], gallery.X, kmax + has_self, metric=cfg.metric, device=device)
             ex_idx, _ = _drop_self(exact, self_pos[sample], kmax)
             details["ann"] = {"recall_at_k": recall_at_k(top[sample], ex_idx), "k": kmax,
-                              "sampled_queries": int(len(sample)), "index": "faiss HNSW (M=32)"}
+                              "sampled_queries": int(len(sample)), "index": describe(nb.index),
+                              "index_params": nb.index}
             per_query = retrieval_metrics(rel, n_rel, ks, full_ranking=False)
         else:
             per_query_parts, top_parts = [], []
