@@ -152,7 +152,7 @@ def describe_json_marker(path: Path) -> dict[str, Any]:
     """Summary of a folder entry whose marker is JSON with a ``format`` key (``tune-resume``)."""
     import json
 
-    ns = next(n for n in NAMESPACES if Path(path).parent.name == n.folder and n.marker)
+    ns = next(e.target for e in NAMESPACES if Path(path).parent.name == e.target.folder and e.target.marker)
     doc = json.loads((Path(path) / ns.marker).read_text())
     if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("vitlab-"):
         raise ValueError(f"{ns.marker} is not a vitlab marker")

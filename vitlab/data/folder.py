@@ -13,14 +13,15 @@ from vitlab.data.images import IMAGE_SUFFIXES, open_rgb
 from vitlab.errors import DataError
 
 
-def images_under(root: Path) -> list[Path]:
+def images_under(root: Path, seen: set[tuple[int, int]] | None = None) -> list[Path]:
     """Image files under ``root``, recursively, sorted, hidden files and folders skipped.
 
     Symbolic links to folders are followed **at most once per real folder**: a folder already listed
     (through another link, or an ancestor reached by a loop such as ``bag/loop -> ..``) is not listed
     again, so a link loop cannot multiply the rows. Links to files are listed under their own name; a
     broken link is listed too and becomes a bad item when read (one line naming it, or skipped and
-    listed with ``--on-error skip``).
+    listed with ``--on-error skip``). ``seen`` (the real folders already listed, updated) lets several walks
+    share the rule: the class folders of one source, the source's own root among them.
 
     Example:
         >>> import tempfile
@@ -30,7 +31,8 @@ def images_under(root: Path) -> list[Path]:
         ['a/x.png']
     """
     out = []
-    seen = {_real_id(root)}
+    seen = set() if seen is None else seen
+    seen.add(_real_id(root))
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         keep = []
         for d in sorted(x for x in dirnames if not x.startswith(".")):
@@ -87,8 +89,9 @@ class FolderSource(DataSource):
                 "or a flat folder of images with no subfolders.")
         if class_dirs:
             classes, files, labels = [], [], []
+            seen = {_real_id(self.root)} | {_real_id(d) for d in class_dirs}  # a link back up is not a way in
             for d in class_dirs:
-                imgs = images_under(d)
+                imgs = images_under(d, seen)
                 if imgs:
                     labels += [len(classes)] * len(imgs)
                     classes.append(d.name)

@@ -9,6 +9,7 @@ cache namespace) and :mod:`vitlab._io` (the cache root, atomic writes, hashes).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import warnings
@@ -196,6 +197,8 @@ class EmbeddingStore:
                         self._compute(entry, key, backbone, source, o,
                                       meta=token_meta(backbone) if o.view == "tokens" else None)
                     except OSError as e:
+                        if isinstance(e, WriteError) and e.errno != errno.ENOENT:
+                            raise  # a full disk, permissions: already one line with the path and the space
                         if vanished(entry):
                             raise CacheError(f"cache entry {entry} was deleted while this run was writing it "
                                              "(rm, or an old vitlab cache clear); nothing of it is kept. Run the "
