@@ -32,7 +32,7 @@ from typing import IO, Any
 from vitlab.errors import WriteError
 
 __all__ = ["ENV_VAR", "cache_root", "use_cache_root", "hash_file", "stat_key", "atomic_write", "atomic_write_json",
-           "atomic_path", "write_error", "is_tmp_name", "is_real_dir", "is_real_file", "remove_tree",
+           "atomic_path", "write_error", "check_space", "is_tmp_name", "is_real_dir", "is_real_file", "remove_tree",
            "open_lock", "human_bytes"]
 
 ENV_VAR = "VITLAB_CACHE_DIR"
@@ -200,6 +200,21 @@ def write_error(path: str | os.PathLike, err: OSError, *, need: int | None = Non
     else:
         msg = f"cannot write {path} ({err.strerror or err}). Check the location or {elsewhere}."
     return WriteError(msg, errno=code, filename=str(path))
+
+
+def check_space(path: str | os.PathLike, need: int, *, elsewhere: str = "write it somewhere else") -> None:
+    """Raise the one-line :class:`~vitlab.errors.WriteError` of a full disk now when fewer than ``need``
+    bytes are free where ``path`` goes (before memory-mapped writes, which a full disk would kill with
+    SIGBUS instead of an error).
+
+    Example:
+        >>> import tempfile
+        >>> check_space(tempfile.mkdtemp(), 1)
+    """
+    free = _free_bytes(Path(path))
+    if free is not None and free < need:
+        raise write_error(path, OSError(errno_mod.ENOSPC, "No space left on device"), need=need,
+                          elsewhere=elsewhere)
 
 
 def _fsync_dir(folder: Path) -> None:

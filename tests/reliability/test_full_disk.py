@@ -90,3 +90,17 @@ def test_export_full_is_one_line(tmp_path, full_disk):
                                        "--cache-dir", str(cache), "--export", str(out / "e.npz")]),
                    f"cannot write {out / 'e.npz'} (no space left on device")
     assert list(out.iterdir()) == []
+
+
+def test_consolidation_checks_the_room_first_not_a_memmap_crash(tmp_path, monkeypatch):
+    """Memory-mapped arrays on a full disk die with SIGBUS, not an error: the store checks the room first."""
+    import collections
+
+    import vitlab._io as io_mod
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(io_mod.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10, 10))
+    with pytest.raises(WriteError, match=r"^cannot write .*/embeddings/[0-9a-f]{24} \(no space left on device: "
+                                         r".* needed, 10 B free\)\. Free some space or pass --cache-dir"):
+        vitlab.embed("pixels:8", "sample:digits?limit=12", pool="mean", cache_dir=tmp_path / "c", progress=False,
+                     num_workers=0)

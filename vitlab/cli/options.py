@@ -6,7 +6,7 @@ verb module, so there is no import circle.
 
 Example:
     >>> cache_app.info.help
-    'Inspect, clear or export (Parquet) the embedding cache.'
+    'Inspect, clear or export (Parquet) the cache (every namespace).'
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["app", "cache_app", "Pool", "OnError", "Precision", "CacheDir", "Out"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="vitlab: compare, evaluate and accelerate Vision Transformer backbones on your images.")
-cache_app = typer.Typer(no_args_is_help=True, help="Inspect, clear or export (Parquet) the embedding cache.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect, clear or export (Parquet) the cache (every namespace).")
 app.add_typer(cache_app, name="cache")
 
 

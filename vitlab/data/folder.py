@@ -64,6 +64,10 @@ class FolderSource(DataSource):
     (``cp -p``, ``touch -r``); a copy of the folder is too. ``folder:<dir>?fingerprint=content``
     (``fingerprint="content"``) hashes the bytes instead: slower, unchanged by copies and touches.
 
+    Symbolic links: a linked folder is followed at most once per real folder (:func:`images_under`; a
+    link back up, such as ``bag/loop -> ..``, adds nothing); a broken link is listed and is a bad item
+    when read (one line naming it, or skipped and listed with ``--on-error skip``).
+
     Example:
         >>> src = FolderSource("./my_images")  # doctest: +SKIP
     """

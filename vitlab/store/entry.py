@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vitlab._io import atomic_write_json, hash_file, stat_key
+from vitlab._io import atomic_write_json, check_space, hash_file, stat_key
 from vitlab._version import __version__
 from vitlab.data.base import DataSource
 from vitlab.errors import CacheError
@@ -68,6 +68,9 @@ def consolidate(entry: Path, key: EmbeddingKey, source: DataSource, kept: list[d
         raise CacheError(f"{shard_dir}: the shards do not cover every row; run the same command again to "
                          "recompute the missing ones.")
     n = sum(s["n_rows"] for s in kept)
+    # the arrays take about what their shards take: refuse a full disk now, not with SIGBUS in a memmap
+    check_space(entry, sum((shard_dir / f"{s['stem']}.safetensors").stat().st_size for s in kept),
+                elsewhere=CACHE_ELSEWHERE)
     skipped = [x for s in kept for x in s["skipped"]]
     names = key.array_names()
     shapes: dict[str, list[int]] = {}
