@@ -42,8 +42,8 @@ def unsafe_pickle(where: str, file: str | Path) -> BackboneError:
     """The one line for a pickle checkpoint that ``weights_only`` loading refuses (it would run code).
 
     Example:
-        >>> str(unsafe_pickle("hf:./m", "m/pytorch_model.bin")).split(":")[1]
-        ' m/pytorch_model.bin is not a safe tensor file (a pickle that needs code to load'
+        >>> str(unsafe_pickle("hf:m", "m/pytorch_model.bin")).split(" (")[0]
+        'hf:m: m/pytorch_model.bin is not a safe tensor file'
     """
     return BackboneError(f"{where}: {file} is not a safe tensor file (a pickle that needs code to load, which vitlab "
                          "never runs). Convert it to safetensors where it was made (model.save_pretrained(dir, "

@@ -253,7 +253,7 @@ def quiet_stderr() -> Iterator[None]:
 
     Example:
         >>> with quiet_stderr():
-        ...     _ = os.write(2, b"not shown\n")
+        ...     _ = os.write(2, b"not shown\\n")
     """
     sys.stderr.flush()
     saved = os.dup(2)
