@@ -268,9 +268,12 @@ def check_output_file(path: str | os.PathLike | None, what: str = "output file",
     if p.exists() or p.is_symlink():
         if not p.exists():
             raise ConfigError(f"{what} {p}: is a broken symbolic link. Remove it or choose another name.")
+        if k is not None and k.name == "new":
+            raise ConfigError(f"{what} {p}: already exists and is not overwritten (this output is always a new file). "
+                              "Choose another name.")
         if k is not None and not overwrite and not k.recognise(p):
-            fix = "Choose another name." if k.name == "new" else "Choose another name, or pass --overwrite."
-            raise ConfigError(f"{what} {p}: exists and is not a {k.what} written earlier, so it is not replaced. {fix}")
+            raise ConfigError(f"{what} {p}: exists and is not a {k.what} written earlier, so it is not replaced. "
+                              "Choose another name, or pass --overwrite.")
         if not os.access(p, os.W_OK):
             raise ConfigError(f"{what} {p}: the file is not writable. Choose another name or fix its permissions.")
     _probe(p.parent, what, p)
