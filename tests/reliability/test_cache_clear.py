@@ -238,3 +238,13 @@ def test_cache_dir_governs_specs_and_wds_index(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert list((cache / "wds-index").glob("*.json")) and list((cache / "specs").glob("*.json"))
     assert not default.exists()
+
+
+def test_an_index_of_the_older_wds_format_is_still_vitlab_s_to_clear(tmp_path):
+    cache = tmp_path / "c"
+    old = cache / "wds-index" / ("f" * 32 + ".json")
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps([["000", {"png": [512, 100]}, None]]))  # INDEX_VERSION 1: a bare list of rows
+    [found] = scan(cache, ["wds-index"])
+    assert found.entry and found.info["status"] == "format 1, no longer read"
+    assert cache_clear(cache)["removed"] == [str(old)] and not old.exists()

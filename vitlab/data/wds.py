@@ -336,6 +336,8 @@ def _cached_scan(tar: Path, label: str | None) -> list[Any]:
 def describe_index(path: Path) -> dict[str, Any]:
     """What ``vitlab cache ls`` shows of a ``wds-index`` entry (raises for a file that is not one)."""
     doc = json.loads(Path(path).read_text())
+    if isinstance(doc, list) and all(isinstance(r, list) and len(r) == 3 and isinstance(r[1], dict) for r in doc):
+        return {"tar": "?", "samples": len(doc), "status": "format 1, no longer read"}  # INDEX_VERSION 1
     if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
         raise ValueError(f"not a {INDEX_FORMAT} file")
     return {"tar": doc["tar"], "samples": len(doc["rows"])}
