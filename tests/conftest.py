@@ -22,6 +22,15 @@ threadpool_limits(limits=1)
 TINY_OPEN_CLIP = "vitlab-test-tiny"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_root(tmp_path_factory):
+    """Tests never read or write the user's cache: calls without a cache dir use one of this session."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VITLAB_CACHE_DIR", str(tmp_path_factory.mktemp("vitlab-cache")))
+    yield
+    mp.undo()
+
+
 def _register_tiny_open_clip() -> None:
     from open_clip import factory
 

@@ -45,13 +45,16 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
         >>> tok.tokens().shape, tok.grid  # doctest: +SKIP
         ((2000, 49, 96), (7, 7))
     """
+    from vitlab._io import cache_root, use_cache_root
+
     if accel and accel != "none":
         from vitlab.accel import apply_accel
 
-        source = load_source(source)
-        if isinstance(backbone, str):
-            backbone = load_backbone(backbone, pretrained=kwargs.pop("pretrained", True),
-                                     device=kwargs.get("device") or "cpu")
+        with use_cache_root(cache_root(cache_dir)):  # the caches of loading (specs/, wds-index/) follow cache_dir
+            source = load_source(source)
+            if isinstance(backbone, str):
+                backbone = load_backbone(backbone, pretrained=kwargs.pop("pretrained", True),
+                                         device=kwargs.get("device") or "cpu")
         backbone = apply_accel(backbone, accel, calib=source)
     return EmbeddingStore(cache_dir).get_or_compute(backbone, source, **kwargs)
 

@@ -59,6 +59,30 @@ class CacheError(VitlabError):
     """The embedding cache is unusable (unwritable dir, corrupt entry that cannot be repaired)."""
 
 
+class WriteError(VitlabError, OSError):
+    """A file could not be written (full disk, permissions, read-only file system).
+
+    The message names the path and, for a full disk, the space needed and free. It is also an
+    :class:`OSError` (``errno`` and ``filename`` set), so code that treats an optional write as
+    best-effort (``except OSError``) keeps doing so. ``record`` is the run record whose result was
+    computed but could not be saved (the CLI prints it before the error line), when there is one.
+
+    Example:
+        >>> e = WriteError("cannot write runs/eval-1.json (no space left on device: 2.1 kB needed, 0 B free).",
+        ...                errno=28, filename="runs/eval-1.json")
+        >>> isinstance(e, OSError), e.errno, str(e)
+        (True, 28, 'cannot write runs/eval-1.json (no space left on device: 2.1 kB needed, 0 B free).')
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+        self.record = None
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during extraction, with a truthful note of what was kept.
 

@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
 import platform
 import subprocess
 import warnings
@@ -17,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from vitlab.errors import ConfigError, DataError, VitlabError
+from vitlab._io import atomic_write, write_error
+from vitlab.errors import DataError, VitlabError, WriteError
+from vitlab.outputs import check_output_dir, check_output_file  # noqa: F401  (the output rule; callers import it here)
 
 RECORD_SCHEMA_VERSION = 1
 _LIBS = ("vitlab", "torch", "timm", "transformers", "open_clip_torch", "numpy", "scipy", "scikit-learn")
@@ -132,11 +133,30 @@ class RunRecord:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``<out_dir>/<kind>-<run_id>.json`` (overwriting the same inputs' earlier record)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{self.kind}-{self.run_id}.json"
-        path.write_text(self.to_json() + "\n")
+        """Write ``<out_dir>/<kind>-<run_id>.json`` atomically (replacing the same inputs' earlier record).
+
+        Raises:
+            WriteError: the file cannot be written (full disk: the space needed and free), one line;
+                ``.record`` is this record, so the caller can still show the result. A file of that
+                name that is not a run record is never replaced.
+
+        Example:
+            >>> import tempfile
+            >>> RunRecord(kind="eval", config={}, metrics={}).save(tempfile.mkdtemp()).name  # doctest: +ELLIPSIS
+            'eval-....json'
+        """
+        path = Path(out_dir) / f"{self.kind}-{self.run_id}.json"
+        text = self.to_json() + "\n"
+        try:
+            if path.exists() and not _is_record_file(path):
+                raise WriteError(f"cannot write the run record {path}: a file of that name exists and is not a run "
+                                 "record, so it is not replaced. Move it away or pass another --out.",
+                                 filename=str(path))
+            atomic_write(path, text, elsewhere="pass another --out")
+        except OSError as e:
+            err = write_error(path, e, need=len(text.encode()), elsewhere="pass another --out")
+            err.record = self
+            raise err from None
         return path
 
     @classmethod
@@ -304,76 +324,15 @@ def load_records(path: str | Path) -> list[RunRecord]:
     return sorted(records, key=lambda r: r.created)
 
 
+def _is_record_file(path: Path) -> bool:
+    from vitlab.outputs import KINDS
+
+    return KINDS["record"].recognise(path)
+
+
 def _json_type(v: Any) -> str:
     return {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
             type(None): "null", dict: "object"}.get(type(v), type(v).__name__)
-
-
-def _writable(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
-def _check_parent(p: Path, what: str) -> None:
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{what} {p}: cannot be created because {parent} is a file. Choose another path.")
-    if not _writable(parent):
-        raise ConfigError(f"{what} {p}: cannot be created because {parent} is not writable. Choose a writable "
-                          "location or fix the folder's permissions.")
-
-
-def check_output_dir(path: str | Path | None, what: str = "output folder") -> None:
-    """Fail fast, before any work, if ``path`` cannot be (or become) a folder to write into.
-
-    ``None`` passes. ``what`` names the option in the message (e.g. ``"--out"``).
-
-    Example:
-        >>> import tempfile
-        >>> f = Path(tempfile.mkdtemp()) / "r.json"; _ = f.write_text("{}")
-        >>> check_output_dir(f.parent / "runs")  # missing: fine, created later
-        >>> check_output_dir(f, "--out")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        vitlab.errors.ConfigError: --out .../r.json: is an existing file, not a folder. Pass a folder ...
-    """
-    if path is None:
-        return
-    p = Path(path).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise ConfigError(f"{what} {p}: is an existing file, not a folder. Pass a folder (it is created if "
-                              "missing).")
-        if not _writable(p):
-            raise ConfigError(f"{what} {p}: the folder is not writable. Choose another folder or fix its "
-                              "permissions.")
-        return
-    _check_parent(p, what)
-
-
-def check_output_file(path: str | Path | None, what: str = "output file") -> None:
-    """Fail fast, before any work, if ``path`` cannot be written as a file (existing files are overwritten).
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> check_output_file(d / "report.html")
-        >>> check_output_file(d, "--report")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        vitlab.errors.ConfigError: --report ...: is a folder, not a file. Pass a file path (e.g. a new name inside it).
-    """
-    if path is None:
-        return
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise ConfigError(f"{what} {p}: is a folder, not a file. Pass a file path (e.g. a new name inside it).")
-    if p.exists():
-        if not os.access(p, os.W_OK):
-            raise ConfigError(f"{what} {p}: the file is not writable. Choose another name or fix its permissions.")
-        return
-    _check_parent(p, what)
 
 
 def _jsonable(o: Any, lenient: bool = False) -> Any:

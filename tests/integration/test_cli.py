@@ -69,7 +69,8 @@ def test_on_error_skip_lists_the_file(cache_dir, image_folder):
 def test_cache_ls_and_clear(cache_dir):
     _run("embed", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--num-workers", "0", cache_dir=cache_dir)
     res = runner.invoke(app, ["cache", "ls", "--cache-dir", str(cache_dir), "--json"])
-    assert json.loads(res.stdout)[0]["backbone"] == "demo:fmnist-vit"
+    doc = json.loads(res.stdout)
+    assert doc["entries"][0]["namespace"] == "embeddings" and doc["entries"][0]["backbone"] == "demo:fmnist-vit"
     entry = next((cache_dir / "embeddings").iterdir())
     import fcntl
 
@@ -78,10 +79,11 @@ def test_cache_ls_and_clear(cache_dir):
         res = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "--yes"])
         fcntl.flock(held, fcntl.LOCK_UN)
     out = " ".join(res.output.split())
-    assert res.exit_code == 0 and "removed 0" in out and f"kept 1 entr(ies) in use by a running embed: {entry.name}" in out
+    assert res.exit_code == 0 and f"kept 1 entr(ies) in use by a running embed: {entry.name}" in out
+    assert "removed 1 entr(ies) (specs 1)" in out  # the demo checkpoint's spec: --cache-dir governs specs/ too
     assert entry.exists()
     res = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "--yes"])
-    assert "removed 1" in res.output and not entry.exists()
+    assert "removed 1 entr(ies) (embeddings 1)" in res.output and not entry.exists()
 
 
 def test_embed_with_an_accelerator_is_a_separate_cache_entry(cache_dir):

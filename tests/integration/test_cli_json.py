@@ -79,7 +79,8 @@ def test_json_is_the_only_thing_on_stdout(ws, verb):
     if verb == "embed":
         assert doc["from_cache"] is False  # the cache was cold, so a bar would have been drawn
     if verb == "cache-ls":
-        assert len(doc) >= 5  # embed, eval, compare (2), tradeoff, gen-* entries in the shared cache
+        embeddings = [e for e in doc["entries"] if e["namespace"] == "embeddings"]
+        assert len(embeddings) >= 5  # embed, eval, compare (2), tradeoff, gen-* entries in the shared cache
     for mark in BAR_MARKS:  # stderr is not a terminal here: no bar there either
         assert mark not in res.stderr
 

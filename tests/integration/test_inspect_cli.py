@@ -15,7 +15,8 @@ runner = CliRunner()
 def test_inspect_artefacts_json_and_report(tmp_path):
     res = runner.invoke(app, ["inspect", "--backbone", "demo:fmnist-vit", "--data", "sample:fashion-mnist",
                               "--maps", "attention,rollout,gradcam,pca", "--artefacts", "--json", "--n-images", "3",
-                              "--n-resamples", "100", "--out", str(tmp_path / "runs"), "-o", str(tmp_path / "i.html")])
+                              "--n-resamples", "100", "--out", str(tmp_path / "runs"), "-o", str(tmp_path / "i.html"),
+                              "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)  # exactly one document: notes went to stderr
     assert doc["kind"] == "inspect" and doc["config"]["maps"] == ["attention", "rollout", "gradcam", "pca"]
@@ -27,7 +28,7 @@ def test_inspect_artefacts_json_and_report(tmp_path):
     assert "fitting a linear probe head" in res.stderr
     html = (tmp_path / "i.html").read_text()
     assert "Inspection: maps and artefact tokens" in html and 'alt="gradcam map"' in html
-    assert list((tmp_path / "runs").glob("inspect-*.json")) and list((tmp_path / "runs").glob("pca-*.npz"))
+    assert list((tmp_path / "runs").glob("inspect-*.json")) and list((tmp_path / "cache" / "pca").glob("*.npz"))
 
 
 def test_robust_prints_curves_and_attacks(tmp_path):

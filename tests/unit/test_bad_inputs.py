@@ -214,10 +214,10 @@ def test_unusable_output_paths_fail_before_any_work(case, places, runs_dir):
 
 
 def test_read_only_output_folder_fails_before_any_work(places, monkeypatch):
-    from vitlab import record
+    from vitlab import outputs
 
-    real = record._writable
-    monkeypatch.setattr(record, "_writable", lambda p: p != places["dir"] and real(p))  # root ignores chmod
+    real = outputs._writable
+    monkeypatch.setattr(outputs, "_writable", lambda p: p != places["dir"] and real(p))  # root ignores chmod
     args = ["eval", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--cache-dir", str(places["cache"])]
     _one_line_error(runner.invoke(app, [*args, "-o", str(places["dir"])]), "--out", "the folder is not writable")
     _one_line_error(runner.invoke(app, [*args, "-o", str(places["dir"] / "new" / "runs")]), "--out",

@@ -11,6 +11,7 @@ DATA = "sample:digits?limit=120"
 
 
 def test_interrupt_then_resume(tmp_path, monkeypatch):
+    kw = {**KW, "cache_dir": tmp_path / "cache"}  # the finished runs are kept in its tune-resume namespace
     real_fit, calls = runner.fit, []
 
     def flaky(net, *a, label, **k):
@@ -20,20 +21,23 @@ def test_interrupt_then_resume(tmp_path, monkeypatch):
         return real_fit(net, *a, label=label, **k)
 
     monkeypatch.setattr(runner, "fit", flaky)
-    with pytest.raises(Interrupted, match="1 of 2 method runs are kept in .*units: run the same command again"):
-        vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **KW)
+    with pytest.raises(Interrupted, match="1 of 2 method runs are kept in .*/cache/tune-resume/[0-9a-f]{12}/units: "
+                                          "run the same command again"):
+        vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **kw)
     monkeypatch.setattr(runner, "fit", lambda net, *a, label, **k: (calls.append(label), real_fit(net, *a, label=label,
                                                                                                    **k))[1])
-    res = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **KW)
+    res = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **kw)
     assert calls == ["linear", "bitfit", "bitfit"]  # linear was not trained again
     resumed = {m: [c["resumed"] for c in res.record.details["cost"][m]["per_seed"]] for m in ("linear", "bitfit")}
     assert resumed == {"linear": [True], "bitfit": [False]}
-    fresh = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path / "fresh", **KW)
+    fresh = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path / "fresh", **kw)
     assert fresh.record.metrics == res.record.metrics
     assert res.backbones["linear"].weights_id == fresh.backbones["linear"].weights_id
 
 
-def test_interrupt_without_out_says_nothing_is_kept(monkeypatch):
+def test_interrupt_with_an_unwritable_cache_says_nothing_is_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(Interrupted, match="nothing is kept without --out"):
-        vitlab.tune("demo:fmnist-vit", DATA, **KW)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the cache dir should be
+    with pytest.raises(Interrupted, match=r"nothing is kept \(the cache dir is not writable"):
+        vitlab.tune("demo:fmnist-vit", DATA, **{**KW, "cache_dir": blocker})

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vitlab._cache import entry_path
+from vitlab._io import atomic_write_json, hash_file
 from vitlab.backbones.base import BackboneSpec
 from vitlab.backbones.preprocessing import Preprocessing
 from vitlab.backbones.timm import TimmBackbone, create_timm_model, spec_from_timm
@@ -37,6 +38,19 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         raise BackboneError(f"{side}: invalid JSON ({e}). Fix or delete the sidecar file.") from e
 
 
+def unsafe_pickle(where: str, file: str | Path) -> BackboneError:
+    """The one line for a pickle checkpoint that ``weights_only`` loading refuses (it would run code).
+
+    Example:
+        >>> str(unsafe_pickle("hf:m", "m/pytorch_model.bin")).split(" (")[0]
+        'hf:m: m/pytorch_model.bin is not a safe tensor file'
+    """
+    return BackboneError(f"{where}: {file} is not a safe tensor file (a pickle that needs code to load, which vitlab "
+                         "never runs). Convert it to safetensors where it was made (model.save_pretrained(dir, "
+                         "safe_serialization=True), or safetensors.torch.save_file(state_dict, 'model.safetensors')) "
+                         "and load that file.")
+
+
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load tensors (and safetensors metadata) from a checkpoint, unwrapping common nestings."""
     if path.suffix == ".safetensors":
@@ -49,8 +63,15 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             return load_file(str(path)), meta
         except (SafetensorError, OSError) as e:
             raise BackboneError(f"{path}: not a readable safetensors file ({e}).") from e
+    import pickle
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise unsafe_pickle(f"file:{path}", path) from None
+        raise BackboneError(f"{path}: cannot load as a torch checkpoint (not a valid pickle: {str(e)[:120]}).") \
+            from None
     except Exception as e:  # torch raises many types for bad pickles
         raise BackboneError(f"{path}: cannot load as a torch checkpoint ({type(e).__name__}: {e}). "
                             "Only plain state dicts are loaded (weights_only=True).") from e
@@ -69,15 +90,6 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """blake2b of a file's bytes (identifies a checkpoint's weights without loading them)."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _safetensors_arch(path: Path) -> str | None:
     if path.suffix != ".safetensors":
         return None
@@ -90,10 +102,9 @@ def _safetensors_arch(path: Path) -> str | None:
         raise BackboneError(f"{path}: not a readable safetensors file ({e}).") from e
 
 
-def _spec_cache_path(ident: str) -> Path | None:
-    from vitlab.store.store import default_cache_dir
-
-    return default_cache_dir() / "specs" / f"{ident}.json"
+def _spec_cache_path(ident: str) -> Path:
+    """``<cache>/specs/<ident>.json``: the ``specs`` cache namespace (:mod:`vitlab._cache`)."""
+    return entry_path("specs", f"{ident}.json")
 
 
 def _cached_spec(ident: str) -> BackboneSpec | None:
@@ -105,14 +116,16 @@ def _cached_spec(ident: str) -> BackboneSpec | None:
 
 
 def _remember_spec(ident: str, spec: BackboneSpec) -> None:
-    path = _spec_cache_path(ident)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(spec.to_dict()))
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache only costs the shortcut, never correctness
+        atomic_write_json(_spec_cache_path(ident), spec.to_dict())
+    except OSError:  # a read-only or full cache only costs the shortcut, never correctness
         pass
+
+
+def describe_spec(path: Path) -> dict[str, Any]:
+    """What ``vitlab cache ls`` shows of a ``specs`` entry (raises for a file that is not a backbone spec)."""
+    spec = BackboneSpec.from_dict(json.loads(Path(path).read_text()))
+    return {"backbone": spec.name, "embed_dim": spec.embed_dim, "depth": spec.depth}
 
 
 def _build(path: Path, arch: str, model_kwargs: dict[str, Any], seed: int, pretrained: bool) -> torch.nn.Module:
@@ -182,7 +195,7 @@ def load_file(target: str, *, pretrained: bool = True, seed: int = 0, arch: str 
     if not pretrained:
         model = _build(path, arch, model_kwargs, seed, pretrained=False)
         return TimmBackbone(model, spec_from_timm(model, bb_name, False, prep))
-    ident = hashlib.blake2b(json.dumps({"file": file_digest(path), "arch": arch, "kwargs": model_kwargs,
+    ident = hashlib.blake2b(json.dumps({"file": hash_file(path), "arch": arch, "kwargs": model_kwargs,
                                         "name": bb_name, "preprocessing": side.get("preprocessing")},
                                        sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
     spec = _cached_spec(ident)

@@ -13,6 +13,8 @@ text projection, logit scale/bias) is ``bb.text_model``, with its own
 from __future__ import annotations
 
 import os
+import pickle
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -204,6 +206,11 @@ def load_hf(src: str, *, pretrained: bool = True, seed: int = 0, **kwargs: Any) 
     except (OSError, ValueError, RuntimeError) as e:
         raise BackboneError(f"hf:{src}: cannot load weights ({type(e).__name__}: {e}). Check the network or "
                             "pass --no-pretrained for seeded random weights.") from e
+    except pickle.UnpicklingError:  # weights_only loading refused a pickle that would run code: never retried
+        from vitlab.backbones.file import unsafe_pickle
+
+        bins = sorted(Path(src).glob("*.bin")) if os.path.isdir(src) else []
+        raise unsafe_pickle(f"hf:{src}", bins[0] if bins else "its weights file (pytorch_model.bin)") from None
     text_model, problem = None, None
     if full:
         model, text_model, problem = _split_full_model(model, model_type)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vitlab._io import use_cache_root
 from vitlab.errors import ConfigError, VitlabError
 
 # Everything human-readable (tables, notes, warnings, errors, progress) goes to stderr;
@@ -69,18 +70,18 @@ def note(text: str, **kwargs: Any) -> None:
         console.print(text, **kwargs)
 
 
-def check_outputs(*, dirs: dict[str, Any] | None = None, files: dict[str, Any] | None = None) -> None:
-    """Check every output location before any work: ``{"--out": path}`` folders, ``{"--report": path}`` files.
+def check_outputs(*, dirs: dict[str, Any] | None = None, files: dict[str, Any] | None = None,
+                  inputs: tuple[Any, ...] | list[Any] = (), records: Any = None, overwrite: bool = False) -> None:
+    """The one output rule (:mod:`vitlab.outputs`), before any work: ``{"--out": path}`` folders,
+    ``{"--report": (path, kind)}`` files; ``inputs`` are what the verb reads (data URIs, backbone
+    names, feature files), ``records`` a runs folder or record file it reads.
 
     Example:
-        >>> check_outputs(dirs={"--out": None}, files={"--report": None})
+        >>> check_outputs(dirs={"--out": None}, files={"--report": (None, "html")}, inputs=("sample:digits",))
     """
-    from vitlab.record import check_output_dir, check_output_file
+    from vitlab.outputs import check_outputs as rule, input_paths
 
-    for what, path in (dirs or {}).items():
-        check_output_dir(path, what)
-    for what, path in (files or {}).items():
-        check_output_file(path, what)
+    rule(files=files, dirs=dirs, inputs=input_paths(*inputs, records=records), overwrite=overwrite)
 
 
 def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
@@ -109,7 +110,12 @@ def friendly_errors(fn: F) -> F:
     * Ctrl-C (``KeyboardInterrupt``) → ``interrupted.`` plus the exception's ``resume_hint``
       when it has one (the store's ``vitlab.errors.Interrupted`` says what was kept), exit 130;
     * Python warnings → one yellow ``warning:`` line each on stderr (none under ``--quiet``);
-    * ``--quiet`` (a ``quiet`` parameter of the verb) silences :func:`note`.
+    * ``--quiet`` (a ``quiet`` parameter of the verb) silences :func:`note`;
+    * ``--cache-dir`` (a ``cache_dir`` parameter) is the cache root of everything the verb does, every
+      cache namespace included (:func:`vitlab._io.use_cache_root`);
+    * a run record that cannot be written after the work (full disk, :class:`~vitlab.errors.WriteError`
+      carrying the record): the result is printed first (the JSON document on stdout with ``--json``,
+      else the leaderboard), then the one error line, exit code 2.
 
     Example:
         >>> @friendly_errors
@@ -133,8 +139,11 @@ def friendly_errors(fn: F) -> F:
                 else:
                     warnings.showwarning = _show_warning
                 _check_environment()
-                return fn(*args, **kwargs)
+                with use_cache_root(kwargs.get("cache_dir")):
+                    return fn(*args, **kwargs)
         except VitlabError as e:
+            if getattr(e, "record", None) is not None:
+                _print_unsaved(e.record, bool(kwargs.get("json_out")))
             console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:
@@ -146,6 +155,23 @@ def friendly_errors(fn: F) -> F:
             _QUIET.reset(token)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_unsaved(record: Any, as_json: bool) -> None:
+    """The result of a run whose record could not be saved, so the work is not lost."""
+    if as_json:
+        print_json(record.to_dict())
+        return
+    try:
+        from vitlab.report import leaderboard_table
+
+        tables = leaderboard_table([record])
+    except Exception:  # noqa: BLE001 - a record no table shows: print it whole
+        tables = []
+    for table in tables:
+        console.print(table)
+    if not tables:
+        print_json(record.to_dict())
 
 
 def _check_environment() -> None:

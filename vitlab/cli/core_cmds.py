@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from vitlab.cli.options import CacheDir, OnError, Pool, Precision, Pretrained, app, cache_app
+from vitlab.cli.options import CacheDir, OnError, Overwrite, Pool, Precision, Pretrained, app, cache_app
 from vitlab.cli.common import (Quiet, at_least, check_outputs, console, friendly_errors, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 
@@ -79,7 +80,9 @@ def embed_cmd(
     precision: Precision = typer.Option(Precision.auto, help="auto = bf16 autocast on CUDA, fp32 on CPU."),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
     cache_dir: Optional[Path] = CacheDir,
-    export: Optional[Path] = typer.Option(None, help="Also write the embeddings to an .npz (features, labels, ids)."),
+    export: Optional[Path] = typer.Option(None, help="Also write the embeddings to an .npz file (features, labels, "
+                                                     "ids); the name must end in .npz."),
+    overwrite: bool = Overwrite,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     verify: bool = typer.Option(False, help="Re-check checksums of cached arrays before reuse."),
     accel: Optional[str] = typer.Option(None, help="Accelerator applied to a copy of the backbone, e.g. tome:r=8, "
@@ -118,7 +121,7 @@ def embed_cmd(
     import vitlab
 
     layer_list = parse_int_list(layers, "layers")
-    check_outputs(files={"--export": export})
+    check_outputs(files={"--export": (export, "npz-export")}, inputs=(data, backbone), overwrite=overwrite)
     extra = {} if shard_size is None else {"shard_size": shard_size}  # only when given: the store's default is adaptive
     if view != "pooled" or token_dtype != "float32":  # only when given (the store checks the values)
         extra.update(view=view, token_dtype=token_dtype)
@@ -135,8 +138,11 @@ def embed_cmd(
         arrays = {f"L{layer}_{pool.value.replace('+', '_')}": emb.get(layer, pool.value) for layer in emb.layers}
         if emb.view == "tokens":
             arrays.update({f"L{layer}_tokens": emb.tokens(layer) for layer in emb.layers})
-        np.savez(export, **arrays, labels=emb.labels if emb.labels is not None else np.array([]),
-                 ids=np.array(emb.ids), classes=np.array(emb.classes))
+        from vitlab._io import atomic_path
+
+        with atomic_path(export) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
+            np.savez(f, **arrays, labels=emb.labels if emb.labels is not None else np.array([]),
+                     ids=np.array(emb.ids), classes=np.array(emb.classes))
         summary["export"] = str(export)
     if json_out:
         print_json(summary)
@@ -175,46 +181,94 @@ def _limit(stats: dict) -> str:
 @cache_app.command("ls")
 @friendly_errors
 def cache_ls(cache_dir: Optional[Path] = CacheDir,
+             namespace: Optional[list[str]] = typer.Option(None, "--namespace", "-n",
+                                                          help="Only these cache namespaces (repeatable): embeddings, "
+                                                               "text, specs, wds-index, pca, tune-resume."),
              json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List cached embedding sets.
+    """List what the cache holds: every namespace (embeddings, text embeddings, backbone specs, wds indexes,
+    PCA fits, tune resume), and anything found there that is not vitlab's (left alone by cache clear).
 
-    Example: [bold]vitlab cache ls[/]
+    Example: [bold]vitlab cache ls[/]   ·   [bold]vitlab cache ls -n embeddings --json[/]
     """
-    from vitlab.store import EmbeddingStore
+    from vitlab._io import cache_root
+    from vitlab.store.admin import cache_ls as ls
 
-    store = EmbeddingStore(cache_dir)
-    rows = store.entries()
+    root = cache_root(cache_dir)
+    found = ls(root, namespace or None)
     if json_out:
-        print_json(rows)
+        print_json({"root": str(root), "entries": [f.to_dict() for f in found if f.entry],
+                    "left_alone": [f.to_dict() for f in found if not f.entry]})
         return
-    t = Table(title=f"Embedding cache at {store.root}", title_justify="left")
-    for c in ("digest", "backbone", "source", "n", "layers", "MB", "status"):
+    t = Table(title=f"Cache at {root}", title_justify="left")
+    for c in ("namespace", "entry", "what", "MB", "status"):
         t.add_column(c)
-    for r in rows:
-        t.add_row(r["digest"][:12], r["backbone"], r["source"], str(r["n"]), str(r["layers"]),
-                  f"{r['bytes'] / 1e6:.1f}", "complete" if r["complete"] else "[yellow]partial (resumable)[/]")
+    for f in found:
+        if f.entry:
+            t.add_row(f.namespace, f.path.name[:24], escape(_what(f.namespace, f.info)), f"{f.bytes / 1e6:.1f}",
+                      _status(f.info))
     console.print(t)
+    _left_alone([f.to_dict() for f in found if not f.entry])
+
+
+def _what(namespace: str, info: dict) -> str:
+    if namespace == "embeddings":
+        return f"{info.get('backbone')} on {info.get('source')} (n={info.get('n')}, layers {info.get('layers')})"
+    return ", ".join(f"{k}={v}" for k, v in info.items() if k != "status")
+
+
+def _status(info: dict) -> str:
+    if info.get("complete") is False:
+        return "[yellow]partial (resumable)[/]"
+    return info.get("status", "complete")
+
+
+def _left_alone(items: list[dict]) -> None:
+    for x in items:
+        console.print(f"[yellow]left alone:[/] {escape(x['path'])}: {escape(x['reason'])} (not a vitlab cache entry; "
+                      "cache clear never touches it)", highlight=False, soft_wrap=True)
 
 
 @cache_app.command("clear")
 @friendly_errors
-def cache_clear(digest: Optional[str] = typer.Argument(None, help="Digest prefix; omit to clear everything."),
+def cache_clear(digest: Optional[str] = typer.Argument(None, help="Entry name (digest) prefix; omit to clear "
+                                                                  "everything."),
                 cache_dir: Optional[Path] = CacheDir,
-                yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
-    """Delete cached embeddings (one entry by digest prefix, or all).
+                namespace: Optional[list[str]] = typer.Option(None, "--namespace", "-n",
+                                                             help="Only these cache namespaces (repeatable); "
+                                                                  "default: all (see vitlab cache ls)."),
+                yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+                json_out: bool = typer.Option(False, "--json", help="Print what was removed as JSON.")) -> None:
+    """Delete cache entries (one by digest prefix, or all), in every namespace or those given with -n.
 
-    Example: [bold]vitlab cache clear 3fa2c1 --yes[/]
+    Only vitlab's own entries are removed: real folders or files with the namespace's marker (key.json for
+    embeddings); anything else under the cache dir, and every symbolic link, is listed and left alone.
+
+    Example: [bold]vitlab cache clear 3fa2c1 --yes[/]   ·   [bold]vitlab cache clear -n text -n wds-index -y[/]
     """
-    from vitlab.store import EmbeddingStore
+    from vitlab._io import cache_root
+    from vitlab.store.admin import cache_clear as clear, cache_ls as ls
 
-    store = EmbeddingStore(cache_dir)
-    if not yes and not typer.confirm(f"Delete {'entry ' + digest if digest else 'all entries'} under {store.root}?"):
+    root = cache_root(cache_dir)
+    found = [f for f in ls(root, namespace or None) if digest is None or f.path.name.startswith(digest)]
+    n = sum(f.entry for f in found)
+    what = f"{n} entr{'y' if n == 1 else 'ies'}" + (f" matching {digest}" if digest else "")
+    if not yes and n and not typer.confirm(f"Delete {what} under {root}?"):
         raise typer.Exit(1)
-    res = store.clear_entries(digest)
-    console.print(f"removed {res['removed']} entr(ies)")
+    res = clear(root, namespace or None, digest) if n else {"removed": [], "in_use": [], "left_alone": [
+        f.to_dict() for f in found]}
+    if json_out:
+        print_json(res)
+        return
+    by_ns: dict[str, int] = {}
+    for f in found:
+        if str(f.path) in res["removed"]:
+            by_ns[f.namespace] = by_ns.get(f.namespace, 0) + 1
+    console.print(f"removed {len(res['removed'])} entr(ies)"
+                  + (f" ({', '.join(f'{k} {v}' for k, v in by_ns.items())})" if by_ns else ""), highlight=False)
     if res["in_use"]:
         console.print(f"[yellow]kept {len(res['in_use'])} entr(ies) in use by a running embed:[/] "
-                      f"{', '.join(res['in_use'])}. Run the clear again when it has finished.")
+                      f"{', '.join(Path(p).name for p in res['in_use'])}. Run the clear again when it has finished.")
+    _left_alone(res["left_alone"])
 
 
 @cache_app.command("export")
@@ -247,8 +301,10 @@ def cache_export(
 
     By digest, in parts: [bold]vitlab cache export 3fa2c1 --out emb/ --rows-per-file 1000000[/]
     """
+    from vitlab.outputs import check_not_inputs, input_paths
     from vitlab.store.export import export_parquet
 
+    check_not_inputs({"--out": out}, input_paths(data, backbone))
     info = export_parquet(out, digest=digest, backbone=backbone, data=data, cache_dir=cache_dir,
                           layers=parse_int_list(layers, "layers"), layer=layer, pool=pool.value,
                           precision=None if precision is Precision.auto else precision.value, compute=compute,

@@ -9,7 +9,7 @@ import typer
 
 from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json, \
     progress_setting
-from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Pretrained, app
+from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Overwrite, Pretrained, app
 
 
 @app.command("curate")
@@ -38,6 +38,7 @@ def curate_cmd(
     write_manifest: Optional[Path] = typer.Option(None, "--write-manifest",
                                                   help="Write the kept items as a NEW csv: manifest (never overwritten)."),
     report: Optional[Path] = typer.Option(None, "--report", help="HTML report to write."),
+    overwrite: bool = Overwrite,
     n_resamples: int = typer.Option(1000, help="Bootstrap resamples of the leakage effect."),
     seed: int = typer.Option(0, help="Seeds the split, the calibration sample and the bootstrap."),
     pretrained: bool = Pretrained,
@@ -55,7 +56,8 @@ def curate_cmd(
     """
     import vitlab
 
-    check_outputs(dirs={"--out": out}, files={"--report": report})
+    check_outputs(dirs={"--out": out}, files={"--report": (report, "html"), "--write-manifest": (write_manifest, "new")},
+                  inputs=(data, backbone, target), overwrite=overwrite)
     res = vitlab.curate(backbone, data, dedup=dedup, threshold=threshold, edits=edits, recall=recall, k=k,
                         backend=backend, leakage=leakage, test_fraction=test_fraction, target=target,
                         target_min=target_min, prompts=prompts, prompt_min=prompt_min, outlier_drop=outlier_drop,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Pretrained, app
+from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Overwrite, Pretrained, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 
@@ -61,7 +61,7 @@ def eval_cmd(
     import vitlab
 
     layer_list = parse_int_list(layers, "layers")
-    check_outputs(dirs={"--out": out})
+    check_outputs(dirs={"--out": out}, inputs=(data, backbone))
     res = vitlab.evaluate(backbone, data, protocols=protocol, layers=layer_list, pool=pool,
                           seed=seed, test_fraction=test_fraction, n_resamples=n_resamples, ordinal=ordinal,
                           pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
@@ -115,7 +115,7 @@ def compare_cmd(
     """
     import vitlab
 
-    check_outputs(dirs={"--out": out})
+    check_outputs(dirs={"--out": out}, inputs=(*_split_list(data), *_split_list(backbone)))
     res = vitlab.compare(_split_list(backbone), _split_list(data), protocols=protocol, seed=seed,
                          test_fraction=test_fraction, n_resamples=n_resamples, pretrained=pretrained, device=device,
                          num_workers=num_workers, cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
@@ -156,19 +156,25 @@ def report_cmd(
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
     markdown: Optional[Path] = typer.Option(None, help="Also write a Markdown summary."),
     csv: Optional[Path] = typer.Option(None, help="Also write the metrics as CSV."),
+    overwrite: bool = Overwrite,
 ) -> None:
     """Render run records as one self-contained HTML report (plus optional Markdown / CSV).
 
+    An output may not be a record being read, nor another output of this command; an existing file is
+    replaced only when it is an earlier vitlab report of the same kind (or with --overwrite).
+
     Example: [bold]vitlab report runs/ -o report.html --markdown report.md --csv metrics.csv[/]
     """
+    from vitlab._io import atomic_write
     from vitlab.report import load_records, render_html, to_csv, to_markdown
 
-    check_outputs(files={"--output": output, "--markdown": markdown, "--csv": csv})
+    check_outputs(files={"--output": (output, "html"), "--markdown": (markdown, "markdown"), "--csv": (csv, "csv")},
+                  records=runs, overwrite=overwrite)
     records = load_records(runs)  # *.json files that are not run records are skipped with a warning
     _show(records)
     console.print(f"report → {render_html(records, output)}")
     if markdown:
-        markdown.write_text(to_markdown(records))
+        atomic_write(markdown, to_markdown(records))
         console.print(f"markdown → {markdown}")
     if csv:
         console.print(f"csv → {to_csv(records, csv)}")
@@ -180,6 +186,7 @@ def quickstart_cmd(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Directory for run records."),
     report: Path = typer.Option(Path("report.html"), "--report", help="HTML report to write."),
     cache_dir: Optional[Path] = CacheDir,
+    overwrite: bool = Overwrite,
     quiet: bool = Quiet,
 ) -> None:
     """Offline demo: pixels vs a random-init ViT vs the trained demo ViT on the bundled sample.
@@ -192,7 +199,7 @@ def quickstart_cmd(
     from vitlab.report import render_html
 
     backbones = ["demo:fmnist-vit", "random:demo:fmnist-vit", "pixels"]
-    check_outputs(dirs={"--out": out}, files={"--report": report})
+    check_outputs(dirs={"--out": out}, files={"--report": (report, "html")}, overwrite=overwrite)
     note(f"[bold]vitlab quickstart[/]: {', '.join(backbones)} on sample:fashion-mnist (offline)")
     res = vitlab.compare(backbones, "sample:fashion-mnist", protocols="knn,linear", cache_dir=cache_dir, out=out,
                          num_workers=0, progress=progress_setting(quiet))

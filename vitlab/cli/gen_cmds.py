@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vitlab.cli.options import BatchSize, CacheDir, OnError, app
+from vitlab.cli.options import BatchSize, CacheDir, OnError, Overwrite, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json,
                                progress_setting)
 from vitlab.errors import ConfigError
@@ -106,6 +106,7 @@ def gen_eval_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the JSON run record."),
     json_out: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report of this run."),
+    overwrite: bool = Overwrite,
     quiet: bool = Quiet,
 ) -> None:
     """Evaluate generated images against real ones (FD, KD, PRDC, Vendi, ... with CIs) on cached features.
@@ -117,7 +118,9 @@ def gen_eval_cmd(
     from vitlab.backbones import resolve_device
     from vitlab.generative import GenEvalConfig, gen_eval
 
-    check_outputs(dirs={"--out": out}, files={"--report": report})
+    check_outputs(dirs={"--out": out}, files={"--report": (report, "html")}, overwrite=overwrite,
+                  inputs=(real, fake, train, test, real_features, fake_features, train_features, test_features,
+                          real_stats, encoder))
     cfg = replace(GenEvalConfig(), nearest_k=nearest_k, reduced_n=reduced_n)
     res = gen_eval(_one("real", real, real_features), _one("fake", fake, fake_features),
                    train=_one("train", train, train_features), test=_one("test", test, test_features),
@@ -155,6 +158,7 @@ def gen_stats_cmd(
     num_workers: Optional[int] = num_workers_option(),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it."),
     cache_dir: Optional[Path] = CacheDir,
+    overwrite: bool = Overwrite,
     json_out: bool = typer.Option(False, "--json", help="Print the file's header as JSON on stdout."),
     quiet: bool = Quiet,
 ) -> None:
@@ -167,7 +171,7 @@ def gen_stats_cmd(
 
     if Path(data).suffix.lower() not in (".npy", ".npz") and ":" not in data:
         raise ConfigError(f"--data takes <kind>:<path> (e.g. folder:{data}) or a .npy/.npz feature file, got {data!r}.")
-    check_outputs(files={"--output": output})
+    check_outputs(files={"--output": (output, "stats")}, inputs=(data, encoder), overwrite=overwrite)
     stats = gen_stats(data, output, encoder=encoder, resize=resize.value if resize else None,
                       save_features=save_features, pretrained=pretrained, device=str(resolve_device(device)),
                       cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, on_error=on_error.value,

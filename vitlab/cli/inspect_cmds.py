@@ -9,10 +9,10 @@ from typing import List, Optional
 import typer
 
 from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, note, parse_int_list, print_json
-from vitlab.cli.options import Device, Json, Pretrained, app
+from vitlab.cli.options import CacheDir, Device, Json, Overwrite, Pretrained, app
 from vitlab.errors import ConfigError
 
-OutDir = typer.Option(None, "--out", help="Directory for the JSON run record (and the fitted PCA).")
+OutDir = typer.Option(None, "--out", help="Directory for the JSON run record.")
 Report = typer.Option(None, "--report", "-o", help="Write a self-contained HTML report to this file.")
 
 
@@ -45,7 +45,8 @@ def inspect_cmd(
     artefacts: bool = typer.Option(False, "--artefacts", help="Token-norm histograms and high-norm artefact tokens."),
     n_images: int = typer.Option(8, "--n-images", help="Images to inspect (a seeded subset)."),
     layer: int = typer.Option(-1, help="Block whose tokens Grad-CAM and PCA use (negative from the end)."),
-    pca: Optional[Path] = typer.Option(None, "--pca", help="Saved PCA (.npz) to reuse; fitted and saved there if missing."),
+    pca: Optional[Path] = typer.Option(None, "--pca", help="Saved PCA (.npz) to reuse; fitted and saved there if "
+                                                           "missing [default: the cache's pca namespace]."),
     sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Model-randomisation test, deletion/insertion."),
     z_thresh: float = typer.Option(6.0, help="Robust z-score above which a patch token is a high-norm outlier."),
     seed: int = typer.Option(0, help="Seeds the image subset, the probe and the bootstrap."),
@@ -54,6 +55,8 @@ def inspect_cmd(
     device: str = Device,
     out: Optional[Path] = OutDir,
     report: Optional[Path] = Report,
+    cache_dir: Optional[Path] = CacheDir,
+    overwrite: bool = Overwrite,
     json_out: bool = Json,
     quiet: bool = Quiet,
 ) -> None:
@@ -63,7 +66,9 @@ def inspect_cmd(
     """
     import vitlab
 
-    check_outputs(dirs={"--out": out}, files={"-o/--report": report})
+    reuse = pca is not None and pca.exists()  # a saved PCA is an input; a missing one is written
+    check_outputs(dirs={"--out": out}, files={"-o/--report": (report, "html"), "--pca": (None if reuse else pca, "pca")},
+                  inputs=(data, backbone, pca if reuse else None), overwrite=overwrite)
     res = vitlab.inspect_model(backbone, data, maps=maps, artefacts=artefacts, n_images=n_images, layer=layer,
                                pca_path=pca, sanity=sanity, z_thresh=z_thresh, seed=seed, n_resamples=n_resamples,
                                pretrained=pretrained, device=device, out=out, report=report,
@@ -111,6 +116,7 @@ def robust_cmd(
     device: str = Device,
     out: Optional[Path] = OutDir,
     report: Optional[Path] = Report,
+    overwrite: bool = Overwrite,
     json_out: bool = Json,
     quiet: bool = Quiet,
 ) -> None:
@@ -122,8 +128,9 @@ def robust_cmd(
 
     if grid not in ("aligned", "misaligned", "both"):
         raise ConfigError(f"--grid {grid!r}: choose aligned, misaligned or both.")
-    check_outputs(dirs={"--out": out}, files={"-o/--report": report})
     names = [n.strip() for b in backbone for n in b.split(",") if n.strip()]
+    check_outputs(dirs={"--out": out}, files={"-o/--report": (report, "html")}, inputs=(data, *names),
+                  overwrite=overwrite)
     aligned = {"aligned": (True,), "misaligned": (False,), "both": (True, False)}[grid]
     res = vitlab.robust(names, data, corrupt_kinds=corrupt, counts=parse_int_list(counts, "counts") if counts else None,
                         aligned=aligned, attack=attack, eps=parse_eps(eps), steps=steps, patch_side=patch_side,

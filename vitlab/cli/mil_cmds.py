@@ -44,9 +44,17 @@ def mil_cmd(
     Example: [bold]vitlab mil --backbone demo:fmnist-vit --data sample:fashion-mnist-bags --head abmil,mean --json[/]
     """
     import vitlab
+    from vitlab.data import load_source
+    from vitlab.data.bags import FeatureBagSource
+    from vitlab.errors import ConfigError
 
-    check_outputs(dirs={"--out": out})
-    res = vitlab.mil_eval(backbone, data, heads=head, folds=folds, seed=seed, n_resamples=n_resamples,
+    check_outputs(dirs={"--out": out}, inputs=(data, backbone))
+    source = load_source(data)  # cheap (the manifest and file checks), and read once
+    if isinstance(source, FeatureBagSource) and backbone is not None:
+        raise ConfigError(f"--backbone {backbone}: {source.uri} holds precomputed features (a 'features' column), "
+                          "so no backbone embeds them; drop --backbone, or list instance images in a 'path' column "
+                          "to embed them with it.")
+    res = vitlab.mil_eval(backbone, source, heads=head, folds=folds, seed=seed, n_resamples=n_resamples,
                           epochs=epochs, lr=lr, max_instances=max_instances, layer=layer, pool=pool, pretrained=pretrained, device=device,
                           cache_dir=cache_dir, out=out, batch_size=batch_size, num_workers=num_workers,
                           progress=progress_setting(quiet))

@@ -6,7 +6,7 @@ verb module, so there is no import circle.
 
 Example:
     >>> cache_app.info.help
-    'Inspect, clear or export (Parquet) the embedding cache.'
+    'Inspect, clear or export (Parquet) the cache (every namespace).'
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from enum import Enum
 import typer
 
 __all__ = ["app", "cache_app", "Pool", "OnError", "Precision", "CacheDir", "Out", "Json", "Pretrained", "Device",
-           "BatchSize"]
+           "BatchSize", "Overwrite"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="vitlab: compare, evaluate and accelerate Vision Transformer backbones on your images.")
-cache_app = typer.Typer(no_args_is_help=True, help="Inspect, clear or export (Parquet) the embedding cache.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect, clear or export (Parquet) the cache (every namespace).")
 app.add_typer(cache_app, name="cache")
 
 
@@ -42,7 +42,11 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-CacheDir = typer.Option(None, "--cache-dir", help="Cache root [default: $VITLAB_CACHE_DIR or ~/.cache/vitlab].")
+CacheDir = typer.Option(None, "--cache-dir", help="Cache root of every cache (embeddings, text, specs, wds indexes, "
+                                                  "PCA fits, tune resume) [default: $VITLAB_CACHE_DIR or "
+                                                  "~/.cache/vitlab].")
+Overwrite = typer.Option(False, "--overwrite", help="Replace existing output files that are not this command's own "
+                                                    "earlier output (inputs are never replaced).")
 Out = typer.Option(None, "--out", "-o", help="Directory for JSON run records.")
 Json = typer.Option(False, "--json", help="Print the run record(s) as JSON on stdout.")
 Pretrained = typer.Option(True, "--pretrained/--no-pretrained",

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich import box
 from rich.table import Table
 
-from vitlab.cli.options import CacheDir, Device, Json, Out, Pretrained, app
+from vitlab.cli.options import CacheDir, Device, Json, Out, Overwrite, Pretrained, app
 from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 from vitlab.report.perf_figures import bench_rows, tradeoff_plot_uri
@@ -77,7 +77,7 @@ def bench_cmd(
     """
     from vitlab.perf import bench
 
-    check_outputs(dirs={"--out": out})
+    check_outputs(dirs={"--out": out}, inputs=(backbone, calib_data))
     res = bench(backbone, accel, calib=calib_data, pretrained=pretrained, batch_size=batch_size, img_size=img_size,
                 device=device, dtype=dtype.value, compile=compile, warmup=warmup, repeats=repeats, min_time=min_time,
                 latency_repeats=latency_repeats, seed=seed, out=out)
@@ -151,6 +151,7 @@ def tradeoff_cmd(
                                                     "8]; 0 = main process."),
     cache_dir: Optional[Path] = CacheDir,
     plot: Optional[Path] = typer.Option(None, help="Also write the Pareto plot as a PNG file."),
+    overwrite: bool = Overwrite,
     out: Optional[Path] = Out,
     json_out: bool = Json,
     quiet: bool = Quiet,
@@ -164,7 +165,7 @@ def tradeoff_cmd(
 
     layer_list = parse_int_list(layers, "layers")
     check_eval_config(protocols=protocol, test_fraction=test_fraction, n_resamples=n_resamples, pool=pool)
-    check_outputs(dirs={"--out": out}, files={"--plot": plot})
+    check_outputs(dirs={"--out": out}, files={"--plot": (plot, "png")}, inputs=(data, backbone), overwrite=overwrite)
     res = tradeoff(backbone, data, accel=accel, protocol=protocol, layers=layer_list[0] if len(layer_list) == 1
                    else layer_list, pool=pool, seed=seed, test_fraction=test_fraction, n_resamples=n_resamples,
                    pretrained=pretrained, device=device, dtype=dtype.value, batch_size=batch_size, repeats=repeats,
@@ -173,8 +174,10 @@ def tradeoff_cmd(
     if plot is not None:
         import base64
 
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        plot.write_bytes(base64.b64decode(tradeoff_plot_uri(res.record).split(",", 1)[1]))
+        from vitlab._io import atomic_write
+        from vitlab.outputs import png_with_text
+
+        atomic_write(plot, png_with_text(base64.b64decode(tradeoff_plot_uri(res.record).split(",", 1)[1])))
     if json_out:
         print_json(res.record.to_dict())
         return

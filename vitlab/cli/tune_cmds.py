@@ -83,7 +83,7 @@ def tune_cmd(
     """
     import vitlab
 
-    check_outputs(dirs={"--out": out})
+    check_outputs(dirs={"--out": out}, inputs=(data, backbone))
     res = vitlab.tune(backbone, data, methods=method, seeds=seeds, seed=seed, test_fraction=test_fraction,
                       n_resamples=n_resamples, pretrained=pretrained, device=device, out=out, probe=probe, cache_dir=cache_dir,
                       progress=progress_setting(quiet), epochs=epochs, batch_size=batch_size, lr=lr,

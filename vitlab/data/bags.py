@@ -196,11 +196,13 @@ def _bag_metadata(df: Any, uri: str, *, data_col: str) -> dict[str, Any]:
         return [seen[b][0] for b in bags]
 
     raw = per_bag("label", "label", "a bag takes one label: write the same label on every row of the bag.")
+    raw = [_class_label(v, uri, b, first[b]) for b, v in zip(bags, raw)]
     try:  # integer labels sort numerically ("2" < "10")
         raw = [str(int(v)) for v in raw]
         classes = [str(c) for c in sorted({int(v) for v in raw})]
     except ValueError:
         classes = sorted(set(raw))
+
     index = {c: i for i, c in enumerate(classes)}
     meta: dict[str, Any] = {"bag_ids": bag_ids, "bags": bags, "classes": classes,
                             "bag_labels": np.array([index[v] for v in raw], dtype=np.int64)}
@@ -224,6 +226,20 @@ def _bag_metadata(df: Any, uri: str, *, data_col: str) -> dict[str, Any]:
     meta["bag_folds"] = folds
     meta["bag_fold"] = folds.get("fold")
     return meta
+
+
+def _class_label(v: str, uri: str, bag: str, row: int) -> str:
+    """A bag label as a class: ``"1.0"`` is class ``"1"``; a number that is not whole (``"0.5"``) is refused,
+    naming the bag and line (MIL labels are classes, not scores)."""
+    try:
+        x = float(v)
+    except ValueError:
+        return v  # a class name (tumour, normal)
+    if x != x or x in (float("inf"), float("-inf")) or not x.is_integer():
+        raise DataError(f"{uri}: bag {bag!r} (line {row + 2}) has label {v!r}, a number that is not a whole class "
+                        "index; MIL labels are classes (0/1, or names such as tumour/normal). Threshold or map the "
+                        "scores to classes first.")
+    return str(int(x))
 
 
 def _one_group_per_patient(uri: str, bags: list[str], patients: list[str], groups: list[str],
@@ -527,6 +543,12 @@ class FeatureBagSource(BagInfo, DataSource):
             if len(x) == 0:
                 raise DataError(f"{self.uri}: bag {self.bags[i]!r} has no instances: feature file {f} holds 0 rows; "
                                 "re-extract it or drop the bag.")
+            bad = ~np.isfinite(x)
+            if bad.any():
+                r, c = (int(v[0]) for v in np.nonzero(bad))
+                raise DataError(f"{self.uri}: feature file {f} (bag {self.bags[i]!r}) holds {int(bad.sum())} NaN or "
+                                f"infinite value(s) (first at row {r}, column {c}: {x[r, c]}); re-extract it or drop "
+                                "the bag.")
             parts.append(x)
             coords.append(c)
         feats = parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vitlab._io import hash_file, stat_key
 from vitlab.data.splits import make_splits
 
 
@@ -189,12 +190,8 @@ def check_fingerprint_mode(uri: str, mode: str) -> str:
 
 
 def file_stat_key(paths: list[Any]) -> list[list[int]]:
-    """Per file: size, mtime_ns, ctime_ns and inode (the default ``stat`` fingerprint).
-
-    ctime and inode are what a user cannot set back: a file rewritten in place with its old
-    mtime restored (``cp -p``, ``rsync -t``, ``touch -r``) still gets a new ctime, and a file
-    replaced by another one gets a new inode. chmod, chown or a new hard link also change
-    ctime: that only costs a recompute.
+    """Per file: size, mtime_ns, ctime_ns and inode (the default ``stat`` fingerprint), by
+    :func:`vitlab._io.stat_key`, which says why ctime and inode make it hard to fool.
 
     Example:
         >>> import tempfile, pathlib
@@ -202,20 +199,13 @@ def file_stat_key(paths: list[Any]) -> list[list[int]]:
         >>> len(file_stat_key([f])[0])
         4
     """
-    out = []
-    for p in paths:
-        s = os.stat(p)
-        out.append([s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino])
-    return out
+    return [stat_key(p) for p in paths]
 
 
 def file_content_key(paths: list[Any]) -> list[str]:
-    """Per file: a blake2b of its bytes (the ``content`` fingerprint: slower, survives copies and touches)."""
-    out = []
-    for p in paths:
-        with open(p, "rb") as f:
-            out.append(hash_bytes(f.read()))
-    return out
+    """Per file: a blake2b of its bytes (the ``content`` fingerprint: slower, survives copies and touches);
+    :func:`vitlab._io.hash_file`, read in 4 MiB blocks."""
+    return [hash_file(p) if os.path.exists(p) else f"missing:{p}" for p in paths]  # a broken link: read → bad item
 
 
 def hash_bytes(*blobs: bytes) -> str:

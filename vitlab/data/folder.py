@@ -13,14 +13,46 @@ from vitlab.data.images import IMAGE_SUFFIXES, open_rgb
 from vitlab.errors import DataError
 
 
-def images_under(root: Path) -> list[Path]:
-    """Image files under ``root``, recursively, sorted, hidden files and folders skipped (symlinks followed)."""
+def images_under(root: Path, seen: set[tuple[int, int]] | None = None) -> list[Path]:
+    """Image files under ``root``, recursively, sorted, hidden files and folders skipped.
+
+    Symbolic links to folders are followed **at most once per real folder**: a folder already listed
+    (through another link, or an ancestor reached by a loop such as ``bag/loop -> ..``) is not listed
+    again, so a link loop cannot multiply the rows. Links to files are listed under their own name; a
+    broken link is listed too and becomes a bad item when read (one line naming it, or skipped and
+    listed with ``--on-error skip``). ``seen`` (the real folders already listed, updated) lets several walks
+    share the rule: the class folders of one source, the source's own root among them.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); (d / "a").mkdir(); Image.new("L", (4, 4)).save(d / "a" / "x.png")
+        >>> (d / "a" / "loop").symlink_to("..")
+        >>> [p.relative_to(d).as_posix() for p in images_under(d)]
+        ['a/x.png']
+    """
     out = []
+    seen = set() if seen is None else seen
+    seen.add(_real_id(root))
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        for d in sorted(x for x in dirnames if not x.startswith(".")):
+            ident = _real_id(Path(dirpath) / d)
+            if ident is not None and ident not in seen:
+                seen.add(ident)
+                keep.append(d)
+        dirnames[:] = keep
         out.extend(Path(dirpath) / f for f in sorted(filenames)
                    if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES)
     return out
+
+
+def _real_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder a path leads to (links followed), or ``None`` if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class FolderSource(DataSource):
@@ -31,6 +63,10 @@ class FolderSource(DataSource):
     and inode: a file rewritten in place is a new fingerprint even if its mtime was put back
     (``cp -p``, ``touch -r``); a copy of the folder is too. ``folder:<dir>?fingerprint=content``
     (``fingerprint="content"``) hashes the bytes instead: slower, unchanged by copies and touches.
+
+    Symbolic links: a linked folder is followed at most once per real folder (:func:`images_under`; a
+    link back up, such as ``bag/loop -> ..``, adds nothing); a broken link is listed and is a bad item
+    when read (one line naming it, or skipped and listed with ``--on-error skip``).
 
     Example:
         >>> src = FolderSource("./my_images")  # doctest: +SKIP
@@ -48,7 +84,8 @@ class FolderSource(DataSource):
         self.root = root.resolve()
         top = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
         class_dirs = [p for p in top if p.is_dir()]
-        loose = [p for p in top if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        loose = [p for p in top if (p.is_file() or (p.is_symlink() and not p.exists()))  # a broken link: a bad item
+                 and p.suffix.lower() in IMAGE_SUFFIXES]
         if class_dirs and loose:
             raise DataError(
                 f"folder:{root}: has {len(loose)} image(s) at the top level (e.g. {loose[0].name}) and "
@@ -56,8 +93,9 @@ class FolderSource(DataSource):
                 "or a flat folder of images with no subfolders.")
         if class_dirs:
             classes, files, labels = [], [], []
+            seen = {_real_id(self.root)} | {_real_id(d) for d in class_dirs}  # a link back up is not a way in
             for d in class_dirs:
-                imgs = images_under(d)
+                imgs = images_under(d, seen)
                 if imgs:
                     labels += [len(classes)] * len(imgs)
                     classes.append(d.name)

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vitlab._io import hash_file
 from vitlab.data.base import DataSource, check_fingerprint_mode, file_stat_key, with_query
 from vitlab.data.images import ImageDecodeError, open_rgb
-from vitlab.data.wds import NamedBytes, class_index, hash_file
+from vitlab.data.wds import NamedBytes, class_index
 from vitlab.errors import DataError
 
 INSTALL = "pip install 'vitlab[hfds]'"

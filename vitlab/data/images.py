@@ -167,6 +167,9 @@ def open_rgb(path: str | Path) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ImageDecodeError(_too_large(path, limit)) from None
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageDecodeError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not "
+                                   "exist)") from None
         raise ImageDecodeError(f"{path}: file not found (was it moved or deleted?)") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{path}: cannot decode image (not an image, or an unsupported format)") from None

@@ -212,13 +212,13 @@ def _group_holdout(labels: np.ndarray | None, g: np.ndarray, fraction: float, se
             f"val_fraction={fraction} (needs >= {k} groups). Use more groups or "
             "a larger val_fraction."
         )
-    elif smallest < k:
-        worst = int(np.flatnonzero(counts == smallest)[0])
-        raise DataError(
-            f"too few samples for a group-aware stratified validation split: class {worst} has {smallest} "
-            f"sample(s), fewer than the {k} parts of a split with val_fraction={fraction}. Add data for that "
-            "class, or use a larger val_fraction."
-        )
+    per_class = np.unique(labels, return_counts=True)[1]
+    if per_class.max() < k:  # scikit-learn would stop: "n_splits=k cannot be greater than the number of members"
+        if fallback:
+            return next(GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed).split(np.zeros(n), groups=g))
+        raise DataError(f"too few samples per class for a stratified group-aware validation split: {per_class.size} "
+                        f"classes, the largest has {per_class.max()} sample(s), and val_fraction={fraction} needs >= "
+                        f"{k} in at least one class. Use more data per class, fewer classes, or a larger val_fraction.")
     kept, held = next(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels, g))
     if not fallback:
         missing = np.setdiff1d(np.unique(labels), np.unique(labels[kept]))

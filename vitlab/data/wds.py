@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vitlab._cache import entry_path
+from vitlab._io import atomic_write_json, hash_file, stat_key
 from vitlab.data.base import DataSource, check_fingerprint_mode, file_stat_key, with_query
 from vitlab.data.images import IMAGE_SUFFIXES, ImageDecodeError, open_rgb
 from vitlab.data.tar_index import scan_tar
@@ -53,7 +55,8 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp") + tuple(sorted(e[1:] for e in IMAGE_
 _KEY_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext: key = up to the first dot
 _BRACE_RE = re.compile(r"\{([^{}]*)\}")
 _COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
-INDEX_VERSION = 1  # of the remembered shard indexes (<cache>/wds-index)
+INDEX_VERSION = 2  # of the remembered shard indexes (<cache>/wds-index)
+INDEX_FORMAT = f"vitlab-wds-index/{INDEX_VERSION}"
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -302,16 +305,14 @@ class WdsSource(DataSource):
 
 
 def _index_file(tar: Path, label: str | None) -> Path:
-    """Where the index of ``tar`` is remembered: ``<cache>/wds-index/<hash of path, stat and label>.json``.
+    """Where the index of ``tar`` is remembered: ``<cache>/wds-index/<hash of path, stat and label>.json``
+    (the ``wds-index`` cache namespace, :mod:`vitlab._cache`).
 
     The stat (size, mtime, ctime, inode) is in the name, so a shard that is rewritten in any way
     (ctime always changes) is indexed again; the remembered file is never trusted otherwise.
     """
-    from vitlab.store.store import default_cache_dir  # the one cache root (deferred: data sits below store)
-
-    st = os.stat(tar)
-    ident = json.dumps([str(tar), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, label, INDEX_VERSION])
-    return default_cache_dir() / "wds-index" / f"{hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()}.json"
+    ident = json.dumps([str(tar), *stat_key(tar), label, INDEX_VERSION])
+    return entry_path("wds-index", f"{hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()}.json")
 
 
 def _cached_scan(tar: Path, label: str | None) -> list[Any]:
@@ -319,31 +320,24 @@ def _cached_scan(tar: Path, label: str | None) -> list[Any]:
     set re-opens in seconds instead of re-reading every header). An unwritable cache only costs the re-scan."""
     path = _index_file(tar, label)
     try:
-        return json.loads(path.read_text())  # [[key, {ext: [offset, size]}, meta], ...]
-    except (OSError, ValueError, TypeError):
+        doc = json.loads(path.read_text())
+        if doc.get("format") == INDEX_FORMAT and doc.get("tar") == str(tar):
+            return doc["rows"]  # [[key, {ext: [offset, size]}, meta], ...]
+    except (OSError, ValueError, TypeError, AttributeError):
         pass
     rows = list(WdsSource._scan(tar, label))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rows))
-        os.replace(tmp, path)
+        atomic_write_json(path, {"format": INDEX_FORMAT, "tar": str(tar), "label": label, "rows": rows})
     except OSError:
         pass
     return rows
 
 
-def hash_file(path: Path, chunk: int = 1 << 22) -> str:
-    """blake2b of a file's bytes, read 4 MiB at a time (large shards and Arrow files).
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "x"; _ = p.write_bytes(b"abc")
-        >>> len(hash_file(p))
-        32
-    """
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def describe_index(path: Path) -> dict[str, Any]:
+    """What ``vitlab cache ls`` shows of a ``wds-index`` entry (raises for a file that is not one)."""
+    doc = json.loads(Path(path).read_text())
+    if isinstance(doc, list) and all(isinstance(r, list) and len(r) == 3 and isinstance(r[1], dict) for r in doc):
+        return {"tar": "?", "samples": len(doc), "status": "format 1, no longer read"}  # INDEX_VERSION 1
+    if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
+        raise ValueError(f"not a {INDEX_FORMAT} file")
+    return {"tar": doc["tar"], "samples": len(doc["rows"])}

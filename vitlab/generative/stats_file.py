@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from vitlab._io import atomic_path
 from vitlab._version import __version__
 from vitlab.errors import ConfigError, DataError
 from vitlab.metrics.moments import chunked_moments
@@ -107,12 +108,9 @@ def save_stats(path: str | Path, features: np.ndarray, *, encoder: dict[str, Any
         arrays["features"] = np.asarray(x, dtype=np.float32)
         arrays["ids"] = np.array([str(i) for i in (ids if ids is not None else range(x.shape[0]))])
     p = Path(path).expanduser()
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz" suffix
+    need = sum(a.nbytes for a in arrays.values())
+    with atomic_path(p, need=need) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz" suffix
         np.savez(f, **arrays)
-    os.replace(tmp, p)
     return ReferenceStats(mu, sigma, int(x.shape[0]), encoder, data, header,
                           arrays.get("features"), None if not save_features else arrays["ids"].tolist(), p)
 

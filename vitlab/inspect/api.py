@@ -71,7 +71,7 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
         head: ``f [B, C] -> logits [B, K]`` to explain; default: a linear probe fitted on ``n_probe``
             labelled images of ``data`` (needed by ``grad-rollout``, ``gradcam`` and deletion/insertion).
         pca_path: a saved PCA (``.npz``) to reuse; when missing it is fitted and saved there (default:
-            ``<out>/pca-<weights>-L<layer>.npz`` when ``out`` is given).
+            the ``pca`` cache namespace, keyed by the weights, layer, data and images it was fitted on).
         sanity: run the model-randomisation test and deletion / insertion curves.
         out: folder for the run record. report: an HTML file to write.
         log: ``fn(str)`` for progress notes.
@@ -144,12 +144,12 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
     details: dict[str, Any] = {"layout": lay.to_dict(), "layer": li, "head": fitted_head}
     pca = None
     if "pca" in names:
-        from vitlab.inspect.pca import PatchPCA
+        from vitlab.inspect.pca import PatchPCA, cached_fit_path
 
         with torch.no_grad():
             toks = torch.cat([bb.forward_tokens(x[s: s + batch_size].to(bb.device), [li]).patch_tokens(li).cpu()
                               for s in range(0, len(idx), batch_size)])
-        path = Path(pca_path) if pca_path else (Path(out) / f"pca-{bb.weights_id[:10]}-L{li}.npz" if out else None)
+        path = Path(pca_path) if pca_path else cached_fit_path(bb.weights_id, li, src, idx)
         if path is not None and path.exists():
             say(f"reusing the PCA saved at {path}")
             pca = PatchPCA.load(path, backbone_id=bb.weights_id)

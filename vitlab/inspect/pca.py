@@ -160,14 +160,20 @@ class PatchPCA:
         return {"rgb": rgb.reshape(n, *grid, 3), "foreground": fg.reshape(n, *grid), "first": s1.reshape(n, *grid)}
 
     def save(self, path: str | Path) -> Path:
-        """Write the fitted state to ``path`` (``.npz``)."""
+        """Write the fitted state to ``path`` (``.npz`` is added when missing), atomically."""
+        from vitlab._io import atomic_path
+
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(p, mean1=self.mean1_, comp1=self.comp1_, mean3=self.mean3_, comp3=self.comp3_, lo=self.lo_,
+        p = p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            self._savez(f)
+        return p
+
+    def _savez(self, f: Any) -> None:
+        np.savez(f, mean1=self.mean1_, comp1=self.comp1_, mean3=self.mean3_, comp3=self.comp3_, lo=self.lo_,
                  hi=self.hi_, threshold=np.nan if self.threshold_ is None else self.threshold_,
                  fg_above=self.fg_above_, foreground=self.foreground, backbone_id=str(self.backbone_id),
                  layer=-1 if self.layer is None else self.layer)
-        return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
 
     @classmethod
     def load(cls, path: str | Path, *, backbone_id: str | None = None) -> PatchPCA:
@@ -183,3 +189,35 @@ class PatchPCA:
         return cls(foreground=bool(z["foreground"]), backbone_id=str(z["backbone_id"]), layer=int(z["layer"]),
                    mean1_=z["mean1"], comp1_=z["comp1"], threshold_=None if np.isnan(thr) else thr,
                    fg_above_=bool(z["fg_above"]), mean3_=z["mean3"], comp3_=z["comp3"], lo_=z["lo"], hi_=z["hi"])
+
+
+def cached_fit_path(backbone_id: str, layer: int, source: Any, rows: Any) -> Path | None:
+    """Where the PCA fitted on ``rows`` of ``source`` at ``layer`` of the weights ``backbone_id`` is kept:
+    ``<cache>/pca/<key>.npz`` (the ``pca`` cache namespace, :mod:`vitlab._cache`), the key covering
+    everything the fit saw. ``None`` when the cache cannot be written (the PCA is then fitted each run).
+    A cached file that does not load is removed (it is vitlab's own entry) and fitted again.
+    """
+    import hashlib
+    import json
+
+    from vitlab._cache import entry_path
+
+    ident = json.dumps([backbone_id, int(layer), source.fingerprint, [source.ids[int(i)] for i in rows]])
+    path = entry_path("pca", hashlib.blake2b(ident.encode(), digest_size=16).hexdigest() + ".npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if path.exists():
+        try:
+            PatchPCA.load(path, backbone_id=backbone_id)
+        except (DataError, KeyError, ValueError, OSError):
+            path.unlink(missing_ok=True)
+    return path
+
+
+def describe_fit(path: Path) -> dict[str, Any]:
+    """What ``vitlab cache ls`` shows of a ``pca`` entry (raises for a file that is not a saved PCA)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {"weights_id": str(z["backbone_id"])[:12], "layer": int(z["layer"]),
+                "foreground": bool(z["foreground"])}

@@ -392,13 +392,12 @@ def render_html(records: list[RunRecord], path: str | Path, *, title: str = "vit
     toc.append('<a href="#provenance">Provenance</a>')
     kinds = ", ".join(f"{len(v)} {k}" for k, v in by_kind.items()) or "no records"
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="generator" content="vitlab">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{e(title)}</title>'
             f"<style>{CSS}</style></head><body><main><header><h1>{e(title)}</h1>"
             f'<p class="sub">{e(kinds)} record(s) · rendered {e(now)}</p><nav>{"".join(toc)}</nav></header>'
             + "".join(parts) + f"<footer>{_provenance(ctx.records)}</footer></main></body></html>\n")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    from vitlab._io import atomic_write
+
+    return atomic_write(Path(path), page)
 

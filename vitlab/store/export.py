@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,11 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from vitlab._io import atomic_path, is_real_dir, is_real_file, remove_tree
 from vitlab._version import __version__
 from vitlab.backbones import Backbone
 from vitlab.data import DataSource
 from vitlab.errors import CacheError, ConfigError
 from vitlab.store.embeddings import Embeddings
+from vitlab.store.entry import load_entry
 from vitlab.store.progress import image_progress, show_progress
 
 EXPORT_FORMAT = "vitlab-embeddings-parquet/1"
@@ -54,6 +56,9 @@ DICT_COLUMNS = ("class", "group", "split")
 
 def _is_file_target(out: Path, rows_per_file: int | None) -> bool:
     return rows_per_file is None and out.suffix.lower() in (".parquet", ".pq")
+
+
+_PART = re.compile(r"part-\d{5}\.parquet")
 
 
 def check_target(out: str | Path, *, overwrite: bool = False, rows_per_file: int | None = None) -> Path:
@@ -74,6 +79,8 @@ def check_target(out: str | Path, *, overwrite: bool = False, rows_per_file: int
     p = Path(out).expanduser()
     if rows_per_file is not None and rows_per_file < 1:
         raise ConfigError(f"rows_per_file must be >= 1, got {rows_per_file}.")
+    if p.is_symlink():
+        raise ConfigError(f"{p} is a symbolic link; vitlab does not write or delete through one. Choose another --out.")
     if p.exists() and not overwrite:
         raise ConfigError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it, or choose another "
                           "--out.")
@@ -82,6 +89,11 @@ def check_target(out: str | Path, *, overwrite: bool = False, rows_per_file: int
                           "suffix); choose another --out.")
     if not p.parent.is_dir():
         raise ConfigError(f"{p.parent} does not exist; create it first, or choose another --out.")
+    if p.is_dir():
+        other = sorted(q.name for q in p.iterdir() if not (_PART.fullmatch(q.name) and is_real_file(q)))
+        if other:
+            raise ConfigError(f"{p} is a folder holding other files than export parts (e.g. {other[0]}); --overwrite "
+                              "replaces only a folder of vitlab's own part-NNNNN.parquet files. Choose another --out.")
     return p
 
 
@@ -179,14 +191,11 @@ def to_parquet(emb: Embeddings, out: str | Path, *, layer: int | None = None, po
     per_file = n if single else (rows_per_file or 1_000_000)
     meta = _metadata(emb, a, pool, dim)
     schema = _schema(emb, dim, meta)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    if not single:
-        tmp.mkdir()
     t0 = time.perf_counter()
     files: list[str] = []
-    try:
+    with atomic_path(target, mkdir=False, elsewhere="choose another --out") as tmp:
+        if not single:
+            tmp.mkdir()
         with image_progress(disable=not show_progress(progress)) as bar:
             task = bar.add_task("export", total=n)
             for fi, fstart in enumerate(range(0, max(n, 1), per_file)):
@@ -201,12 +210,10 @@ def to_parquet(emb: Embeddings, out: str | Path, *, layer: int | None = None, po
                     if fstop == fstart:
                         w.write_table(schema.empty_table())
                 files.append(target.name if single else f"part-{fi:05d}.parquet")
-        if target.exists():  # overwrite: only now that the new export is complete
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
+        if is_real_dir(target):  # overwrite (checked: only parts): only now that the new export is complete
+            remove_tree(target)
+        elif target.exists():
+            target.unlink()
     paths = [str(target)] if single else [str(target / f) for f in files]
     return {"path": str(target), "files": paths, "rows": n, "dim": dim,
             "bytes": sum(os.path.getsize(p) for p in paths), "seconds": time.perf_counter() - t0,
@@ -244,7 +251,7 @@ def find_cached(backbone: Backbone | str, source: DataSource | str, *, cache_dir
     precision = precision or ("bf16" if backbone.device.type == "cuda" else "fp32")
     key = store.key_for(backbone, src, layers, precision, view)
     entry = store.entry_dir(key)
-    emb = store._load(entry, key, src, pool, verify)  # noqa: SLF001  (the store's own validated read path)
+    emb = load_entry(entry, key, pool, verify)  # the store's own validated read path
     if emb is None:
         lay = ",".join(str(x) for x in (layers if isinstance(layers, Sequence) else [layers]))
         state = "is only partly computed" if (entry / "key.json").exists() else "is not in the cache"
@@ -288,7 +295,7 @@ def open_entry(digest: str, *, cache_dir: str | Path | None = None, pool: str = 
     if key.digest != entry.name:
         raise CacheError(f"cache entry {entry}: its manifest key does not hash to its name; delete it with "
                          f"`vitlab cache clear {entry.name[:12]}` and embed again.")
-    emb = store._load(entry, key, None, pool, verify)  # type: ignore[arg-type]  # noqa: SLF001
+    emb = load_entry(entry, key, pool, verify)
     if emb is None:
         raise CacheError(f"cache entry {entry.name[:12]} failed validation (see the warning); embed it again.")
     return emb

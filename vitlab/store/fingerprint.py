@@ -74,12 +74,3 @@ class EmbeddingKey:
         """24-hex-digit sha256 of the canonical JSON of the key."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def file_sha256(path: str, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes (shard checksums)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,10 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}). Check the address "
                           "(ray status on the head node prints it), or drop --ray-address to start a local "
                           "instance.") from None
+    if not _speaks_grpc(host.strip("[]"), int(port), timeout):
+        raise ConfigError(f"{address!r} accepts connections but is not a Ray cluster (no gRPC answer; Ray's GCS "
+                          "port is usually 6379, its client port 10001). Check the address (ray status on the head "
+                          "node prints it), or drop --ray-address to start a local instance.")
 
 
 def plan_units(ranges: list[tuple[int, int]], block: int, batch_size: int,
@@ -240,13 +247,53 @@ def extract_ray(backbone: Backbone, source: DataSource, ranges: list[tuple[int, 
             ray.shutdown()
 
 
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ libraries log there, past Python's ``logging``) for the block.
+
+    Example:
+        >>> with quiet_stderr():
+        ...     _ = os.write(2, b"not shown\\n")
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _speaks_grpc(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` answers the HTTP/2 connection preface with a SETTINGS frame, as every gRPC server
+    (Ray's GCS, the Ray client server) does at once; a web server, a database or a closed socket does not."""
+    import socket
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(preface)
+            head = b""
+            while len(head) < 9:
+                chunk = s.recv(9 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+    except OSError:
+        return False
+    return head[3] == 0x04  # frame type SETTINGS
+
+
 def _connect(ray: Any, address: str | None) -> bool:
     """Join the running instance, or ``address``, or start a local one. Returns whether we started it."""
     if ray.is_initialized():
         return False
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
     try:
-        ray.init(address=address, **kw) if address else ray.init(**kw)
+        with quiet_stderr():  # Ray's core logs its retries straight to file descriptor 2
+            ray.init(address=address, **kw) if address else ray.init(**kw)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         ray.shutdown()
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]

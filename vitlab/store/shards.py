@@ -17,13 +17,12 @@ resumed run gives the same bits as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vitlab.store.fingerprint import file_sha256
+from vitlab._io import atomic_write, hash_file, is_tmp_name
 
 DEFAULT_SHARD_ROWS = 4096  # the largest shard (and batch-grid block) unless shard_size is given
 FLUSH_SECONDS = 30.0  # by default a shard is also written once this long has passed since the last one
@@ -82,14 +81,7 @@ def gaps(covered: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
     return out
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file, fsync, then rename: readers never see half a file."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_CACHE = "pass --cache-dir <another dir>; finished shards are kept"
 
 
 def write_shard(shard_dir: Path, start: int, stop: int, arrays: dict[str, np.ndarray],
@@ -100,10 +92,10 @@ def write_shard(shard_dir: Path, start: int, stop: int, arrays: dict[str, np.nda
 
     stem = shard_stem(start)
     path = shard_dir / f"{stem}.safetensors"
-    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+    atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}), elsewhere=_CACHE, mkdir=False)
     side = {"start": int(start), "stop": int(stop), "n_rows": int(len(arrays["index"])), "skipped": skipped,
-            "sha256": file_sha256(str(path))}
-    atomic_write_bytes(shard_dir / f"{stem}.json", json.dumps(side).encode())
+            "sha256": hash_file(path, "sha256")}
+    atomic_write(shard_dir / f"{stem}.json", json.dumps(side), elsewhere=_CACHE, mkdir=False)
     return {**side, "stem": stem}
 
 
@@ -116,7 +108,7 @@ def _valid_sidecar(shard_dir: Path, stem: str, n: int) -> dict[str, Any] | None:
     data = shard_dir / f"{stem}.safetensors"
     if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= n) or not data.exists():
         return None
-    if file_sha256(str(data)) != side.get("sha256"):
+    if hash_file(data, "sha256") != side.get("sha256"):
         return None
     return {**side, "stem": stem}
 
@@ -134,8 +126,9 @@ def scan_shards(shard_dir: Path, n: int) -> tuple[list[dict[str, Any]], list[str
         >>> [(s["start"], s["stop"]) for s in valid], bad
         ([(0, 2)], ['shard-0000000002'])
     """
-    for tmp in shard_dir.glob("*.tmp*"):
-        tmp.unlink(missing_ok=True)
+    for tmp in shard_dir.iterdir():  # temporary files of writes cut short (also the older "*.tmp<pid>" names)
+        if is_tmp_name(tmp.name) or ".tmp" in tmp.name:
+            tmp.unlink(missing_ok=True)
     stems = sorted({p.name.split(".")[0] for p in shard_dir.glob("shard-*")})
     valid, bad = [], []
     for stem in stems:

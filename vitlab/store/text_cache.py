@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from vitlab._cache import entry_path
+from vitlab._io import atomic_write
 from vitlab.errors import BackboneError, DataError
 from vitlab.protocols.zeroshot_math import class_prompts
 
@@ -66,7 +68,7 @@ def text_cache_path(cache_dir: str | os.PathLike, key: dict[str, Any]) -> Path:
         >>> text_cache_path("/c", {"schema": 1}).parent.as_posix()
         '/c/text'
     """
-    return Path(cache_dir) / "text" / f"{_digest(key)}.npz"
+    return entry_path("text", f"{_digest(key)}.npz", cache_dir)
 
 
 def _load(path: Path, key: dict[str, Any], shape: tuple[int, int]) -> np.ndarray | None:
@@ -90,21 +92,26 @@ def _load(path: Path, key: dict[str, Any], shape: tuple[int, int]) -> np.ndarray
 def _save(path: Path, key: dict[str, Any], emb: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, emb=emb, key=np.array(json.dumps(key, sort_keys=True)))
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, buf.getvalue(), elsewhere="pass a writable --cache-dir")
     except OSError as e:  # the result is still good: keep going without the cache
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        warnings.warn(f"cannot write the text-embedding cache {path} ({e.strerror or e}); continuing without it. "
-                      "Pass a writable --cache-dir.", stacklevel=3)
+        warnings.warn(f"the text-embedding cache is not written, continuing without it: {e}", stacklevel=3)
+
+
+def describe_entry(path: Path) -> dict[str, Any]:
+    """What ``vitlab cache ls`` shows of a text-embedding entry (raises for a file that is not one).
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "0a0a0a0a0a0a0a0a0a0a0a0a.npz"
+        >>> key = {"schema": 1, "backbone": "b", "text_weights_id": "t", "templates": ["{}"], "classnames": ["cat"]}
+        >>> _save(p, key, np.zeros((1, 1, 4), np.float32))
+        >>> describe_entry(p)
+        {'backbone': 'b', 'classes': 1, 'templates': 1}
+    """
+    with np.load(path, allow_pickle=False) as z:
+        key = json.loads(str(z["key"]))
+    return {"backbone": key["backbone"], "classes": len(key["classnames"]), "templates": len(key["templates"])}
 
 
 def text_embeddings(backbone: Any, classnames: Sequence[str], templates: Sequence[str],

@@ -47,11 +47,11 @@ def save_artefact(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict
     path = Path(path)
     if path.suffix != SUFFIX:
         raise BackboneError(f"{path}: a tuned artefact must end in {SUFFIX}, e.g. lora{SUFFIX}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"format": FORMAT, "meta": json.dumps(meta, sort_keys=True, default=str)})
-    tmp.replace(path)
+    from vitlab._io import atomic_path
+
+    with atomic_path(path, elsewhere="pass another --out") as tmp:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"format": FORMAT, "meta": json.dumps(meta, sort_keys=True, default=str)})
     return path
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitlab._cache import open_entry
 from vitlab.backbones import Backbone, load_backbone, resolve_device
 from vitlab.data import DataSource, load_source
 from vitlab.errors import ConfigError, DataError
@@ -170,12 +171,9 @@ def _frozen_probe(backbone: Backbone, source: DataSource, seed: int, test_fracti
 
 def _save_unit(path: Path, unit: dict[str, Any]) -> None:
     """Write a finished method run (test probabilities, costs) for resumption (JSON floats round-trip exactly)."""
-    import json
+    from vitlab._io import atomic_write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**unit, "proba": np.asarray(unit["proba"]).tolist()}))
-    tmp.replace(path)
+    atomic_write_json(path, {**unit, "proba": np.asarray(unit["proba"]).tolist()})
 
 
 def _load_unit(path: Path | None, artefact: Path | None) -> dict[str, Any] | None:
@@ -322,6 +320,8 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
                                                                  "fingerprint": source.fingerprint, "n": len(source)}}
     run_id = RunRecord(kind="tune", config=config, metrics={}, fingerprints=fingerprints).run_id
     run_dir = Path(out) / "tune" / run_id if out is not None else None
+    resume_dir = open_entry("tune-resume", run_id, cache_dir, {"backbone": backbone.name, "data": source.uri,
+                                                                "methods": labels, "seeds": seed_list})
 
     t_bank = time.perf_counter()
     bank = ImageBank(source, backbone.spec.preprocessing)
@@ -345,9 +345,9 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
             results[s], per_seed[str(s)] = {}, {}
             for m in ms:
                 art_path = run_dir / f"{_safe_name(m.label)}{SUFFIX}" if run_dir is not None else None
-                unit_path = run_dir / "units" / f"s{s}-{_safe_name(m.label)}.json" if run_dir is not None else None
+                unit_path = resume_dir / "units" / f"s{s}-{_safe_name(m.label)}.json" if resume_dir is not None else None
                 first = s == seed_list[0]
-                unit = _load_unit(unit_path, art_path if first else None)
+                unit = None if first and art_path is None else _load_unit(unit_path, art_path if first else None)
                 if unit is None:
                     unit, net, bb = _train_unit(m, backbone, bank, y, tr, val, te, n_cls, pool, recipe, lrs[m.label],
                                                 s, dev, progress)
@@ -397,11 +397,13 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
     except KeyboardInterrupt:
         from vitlab.errors import Interrupted
 
-        if run_dir is None:
-            raise Interrupted(f"{done} of {n_units} method runs had finished; nothing is kept without --out "
-                              "(pass --out to make tuning resumable).") from None
-        raise Interrupted(f"{done} of {n_units} method runs are kept in {run_dir / 'units'}: run the same command "
-                          "again to resume (finished runs are not trained again).") from None
+        if resume_dir is None:
+            raise Interrupted(f"{done} of {n_units} method runs had finished; nothing is kept (the cache dir is not "
+                              "writable: pass a writable --cache-dir to make tuning resumable).") from None
+        raise Interrupted(f"{done} of {n_units} method runs are kept in {resume_dir / 'units'}: run the same command "
+                          "again to resume (finished runs are not trained again"
+                          f"{'' if out is not None else '; the first seed is, as its model is saved only with --out'}"
+                          ").") from None
 
     metrics_out: dict[str, Any] = {}
     for lab in labels:
