@@ -43,7 +43,7 @@ class Leakage:
         groups: groups with rows in more than one split, ``{"group", "splits": {split: count}}``.
     """
 
-    threshold: float
+    threshold: float | None
     test_rows: np.ndarray
     train_rows: np.ndarray
     nearest: np.ndarray
@@ -104,14 +104,15 @@ def crossing_groups(groups: np.ndarray | list[str] | None, split: np.ndarray) ->
     return out
 
 
-def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float, *, ids: list[str],
+def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float | None, *, ids: list[str],
                groups: np.ndarray | list[str] | None = None, labels: np.ndarray | None = None,
                block: int = 2048) -> Leakage:
     """Test items whose nearest train item has cosine >= ``threshold``, and test items of groups that cross.
 
     Args:
         X: ``[n, C]`` embeddings; split: ``[n]`` split names (``test`` vs the rest); ids: ``[n]`` ids.
-        threshold: cosine in ``[-1, 1]``.
+        threshold: cosine in ``[-1, 1]``; ``None``: no semantic near-duplicates (only groups crossing splits),
+            e.g. when the ``auto`` calibration found no threshold separating copies from random pairs.
         groups: ``[n]`` group ids or ``None``; labels: ``[n]`` labels (recorded with each pair) or ``None``.
 
     Raises:
@@ -124,7 +125,7 @@ def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float, *, ids: list[
                         "Check the split column or test_fraction.")
     nb = search(X[te], X[tr], k=1, metric="cosine", block=block)
     sim, nearest = nb.scores[:, 0].astype(np.float64), tr[nb.indices[:, 0]]
-    near = sim >= threshold
+    near = sim >= threshold if threshold is not None else np.zeros(len(te), bool)
     cross = crossing_groups(groups, split)
     in_cross = np.zeros(len(te), bool)
     if cross:
@@ -138,7 +139,7 @@ def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float, *, ids: list[
         if labels is not None:
             p.update(test_label=int(labels[te[i]]), train_label=int(labels[nearest[i]]))
         pairs.append(p)
-    return Leakage(float(threshold), te, tr, nearest, sim, near, in_cross, pairs, cross)
+    return Leakage(None if threshold is None else float(threshold), te, tr, nearest, sim, near, in_cross, pairs, cross)
 
 
 def clean_vs_full(y: np.ndarray, proba: np.ndarray, leaked: np.ndarray, *, groups: np.ndarray | None = None,
