@@ -280,7 +280,7 @@ def test_retention_counts_and_kept_fraction():
 
 
 def test_exact_and_perceptual_duplicates_across_the_split():
-    from vitlab.curate.run import _cross_split
+    from vitlab.curate.leakage import cross_split_duplicates as _cross_split
 
     split = np.array(["train", "test", "train", "val", "test"])
     r = _cross_split([[0, 1], [2, 3]], [(0, 4, 2), (2, 3, 1), (1, 4, 0)], split, list("abcde"))

@@ -27,7 +27,8 @@ import numpy as np
 from vitlab.errors import DataError
 from vitlab.neighbors import search
 
-__all__ = ["Leakage", "find_leaks", "crossing_groups", "clean_vs_full", "check_has_splits", "exclude_leaked"]
+__all__ = ["Leakage", "find_leaks", "crossing_groups", "clean_vs_full", "check_has_splits", "exclude_leaked",
+           "cross_split_duplicates", "leak_effect"]
 
 
 @dataclass(frozen=True)
@@ -229,3 +230,49 @@ def exclude_leaked(results: dict[str, Any], X: np.ndarray, split: np.ndarray, id
     summary = leak.summary()
     summary.pop("nearest_similarity")
     return summary, per
+
+
+def cross_split_duplicates(ex: list[list[int]], pp: list[tuple[int, int, int]], split: np.ndarray, ids: list[str],
+                           max_listed: int = 200) -> dict[str, Any]:
+    """Exact-duplicate groups and perceptual pairs with members on both sides of the split (test vs the rest).
+
+    Example:
+        >>> r = cross_split_duplicates([[0, 1]], [(0, 2, 3)], np.array(["train", "test", "train"]), list("abc"))
+        >>> r["exact_cross_split"]["n_groups"], r["perceptual_cross_split"]["n_pairs"]
+        (1, 0)
+    """
+    te = np.asarray(split) == "test"
+    ex_x = [g for g in ex if te[g].any() and (~te[g]).any()]
+    pp_x = [(a, b, d) for a, b, d in pp if te[a] != te[b]]
+    return {"exact_cross_split": {"n_groups": len(ex_x), "n_test_items": int(sum(te[g].sum() for g in ex_x)),
+                                  "groups": [[ids[r] for r in g] for g in ex_x[:max_listed]]},
+            "perceptual_cross_split": {"n_pairs": len(pp_x), "n_test_items": len({a if te[a] else b for a, b, _ in pp_x}),
+                                       "pairs": [{"a": ids[a], "b": ids[b], "distance": d}
+                                                 for a, b, d in pp_x[:max_listed]]}}
+
+
+def leak_effect(proto: Any, X: np.ndarray, emb: Any, split: np.ndarray, leak: Leakage, seed: int, n_resamples: int
+                ) -> dict[str, Any]:
+    """The protocol on the split, then top-1 without the leaked test items paired against the full test set."""
+    from vitlab.protocols.base import Split
+
+    y = emb.labels
+    g = np.asarray(emb.groups) if emb.groups is not None else None
+    tr, te = leak.train_rows, leak.test_rows
+    if len(np.unique(y[tr])) < 2:
+        return {"skipped": "fewer than 2 classes in train"}
+    ids = list(emb.ids)
+
+    def side(rows: np.ndarray) -> Split:
+        return Split(X[rows], y[rows], rows, None if g is None else g[rows], [ids[i] for i in rows])
+
+    res = proto.run(side(tr), side(te), seed=seed, n_classes=len(emb.classes))
+    if not leak.leaked.any():
+        return {"protocol": proto.label, "n_leaked": 0, "note": "no leaked test items: nothing to remove"}
+    if leak.leaked.all():  # the rest of the report still stands: say so instead of failing the whole run
+        return {"protocol": proto.label, "n_leaked": int(leak.leaked.sum()),
+                "note": "every test item is leaked at this threshold: nothing is left to evaluate (threshold too low?)"}
+    groups = res.groups if res.groups is not None and len(np.unique(res.groups)) >= 2 else None
+    out = clean_vs_full(res.outputs["y"], res.outputs["proba"], leak.leaked, groups=groups,
+                        n_resamples=n_resamples, seed=seed)
+    return {"protocol": proto.label, **out}

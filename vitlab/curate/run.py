@@ -22,7 +22,7 @@ from vitlab.curate.clusters import Group, clique_groups, removal_curve, removed_
 from vitlab.curate.filters import FilterResult, outlier_filter, prompt_filter, target_filter
 from vitlab.curate.hashing import exact_groups, hash_images, perceptual_pairs, require_imagehash
 from vitlab.curate.label_issues import LabelIssues, check_label_issue_inputs, find_label_issues
-from vitlab.curate.leakage import Leakage, check_has_splits, clean_vs_full, find_leaks
+from vitlab.curate.leakage import Leakage, check_has_splits, cross_split_duplicates, find_leaks, leak_effect
 from vitlab.curate.manifest import check_has_files, check_new_manifest, check_removed
 from vitlab.curate.manifest import write_manifest as _write_manifest
 from vitlab.curate.options import (DEFAULT_FOLDS, DEFAULT_PERCEPTUAL_DISTANCE, check_max_removed,
@@ -287,9 +287,9 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
             details["leakage"]["note"] = "semantic near-duplicates not checked: the auto threshold does not separate " \
                                          "copies from random pairs (see calibration)"
         if dedup:
-            details["leakage"].update(_cross_split(ex, pp, split, ids))
+            details["leakage"].update(cross_split_duplicates(ex, pp, split, ids, MAX_GROUPS_RECORDED))
         if emb.labels is not None and proto.task == "classification":
-            details["leakage"]["effect"] = _effect(proto, X, emb, split, leak, seed, n_resamples)
+            details["leakage"]["effect"] = leak_effect(proto, X, emb, split, leak, seed, n_resamples)
         timings["leakage_s"] = round(time.perf_counter() - t1, 3)
 
     issues = None
@@ -370,46 +370,6 @@ def _semantic_details(table: NeighbourTable, groups: list[Group], sem: Any, ids:
                         "min_similarity": g.min_similarity, "min_to_centre": g.min_to_centre}
                        for g in big[:MAX_GROUPS_RECORDED]],
             "curve": removal_curve(table.indices, table.scores, X, _curve_grid(t))}
-
-
-def _cross_split(ex: list[list[int]], pp: list[tuple[int, int, int]], split: np.ndarray, ids: list[str]
-                 ) -> dict[str, Any]:
-    """Exact-duplicate groups and perceptual pairs with members on both sides of the split (test vs the rest)."""
-    te = np.asarray(split) == "test"
-    ex_x = [g for g in ex if te[g].any() and (~te[g]).any()]
-    pp_x = [(a, b, d) for a, b, d in pp if te[a] != te[b]]
-    return {"exact_cross_split": {"n_groups": len(ex_x), "n_test_items": int(sum(te[g].sum() for g in ex_x)),
-                                  "groups": [[ids[r] for r in g] for g in ex_x[:MAX_GROUPS_RECORDED]]},
-            "perceptual_cross_split": {"n_pairs": len(pp_x), "n_test_items": len({a if te[a] else b for a, b, _ in pp_x}),
-                                       "pairs": [{"a": ids[a], "b": ids[b], "distance": d}
-                                                 for a, b, d in pp_x[:MAX_GROUPS_RECORDED]]}}
-
-
-def _effect(proto: Any, X: np.ndarray, emb: Any, split: np.ndarray, leak: Leakage, seed: int, n_resamples: int
-            ) -> dict[str, Any]:
-    """The protocol on the split, then top-1 without the leaked test items paired against the full test set."""
-    from vitlab.protocols.base import Split
-
-    y = emb.labels
-    g = np.asarray(emb.groups) if emb.groups is not None else None
-    tr, te = leak.train_rows, leak.test_rows
-    if len(np.unique(y[tr])) < 2:
-        return {"skipped": "fewer than 2 classes in train"}
-    ids = list(emb.ids)
-
-    def side(rows: np.ndarray) -> Split:
-        return Split(X[rows], y[rows], rows, None if g is None else g[rows], [ids[i] for i in rows])
-
-    res = proto.run(side(tr), side(te), seed=seed, n_classes=len(emb.classes))
-    if not leak.leaked.any():
-        return {"protocol": proto.label, "n_leaked": 0, "note": "no leaked test items: nothing to remove"}
-    if leak.leaked.all():  # the rest of the report still stands: say so instead of failing the whole run
-        return {"protocol": proto.label, "n_leaked": int(leak.leaked.sum()),
-                "note": "every test item is leaked at this threshold: nothing is left to evaluate (threshold too low?)"}
-    groups = res.groups if res.groups is not None and len(np.unique(res.groups)) >= 2 else None
-    out = clean_vs_full(res.outputs["y"], res.outputs["proba"], leak.leaked, groups=groups,
-                        n_resamples=n_resamples, seed=seed)
-    return {"protocol": proto.label, **out}
 
 
 def _filters(backbone: Any, store: Any, kw: dict[str, Any], X: np.ndarray, emb: Any, target: Any,
