@@ -112,3 +112,17 @@ def test_label_issue_bad_input_is_one_line(case, msg, labelled, tmp_path, monkey
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.stderr
     assert msg in res.stderr and res.stderr.count("error:") == 1
+
+
+def test_label_issue_section_escapes_user_strings():
+    from vitlab.record import RunRecord
+    from vitlab.report.base import SECTIONS, RenderContext
+
+    bad = "<script>alert(1)</script>"
+    li = {"method": "knn", "folds": 5, "grouped": False, "filter_by": "prune_by_noise_rate", "n": 3, "n_issues": 1,
+          "fraction_issues": 1 / 3, "oof_accuracy": 0.5, "items": [{"row": 0, "id": bad, "given": bad, "suggested": "b",
+                                                                    "self_confidence": 0.1, "rank": 0}]}
+    rec = RunRecord("curate", {"data": "x", "backbone": "b", "threshold_used": 0.9}, {},
+                    details={"data": {"n": 3}, "label_issues": li})
+    html = SECTIONS["curate"][1]([rec], RenderContext([rec], load_images=False))
+    assert "Label issues" in html and bad not in html and "&lt;script&gt;" in html
