@@ -1,7 +1,8 @@
 """Benchmark: label issues on planted noise (issue 23 §3). Precision and recall of the flagged set, with 95%
 t-intervals over seeds, for vitlab's cross-fitting (:func:`vitlab.curate.label_issues.find_label_issues`,
 ``linear`` and ``knn``) against cleanlab on scikit-learn's ``cross_val_predict`` probabilities
-(``LogisticRegression``, default C=1, lbfgs) over the SAME features and the same folds' seed.
+(``StandardScaler`` + ``LogisticRegression``, default C=1, lbfgs) over the SAME features and the same
+folds' seed.
 
 For each data set (real images, embedded once with ``--backbone`` through the embedding store), noise rate
 and seed, ``round(rate * n)`` items get a label drawn uniformly from the other classes; "flagged" is
@@ -53,8 +54,11 @@ def sklearn_reference(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np
     from cleanlab.filter import find_label_issues
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    P = cross_val_predict(LogisticRegression(max_iter=5000), X, y, method="predict_proba",
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    P = cross_val_predict(model, X, y, method="predict_proba",
                           cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     return np.flatnonzero(find_label_issues(labels=y, pred_probs=P, n_jobs=1))
 
