@@ -8,6 +8,7 @@ For each data set (real images, embedded once with ``--backbone`` through the em
 and seed, ``round(rate * n)`` items get a label drawn uniformly from the other classes; "flagged" is
 cleanlab's ``find_label_issues`` (``filter_by="prune_by_noise_rate"``) on each method's out-of-fold
 probabilities; precision = planted among flagged / flagged, recall = planted among flagged / planted.
+Intervals: Student-t over seeds (:func:`vitlab.protocols.fewshot.t_interval`), clipped to [0, 1].
 
 Example:
     python bench/bench_label_issues.py --data sample:fashion-mnist sample:digits --rates 0.02 0.05 0.1 --seeds 5
@@ -80,6 +81,12 @@ def one(X: np.ndarray, y_noisy: np.ndarray, planted: np.ndarray, method: str, fo
             "recall": hit / len(planted) if len(planted) else float("nan"), "seconds": round(dt, 2)}
 
 
+def _clip(ci: tuple[float, float, float]) -> tuple[float, float, float]:
+    """A Student-t interval over seeds of a proportion, clipped to [0, 1] (it still holds the mean)."""
+    m, lo, hi = ci
+    return m, max(0.0, lo), min(1.0, hi)
+
+
 def main() -> None:
     from vitlab.protocols.fewshot import t_interval
 
@@ -108,8 +115,8 @@ def main() -> None:
                     runs.append(r)
                     print(json.dumps({"data": data, "n": len(y), "rate": rate, "method": method, "seed": s, **r}),
                           file=sys.stderr, flush=True)
-                pr = t_interval([r["precision"] for r in runs])
-                rc = t_interval([r["recall"] for r in runs])
+                pr = _clip(t_interval([r["precision"] for r in runs]))
+                rc = _clip(t_interval([r["recall"] for r in runs]))
                 rows.append({"data": data, "n": len(y), "rate": rate, "method": method, "precision": pr, "recall": rc,
                              "flagged": np.mean([r["flagged"] for r in runs]), "planted": runs[0]["planted"],
                              "seconds": np.mean([r["seconds"] for r in runs])})
