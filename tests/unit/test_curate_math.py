@@ -1,4 +1,4 @@
-"""Curation math against references: brute-force numpy, imagehash, scikit-learn, the SemDeDup keep rule."""
+"""Curation math against references: brute-force numpy, imagehash, scikit-learn, the SemDeDup keep rule, cleanlab."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from vitlab.curate.calibrate import AUGMENTATIONS, augment, check_edits, pick_threshold
-from vitlab.curate.clusters import removal_curve, removed_rows, star_clusters
+from vitlab.curate.pairs import pairs_within
+from vitlab.curate.clusters import clique_groups, removal_curve, removed_rows
 from vitlab.curate.filters import outlier_filter, prompt_filter, retention, target_filter
 from vitlab.curate.hashing import exact_groups, hash_images, perceptual_pairs
 from vitlab.curate.leakage import clean_vs_full, crossing_groups, find_leaks
@@ -66,38 +67,87 @@ def test_faiss_backend_reports_recall_against_exact():
     assert t.backend == "faiss" and t.recall_queries == 100 and 0.9 <= t.recall <= 1.0
 
 
-def test_star_clusters_report_their_minimum_internal_similarity():
+def _table_groups(X, k, thr):
+    t = neighbour_table(X, k=k)
+    ps = t.all_pairs(X, thr)
+    return clique_groups(ps.i, ps.j, thr, X)
+
+
+def _brute_pairs(X, thr):
+    G = _unit(X) @ _unit(X).T
+    i, j = np.nonzero(np.triu(G >= thr, 1))
+    return set(zip(i.tolist(), j.tolist()))
+
+
+def test_groups_are_cliques_every_two_members_above_the_threshold():
     # on the circle: neighbours 10 degrees apart are above cos(12 deg), the ends 20 degrees apart are not
     ang = np.deg2rad([0, 10, 20, 90])
     X = np.c_[np.cos(ang), np.sin(ang)]
-    t = neighbour_table(X, k=3)
     thr = float(np.cos(np.deg2rad(12)))
-    groups = star_clusters(t.indices, t.scores, thr, X)
-    assert [g.members for g in groups] == [[0, 1, 2]]  # every member within thr of its centre
-    for g in groups:
-        Xn = _unit(X[g.members])
-        assert g.min_to_centre >= thr - 1e-9
-        assert g.min_similarity == pytest.approx((Xn @ Xn.T).min())
-    # the centre (1) has both others within 10 degrees; the ends are 20 degrees apart: reported, not hidden
-    assert groups[0].centre == 1 and groups[0].min_similarity == pytest.approx(np.cos(np.deg2rad(20)))
+    groups = _table_groups(X, 3, thr)
+    assert [g.members for g in groups] == [[0, 1]]  # a star around 1 would have held 0, 1, 2 (0~2: 20 degrees)
+    assert groups[0].centre == 1 and groups[0].min_similarity == pytest.approx(np.cos(np.deg2rad(10)))
 
 
-def test_chain_with_a_tighter_threshold_splits_into_stars():
+@pytest.mark.parametrize("seed", range(5))
+def test_groups_on_random_clustered_data_are_pairwise_above_the_threshold(seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, 6))
+    X = centres[rng.integers(0, 8, 150)] + 0.25 * rng.normal(size=(150, 6))
+    for thr in (0.9, 0.95, 0.98):
+        groups = _table_groups(X, 4, thr)
+        assert groups, "clustered data has groups"
+        seen = set()
+        for g in groups:
+            Xn = _unit(X[g.members])
+            gram = Xn @ Xn.T
+            assert gram.min() >= thr and g.min_similarity == pytest.approx(gram.min()) and g.min_similarity >= thr
+            assert not seen & set(g.members)  # a row is in one group at most
+            seen |= set(g.members)
+        # maximal: no item outside every group has a pair above the threshold with another ungrouped item
+        free = sorted(set(range(150)) - seen)
+        assert not {(a, b) for a, b in _brute_pairs(X, thr) if a in free and b in free}
+
+
+def test_chain_with_a_tighter_threshold_splits_into_cliques():
     ang = np.deg2rad(np.arange(0, 60, 5.0))  # 12 points 5 degrees apart
     X = np.c_[np.cos(ang), np.sin(ang)]
-    t = neighbour_table(X, k=11)
     thr = float(np.cos(np.deg2rad(6)))
-    groups = star_clusters(t.indices, t.scores, thr, X)
-    assert all(len(g.members) <= 3 for g in groups)  # a centre and its two neighbours at most
+    groups = _table_groups(X, 11, thr)
+    assert all(len(g.members) == 2 for g in groups)  # only neighbours 5 degrees apart clear cos(6 deg)
     assert len(groups) >= 4  # connected components would have made one group of 12
     for g in groups:
-        assert g.min_similarity >= np.cos(np.deg2rad(10)) - 1e-9
+        assert g.min_similarity >= thr
+
+
+def test_pairs_within_finds_every_pair_beyond_k_and_matches_brute_force():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8))
+    X[100:130] = X[0] + 1e-3 * rng.normal(size=(30, 8))  # 31 near-identical rows: 465 pairs among them
+    ps = pairs_within(X, 0.99, k=4)
+    assert set(zip(ps.i.tolist(), ps.j.tolist())) == _brute_pairs(X, 0.99) and ps.capped.size == 0
+    G = _unit(X) @ _unit(X).T
+    np.testing.assert_allclose(ps.score, G[ps.i, ps.j], atol=1e-5)
+    capped = pairs_within(X, 0.99, k=4, max_neighbours=8)
+    assert set(capped.capped.tolist()) == {0, *range(100, 130)} and len(capped) < len(ps)
+
+
+def test_twenty_hash_identical_images_give_every_pair():
+    from vitlab.curate.hashing import perceptual_pairs
+
+    bits = np.zeros((25, 64), bool)
+    bits[20:] = np.random.default_rng(0).random((5, 64)) < 0.5  # 5 other codes, far from all-zero
+    pp = perceptual_pairs(bits, max_distance=0, k=16)
+    got = {(a, b) for a, b, d in pp if a < 20 and b < 20}
+    assert got == {(a, b) for a in range(20) for b in range(a + 1, 20)} and len(got) == 190  # k=16 used to miss 6
+    assert pp.capped.size == 0
+    capped = perceptual_pairs(bits, max_distance=0, k=4, max_neighbours=8)
+    assert capped.capped.tolist() == list(range(20))
 
 
 def test_keep_rule_keeps_the_member_least_similar_to_the_centroid():
     X = _clustered()
-    t = neighbour_table(X, k=5)
-    groups = star_clusters(t.indices, t.scores, 0.999, X)
+    groups = _table_groups(X, 5, 0.999)
     c = _unit(_unit(X).mean(0)[None])[0]
     for g in groups:
         sims = _unit(X[g.members]) @ c
@@ -114,14 +164,35 @@ def test_removal_curve_is_monotone_in_the_threshold():
     assert fr == sorted(fr, reverse=True) and fr[-2] == pytest.approx(10 / 120)
 
 
-def test_pick_threshold_recall_rule_and_fpr_cap():
+def test_pick_threshold_recall_rule_when_copies_separate():
     rng = np.random.default_rng(0)
-    pos, neg = rng.uniform(0.9, 1.0, 1000), rng.uniform(-0.2, 0.95, 5000)
+    pos, neg = rng.uniform(0.96, 1.0, 1000), rng.uniform(-0.2, 0.95, 5000)
     r = pick_threshold(pos, neg, recall=0.95)
+    assert r["separable"] and r["failing_edits"] == []
     assert np.mean(pos >= r["threshold"]) >= 0.95 and np.mean(pos >= np.nextafter(r["threshold"], 2)) < 0.95
-    assert r["fpr"] == pytest.approx(np.mean(neg >= r["threshold"]))
-    capped = pick_threshold(pos, neg, recall=0.95, max_fpr=0.001)
-    assert capped["fpr"] <= 0.001 and capped["threshold"] > r["threshold"] and "false-positive" in capped["rule"]
+    assert r["fpr"] == pytest.approx(np.mean(neg >= r["threshold"])) == 0.0
+
+
+@pytest.mark.parametrize("max_fpr", [1e-3, 1e-2, 0.05])
+def test_pick_threshold_never_lets_more_random_pairs_than_the_bound(max_fpr):
+    rng = np.random.default_rng(1)
+    neg = rng.normal(0.3, 0.1, 20000)
+    pos = np.r_[rng.uniform(0.95, 1.0, 200), rng.uniform(0.4, 1.0, 200)]  # jpeg separates, flip does not
+    kinds = ["jpeg"] * 200 + ["flip"] * 200
+    r = pick_threshold(pos, neg, kinds=kinds, recall=0.99, max_fpr=max_fpr)
+    t = r["threshold"]
+    assert r["fpr"] == np.mean(neg >= t) <= max_fpr
+    assert np.mean(neg >= np.nextafter(t, -2)) > max_fpr or r["separable"]  # the smallest such t when bounded
+    assert not r["separable"] and r["failing_edits"] == ["flip"]
+    assert r["recall_by_edit"] == {"jpeg": np.mean(pos[:200] >= t), "flip": np.mean(pos[200:] >= t)}
+    assert "flip" in r["rule"] and str(max_fpr) in r["rule"]
+
+
+def test_pick_threshold_takes_recall_per_edit_not_pooled():
+    neg = np.linspace(-1.0, 0.5, 10000)
+    pos = np.r_[np.full(99, 0.99), 0.7, np.full(100, 0.99)]  # edit a: one copy at 0.7
+    r = pick_threshold(pos, neg, kinds=["a"] * 100 + ["b"] * 100, recall=0.995)
+    assert r["separable"] and r["threshold"] == 0.7 and r["recall_by_edit"] == {"a": 1.0, "b": 1.0}
 
 
 def test_augmentations_make_new_images_and_edits_are_checked():
@@ -209,7 +280,7 @@ def test_retention_counts_and_kept_fraction():
 
 
 def test_exact_and_perceptual_duplicates_across_the_split():
-    from vitlab.curate.run import _cross_split
+    from vitlab.curate.leakage import cross_split_duplicates as _cross_split
 
     split = np.array(["train", "test", "train", "val", "test"])
     r = _cross_split([[0, 1], [2, 3]], [(0, 4, 2), (2, 3, 1), (1, 4, 0)], split, list("abcde"))
@@ -234,6 +305,123 @@ def test_manifest_refuses_overwrite_and_sources_without_files(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match="--write-manifest needs folder: or csv: data"):
         check_has_files(vitlab.load_source("sample:fashion-mnist"))
+
+
+def test_manifest_refuses_to_drop_more_than_the_bound():
+    from vitlab.curate.manifest import check_removed
+    from vitlab.curate.options import check_max_removed
+
+    check_removed(64, 320, check_max_removed(None), False)
+    with pytest.raises(ConfigError, match=r"would drop 65 of 320 items \(20.3%\), more than the 20% allowed by default"
+                                          r".*--max-removed 0.21"):
+        check_removed(65, 320, 0.2, False)
+    check_removed(65, 320, check_max_removed(0.25), True)
+    with pytest.raises(ConfigError, match="must be a fraction in"):
+        check_max_removed(1.5)
+
+
+def test_label_issues_flag_planted_flips_like_cleanlab_on_sklearn_probabilities():
+    pytest.importorskip("cleanlab")
+    from cleanlab.filter import find_label_issues as cl_find
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from vitlab.curate.label_issues import find_label_issues
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:600] / 16.0, y[:600].copy()
+    rng = np.random.default_rng(0)
+    flip = rng.choice(600, 30, replace=False)
+    y[flip] = (y[flip] + rng.integers(1, 10, 30)) % 10
+    li = find_label_issues(X, y, folds=5, seed=0, method="knn")
+    assert li.pred_probs.shape == (600, 10) and np.allclose(li.pred_probs.sum(1), 1)
+    assert (li.fold >= 0).all() and len(np.unique(li.fold)) == 5
+    np.testing.assert_allclose(li.self_confidence, li.pred_probs[np.arange(600), y])
+    assert (li.suggested == li.pred_probs.argmax(1)).all() and (li.given == y).all()
+    flagged = set(np.flatnonzero(li.is_issue).tolist())
+    planted = set(flip.tolist())
+    precision, recall = len(flagged & planted) / len(flagged), len(flagged & planted) / len(planted)
+    assert precision >= 0.7 and recall >= 0.7, (precision, recall)
+    # ranks: 0..m-1 over the flagged items, by ascending self-confidence (cleanlab's order)
+    r = li.ranked
+    assert li.rank[r].tolist() == list(range(len(r))) and (np.diff(li.self_confidence[r]) >= 0).all()
+    assert (li.rank[~li.is_issue] == -1).all()
+    # the same flags as cleanlab on the same out-of-fold probabilities
+    same = cl_find(labels=y, pred_probs=li.pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    assert same.tolist() == r.tolist()
+    # and about as good as cleanlab on scikit-learn's cross_val_predict over the same features
+    P = cross_val_predict(LogisticRegression(max_iter=2000), X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                          method="predict_proba")
+    ref = set(cl_find(labels=y, pred_probs=P, n_jobs=1).nonzero()[0].tolist())
+    assert len(flagged & planted) >= len(ref & planted) - 3
+    assert find_label_issues(X, y, folds=5, seed=0, method="knn").rank.tolist() == li.rank.tolist()  # seeded
+
+
+def test_linear_label_issue_probabilities_are_out_of_fold():
+    pytest.importorskip("cleanlab")
+    from vitlab.curate.label_issues import METHODS, check_label_issue_inputs, find_label_issues
+    from vitlab.protocols.base import Split, parse_protocols
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 5))
+    y = np.repeat([0, 1, 2], 30)
+    X[np.arange(90), y] += 2.0
+    spec = "linear:Cs=[0.1,1.0]"  # two values of C: fast, and still a validation split inside each fold
+    li = find_label_issues(X, y, folds=3, seed=0, method=spec)
+    te = np.flatnonzero(li.fold == 1)
+    tr = np.flatnonzero(li.fold != 1)
+
+    def split(r):
+        return Split(X[r], y[r], r, None, [f"{i:09d}" for i in r])
+
+    ref = parse_protocols(spec)[0].run(split(tr), split(te), seed=0, n_classes=3).outputs["proba"]
+    np.testing.assert_allclose(li.pred_probs[te], ref / ref.sum(1, keepdims=True), rtol=1e-10)
+    assert li.method == spec
+    assert check_label_issue_inputs(y, folds=3, method="linear").spec() == METHODS["linear"] == "linear:dtype=float64"
+
+
+def test_label_issues_with_groups_never_split_a_group():
+    pytest.importorskip("cleanlab")
+    from vitlab.curate.label_issues import find_label_issues
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4))
+    y = np.repeat([0, 1, 2], 40)
+    X[np.arange(120), y] += 4
+    groups = np.array([f"g{i // 4}" for i in range(120)])
+    li = find_label_issues(X, y, groups=groups, folds=3, method="knn")
+    assert li.grouped
+    for g in np.unique(groups):
+        assert len(np.unique(li.fold[groups == g])) == 1
+
+
+@pytest.mark.parametrize("y, folds, msg", [
+    (None, 5, "has no labels: --label-issues"),
+    (np.array([0] * 10 + [1] * 3), 5, "class 1 has 3 item\\(s\\), fewer than --folds 5"),
+    (np.zeros(10, int), 2, "same label"),
+])
+def test_label_issue_bad_input_is_one_line(y, folds, msg):
+    from vitlab.curate.label_issues import check_label_issue_inputs
+
+    with pytest.raises((DataError, ConfigError), match=msg) as e:
+        check_label_issue_inputs(y, folds=folds)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_cleanlab_and_imagehash_name_the_extra(monkeypatch):
+    import sys
+
+    from vitlab.curate.hashing import require_imagehash
+    from vitlab.curate.label_issues import require_cleanlab
+
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
+    monkeypatch.setitem(sys.modules, "imagehash", None)
+    with pytest.raises(ConfigError, match=r"needs the cleanlab package .*pip install 'vitlab\[curate\]'"):
+        require_cleanlab()
+    with pytest.raises(ConfigError, match=r"needs the imagehash package .*pip install 'vitlab\[curate\]'"):
+        require_imagehash()
 
 
 def test_vitlab_curate_is_the_api_function_and_the_package():

@@ -1,15 +1,19 @@
 """Curation on cached embeddings: duplicates (exact, perceptual, semantic), leakage across the eval split,
-and score-based filters, with their effect on the evaluation measured by the same statistics.
+score-based filters and label issues, with their effect on the evaluation measured by the same statistics.
 
-One concept per module: :mod:`~vitlab.curate.hashing` (exact + pHash), :mod:`~vitlab.curate.semantic`
-(neighbour table, faiss recall), :mod:`~vitlab.curate.clusters` (star clusters, keep rule, removal curve),
-:mod:`~vitlab.curate.calibrate` (``threshold="auto"``), :mod:`~vitlab.curate.leakage`,
-:mod:`~vitlab.curate.filters`, :mod:`~vitlab.curate.manifest`, and :mod:`~vitlab.curate.run`
-(:func:`curate`, the entry point; also ``vitlab.curate`` lazily).
+One concept per module: :mod:`~vitlab.curate.hashing` (exact + pHash), :mod:`~vitlab.curate.pairs` (every
+pair above a threshold), :mod:`~vitlab.curate.semantic` (neighbour table, faiss recall),
+:mod:`~vitlab.curate.clusters` (clique groups, keep rule, removal curve), :mod:`~vitlab.curate.calibrate`
+(``threshold="auto"``), :mod:`~vitlab.curate.leakage`, :mod:`~vitlab.curate.filters`,
+:mod:`~vitlab.curate.label_issues` (:func:`~vitlab.curate.label_issues.find_label_issues`),
+:mod:`~vitlab.curate.manifest`, :mod:`~vitlab.curate.options` (checks before any work), and
+:mod:`~vitlab.curate.run` (:func:`curate`, the entry point; also ``vitlab.curate`` lazily). Reports are
+rendered by :mod:`vitlab.report` from the record, never here.
 
 Example:
     >>> from vitlab.curate import curate
-    >>> res = curate("demo:fmnist-vit", "folder:./imgs", threshold="auto", report="curate.html")  # doctest: +SKIP
+    >>> res = curate("demo:fmnist-vit", "folder:./imgs", threshold="auto")  # doctest: +SKIP
+    >>> vitlab.report.render_html([res.record], "curate.html")  # doctest: +SKIP
 """
 
 from vitlab.curate.run import CurateResult, curate

@@ -1,23 +1,23 @@
-"""Duplicate groups that do not chain: star clusters around a representative, and the keep rule.
+"""Duplicate groups whose members are all near each other (cliques), and the keep rule.
 
 Connected components of a "similarity >= t" graph chain: A~B and B~C put A and C together even
-when A and C are far apart (fastdup's 0.97 components hold 0.82 pairs). A *star* cluster instead
-joins an item only to a centre it is itself similar to: the item with the most neighbours above
-``t`` becomes a centre, takes all its still-unassigned neighbours above ``t``, and so on (ties to
-the smaller index). Every member is within ``t`` of its centre, so any two members are at least
-``cos(2 arccos t)`` apart; the minimum internal similarity of each group is computed exactly and
-reported.
+when A and C are far apart (fastdup's 0.97 components hold 0.82 pairs). A star around a centre
+chains too (two members of a star can be ``cos(2 arccos t)`` apart: 0.46 in a group of issue 20).
+Here a group is a *clique*: the item with the most partners above ``t`` starts a group, its
+still-unassigned partners are tried from the most similar to the least, and each joins only when
+its cosine to EVERY member already in the group is ``>= t`` (checked exactly, in float64, on the
+embeddings). So every pair of members of a group clears the threshold (complete linkage), and the
+minimum internal similarity reported is ``>= t``. Ties go to the smaller row.
 
 Keep rule (SemDeDup, Abbas et al. 2023, Sec. 3): from each group keep ONE item, the one with the
 lowest cosine similarity to the centroid (the least prototypical), and remove the others. The
 paper's centroid is its k-means cluster's; here it is the mean of the normalised embeddings of the
-whole data set (no k-means is run). Written here because no maintained library offers star
-clustering over a top-k neighbour table.
+whole data set (no k-means is run). Written here because no maintained library offers greedy
+clique grouping over a sparse pair list.
 
 Example:
     >>> X = np.array([[1.0, 0.0], [0.999, 0.04], [0.0, 1.0], [0.03, 1.0]])
-    >>> idx = np.array([[1], [0], [3], [2]]); sim = np.array([[0.999], [0.999], [0.9995], [0.9995]])
-    >>> [g.members for g in star_clusters(idx, sim, 0.99, X)]
+    >>> [g.members for g in clique_groups(np.array([0, 2]), np.array([1, 3]), 0.99, X)]
     [[0, 1], [2, 3]]
 """
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Group", "star_clusters", "removed_rows", "removal_curve"]
+__all__ = ["Group", "clique_groups", "removed_rows", "removal_curve"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ class Group:
     """One duplicate group.
 
     Attributes:
-        centre: the star's centre row. members: rows, sorted (centre included).
-        keep: the row kept (SemDeDup rule). min_similarity: smallest cosine between any two members.
-        min_to_centre: smallest cosine of a member to the centre (>= the threshold).
+        centre: the row that started the group. members: rows, sorted (centre included).
+        keep: the row kept (SemDeDup rule). min_similarity: smallest cosine between any two members
+            (``>= threshold``). min_to_centre: smallest cosine of a member to the centre.
     """
 
     centre: int
@@ -49,68 +49,64 @@ class Group:
     min_to_centre: float
 
 
-def _graph(indices: np.ndarray, scores: np.ndarray, threshold: float, n: int) -> sp.csr_matrix:
-    ok = (indices >= 0) & (scores >= threshold)
-    r, c = np.nonzero(ok)
-    j = indices[r, c]
-    s = scores[r, c].astype(np.float64)
-    a = sp.coo_matrix((np.concatenate([s, s]), (np.concatenate([r, j]), np.concatenate([j, r]))), shape=(n, n))
-    a = a.tocsr()
-    a.sum_duplicates()
-    a.data[:] = 1.0  # duplicates summed: only the pattern matters
-    return a
-
-
 def _normalise(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-def star_clusters(indices: np.ndarray, scores: np.ndarray, threshold: float, X: np.ndarray,
+def clique_groups(i: np.ndarray, j: np.ndarray, threshold: float, X: np.ndarray,
                   centroid: np.ndarray | None = None) -> list[Group]:
-    """Star clusters of the pairs with cosine >= ``threshold`` in a neighbour table.
+    """Groups of rows, every two of them with cosine ``>= threshold``, from the pairs ``(i, j)`` above it.
 
     Args:
-        indices, scores: ``[n, k]`` neighbour rows and cosine similarities (:class:`NeighbourTable`).
+        i, j: ``[p]`` rows of the candidate pairs (:class:`vitlab.curate.pairs.PairSet`); their cosine is
+            recomputed exactly, so a pair found slightly above ``threshold`` in float32 may not join.
         threshold: cosine similarity in ``[-1, 1]``.
-        X: ``[n, C]`` embeddings (for the exact within-group similarities and the keep rule).
+        X: ``[n, C]`` embeddings (for the exact similarities and the keep rule).
         centroid: ``[C]`` centroid of the keep rule (default: mean of the normalised rows).
 
     Returns:
-        Groups of >= 2 members, in the order their centres were chosen.
+        Groups of >= 2 members, in the order they were started.
 
     Example:
-        >>> X = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
-        >>> g = star_clusters(np.array([[1], [0], [0]]), np.array([[1.0], [1.0], [0.0]]), 0.99, X)
-        >>> [(x.members, x.centre) for x in g]
-        [([0, 1], 0)]
+        >>> ang = np.deg2rad([0, 10, 20])   # 0~10 and 10~20 are above cos(12 deg), 0~20 is not
+        >>> X = np.c_[np.cos(ang), np.sin(ang)]
+        >>> [g.members for g in clique_groups(np.array([0, 1]), np.array([1, 2]), np.cos(np.deg2rad(12)), X)]
+        [[0, 1]]
     """
     n = len(X)
-    g = _graph(indices, scores, threshold, n)
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    g = sp.coo_matrix((np.ones(2 * len(i)), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(n, n)).tocsr()
+    g.sum_duplicates()
     deg = np.diff(g.indptr)
     Xn = _normalise(X)
     c = _normalise((Xn.mean(0) if centroid is None else np.asarray(centroid, np.float64))[None])[0]
     to_c = Xn @ c
     assigned = np.zeros(n, bool)
     out: list[Group] = []
-    for i in np.argsort(-deg, kind="stable"):
-        if deg[i] == 0:
+    for r in np.argsort(-deg, kind="stable"):
+        if deg[r] == 0:
             break
-        if assigned[i]:
+        if assigned[r]:
             continue
-        nbrs = g.indices[g.indptr[i]:g.indptr[i + 1]]
-        # the graph holds pairs found from either side: keep those really above t from the centre
-        nbrs = nbrs[~assigned[nbrs]]
-        sims = Xn[nbrs] @ Xn[i]
-        nbrs = nbrs[sims >= threshold - 1e-6]
-        if not len(nbrs):
+        nbrs = g.indices[g.indptr[r]:g.indptr[r + 1]]
+        nbrs = np.sort(nbrs[~assigned[nbrs]])
+        sims = Xn[nbrs] @ Xn[r]
+        order = np.argsort(-sims, kind="stable")  # most similar first, ties to the smaller row
+        members = [int(r)]
+        for q in order:
+            if sims[q] < threshold:
+                continue
+            cand = int(nbrs[q])
+            if (Xn[members] @ Xn[cand]).min() >= threshold:  # complete linkage: near every member
+                members.append(cand)
+        if len(members) < 2:
             continue
-        members = np.sort(np.concatenate([[i], nbrs]))
-        assigned[members] = True
-        gram = Xn[members] @ Xn[members].T
-        keep = int(members[np.argmin(to_c[members])])  # argmin: ties to the smaller row
-        out.append(Group(int(i), members.tolist(), keep, float(gram.min()),
-                         float((Xn[members] @ Xn[i]).min())))
+        m = np.sort(np.asarray(members))
+        assigned[m] = True
+        gram = Xn[m] @ Xn[m].T
+        keep = int(m[np.argmin(to_c[m])])  # argmin: ties to the smaller row
+        out.append(Group(int(r), m.tolist(), keep, float(gram.min()), float((Xn[m] @ Xn[r]).min())))
     return out
 
 
@@ -127,7 +123,10 @@ def removed_rows(groups: Sequence[Group]) -> np.ndarray:
 
 def removal_curve(indices: np.ndarray, scores: np.ndarray, X: np.ndarray, thresholds: Sequence[float]
                   ) -> list[dict[str, float]]:
-    """Fraction of items removed by star clustering + keep rule at each threshold.
+    """Fraction of items removed by clique groups + keep rule at each threshold, from a top-k neighbour table.
+
+    The pairs come from the table only (each item's ``k`` nearest), so where an item has more than ``k``
+    partners above a threshold the curve is a lower bound.
 
     Example:
         >>> X = np.array([[1.0, 0.0], [0.999, 0.04], [0.0, 1.0]])
@@ -138,7 +137,8 @@ def removal_curve(indices: np.ndarray, scores: np.ndarray, X: np.ndarray, thresh
     n = len(X)
     out = []
     for t in thresholds:
-        groups = star_clusters(indices, scores, float(t), X)
-        r = sum(len(g.members) - 1 for g in groups)
-        out.append({"threshold": float(t), "removed": int(r), "fraction": r / n, "groups": len(groups)})
+        r, c = np.nonzero((indices >= 0) & (scores >= t))
+        groups = clique_groups(r, indices[r, c], float(t), X)
+        rm = sum(len(g.members) - 1 for g in groups)
+        out.append({"threshold": float(t), "removed": int(rm), "fraction": rm / n, "groups": len(groups)})
     return out

@@ -27,7 +27,8 @@ import numpy as np
 from vitlab.errors import DataError
 from vitlab.neighbors import search
 
-__all__ = ["Leakage", "find_leaks", "crossing_groups", "clean_vs_full", "check_has_splits", "exclude_leaked"]
+__all__ = ["Leakage", "find_leaks", "crossing_groups", "clean_vs_full", "check_has_splits", "exclude_leaked",
+           "cross_split_duplicates", "leak_effect"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Leakage:
         groups: groups with rows in more than one split, ``{"group", "splits": {split: count}}``.
     """
 
-    threshold: float
+    threshold: float | None
     test_rows: np.ndarray
     train_rows: np.ndarray
     nearest: np.ndarray
@@ -104,14 +105,15 @@ def crossing_groups(groups: np.ndarray | list[str] | None, split: np.ndarray) ->
     return out
 
 
-def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float, *, ids: list[str],
+def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float | None, *, ids: list[str],
                groups: np.ndarray | list[str] | None = None, labels: np.ndarray | None = None,
                block: int = 2048) -> Leakage:
     """Test items whose nearest train item has cosine >= ``threshold``, and test items of groups that cross.
 
     Args:
         X: ``[n, C]`` embeddings; split: ``[n]`` split names (``test`` vs the rest); ids: ``[n]`` ids.
-        threshold: cosine in ``[-1, 1]``.
+        threshold: cosine in ``[-1, 1]``; ``None``: no semantic near-duplicates (only groups crossing splits),
+            e.g. when the ``auto`` calibration found no threshold separating copies from random pairs.
         groups: ``[n]`` group ids or ``None``; labels: ``[n]`` labels (recorded with each pair) or ``None``.
 
     Raises:
@@ -124,7 +126,7 @@ def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float, *, ids: list[
                         "Check the split column or test_fraction.")
     nb = search(X[te], X[tr], k=1, metric="cosine", block=block)
     sim, nearest = nb.scores[:, 0].astype(np.float64), tr[nb.indices[:, 0]]
-    near = sim >= threshold
+    near = sim >= threshold if threshold is not None else np.zeros(len(te), bool)
     cross = crossing_groups(groups, split)
     in_cross = np.zeros(len(te), bool)
     if cross:
@@ -138,7 +140,7 @@ def find_leaks(X: np.ndarray, split: np.ndarray, threshold: float, *, ids: list[
         if labels is not None:
             p.update(test_label=int(labels[te[i]]), train_label=int(labels[nearest[i]]))
         pairs.append(p)
-    return Leakage(float(threshold), te, tr, nearest, sim, near, in_cross, pairs, cross)
+    return Leakage(None if threshold is None else float(threshold), te, tr, nearest, sim, near, in_cross, pairs, cross)
 
 
 def clean_vs_full(y: np.ndarray, proba: np.ndarray, leaked: np.ndarray, *, groups: np.ndarray | None = None,
@@ -228,3 +230,49 @@ def exclude_leaked(results: dict[str, Any], X: np.ndarray, split: np.ndarray, id
     summary = leak.summary()
     summary.pop("nearest_similarity")
     return summary, per
+
+
+def cross_split_duplicates(ex: list[list[int]], pp: list[tuple[int, int, int]], split: np.ndarray, ids: list[str],
+                           max_listed: int = 200) -> dict[str, Any]:
+    """Exact-duplicate groups and perceptual pairs with members on both sides of the split (test vs the rest).
+
+    Example:
+        >>> r = cross_split_duplicates([[0, 1]], [(0, 2, 3)], np.array(["train", "test", "train"]), list("abc"))
+        >>> r["exact_cross_split"]["n_groups"], r["perceptual_cross_split"]["n_pairs"]
+        (1, 0)
+    """
+    te = np.asarray(split) == "test"
+    ex_x = [g for g in ex if te[g].any() and (~te[g]).any()]
+    pp_x = [(a, b, d) for a, b, d in pp if te[a] != te[b]]
+    return {"exact_cross_split": {"n_groups": len(ex_x), "n_test_items": int(sum(te[g].sum() for g in ex_x)),
+                                  "groups": [[ids[r] for r in g] for g in ex_x[:max_listed]]},
+            "perceptual_cross_split": {"n_pairs": len(pp_x), "n_test_items": len({a if te[a] else b for a, b, _ in pp_x}),
+                                       "pairs": [{"a": ids[a], "b": ids[b], "distance": d}
+                                                 for a, b, d in pp_x[:max_listed]]}}
+
+
+def leak_effect(proto: Any, X: np.ndarray, emb: Any, split: np.ndarray, leak: Leakage, seed: int, n_resamples: int
+                ) -> dict[str, Any]:
+    """The protocol on the split, then top-1 without the leaked test items paired against the full test set."""
+    from vitlab.protocols.base import Split
+
+    y = emb.labels
+    g = np.asarray(emb.groups) if emb.groups is not None else None
+    tr, te = leak.train_rows, leak.test_rows
+    if len(np.unique(y[tr])) < 2:
+        return {"skipped": "fewer than 2 classes in train"}
+    ids = list(emb.ids)
+
+    def side(rows: np.ndarray) -> Split:
+        return Split(X[rows], y[rows], rows, None if g is None else g[rows], [ids[i] for i in rows])
+
+    res = proto.run(side(tr), side(te), seed=seed, n_classes=len(emb.classes))
+    if not leak.leaked.any():
+        return {"protocol": proto.label, "n_leaked": 0, "note": "no leaked test items: nothing to remove"}
+    if leak.leaked.all():  # the rest of the report still stands: say so instead of failing the whole run
+        return {"protocol": proto.label, "n_leaked": int(leak.leaked.sum()),
+                "note": "every test item is leaked at this threshold: nothing is left to evaluate (threshold too low?)"}
+    groups = res.groups if res.groups is not None and len(np.unique(res.groups)) >= 2 else None
+    out = clean_vs_full(res.outputs["y"], res.outputs["proba"], leak.leaked, groups=groups,
+                        n_resamples=n_resamples, seed=seed)
+    return {"protocol": proto.label, **out}

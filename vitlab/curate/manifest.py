@@ -1,7 +1,10 @@
 """The clean manifest: the kept rows as a ``csv:`` manifest (``path,label[,split][,group]``) other verbs read.
 
 Never overwrites: an existing file is refused with one clear line before any work
-(:func:`check_new_manifest`).
+(:func:`check_new_manifest`), and the file is opened with ``"x"``. Never floods: a manifest that
+would drop more than a stated fraction of the items (``max_removed``, default 20%) is refused with
+the count (:func:`check_removed`). With ``--label-issues`` it carries ``issue``, ``suggested_label``
+and ``self_confidence`` columns (the ``label`` column stays the given label).
 
 Example:
     >>> check_new_manifest(None)
@@ -11,13 +14,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vitlab.data.base import DataSource
 from vitlab.errors import ConfigError, DataError
 
-__all__ = ["check_new_manifest", "check_has_files", "write_manifest"]
+__all__ = ["check_new_manifest", "check_has_files", "check_removed", "write_manifest"]
 
 
 def check_new_manifest(path: str | Path | None) -> None:
@@ -64,7 +68,29 @@ def check_has_files(source: DataSource) -> list[Path]:
     return [Path(f) for f in files]
 
 
-def write_manifest(path: str | Path, source: DataSource, rows: np.ndarray, split: np.ndarray | None = None) -> Path:
+def check_removed(n_dropped: int, n: int, max_removed: float, given: bool) -> None:
+    """Refuse a manifest that drops more than ``max_removed`` of the ``n`` items (one line with the count).
+
+    Raises:
+        ConfigError: ``n_dropped / n > max_removed``.
+
+    Example:
+        >>> check_removed(20, 320, 0.2, False)
+        >>> check_removed(286, 320, 0.2, False)
+        Traceback (most recent call last):
+        ...
+        vitlab.errors.ConfigError: --write-manifest would drop 286 of 320 items (89.4%), more than the 20% allowed by default: check the duplicate groups (--report) first; pass --max-removed 0.9 to write it anyway. No manifest was written.
+    """
+    if n and n_dropped / n > max_removed:
+        allowed = f"{max_removed:.0%} " + ("set by --max-removed" if given else "allowed by default")
+        need = np.ceil(n_dropped / n * 100) / 100
+        raise ConfigError(f"--write-manifest would drop {n_dropped} of {n} items ({n_dropped / n:.1%}), more than the "
+                          f"{allowed}: check the duplicate groups (--report) first; pass --max-removed {need:g} to "
+                          "write it anyway. No manifest was written.")
+
+
+def write_manifest(path: str | Path, source: DataSource, rows: np.ndarray, split: np.ndarray | None = None,
+                   extra: dict[str, Any] | None = None) -> Path:
     """Write the source rows ``rows`` as a manifest: absolute paths, class names, split and group columns.
 
     Args:
@@ -72,6 +98,7 @@ def write_manifest(path: str | Path, source: DataSource, rows: np.ndarray, split
         source: the data source the rows index.
         rows: source row indices to keep, in order.
         split: ``[len(source)]`` split names to record, or ``None`` (the source's split column, if any).
+        extra: more columns, ``{name: [len(source)] values}`` (e.g. ``issue``, ``suggested_label``), after the others.
 
     Returns:
         The written path.
@@ -86,7 +113,7 @@ def write_manifest(path: str | Path, source: DataSource, rows: np.ndarray, split
     if split is None and source.split_column is not None:
         split = np.asarray(source.split_column)
     head = ["path"] + (["label"] if source.labels is not None else []) + (["split"] if split is not None else []) \
-        + (["group"] if source.groups is not None else [])
+        + (["group"] if source.groups is not None else []) + list(extra or {})
     with open(p, "x", newline="") as fh:  # "x": never overwrite, even if the file appeared meanwhile
         w = csv.writer(fh)
         w.writerow(head)
@@ -98,5 +125,6 @@ def write_manifest(path: str | Path, source: DataSource, rows: np.ndarray, split
                 row.append(str(split[r]))
             if source.groups is not None:
                 row.append(str(source.groups[r]))
+            row += [str(v[r]) for v in (extra or {}).values()]
             w.writerow(row)
     return p

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vitlab.curate.pairs import MAX_NEIGHBOURS, PairSet, pairs_within
 from vitlab.errors import ConfigError
 from vitlab.neighbors import recall_at_k, search
 
@@ -68,13 +69,28 @@ class NeighbourTable:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def pairs(self, threshold: float) -> list[tuple[int, int, float]]:
-        """Unique pairs ``(i, j, cosine)``, ``i < j``, with cosine >= ``threshold`` (either side found it)."""
+        """Unique pairs ``(i, j, cosine)``, ``i < j``, with cosine >= ``threshold`` IN THIS TABLE (either side
+        found it); items with more than ``k`` partners lose some: :meth:`all_pairs` finds every one."""
         out: dict[tuple[int, int], float] = {}
         rows, cols = np.nonzero((self.scores >= threshold) & (self.indices >= 0))
         for i, c in zip(rows.tolist(), cols.tolist()):
             j = int(self.indices[i, c])
             out[(min(i, j), max(i, j))] = float(self.scores[i, c])
         return [(a, b, s) for (a, b), s in sorted(out.items())]
+
+    def all_pairs(self, X: np.ndarray, threshold: float, *, max_neighbours: int = MAX_NEIGHBOURS,
+                  block: int = 2048) -> PairSet:
+        """Every pair with cosine >= ``threshold``: this table, then a wider search (same backend) for the
+        items whose ``k``-th neighbour is still above it (:func:`vitlab.curate.pairs.pairs_within`), up to
+        ``max_neighbours`` partners per item (items still above at the cap are ``capped``).
+
+        Example:
+            >>> X = np.ones((10, 3)); t = neighbour_table(X, k=2)
+            >>> len(t.pairs(0.99)) < 45 == len(t.all_pairs(X, 0.99))
+            True
+        """
+        return pairs_within(X, threshold, metric="cosine", k=self.scores.shape[1], max_neighbours=max_neighbours,
+                            backend=self.backend, block=block, first=(self.scores, self.indices))
 
 
 def neighbour_table(X: np.ndarray, *, k: int = 16, backend: str = "auto", exact_max: int = EXACT_MAX,
@@ -83,8 +99,8 @@ def neighbour_table(X: np.ndarray, *, k: int = 16, backend: str = "auto", exact_
 
     Args:
         X: ``[n, C]`` embeddings (``n >= 2``).
-        k: neighbours per item (capped at ``n - 1``); a duplicate group larger than ``k + 1`` is
-            seen only through these lists.
+        k: neighbours per item (capped at ``n - 1``); :meth:`NeighbourTable.all_pairs` widens the search
+            where an item has more partners above a threshold.
         backend: ``"exact"`` (blocked), ``"faiss"`` (HNSW) or ``"auto"`` (exact up to ``exact_max`` rows).
         recall_sample: queries on which a faiss result is compared with the exact search.
         seed: seeds the recall sample.

@@ -2,10 +2,13 @@
 which test items leak and how much that moved the evaluation.
 
 Blocks: a summary table; the calibration distributions (augmented copies vs random pairs) with the
-threshold; the fraction removed against the threshold; duplicate groups and leaked test/train pairs
-as images side by side (PNG thumbnails re-opened from the data source, embedded in the page); the
-leakage effect (top-1 with and without leaked test items, paired difference with CI); the filters'
-retention histograms. Registered with :func:`vitlab.report.base.register_section` on import.
+threshold, the recall each edit reaches and, when no threshold separates them, why semantic removal
+was skipped; the fraction removed against the threshold; duplicate groups and leaked test/train pairs
+as images side by side; the leakage effect (top-1 with and without leaked test items, paired
+difference with CI); the most suspicious labels (given, suggested, self-confidence); the filters'
+retention histograms. Images are re-opened from the data source and made into PNG thumbnails by
+the one helper of the report (:meth:`RenderContext.image` → :func:`vitlab.report.figures.thumbnail_uri`).
+Registered with :func:`vitlab.report.base.register_section` on import.
 
 Example:
     >>> from vitlab.record import RunRecord
@@ -30,6 +33,7 @@ from vitlab.report.tables import fmt, fmt_p
 __all__ = ["SECTIONS"]
 
 MAX_SHOWN = 12
+MAX_ISSUES_SHOWN = 24
 
 
 def _img(ctx: RenderContext, uri: str, sid: str, show: bool) -> str:
@@ -98,13 +102,17 @@ def _one(rec: RunRecord, ctx: RenderContext) -> str:
     rows = [[_td("data"), _td(f"{uri} ({d.get('data', {}).get('n', '?')} items)")],
             [_td("backbone"), _td(c.get("backbone", ""))],
             [_td("semantic threshold"), _td(f"{fmt(c.get('threshold_used'), 4)} ({c.get('threshold')})")]]
-    if sem:
+    if sem.get("skipped"):
+        rows += [[_td("exact duplicates"), _td(f"{ex.get('n_duplicates', 0)} in {ex.get('n_groups', 0)} groups")],
+                 [_td(f"perceptual pairs (pHash ≤ {pp.get('max_distance')} bits)"), _td(pp.get("n_pairs", 0))],
+                 [_td("semantic duplicates"), _td("not removed: " + sem["skipped"])]]
+    elif sem:
         rec_txt = ("" if sem.get("recall") is None
                    else f", recall@{sem['k']} vs exact {fmt(sem['recall'])} on {sem['recall_queries']} queries")
         rows += [[_td("exact duplicates"), _td(f"{ex.get('n_duplicates', 0)} in {ex.get('n_groups', 0)} groups")],
                  [_td(f"perceptual pairs (pHash ≤ {pp.get('max_distance')} bits)"),
                   _td(f"{pp.get('n_pairs', 0)} ({pp.get('n_also_semantic', 0)} also semantic)")],
-                 [_td("semantic groups (star clusters)"),
+                 [_td("semantic groups (every two members above the threshold)"),
                   _td(f"{sem['n_groups']} groups, {sem['n_pairs']} pairs, min internal cosine "
                       f"{fmt(sem.get('min_internal_similarity'))}; search {sem['backend']}{rec_txt}")],
                  [_td("removed (keep one per group)"), _td(f"{sem['n_removed']} ({fmt(sem['fraction_removed'])})")]]
@@ -115,9 +123,16 @@ def _one(rec: RunRecord, ctx: RenderContext) -> str:
     cal = d.get("calibration")
     if cal:
         by = ", ".join(f"{k} {fmt(v)}" for k, v in cal.get("recall_by_edit", {}).items())
+        efp = cal.get("expected_false_pairs")
+        sep = "" if cal.get("separable", True) else (
+            '<p class="note"><b>No threshold separates the copies of '
+            f'{e(", ".join(cal.get("failing_edits", [])))} from random pairs at this bound: no semantic duplicates '
+            "were removed.</b></p>")
         out.append(f"<h4>Threshold calibration</h4><p>{e(cal['rule'])}: recall {fmt(cal['recall'])} on "
-                   f"{cal['n_positive']} augmented copies ({e(by)}), {fmt(cal['fpr'])} of {cal['n_negative']} random "
-                   f"pairs above (precision at balanced classes {fmt(cal['precision_balanced'])}).</p>"
+                   f"{cal['n_positive']} augmented copies (by edit: {e(by)}), {fmt(cal['fpr'])} of {cal['n_negative']} "
+                   f"random pairs above (precision at balanced classes {fmt(cal['precision_balanced'])}"
+                   + ("" if efp is None else f"; about {efp:.0f} false pairs expected among all pairs") + ").</p>" + sep
+                   + 
                    f'<img src="{_calibration_fig(cal)}" alt="calibration distributions">')
     if sem.get("curve"):
         out.append(f'<h4>Fraction removed against the threshold</h4><img src="{_curve_fig(sem["curve"], sem["threshold"])}" '
@@ -131,6 +146,7 @@ def _one(rec: RunRecord, ctx: RenderContext) -> str:
                           _td(len(g["members"])), _td(fmt(g["min_similarity"]))])
         out.append(_table(["members", "size", "min cosine"], grows))
     out.append(_leakage(d.get("leakage"), ctx, uri, show))
+    out.append(_label_issues(d.get("label_issues"), ctx, uri, show, note))
     for f in d.get("filters", []):
         out.append(f"<h4>Filter: {e(f['name'])}</h4><p>kept {f['n_kept']} of {f['n']}"
                    f"{'' if f.get('threshold') is None else ' (cut ' + fmt(f['threshold']) + ')'}.</p>"
@@ -141,9 +157,10 @@ def _one(rec: RunRecord, ctx: RenderContext) -> str:
 def _leakage(lk: dict[str, Any] | None, ctx: RenderContext, uri: str, show: bool) -> str:
     if not lk:
         return ""
+    near = (f"{lk['n_near_duplicate']} of {lk['n_test']} test items have a train item with cosine ≥ {fmt(lk['threshold'])}"
+            if lk.get("threshold") is not None else f"semantic near-duplicates not checked ({e(lk.get('note', ''))})")
     out = [f"<h4>Leakage across splits ({e(lk.get('split_origin', ''))})</h4>"
-           f"<p>{lk['n_near_duplicate']} of {lk['n_test']} test items have a train item with cosine ≥ "
-           f"{fmt(lk['threshold'])}; {lk['n_in_crossing_group']} are in one of {lk['n_crossing_groups']} groups "
+           f"<p>{near}; {lk['n_in_crossing_group']} are in one of {lk['n_crossing_groups']} groups "
            f"that cross splits; {lk['n_leaked']} leaked in all ({fmt(lk['fraction_leaked'])}).</p>"]
     ecs, pcs = lk.get("exact_cross_split"), lk.get("perceptual_cross_split")
     if ecs is not None and pcs is not None:
@@ -167,6 +184,18 @@ def _leakage(lk: dict[str, Any] | None, ctx: RenderContext, uri: str, show: bool
                           [[_td(g["group"]), _td(", ".join(f"{k}: {v}" for k, v in g["splits"].items()))]
                            for g in lk["crossing_groups"][:MAX_SHOWN]]))
     return "".join(out)
+
+
+def _label_issues(li: dict[str, Any] | None, ctx: RenderContext, uri: str, show: bool, note: str) -> str:
+    if not li:
+        return ""
+    head = (f"<h4>Label issues</h4><p>{li['n_issues']} of {li['n']} items flagged ({fmt(li['fraction_issues'])}) by "
+            f"confident learning (cleanlab, {e(li['filter_by'])}) on out-of-fold probabilities of the {e(li['method'])} "
+            f"probe ({li['folds']} folds{', grouped' if li['grouped'] else ''}; out-of-fold accuracy "
+            f"{fmt(li['oof_accuracy'])}). Most suspicious first.</p>{note}")
+    rows = [[f"<td>{_img(ctx, uri, it['id'], show)}</td>", _td(it["rank"] + 1), _td(it["given"]), _td(it["suggested"]),
+             _td(fmt(it["self_confidence"]))] for it in li["items"][:MAX_ISSUES_SHOWN]]
+    return head + (_table(["item", "rank", "given label", "suggested label", "self-confidence"], rows) if rows else "")
 
 
 @register_section("curate", "Curation: duplicates, leakage, filters")
