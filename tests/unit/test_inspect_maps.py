@@ -271,12 +271,12 @@ def test_position_component_is_unbiased_under_the_null_and_finds_a_planted_term(
     assert crops.shape == (3, 2, 3, 16, 16) and torch.equal(crops[0], img)  # the first crop is the image itself
 
 
-def test_gradcam_explains_a_cls_head_through_the_last_blocks_input():
+def test_gradcam_explains_a_cls_head_through_the_last_blocks_norm1():
     bb = vitlab.load_backbone("demo:fmnist-vit")
     src = vitlab.load_source("sample:fashion-mnist")
     from vitlab.inspect.images import load_raw, normalize
 
     x = normalize(bb, load_raw(bb, src, [0, 1, 2, 3]))
     m = compute_maps(bb, x, ["gradcam"], head=_head(bb, k=10))
-    # the last block's own patch outputs never reach a CLS head (zero gradient): the map must not be blank
+    # the last block's norm1 output feeds the CLS query through attention: the map must not be blank
     assert (m["gradcam"].flatten(1).amax(1) > 0).all()
