@@ -125,3 +125,15 @@ def test_fit_pixels_bad_input_and_the_protocol_option():
     assert parse_protocols("seg-linear:loss=patch")[0].config.loss == "patch"
     with pytest.raises(ConfigError, match=r"loss='pixels'; choose pixel"):
         parse_protocols("seg-linear:loss=pixels")
+
+
+def test_the_protocol_records_its_loss_and_training_samples():
+    from vitlab.protocols.base import Split, parse_protocols
+
+    masks, tok = _boundary_set(30, 3)
+    s = Split(None, None, np.arange(30), tokens=tok, grid=(2, 2), masks=list(masks), extra={"ignore_index": 255})
+    for spec, key in (("seg-linear:Cs=[1.0]", "n_train_pixels"), ("seg-linear:Cs=[1.0],loss=patch", "n_train_patches")):
+        res = parse_protocols(spec)[0].run(s, s, seed=0, n_classes=3)
+        loss = res.hparams["loss"]
+        assert res.details[key] == (30 * 64 if loss == "pixel" else 30 * 4)
+        assert f"val_{loss}_accuracy_by_C" in res.details

@@ -168,13 +168,13 @@ class SegLinear(_Dense):
                 probe.fit(train.tokens, labels)
         conv = {**convergence_summary(probe.probe_.fit_info_, f"{self.name} probe"), "max_iter": cfg.max_iter}
         pred = probe.predict(test.tokens, test.grid, sizes)
-        what = "pixel" if cfg.loss == "pixel" else "patch"
-        n_train = probe.n_train_pixels_ if cfg.loss == "pixel" else probe.n_train_patches_
+        n_train = {"n_train_pixels": int(probe.n_train_pixels_)} if cfg.loss == "pixel" else \
+            {"n_train_patches": int(probe.n_train_patches_)}
         return self._result(test, pred, n_classes, ignore,
                             {"C": probe.probe_.C_, "layers": list(cfg.layers), "loss": cfg.loss},
-                            {f"val_{what}_accuracy_by_C": {f"{c:.3g}": float(v) for c, v in
-                                                           zip(probe.probe_.Cs_, probe.probe_.val_scores_)},
-                             f"n_train_{what}s": int(n_train), "convergence": conv})
+                            {f"val_{cfg.loss}_accuracy_by_C": {f"{c:.3g}": float(v) for c, v in
+                                                               zip(probe.probe_.Cs_, probe.probe_.val_scores_)},
+                             **n_train, "convergence": conv})
 
 
 @register_protocol
