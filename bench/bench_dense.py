@@ -13,6 +13,10 @@ masks). For each backbone (default ``demo:fmnist-vit`` and its seeded random-ini
    and ``P_s`` (the protocol itself: probe fit + prediction, or kNN label transfer); mIoU with its
    seeded bootstrap 95% CI (``--n-resamples``), and the chosen hyper-parameters.
 
+``--protocols`` takes comma-separated protocol specs of one parameter each, e.g.
+``seg-linear:loss=patch`` for the per-patch recipe (``seg-linear`` trains on sampled pixels,
+DINOv2's per-pixel loss).
+
 ``pixels`` is tried too: it has no patch tokens (its one "token" is the whole image), so the dense
 protocols refuse it; the message is printed.
 
@@ -82,16 +86,18 @@ def worker_eval(backbone: str, protocol: str, cache: str, threads: int, n_resamp
         return {"backbone": backbone, "protocol": protocol, "error": f"{type(e).__name__}: {e}"}
     wall = time.perf_counter() - t0
     rec = res.record
+    spec, protocol = protocol, protocol.split(":", 1)[0]  # one protocol per run: the record keys it by name
     m = rec.metrics[protocol]["miou"]
-    return {"backbone": backbone, "protocol": protocol, "wall_s": wall, "embed_s": rec.timings["embed_s"],
+    return {"backbone": backbone, "protocol": spec, "wall_s": wall, "embed_s": rec.timings["embed_s"],
             "inputs_s": rec.timings[f"{protocol}_inputs_s"], "protocol_s": rec.timings[f"{protocol}_s"],
             "miou": m["value"], "low": m["low"], "high": m["high"],
             "mdice": rec.metrics[protocol].get("mdice", {}).get("value"),
             "pixel_accuracy": rec.metrics[protocol].get("pixel_accuracy", {}).get("value"),
             "hparams": rec.hparams[protocol], "n_train": rec.details["data"]["n_train"],
             "n_test": rec.details["data"]["n_test"],
-            "n_train_patches": rec.details[protocol].get("n_train_patches",
-                                                         rec.details[protocol].get("memory_bank_patches")),
+            "n_train_samples": next((f"{rec.details[protocol][k]:,} {k.split('_')[-1]}" for k in
+                                     ("n_train_pixels", "n_train_patches", "memory_bank_patches")
+                                     if k in rec.details[protocol]), "?"),
             "peak_rss_mib": _maxrss_mib(), "load_avg": os.getloadavg()[0]}
 
 
@@ -156,7 +162,7 @@ def main() -> None:
         print(f"| {e['backbone']} | {e['tokens_shape']} (grid {e['grid'][0]}×{e['grid'][1]}) "
               f"| {e['entry_bytes'] / 2**20:.1f} MiB | {e['cold_s']:.2f} | {e['cached_s']:.3f} "
               f"| {e['cached_s'] / e['cold_s']:.4f} | {e['peak_rss_mib']:.0f} MiB |")
-    print("\n| backbone | protocol | mIoU | 95% CI | mDice | pixel acc. | chosen | train patches | inputs s "
+    print("\n| backbone | protocol | mIoU | 95% CI | mDice | pixel acc. | chosen | train samples | inputs s "
           "| protocol s | peak RSS |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in evals:
@@ -165,7 +171,7 @@ def main() -> None:
             continue
         hp = {k: v for k, v in r["hparams"].items() if k != "layers"}
         print(f"| {r['backbone']} | {r['protocol']} | {r['miou']:.4f} | [{r['low']:.4f}, {r['high']:.4f}] "
-              f"| {r['mdice']:.4f} | {r['pixel_accuracy']:.4f} | {hp} | {r['n_train_patches']:,} "
+              f"| {r['mdice']:.4f} | {r['pixel_accuracy']:.4f} | {hp} | {r['n_train_samples']} "
               f"| {r['inputs_s']:.2f} | {r['protocol_s']:.2f} | {r['peak_rss_mib']:.0f} MiB |")
 
 

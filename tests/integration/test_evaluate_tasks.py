@@ -41,7 +41,7 @@ def test_retrieval_through_evaluate_and_compare(folder, tmp_path):
 def mosaic_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mosaic")
     return vitlab.compare(["demo:fmnist-vit", "random:demo:fmnist-vit"], "sample:fashion-mnist-mosaic",
-                          protocols="seg-linear:Cs=[0.1,1.0],max_train_patches=20000,seg-knn",
+                          protocols="seg-linear:Cs=[0.1,1.0],max_train_pixels=20000,seg-knn",
                           cache_dir=tmp / "c", out=tmp / "runs", **FAST), tmp
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import vitlab.neighbors
-import vitlab.protocols.dense as dense
+import vitlab.protocols.dense_knn as dense_knn
 import vitlab.protocols.linear as linear
 from vitlab.errors import ConfigError, DataError
 from vitlab.metrics.segmentation import per_image_confusion, seg_metrics
-from vitlab.protocols.dense import (LinearSegProbe, knn_label_transfer, knn_patch_scores, patch_labels,
-                                    scores_to_label_maps, upsample_logits)
+from vitlab.protocols.dense import LinearSegProbe, patch_labels, scores_to_label_maps, upsample_logits
+from vitlab.protocols.dense_knn import knn_label_transfer, knn_patch_scores
 
 GRID = (4, 4)
 SIZE = (16, 16)
@@ -192,7 +192,7 @@ def test_knn_label_transfer_stays_blocked(monkeypatch):
         calls.append((np.shape(query), kw["block"]))
         return real(query, ref, k, **kw)
 
-    monkeypatch.setattr(dense, "search", spy)
+    monkeypatch.setattr(dense_knn, "search", spy)
     full = knn_label_transfer(tokens[:16], y[:16], tokens[16:], N_CLASSES, grid=GRID, out_size=SIZE, k=5)
     assert len(calls) == 1 and calls[0][0] == (8 * 16, 24)
     calls.clear()

@@ -243,9 +243,11 @@ def test_report_section_renders_maps_and_artefacts(tmp_path):
     from vitlab.inspect.api import inspect_model
 
     bb = _tiny("vit_small_patch14_reg4_dinov2", 28)
+    from vitlab.report import render_html
+
     res = inspect_model(bb, "sample:fashion-mnist", maps="attention,rollout,pca", artefacts=True, n_images=3,
-                        sanity=False, out=tmp_path, report=tmp_path / "r.html")
-    html = res.report.read_text()
+                        sanity=False, out=tmp_path)
+    html = render_html([res.record], tmp_path / "r.html").read_text()  # only vitlab.report renders
     for needle in ('alt="rollout map"', 'alt="pca map"', 'alt="register', "norm histograms", "Artefact tokens"):
         assert needle in html, needle
     assert (tmp_path / f"pca-{bb.weights_id[:10]}-L2.npz").exists()
@@ -271,12 +273,28 @@ def test_position_component_is_unbiased_under_the_null_and_finds_a_planted_term(
     assert crops.shape == (3, 2, 3, 16, 16) and torch.equal(crops[0], img)  # the first crop is the image itself
 
 
-def test_gradcam_explains_a_cls_head_through_the_last_blocks_input():
+def test_gradcam_explains_a_cls_head_through_the_last_blocks_norm1():
     bb = vitlab.load_backbone("demo:fmnist-vit")
     src = vitlab.load_source("sample:fashion-mnist")
     from vitlab.inspect.images import load_raw, normalize
 
     x = normalize(bb, load_raw(bb, src, [0, 1, 2, 3]))
     m = compute_maps(bb, x, ["gradcam"], head=_head(bb, k=10))
-    # the last block's own patch outputs never reach a CLS head (zero gradient): the map must not be blank
+    # the last block's norm1 output feeds the CLS query through attention: the map must not be blank
     assert (m["gradcam"].flatten(1).amax(1) > 0).all()
+
+
+def test_the_inspect_package_renders_no_html():
+    """Issue 19 part 5: producers return records; only vitlab/report/ renders (the CLI's -o calls it)."""
+    import ast
+    import inspect as pyinspect
+    from pathlib import Path
+
+    import vitlab.inspect
+    from vitlab.inspect.api import inspect_model
+
+    assert "report" not in pyinspect.signature(inspect_model).parameters
+    for path in Path(vitlab.inspect.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vitlab.report"):
+                assert not {a.name for a in node.names} & {"render_html", "html", "inspect_section"}, path.name

@@ -71,8 +71,13 @@ def inspect_cmd(
                   inputs=(data, backbone, pca if reuse else None), overwrite=overwrite)
     res = vitlab.inspect_model(backbone, data, maps=maps, artefacts=artefacts, n_images=n_images, layer=layer,
                                pca_path=pca, sanity=sanity, z_thresh=z_thresh, seed=seed, n_resamples=n_resamples,
-                               pretrained=pretrained, device=device, out=out, report=report,
+                               pretrained=pretrained, device=device, out=out,
                                log=None if quiet else (lambda s: note(s)))
+    html = None
+    if report is not None:
+        from vitlab.report import render_html
+
+        html = render_html([res.record], report, title=f"vitlab inspect: {res.record.config['backbone']}")
     if json_out:
         print_json(res.record.to_dict())
         return
@@ -89,8 +94,8 @@ def inspect_cmd(
                       f"{m['artefacts']['first_outlier_layer']}")
     if res.path:
         console.print(f"run record → {res.path}")
-    if res.report:
-        console.print(f"report → {res.report}")
+    if html:
+        console.print(f"report → {html}")
 
 
 @app.command("robust")
@@ -137,10 +142,9 @@ def robust_cmd(
                         n_train=n_train, n_test=n_test, n_attack=n_attack, seed=seed, n_resamples=n_resamples,
                         pretrained=pretrained, device=device, out=out, log=None if quiet else (lambda s: note(s)))
     if report is not None:
-        from vitlab.report import inspect_section  # noqa: F401  (registers the robust section)
         from vitlab.report import render_html
 
-        render_html([res.record], report, title="vitlab robust")
+        report = render_html([res.record], report, title="vitlab robust")
     if json_out:
         print_json(res.record.to_dict())
         return

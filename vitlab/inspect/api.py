@@ -4,8 +4,9 @@ Data flows as everywhere: a source → images resized as the backbone expects �
 self-checked pass per batch (:mod:`vitlab.inspect.capture`) → maps on the token grid
 (:mod:`~vitlab.inspect.maps`), PCA maps fitted once and saved (:mod:`~vitlab.inspect.pca`), the
 high-norm token report (:mod:`~vitlab.inspect.artefacts`), the model-randomisation test and
-deletion / insertion curves with bootstrap CIs (:mod:`~vitlab.inspect.sanity`) → a run record the
-HTML report renders (:mod:`vitlab.report.inspect_section`). The user's model is only read.
+deletion / insertion curves with bootstrap CIs (:mod:`~vitlab.inspect.sanity`) → a run record. This
+package renders no HTML: ``vitlab.report.render_html([res.record], "inspect.html")`` does
+(:mod:`vitlab.report.inspect_section`; the CLI's ``-o/--report``). The user's model is only read.
 
 Example:
     >>> res = inspect_model("demo:fmnist-vit", "sample:fashion-mnist", maps="attention,rollout,pca")  # doctest: +SKIP
@@ -25,20 +26,19 @@ import torch
 
 from vitlab.errors import ConfigError
 from vitlab.inspect.maps import GRAD_MAPS, check_maps
-from vitlab.record import RunRecord, check_output_dir, check_output_file
+from vitlab.record import RunRecord, check_output_dir
 
-__all__ = ["inspect_model", "InspectResult"]
+__all__ = ["inspect_model", "InspectResult", "check_options"]
 
 
 @dataclass
 class InspectResult:
-    """The ``inspect`` run record plus the maps as tensors (name → ``[n, ...]``), the fitted PCA and paths."""
+    """The ``inspect`` run record plus the maps as tensors (name → ``[n, ...]``), the fitted PCA and the record's path."""
 
     record: RunRecord
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     pca: Any = None
     path: Path | None = None
-    report: Path | None = None
 
 
 def _r(a: Any, digits: int = 7) -> Any:
@@ -55,7 +55,7 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
                   head: Any = None, n_probe: int = 200, pca_path: str | Path | None = None, sanity: bool = True,
                   z_thresh: float = 6.0, seed: int = 0, n_resamples: int = 1000, pretrained: bool = True,
                   device: str = "cpu", batch_size: int = 8, out: str | Path | None = None,
-                  report: str | Path | None = None, log: Any = None) -> InspectResult:
+                  log: Any = None) -> InspectResult:
     """What the backbone looks at on ``n_images`` images of ``data``, and where its artefact tokens are.
 
     Args:
@@ -73,7 +73,7 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
         pca_path: a saved PCA (``.npz``) to reuse; when missing it is fitted and saved there (default:
             the ``pca`` cache namespace, keyed by the weights, layer, data and images it was fitted on).
         sanity: run the model-randomisation test and deletion / insertion curves.
-        out: folder for the run record. report: an HTML file to write.
+        out: folder for the run record (render it with ``vitlab.report.render_html([res.record], path)``).
         log: ``fn(str)`` for progress notes.
 
     Returns:
@@ -91,10 +91,11 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
     names = check_maps(maps) if (maps if isinstance(maps, str) else ",".join(maps)).strip() else []
     if not names and not artefacts:
         raise ConfigError("nothing to inspect: pass --maps (e.g. attention,rollout,pca) and/or --artefacts.")
-    if n_images < 1:
-        raise ConfigError(f"n_images={n_images} must be >= 1.")
+    check_options(n_images=n_images, n_probe=n_probe, n_resamples=n_resamples, batch_size=batch_size,
+                  z_thresh=z_thresh)
+    if pca_path is not None and "pca" not in names:
+        raise ConfigError(f"--pca {pca_path} is only used by the pca map; add pca to --maps, or drop --pca.")
     check_output_dir(out, "--out")
-    check_output_file(report, "-o/--report")
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, pretrained=pretrained, device=device)
     pool = pool or ("cls" if bb.spec.has_cls_token else "mean")
     check_pool(pool, bb.spec.has_cls_token)
@@ -110,6 +111,12 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
 
         require_ops(bb, "artefact-token norms")
     (li,) = bb.resolve_layers(layer)
+    pca_file = Path(pca_path) if pca_path else None
+    saved_pca = None
+    if "pca" in names and pca_file is not None and pca_file.exists():  # a bad file fails here, before any work
+        from vitlab.inspect.pca import PatchPCA
+
+        saved_pca = PatchPCA.load(pca_file, backbone_id=bb.weights_id, layer=li)
     before = bb.weights_id
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -149,10 +156,12 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
         with torch.no_grad():
             toks = torch.cat([bb.forward_tokens(x[s: s + batch_size].to(bb.device), [li]).patch_tokens(li).cpu()
                               for s in range(0, len(idx), batch_size)])
-        path = Path(pca_path) if pca_path else cached_fit_path(bb.weights_id, li, src, idx)
-        if path is not None and path.exists():
+        path = pca_file or cached_fit_path(bb.weights_id, li, src, idx)
+        if saved_pca is None and pca_file is None and path is not None and path.exists():
+            saved_pca = PatchPCA.load(path, backbone_id=bb.weights_id, layer=li)
+        if saved_pca is not None:
             say(f"reusing the PCA saved at {path}")
-            pca = PatchPCA.load(path, backbone_id=bb.weights_id)
+            pca = saved_pca
         else:
             pca = PatchPCA(backbone_id=bb.weights_id, layer=li).fit(toks, lay.grid)
             if path is not None:
@@ -187,13 +196,24 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
     rec = RunRecord(kind="inspect", config=config, metrics=metrics,
                     fingerprints={"backbone": bb.fingerprint(), "data": src.describe()}, details=details,
                     timings={"total_s": time.perf_counter() - t0}, seeds={"seed": seed})
-    res = InspectResult(rec, out_maps, pca, rec.save(out) if out is not None else None)
-    if report is not None:
-        from vitlab.report import inspect_section  # noqa: F401  (registers the inspect / robust sections)
-        from vitlab.report import render_html
+    return InspectResult(rec, out_maps, pca, rec.save(out) if out is not None else None)
 
-        res.report = render_html([rec], report, title=f"vitlab inspect: {bb.spec.name}")
-    return res
+
+def check_options(*, n_images: int = 1, n_probe: int = 1, n_resamples: int = 1, batch_size: int = 1,
+                  z_thresh: float = 1.0) -> None:
+    """Refuse a bad ``inspect`` option in one line, before any work.
+
+    Example:
+        >>> check_options(n_resamples=0)
+        Traceback (most recent call last):
+        vitlab.errors.ConfigError: --n-resamples 0 must be >= 1 (e.g. 1000).
+    """
+    for flag, v, eg in (("--n-images", n_images, 8), ("n_probe", n_probe, 200), ("--n-resamples", n_resamples, 1000),
+                        ("batch_size", batch_size, 8)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise ConfigError(f"{flag} {v} must be >= 1 (e.g. {eg}).")
+    if not (np.isfinite(z_thresh) and z_thresh > 0):
+        raise ConfigError(f"--z-thresh {z_thresh} must be a positive robust z-score (e.g. 6).")
 
 
 def _record_maps(maps: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from vitlab.errors import ConfigError
 
-__all__ = ["check_eps", "patch_mask", "pgd_patch", "feature_attack"]
+__all__ = ["check_eps", "check_patch_side", "patch_mask", "pgd_patch", "feature_attack"]
 
 
 def check_eps(eps: float | list[float]) -> list[float]:
@@ -53,6 +53,22 @@ def check_eps(eps: float | list[float]) -> list[float]:
     return out
 
 
+def check_patch_side(side: int, hw: tuple[int, int], patch: tuple[int, int], who: str = "") -> tuple[int, int]:
+    """The ``(rows, cols)`` patch grid of an ``H × W`` input; :class:`ConfigError` unless a ``side × side``
+    attack patch fits in it.
+
+    Example:
+        >>> check_patch_side(2, (28, 28), (4, 4))
+        (7, 7)
+    """
+    (H, W), (ph, pw) = hw, patch
+    gh, gw = H // ph, W // pw
+    if isinstance(side, bool) or int(side) != side or side < 1 or side > min(gh, gw):
+        raise ConfigError(f"--patch-side {side}: an attack patch of {side}x{side} grid cells does not fit the "
+                          f"{gh}x{gw} patch grid{' of ' + who if who else ''}; use 1..{min(gh, gw)}.")
+    return gh, gw
+
+
 def patch_mask(shape: tuple[int, int, int, int], patch: tuple[int, int], side: int, *, seed: int = 0) -> torch.Tensor:
     """A mask ``[B, 1, H, W]`` of ``side × side`` grid patches at a seeded random grid position per image.
 
@@ -62,10 +78,7 @@ def patch_mask(shape: tuple[int, int, int, int], patch: tuple[int, int], side: i
     """
     B, _, H, W = shape
     ph, pw = patch
-    gh, gw = H // ph, W // pw
-    if side < 1 or side > min(gh, gw):
-        raise ConfigError(f"an attack patch of {side}x{side} grid cells does not fit the {gh}x{gw} patch grid; use "
-                          f"1..{min(gh, gw)}.")
+    gh, gw = check_patch_side(side, (H, W), patch)
     g = torch.Generator().manual_seed(seed)
     m = torch.zeros(B, 1, H, W)
     for b in range(B):

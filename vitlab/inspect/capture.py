@@ -17,14 +17,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from vitlab.backbones.base import Backbone
 from vitlab.backbones.blocks import TokenLayout
-from vitlab.errors import BackboneError
+from vitlab.errors import BackboneError, ConfigError
 
 __all__ = ["AttentionCapture", "capture_attention", "eager_check", "require_ops", "CHECK_ATOL"]
 
@@ -43,6 +43,8 @@ class AttentionCapture:
         layout: the token layout of this input (prefix tokens, grid).
         max_abs_diff: ``max |eager - fused|`` of the final tokens (``None`` when not checked).
         embedded: the tokens after the patch/position embedding ``[B, T, C]`` (block 0's input).
+        normed: layer → the block's ``norm1`` output ``[B, T, C]`` (the tokens its attention reads),
+            kept (with ``.retain_grad()``) only for the layers named in ``keep_norm1``.
     """
 
     attn: dict[int, torch.Tensor]
@@ -51,6 +53,7 @@ class AttentionCapture:
     layout: TokenLayout
     max_abs_diff: float | None = None
     embedded: torch.Tensor | None = None
+    normed: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def block_input(self, layer: int) -> torch.Tensor:
         """The tokens entering block ``layer`` ``[B, T, C]``: the embedding for 0, else block ``layer - 1``'s output."""
@@ -81,7 +84,7 @@ def require_ops(backbone: Backbone, what: str = "attention maps") -> Any:
 
 
 def capture_attention(backbone: Backbone, x: torch.Tensor, layers: Sequence[int] | None = None, *,
-                      grad: bool = False, check: bool = True) -> AttentionCapture:
+                      grad: bool = False, check: bool = True, keep_norm1: Sequence[int] = ()) -> AttentionCapture:
     """Run ``x [B, 3, H, W]`` eagerly and keep each block's attention ``[B, H, T, T]`` and output ``[B, T, C]``.
 
     Args:
@@ -93,6 +96,9 @@ def capture_attention(backbone: Backbone, x: torch.Tensor, layers: Sequence[int]
             hidden tensor has ``.retain_grad()``), for gradient-weighted rollout and Grad-CAM.
         check: compare the final tokens with the fused forward (:meth:`Backbone.forward_tokens`)
             and raise :class:`BackboneError` when they differ by more than :data:`CHECK_ATOL`.
+        keep_norm1: layers (negative from the end) whose ``norm1`` output is kept in
+            :attr:`AttentionCapture.normed` (Grad-CAM's target, as pytorch-grad-cam's ``blocks[i].norm1``);
+            each must be at most the deepest of ``layers``.
 
     Returns:
         :class:`AttentionCapture`.
@@ -104,18 +110,26 @@ def capture_attention(backbone: Backbone, x: torch.Tensor, layers: Sequence[int]
     backbone.check_input(x)
     layout = backbone.token_layout(tuple(x.shape[-2:]))
     keep = backbone.resolve_layers(list(range(backbone.spec.depth)) if layers is None else list(layers))
+    keep_n = set(backbone.resolve_layers(list(keep_norm1))) if keep_norm1 else set()
+    if keep_n and max(keep_n) > keep[-1]:
+        raise ConfigError(f"keep_norm1={list(keep_norm1)} goes past the deepest captured layer {keep[-1]}.")
     model = backbone.model
     x = x.to(backbone.device)
     if grad:
         x = x.detach().clone().requires_grad_(True)
     attn: dict[int, torch.Tensor] = {}
     hidden: dict[int, torch.Tensor] = {}
+    normed: dict[int, torch.Tensor] = {}
     with torch.set_grad_enabled(grad):
         t = embedded = ops.embed(model, x)
         if grad:
             embedded.retain_grad()
         for i, blk in enumerate(ops.blocks(model)[: keep[-1] + 1]):
             h = ops.norm1(blk)(t)
+            if i in keep_n:
+                if grad:
+                    h.retain_grad()
+                normed[i] = h
             q, k, v = ops.qkv(blk, h)
             a = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)  # [B, H, T, T]
             t = t + ops.attn_residual(blk, ops.attn_out(blk, a @ v, h))
@@ -133,7 +147,7 @@ def capture_attention(backbone: Backbone, x: torch.Tensor, layers: Sequence[int]
         raise BackboneError(f"{backbone.spec.name}: the eager pass gave {tokens.shape[1]} tokens but the layout "
                             f"expects {layout.num_tokens} ({layout.num_prefix} prefix + {layout.grid[0]}x"
                             f"{layout.grid[1]} patches); this model's token layout is not supported.")
-    cap = AttentionCapture(attn, hidden, tokens, layout, embedded=embedded)
+    cap = AttentionCapture(attn, hidden, tokens, layout, embedded=embedded, normed=normed)
     if check:
         cap.max_abs_diff = eager_check(backbone, x.detach(), tokens.detach(), keep[-1])
     return cap

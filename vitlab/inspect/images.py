@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vitlab.backbones.base import Backbone, check_pool
-from vitlab.errors import ConfigError
+from vitlab.errors import ConfigError, DataError
 
 __all__ = ["load_raw", "normalize", "embed_raw", "to_pil", "ProbeHead", "fit_probe_head"]
 
@@ -30,16 +30,34 @@ __all__ = ["load_raw", "normalize", "embed_raw", "to_pil", "ProbeHead", "fit_pro
 def load_raw(backbone: Backbone, source: Any, indices: Sequence[int]) -> torch.Tensor:
     """Images ``indices`` of ``source`` resized/cropped as the backbone expects, not normalised: ``[n, 3, H, W]`` in [0, 1].
 
+    Images are decoded with the embedding store's own checks (:func:`vitlab.store.extract.read_image`:
+    not an image, over the pixel limit, smaller than one patch), so ``inspect`` and ``robust`` accept
+    exactly what ``embed`` accepts.
+
+    Raises:
+        DataError: one line naming the first image the store would refuse, and why.
+
     Example:
-        >>> load_raw(bb, src, [0]).shape  # doctest: +SKIP
+        >>> import vitlab
+        >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+        >>> load_raw(bb, vitlab.load_source("sample:fashion-mnist"), [0]).shape
         torch.Size([1, 3, 28, 28])
     """
     from torchvision import transforms as T
 
+    from vitlab.store.extract import min_image_side, read_image
+
     tf = backbone.spec.preprocessing.build_transform()
     steps = [s for s in tf.transforms if not isinstance(s, T.Normalize)]
     pipe = T.Compose(steps)
-    return torch.stack([pipe(source.load_image(int(i))) for i in indices]).float()
+    min_side, patch = min_image_side(backbone)
+    out = []
+    for i in indices:
+        img, err = read_image(source, int(i), min_side, patch)
+        if err is not None:
+            raise DataError(f"{err}. Remove or fix it (inspect and robust load images as embed does).")
+        out.append(pipe(img))
+    return torch.stack(out).float()
 
 
 def to_pil(raw: torch.Tensor) -> Any:

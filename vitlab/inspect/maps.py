@@ -6,13 +6,19 @@ The pure functions (:func:`rollout`, :func:`grad_rollout`, :func:`gradcam_from`)
 are tested against their papers' formulas; :func:`compute_maps` runs a backbone once and returns
 the maps asked for.
 
-Grad-CAM and the gradient rollout are a few lines of torch here because ``pytorch-grad-cam`` and
-``captum`` are not vitlab dependencies (and not installed in the project venv); the formulas follow
-Selvaraju et al. 2017 (Grad-CAM, channel weights = spatial mean of the gradient, ReLU of the
-weighted sum, on the tokens *entering* the explained block, as pytorch-grad-cam's ViT recipe with
-target layer ``blocks[-1].norm1``: the last block's own patch outputs never reach a CLS head, so
-their gradient is zero) and Chefer et al.
-2021 ("Generic attention-model explainability", ``R ← R + E_h[(∇A ⊙ A)^+] R``).
+Grad-CAM and the gradient rollout are a few lines of torch here, on the eager pass that also gives
+the attention maps (so one forward and one backward serve every map, and registers / non-square
+grids need no ``reshape_transform``), instead of a dependency on ``pytorch-grad-cam`` or ``captum``.
+The formulas follow Selvaraju et al. 2017 (Grad-CAM: channel weights = mean of the gradient over the
+patches, ReLU of the weighted sum of the activations) and Chefer et al. 2021 ("Generic
+attention-model explainability", ``R ← R + E_h[(∇A ⊙ A)^+] R``).
+
+Grad-CAM's activations are pytorch-grad-cam's ViT recipe (its ``vit_example.py`` /
+tutorial): the **output of** ``blocks[layer].norm1`` (default: the last block), i.e. the
+normalised tokens the block's attention reads, and the gradient of the explained score with
+respect to them. (The last block's own *outputs* would not do: with a CLS head their patch
+positions never reach the score, so their gradient is zero.) ``tests/unit/test_gradcam_parity.py``
+checks the maps against ``pytorch_grad_cam.GradCAM`` with ``target_layers=[blocks[-1].norm1]``.
 
 Example:
     >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
@@ -163,7 +169,8 @@ def gradcam_from(acts: torch.Tensor, grads: torch.Tensor, layout: TokenLayout) -
     """Grad-CAM on patch tokens: ``ReLU(Σ_c w_c A_c)`` with ``w_c`` the mean gradient over patches.
 
     Args:
-        acts, grads: ``[B, T, C]`` tokens of the explained layer and the score's gradient w.r.t. them.
+        acts, grads: ``[B, T, C]`` tokens of the explained layer (in :func:`compute_maps`: the output
+            of ``blocks[layer].norm1``) and the score's gradient w.r.t. them.
 
     Returns:
         ``[B, h, w]``.
@@ -198,7 +205,8 @@ def compute_maps(backbone: Backbone, x: torch.Tensor, maps: Sequence[str], *,
         head: ``f [B, C'] -> logits [B, K]`` on pooled final tokens (needed by the gradient maps).
         pool: pooling fed to the head.
         target: ``[B]`` classes to explain (default: the head's prediction).
-        layer: the block whose input tokens Grad-CAM explains (default: the last block).
+        layer: the block whose ``norm1`` output Grad-CAM explains (default: the last block,
+            pytorch-grad-cam's ``target_layers=[model.blocks[-1].norm1]``).
 
     Returns:
         map name → tensor (float64 for rollout / Grad-CAM maps); ``"target"`` holds the explained classes.
@@ -206,7 +214,8 @@ def compute_maps(backbone: Backbone, x: torch.Tensor, maps: Sequence[str], *,
     names = check_maps(maps, backbone, has_head=head is not None)
     require_ops(backbone)
     want_grad = any(m in GRAD_MAPS for m in names)
-    cap = capture_attention(backbone, x, None, grad=want_grad)
+    (li,) = backbone.resolve_layers(layer)
+    cap = capture_attention(backbone, x, None, grad=want_grad, keep_norm1=[li] if "gradcam" in names else [])
     out: dict[str, torch.Tensor] = {}
     if "attention" in names:
         if cap.layout.has_cls:
@@ -222,13 +231,13 @@ def compute_maps(backbone: Backbone, x: torch.Tensor, maps: Sequence[str], *,
     if want_grad:
         assert head is not None
         score, tgt = _explained_score(backbone, cap, head, pool, target)
-        (li,) = backbone.resolve_layers(layer)
         score.backward()
         if "grad-rollout" in names:
             grads = torch.stack([cap.attn[i].grad for i in cap.layers])
             out["grad-rollout"] = grad_rollout(cap.stacked().detach(), grads, cap.layout)
         if "gradcam" in names:
-            acts = cap.block_input(li)  # the tokens entering the block (pytorch-grad-cam's blocks[-1].norm1)
-            out["gradcam"] = gradcam_from(acts.detach(), acts.grad, cap.layout)
+            acts = cap.normed[li]  # the output of blocks[li].norm1, as pytorch-grad-cam's ViT recipe
+            grads = acts.grad if acts.grad is not None else torch.zeros_like(acts)  # no path to the score
+            out["gradcam"] = gradcam_from(acts.detach(), grads, cap.layout)
         out["target"] = tgt.detach()
     return out

@@ -176,19 +176,77 @@ class PatchPCA:
                  layer=-1 if self.layer is None else self.layer)
 
     @classmethod
-    def load(cls, path: str | Path, *, backbone_id: str | None = None) -> PatchPCA:
-        """Read a saved PCA; with ``backbone_id``, refuse one fitted on other weights."""
-        try:
-            z = np.load(path)
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: not a saved PCA ({e}). Fit one with vitlab inspect --maps pca.") from e
-        if backbone_id is not None and str(z["backbone_id"]) != backbone_id:
+    def load(cls, path: str | Path, *, backbone_id: str | None = None, layer: int | None = None) -> PatchPCA:
+        """Read a saved PCA (:meth:`save`); with ``backbone_id`` / ``layer``, refuse one fitted on other
+        weights or another layer.
+
+        Raises:
+            DataError: one line naming the file: not an ``.npz``, not a saved PCA (a key missing, an
+                object array, a shape that does not fit), or fitted for another backbone or layer.
+
+        Example:
+            >>> import tempfile
+            >>> p = PatchPCA(backbone_id="abc", layer=5).fit(torch.randn(2, 4, 6), (2, 2)).save(Path(tempfile.mkdtemp()) / "p.npz")
+            >>> PatchPCA.load(p, backbone_id="abc", layer=5).comp3_.shape
+            (3, 6)
+            >>> PatchPCA.load(p, backbone_id="xyz")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            vitlab.errors.DataError: .../p.npz: this PCA was fitted on weights abc, not xyz; ...
+        """
+        z = _read_pca_npz(path)
+        if backbone_id is not None and z["backbone_id"] != backbone_id:
             raise DataError(f"{path}: this PCA was fitted on weights {z['backbone_id']}, not {backbone_id}; "
                             "delete it or fit a new one for this backbone.")
-        thr = float(z["threshold"])
-        return cls(foreground=bool(z["foreground"]), backbone_id=str(z["backbone_id"]), layer=int(z["layer"]),
-                   mean1_=z["mean1"], comp1_=z["comp1"], threshold_=None if np.isnan(thr) else thr,
-                   fg_above_=bool(z["fg_above"]), mean3_=z["mean3"], comp3_=z["comp3"], lo_=z["lo"], hi_=z["hi"])
+        if layer is not None and z["layer"] != layer:
+            raise DataError(f"{path}: this PCA was fitted on layer {z['layer']}, not {layer}; pass the same --layer, "
+                            "or another --pca path to fit one for this layer.")
+        thr = z["threshold"]
+        return cls(foreground=z["foreground"], backbone_id=z["backbone_id"], layer=z["layer"], mean1_=z["mean1"],
+                   comp1_=z["comp1"], threshold_=None if np.isnan(thr) else thr, fg_above_=z["fg_above"],
+                   mean3_=z["mean3"], comp3_=z["comp3"], lo_=z["lo"], hi_=z["hi"])
+
+
+_PCA_ARRAYS = ("mean1", "comp1", "mean3", "comp3", "lo", "hi")
+_PCA_SCALARS = ("threshold", "fg_above", "foreground", "backbone_id", "layer")
+
+
+def _read_pca_npz(path: str | Path) -> dict[str, Any]:
+    """The arrays of a saved PCA, checked (keys, numeric dtypes, shapes); one :class:`DataError` line otherwise."""
+    fix = "Pass a PCA saved by vitlab inspect --maps pca (or a new path, where one is fitted and saved)."
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in (*_PCA_ARRAYS, *_PCA_SCALARS) if k not in f.files]
+            if missing:
+                raise DataError(f"{path}: not a saved PCA (no {', '.join(missing)} in it; it holds "
+                                f"{', '.join(f.files[:8]) or 'nothing'}). {fix}")
+            raw = {k: f[k] for k in (*_PCA_ARRAYS, *_PCA_SCALARS)}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:  # not a zip / npz, or an object (pickled) array
+        why = "it holds object arrays, which are never unpickled" if "allow_pickle" in str(e) else \
+            f"not a readable .npz: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        raise DataError(f"{path}: not a saved PCA ({why}). {fix}") from None
+    for k in _PCA_ARRAYS + ("threshold", "layer", "fg_above", "foreground"):
+        a = raw[k]
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+            raise DataError(f"{path}: not a saved PCA ({k!r} has dtype {a.dtype}, not numbers). {fix}")
+    if raw["backbone_id"].dtype.kind != "U" or raw["backbone_id"].ndim != 0:
+        raise DataError(f"{path}: not a saved PCA ('backbone_id' is not a string). {fix}")
+    C = raw["mean1"].shape[-1] if raw["mean1"].ndim == 1 else -1
+    k = raw["comp3"].shape[0] if raw["comp3"].ndim == 2 else -1
+    ok = (C > 0 and raw["comp1"].shape == (1, C) and raw["mean3"].shape == (C,) and 1 <= k <= 3
+          and raw["comp3"].shape == (k, C) and raw["lo"].shape == raw["hi"].shape == (k,)
+          and all(raw[s].ndim == 0 for s in ("threshold", "layer", "fg_above", "foreground"))
+          and all(np.isfinite(raw[a]).all() for a in _PCA_ARRAYS))
+    if not ok:
+        shapes = ", ".join(f"{a} {tuple(raw[a].shape)}" for a in _PCA_ARRAYS)
+        raise DataError(f"{path}: not a saved PCA (its arrays do not fit together or are not finite: {shapes}). {fix}")
+    out: dict[str, Any] = {a: np.asarray(raw[a], np.float64) for a in _PCA_ARRAYS}
+    out.update(threshold=float(raw["threshold"]), layer=int(raw["layer"]), fg_above=bool(raw["fg_above"]),
+               foreground=bool(raw["foreground"]), backbone_id=str(raw["backbone_id"]))
+    return out
+
 
 
 def cached_fit_path(backbone_id: str, layer: int, source: Any, rows: Any) -> Path | None:

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.inspect.attacks import check_eps, feature_attack, patch_mask, pgd_patch
+from vitlab.inspect.attacks import check_eps, check_patch_side, feature_attack, patch_mask, pgd_patch
 from vitlab.inspect.corrupt import cells, check_corruptions, corrupt
 from vitlab.record import RunRecord, check_output_dir
 
-__all__ = ["robust_eval", "robust", "RobustResult", "ATTACKS", "check_attacks"]
+__all__ = ["robust_eval", "robust", "RobustResult", "ATTACKS", "check_attacks", "check_counts"]
 
 ATTACKS = ("pgd-patch", "feature")
 
@@ -93,6 +93,25 @@ class _Probes:
         return {"linear": lin, "knn": np.asarray(knn, dtype=np.float64)}
 
 
+def check_counts(counts: list[int], hw: tuple[int, int], patch: tuple[int, int], aligned: tuple[bool, ...],
+                 who: str = "") -> None:
+    """Refuse a count of corrupted patches above the cells of a requested grid (one line, before any work).
+
+    Example:
+        >>> check_counts([0, 100], (28, 28), (4, 4), (True,), "demo:fmnist-vit")
+        Traceback (most recent call last):
+        vitlab.errors.ConfigError: --counts 100: demo:fmnist-vit's aligned grid has only 49 cells of 4x4 px (7x7); use counts up to 49.
+    """
+    for al in aligned:
+        n = len(cells(hw, patch, al))
+        over = [c for c in counts if c > n]
+        if over:
+            grid = f"{hw[0] // patch[0]}x{hw[1] // patch[1]}" if al else f"shifted by half a patch, {n} fit"
+            raise ConfigError(f"--counts {','.join(map(str, over))}: {who + chr(39) + 's ' if who else 'the '}"
+                              f"{'aligned' if al else 'misaligned'} grid has only {n} cells of {patch[0]}x{patch[1]} "
+                              f"px ({grid}); use counts up to {n}.")
+
+
 def _default_counts(n_cells: int) -> list[int]:
     return sorted({0, 1, max(n_cells // 8, 1), max(n_cells // 4, 1), max(n_cells // 2, 1)})
 
@@ -138,15 +157,26 @@ def robust_eval(backbones: Any, data: Any, *, corrupt_kinds: str | list[str] = "
         raise ConfigError("aligned must be a non-empty tuple of booleans, e.g. (True, False).")
     if counts is not None and any(c < 0 for c in counts):
         raise ConfigError(f"counts {counts} must be >= 0 patches.")
-    for name, v in (("n_train", n_train), ("n_test", n_test), ("steps", steps), ("k", k)):
+    for name, v in (("n_train", n_train), ("n_test", n_test), ("steps", steps), ("k", k),
+                    ("n_resamples", n_resamples), ("batch_size", batch_size)):
         if v < 1:
             raise ConfigError(f"{name}={v} must be >= 1.")
+    if attacks and n_attack < 1:
+        raise ConfigError(f"n_attack={n_attack} must be >= 1 with attacks ({', '.join(attacks)}); or pass no attack.")
+    if not sigma >= 0:
+        raise ConfigError(f"sigma={sigma} must be >= 0 (the patch-noise standard deviation).")
     check_output_dir(out, "--out")
     say = log or (lambda s: None)
     bbs = [b if isinstance(b, Backbone) else load_backbone(b, pretrained=pretrained, device=device)
            for b in (backbones if isinstance(backbones, (list, tuple)) else [backbones])]
-    for bb in bbs:
+    for bb in bbs:  # everything that depends on the backbone's grid is checked before any image is loaded
         check_pool(pool, bb.spec.has_cls_token)
+        bb.resolve_layers(layer)
+        hw = tuple(bb.spec.preprocessing.input_size)
+        if kinds and counts is not None:
+            check_counts(counts, hw, bb.spec.patch_size, aligned, bb.spec.name)
+        if "pgd-patch" in attacks:
+            check_patch_side(patch_side, hw, bb.spec.patch_size, bb.spec.name)
     src = load_source(data)
     if src.labels is None:
         raise DataError(f"{src.uri}: has no labels; robustness is scored with probes trained on labels. Use class "
@@ -179,7 +209,7 @@ def robust_eval(backbones: Any, data: Any, *, corrupt_kinds: str | list[str] = "
         for kind in kinds:
             for al in aligned:
                 n_cells = len(cells(tuple(raw_te.shape[-2:]), patch, al))
-                cs = [c for c in (counts if counts is not None else _default_counts(n_cells)) if c <= n_cells]
+                cs = list(counts) if counts is not None else _default_counts(n_cells)  # checked: all fit
                 key = f"{kind}|{'aligned' if al else 'misaligned'}"
                 say(f"{name}: {key} at {cs} patches")
                 curve: dict[str, Any] = {"counts": cs, "n_cells": n_cells, "fraction": [c / n_cells for c in cs]}

@@ -1,19 +1,17 @@
 """Dense probes: semantic segmentation from frozen patch tokens (pure array code).
 
-Two probes, both scored at mask resolution:
+Scored at mask resolution:
 
 - :class:`LinearSegProbe`: a 1 x 1 linear classifier on each patch token (DINOv2's "linear"
   segmentation evaluation, Oquab et al. 2023: a linear layer on the patch tokens, logits
-  upsampled bilinearly to the label resolution). It is fitted as logistic regression on
-  (patch token, patch label) pairs with :class:`vitlab.protocols.linear.LinearProbe`; C is
-  chosen on held-out *images* (patches of one image never straddle train and validation).
-  For DINOv2's "+ms" (multi-layer) variant the caller concatenates the tokens of several
-  layers along the channel axis (``[n, N, C_1 + ... + C_4]``).
-- :func:`knn_label_transfer`: training-free retrieval (Hummingbird, Balažević et al. 2023,
-  "Towards In-context Scene Understanding", NeurIPS): a memory bank of training patch
-  features; each test patch takes its ``k`` nearest bank patches (cosine), weighs their
-  labels by ``softmax(similarity / temperature)`` and votes. Defaults ``k=30``,
-  ``temperature=0.02`` as in the paper's open reproduction (open-hummingbird-eval).
+  upsampled bilinearly to the label resolution, cross-entropy per pixel). :meth:`~LinearSegProbe.fit_pixels`
+  fits that loss as logistic regression on the bilinearly upsampled features of sampled pixels
+  (equal to upsampling the logits, :mod:`vitlab.protocols.dense_pixels`); :meth:`~LinearSegProbe.fit`
+  fits (patch token, majority patch label) pairs instead. Both use
+  :class:`vitlab.protocols.linear.LinearProbe`, with C chosen on held-out *images* (samples of one
+  image never straddle train and validation). For DINOv2's "+ms" (multi-layer) variant the caller
+  concatenates the tokens of several layers along the channel axis (``[n, N, C_1 + ... + C_4]``).
+- training-free kNN label transfer (Hummingbird): :mod:`vitlab.protocols.dense_knn`.
 
 Shapes: tokens are ``[n, N, C]`` with ``N = h * w`` patches in row-major order (token ``r * w +
 c`` is grid row ``r``, column ``c``, as ViTs emit them); masks are ``[H, W]`` label maps at
@@ -28,7 +26,7 @@ Example:
     >>> masks = np.zeros((6, 8, 8), np.int64); masks[:, :, 4:] = 1          # left half 0, right half 1
     >>> y = patch_labels(masks, (2, 2), 2)                                    # [6, 4]
     >>> tokens = np.eye(2)[y] + 0.01 * rng.normal(size=(6, 4, 2))            # features encode the label
-    >>> pred = knn_label_transfer(tokens[:4], y[:4], tokens[4:], 2, grid=(2, 2), out_size=(8, 8), k=3)
+    >>> pred = LinearSegProbe(2, Cs=[1.0]).fit_pixels(tokens[:4], masks[:4], (2, 2)).predict(tokens[4:], (2, 2), (8, 8))
     >>> pred.shape, bool((pred == masks[4:]).all())
     ((2, 8, 8), True)
 """
@@ -42,19 +40,11 @@ import numpy as np
 import torch
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.neighbors import DEFAULT_BLOCK, search
 
-__all__ = ["patch_labels", "upsample_logits", "scores_to_label_maps", "LinearSegProbe", "knn_patch_scores",
-           "knn_label_transfer", "SEG_CS", "HUMMINGBIRD_K", "HUMMINGBIRD_TEMPERATURE"]
+__all__ = ["patch_labels", "upsample_logits", "scores_to_label_maps", "LinearSegProbe", "SEG_CS"]
 
 #: C grid of :class:`LinearSegProbe`: one value per decade (patch sets are large; each fit is costly).
 SEG_CS = np.logspace(-4, 3, 8)
-#: Neighbours per test patch (Balažević et al. 2023; open-hummingbird-eval's ``num_neighbour=30``).
-HUMMINGBIRD_K = 30
-#: Softmax temperature on cosine similarities (open-hummingbird-eval's cross-attention ``beta=0.02``).
-HUMMINGBIRD_TEMPERATURE = 0.02
-#: Query patches per chunk of :func:`knn_label_transfer` (bounds the ``[patches, k]`` neighbour buffers).
-_QUERY_PATCHES = 4096
 
 
 def _grid(grid: Sequence[int], n_tokens: int | None = None, what: str = "tokens") -> tuple[int, int]:
@@ -220,14 +210,24 @@ def _flatten_train(tokens: Any, labels: Any, n_classes: int, ignore_index: int |
 class LinearSegProbe:
     """1 x 1 linear segmentation probe on frozen patch tokens (DINOv2's linear evaluation).
 
-    ``fit`` trains multinomial logistic regression on every labelled training patch
-    (patches whose label is ``ignore_index`` are left out) with
-    :class:`~vitlab.protocols.linear.LinearProbe`: ``C`` is chosen on a validation split of
-    *images* (the patches' image index is the group, so an image's patches are all in train
-    or all in validation; the validation score is patch accuracy), then refitted on all
-    patches. ``standardize=True`` (default) standardises each channel with training
-    statistics, the role of the BatchNorm in DINOv2's linear head (it matters most for
-    concatenated multi-layer tokens). Classes with no training patch are never predicted.
+    Two ways to fit the same head (multinomial logistic regression with
+    :class:`~vitlab.protocols.linear.LinearProbe`; ``C`` chosen on a validation split of
+    *images*: the image index is the group, so an image's samples are all in train or all in
+    validation; then refitted on all samples):
+
+    - :meth:`fit_pixels` (DINOv2's loss; what ``seg-linear`` uses): cross-entropy per pixel of the
+      bilinearly upsampled logits, i.e. logistic regression on the upsampled features of up to
+      ``max_train_pixels`` labelled pixels drawn uniformly (seeded); validation score: pixel accuracy.
+    - :meth:`fit`: one sample per patch, labelled with its pixels' majority
+      (:func:`patch_labels`); validation score: patch accuracy. Cheaper, but its loss is not the
+      one the upsampled prediction is scored on: patches that straddle a boundary teach their
+      majority class everywhere (on ``sample:fashion-mnist-mosaic`` it scores about 0.02 mIoU
+      below :meth:`fit_pixels`, BENCHMARKS.md).
+
+    Patches / pixels whose label is ``ignore_index`` are left out. ``standardize=True`` (default)
+    standardises each channel with training statistics, the role of the BatchNorm in DINOv2's
+    linear head (it matters most for concatenated multi-layer tokens). Classes with no training
+    sample are never predicted.
 
     ``predict`` computes logits per patch, upsamples them bilinearly to the mask resolution
     (:func:`upsample_logits`) and takes the argmax per pixel.
@@ -239,14 +239,16 @@ class LinearSegProbe:
         val_fraction: share of training images held out to choose C.
         seed: seed of the validation split and of ``max_train_patches`` subsampling.
         standardize: standardise channels (see above).
-        max_train_patches: fit on at most this many labelled patches, drawn uniformly (seeded);
-            ``None``: all.
+        max_train_patches: :meth:`fit` on at most this many labelled patches, drawn uniformly
+            (seeded); ``None``: all.
+        max_train_pixels: :meth:`fit_pixels` on at most this many labelled pixels, drawn uniformly
+            over all training pixels (seeded); ``None``: all.
         max_iter, tol, dtype, device, patience: passed to ``LinearProbe``.
 
     Attributes:
         probe_: the fitted ``LinearProbe`` (``C_``, ``val_scores_``, ``convergence_``).
-        classes_: ``[K]`` classes present in the training patches (columns of ``probe_``).
-        n_train_patches_: labelled patches used.
+        classes_: ``[K]`` classes present in the training samples (columns of ``probe_``).
+        n_train_patches_: labelled patches used (:meth:`fit`); n_train_pixels_: pixels used (:meth:`fit_pixels`).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -256,35 +258,73 @@ class LinearSegProbe:
         >>> pred = probe.predict(tokens, (2, 2), (4, 4))
         >>> pred.shape, bool((pred[:, ::2, ::2].reshape(10, 4) == y).all())
         ((10, 4, 4), True)
+        >>> masks = np.kron(y.reshape(10, 2, 2), np.ones((2, 2), int))          # the pixels of those patches
+        >>> px = LinearSegProbe(3, Cs=[1.0]).fit_pixels(tokens, masks, (2, 2))
+        >>> px.n_train_pixels_, px.predict(tokens, (2, 2), (4, 4)).shape
+        (160, (10, 4, 4))
     """
 
     def __init__(self, n_classes: int, *, ignore_index: int | None = 255, Cs: Sequence[float] | np.ndarray = SEG_CS,
                  val_fraction: float = 0.2, seed: int = 0, standardize: bool = True,
-                 max_train_patches: int | None = None, max_iter: int = 1000, tol: float = 1e-6,
-                 dtype: str = "float32", device: Any = "cpu", patience: int | None = 3) -> None:
+                 max_train_patches: int | None = None, max_train_pixels: int | None = None, max_iter: int = 1000,
+                 tol: float = 1e-6, dtype: str = "float32", device: Any = "cpu", patience: int | None = 3) -> None:
         if int(n_classes) < 2:
             raise ConfigError(f"n_classes={n_classes}: a segmentation probe needs at least 2 classes.")
-        if max_train_patches is not None and int(max_train_patches) < 1:
-            raise ConfigError(f"max_train_patches={max_train_patches} must be >= 1 or None (all patches).")
+        for name, v in (("max_train_patches", max_train_patches), ("max_train_pixels", max_train_pixels)):
+            if v is not None and int(v) < 1:
+                raise ConfigError(f"{name}={v} must be >= 1 or None (all).")
         self.n_classes = int(n_classes)
         self.ignore_index = ignore_index
         self.Cs, self.val_fraction, self.seed = Cs, val_fraction, seed
-        self.standardize, self.max_train_patches = standardize, max_train_patches
+        self.standardize, self.max_train_patches, self.max_train_pixels = standardize, max_train_patches, max_train_pixels
         self.max_iter, self.tol, self.dtype, self.device, self.patience = max_iter, tol, dtype, device, patience
 
     def fit(self, tokens: np.ndarray, labels: np.ndarray) -> LinearSegProbe:
-        """Fit on ``tokens [n, N, C]`` and patch labels ``[n, N]`` (from :func:`patch_labels`)."""
-        from vitlab.protocols.linear import LinearProbe
-
+        """Fit on ``tokens [n, N, C]`` and patch labels ``[n, N]`` (from :func:`patch_labels`): one sample per patch."""
         X, y, groups = _flatten_train(tokens, labels, self.n_classes, self.ignore_index)
         if self.max_train_patches is not None and len(y) > self.max_train_patches:
             pick = np.sort(np.random.default_rng(self.seed).choice(len(y), int(self.max_train_patches), replace=False))
             X, y, groups = X[pick], y[pick], groups[pick]
+        self.n_train_patches_ = len(y)
+        return self._fit_samples(X, y, groups, "patch")
+
+    def fit_pixels(self, tokens: np.ndarray, masks: np.ndarray | Sequence[np.ndarray], grid: Sequence[int]
+                   ) -> LinearSegProbe:
+        """Fit with per-pixel cross-entropy on bilinearly upsampled logits (DINOv2's loss).
+
+        Args:
+            tokens: ``[n, h * w, C]`` training patch tokens.
+            masks: ``[n, H, W]`` label maps, or one ``[H_i, W_i]`` map per image (the resolution the
+                logits are upsampled to and scored at).
+            grid: ``(h, w)``.
+        """
+        from vitlab.protocols.dense_pixels import pixel_features, sample_pixels
+
+        x = _tokens(tokens, "train tokens")
+        h, w = _grid(grid, x.shape[1], "train tokens")
+        if len(masks) != x.shape[0]:
+            raise DataError(f"{len(masks)} training masks for {x.shape[0]} token rows; pass one mask per image.")
+        for i, m in enumerate(masks):
+            m = np.asarray(m)
+            if m.ndim != 2 or m.shape[0] < h or m.shape[1] < w:
+                raise DataError(f"mask {i} has shape {m.shape}; expected an [H, W] label map with H >= {h} and "
+                                f"W >= {w} (at least one pixel per patch).")
+        img, ys, xs, y = sample_pixels(masks, self.max_train_pixels, ignore_index=self.ignore_index, seed=self.seed)
+        bad = y[(y < 0) | (y >= self.n_classes)]
+        if bad.size:
+            raise DataError(f"a training mask holds label {int(bad[0])}, outside 0..{self.n_classes - 1} and not the "
+                            f"ignore index {self.ignore_index}. Pass the right n_classes / ignore_index.")
+        X = pixel_features(x, (h, w), img, ys, xs, [np.asarray(m).shape for m in masks])
+        self.n_train_pixels_ = len(y)
+        return self._fit_samples(X, y, img, "pixel")
+
+    def _fit_samples(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, what: str) -> LinearSegProbe:
+        from vitlab.protocols.linear import LinearProbe
+
         self.classes_ = np.unique(y)
         if self.classes_.size < 2:
-            raise DataError(f"every labelled train patch is class {int(self.classes_[0])}; a probe needs patches of "
+            raise DataError(f"every labelled train {what} is class {int(self.classes_[0])}; a probe needs {what}s of "
                             "at least 2 classes. Add images, or use a finer patch grid.")
-        self.n_train_patches_ = len(y)
         self.n_features_ = X.shape[1]
         yc = np.searchsorted(self.classes_, y)
         self.probe_ = LinearProbe(Cs=self.Cs, val_fraction=self.val_fraction, seed=self.seed, device=self.device,
@@ -341,102 +381,3 @@ class LinearSegProbe:
             else:
                 parts.append(maps)
         return parts if per_image else np.concatenate(parts)
-
-
-def knn_patch_scores(train_tokens: np.ndarray, train_patch_labels: np.ndarray, test_tokens: np.ndarray,
-                     n_classes: int, *, k: int = HUMMINGBIRD_K, temperature: float = HUMMINGBIRD_TEMPERATURE,
-                     ignore_index: int | None = 255, block: int = DEFAULT_BLOCK, device: Any = None,
-                     dtype: str = "float32") -> np.ndarray:
-    """Hummingbird label transfer per patch: class scores ``[m, N, n_classes]`` (rows sum to 1).
-
-    The memory bank is every labelled training patch (label ``!= ignore_index``). For each
-    test patch, :func:`vitlab.neighbors.search` finds the ``k`` most cosine-similar bank
-    patches (blocked, exact, ties to the lower bank index); their one-hot labels are averaged
-    with weights ``softmax(similarity / temperature)`` over the ``k``. (open-hummingbird-eval
-    stores each patch's class *fractions*; here each bank patch carries its majority label
-    from :func:`patch_labels`.)
-
-    Example:
-        >>> bank = np.array([[[1.0, 0.0], [0.0, 1.0]]]); lab = np.array([[0, 1]])
-        >>> knn_patch_scores(bank, lab, np.array([[[0.9, 0.1]]]), 2, k=1).round(3).tolist()
-        [[[1.0, 0.0]]]
-    """
-    X, y = _bank(train_tokens, train_patch_labels, n_classes, k, temperature, ignore_index)
-    return _vote(X, y, _tokens(test_tokens, "test tokens"), int(n_classes), int(k), float(temperature), block,
-                 device, dtype)
-
-
-def _bank(train_tokens: Any, train_patch_labels: Any, n_classes: int, k: Any, temperature: Any,
-          ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Check the kNN options; the memory bank ``X [P, C]`` and labels ``y [P]`` of labelled train patches."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}.")
-    if not float(temperature) > 0:
-        raise ConfigError(f"temperature={temperature} must be > 0, e.g. {HUMMINGBIRD_TEMPERATURE}.")
-    X, y, _ = _flatten_train(train_tokens, train_patch_labels, int(n_classes), ignore_index)
-    return X, y
-
-
-def _vote(X: np.ndarray, y: np.ndarray, q: np.ndarray, C: int, k: int, temperature: float, block: int,
-          device: Any, dtype: str) -> np.ndarray:
-    """Softmax-weighted label vote of the ``k`` nearest bank patches: ``[m, N, C]`` float32."""
-    if q.shape[2] != X.shape[1]:
-        raise DataError(f"test tokens have C={q.shape[2]} channels but the train tokens {X.shape[1]}. Use tokens of "
-                        "the same backbone and layers.")
-    m, N = q.shape[:2]
-    kk = min(k, len(y))
-    res = search(q.reshape(m * N, -1), X, kk, metric="cosine", block=block, device=device, dtype=dtype)
-    s = res.scores.astype(np.float64) / temperature
-    wts = np.exp(s - s.max(1, keepdims=True))
-    wts /= wts.sum(1, keepdims=True)
-    rows = np.repeat(np.arange(m * N), kk)
-    out = np.bincount(rows * C + y[res.indices.ravel()], weights=wts.ravel(), minlength=m * N * C)
-    return out.reshape(m, N, C).astype(np.float32)
-
-
-def knn_label_transfer(train_tokens: np.ndarray, train_patch_labels: np.ndarray, test_tokens: np.ndarray,
-                       n_classes: int, *, grid: Sequence[int], out_size: Sequence[int] | Sequence[Sequence[int]],
-                       k: int = HUMMINGBIRD_K, temperature: float = HUMMINGBIRD_TEMPERATURE,
-                       ignore_index: int | None = 255, image_block: int | None = None, block: int = DEFAULT_BLOCK,
-                       device: Any = None, dtype: str = "float32") -> np.ndarray | list[np.ndarray]:
-    """Training-free segmentation (Hummingbird, Balažević et al. 2023): label maps at mask resolution.
-
-    Per test patch: :func:`knn_patch_scores` (``k`` nearest bank patches by cosine,
-    ``softmax(sim / temperature)``-weighted label vote); the ``[h*w, n_classes]`` scores of
-    each image are upsampled bilinearly to ``out_size`` and the argmax taken per pixel.
-    Test images are processed ``image_block`` at a time (default: about 4,096 query patches
-    per chunk), and :func:`~vitlab.neighbors.search` tiles the bank in ``block`` rows, so
-    memory is ``O(chunk * k + block^2)``, never test patches x bank patches.
-
-    Args:
-        train_tokens: ``[n, N, C]`` training patch tokens.
-        train_patch_labels: ``[n, N]`` from :func:`patch_labels` (``ignore_index`` patches are left out).
-        test_tokens: ``[m, N', C]`` test patch tokens (``N' = h * w``).
-        n_classes: number of classes.
-        grid: ``(h, w)`` of the test tokens.
-        out_size: ``(H, W)`` (the masks' size) or one ``(H_i, W_i)`` per test image.
-        k: neighbours per test patch (default 30, as in the paper).
-        temperature: softmax temperature on cosine similarity (default 0.02).
-        ignore_index: train patch label left out of the memory bank.
-        image_block: test images per chunk.
-        block, device, dtype: passed to :func:`vitlab.neighbors.search`.
-
-    Returns:
-        ``[m, H, W]`` int64 (a list of ``[H_i, W_i]`` maps with per-image sizes).
-    """
-    X, y = _bank(train_tokens, train_patch_labels, n_classes, k, temperature, ignore_index)
-    q = _tokens(test_tokens, "test tokens")
-    _grid(grid, q.shape[1], "test tokens")
-    step = max(1, _QUERY_PATCHES // q.shape[1]) if image_block is None else int(image_block)
-    if step < 1:
-        raise ConfigError(f"image_block={image_block} must be >= 1.")
-    per_image = len(out_size) > 0 and not np.isscalar(out_size[0])
-    parts: list[Any] = []
-    for i0 in range(0, q.shape[0], step):
-        scores = _vote(X, y, q[i0:i0 + step], int(n_classes), int(k), float(temperature), block, device, dtype)
-        maps = scores_to_label_maps(scores, grid, out_size[i0:i0 + step] if per_image else out_size, image_block=step)
-        if per_image:
-            parts.extend(maps)
-        else:
-            parts.append(maps)
-    return parts if per_image else np.concatenate(parts)

@@ -1,13 +1,16 @@
 """Dense probes: semantic segmentation on frozen patch tokens (``seg-linear``, ``seg-linear-ms``, ``seg-knn``).
 
 - ``seg-linear``: a 1 x 1 linear probe on the patch tokens of one layer (DINOv2's linear
-  segmentation evaluation), C chosen on a validation split of training *images*;
+  segmentation evaluation: logits upsampled bilinearly, cross-entropy per pixel), C chosen on a
+  validation split of training *images*;
 - ``seg-linear-ms``: the same on the last four layers concatenated (DINOv2's "+ms" features);
 - ``seg-knn``: training-free label transfer from a memory bank of training patches
   (Hummingbird, Balažević et al. 2023).
 
-Patch labels are the majority label of each patch's pixels; predictions are per-patch scores
-upsampled bilinearly to each mask's own resolution (:mod:`vitlab.protocols.dense`). Metrics are
+``seg-linear`` trains on sampled pixels (``loss="pixel"``, default) or on one majority label per
+patch (``loss="patch"``, the earlier recipe); ``seg-knn``'s memory bank holds patch labels, the
+majority label of each patch's pixels. Predictions are per-patch scores upsampled bilinearly to
+each mask's own resolution (:mod:`vitlab.protocols.dense`). Metrics are
 computed at that resolution, restricted to the region of the image the model sees (the whole
 image unless the preprocessing centre-crops), and the resolution is recorded in every result.
 
@@ -44,13 +47,20 @@ def _check_layers(layers: tuple[int, ...], who: str) -> None:
         raise ConfigError(f"{who}: layers must be distinct block indices, e.g. layers=[-1], got {layers}.")
 
 
+LOSSES = ("pixel", "patch")
+
+
 @dataclass(frozen=True)
 class SegLinearConfig:
     """``layers`` whose patch tokens are concatenated; ``Cs`` the grid of C (chosen on validation images);
-    ``max_train_patches`` caps the labelled training patches (seeded draw; ``none``: all)."""
+    ``loss``: ``pixel`` (cross-entropy per pixel of the bilinearly upsampled logits, DINOv2's; on at most
+    ``max_train_pixels`` labelled pixels, a seeded uniform draw) or ``patch`` (one sample per patch with its
+    majority label; at most ``max_train_patches``); ``none``: no cap."""
 
     layers: tuple[int, ...] = (-1,)
     Cs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+    loss: str = "pixel"
+    max_train_pixels: int | None = 50_000
     max_train_patches: int | None = 200_000
     max_iter: int = 1000
     val_fraction: float = 0.2
@@ -59,8 +69,13 @@ class SegLinearConfig:
         _check_layers(self.layers, "seg-linear")
         if not self.Cs or min(self.Cs) <= 0:
             raise ConfigError(f"seg-linear: Cs must be positive, got {self.Cs}.")
-        if self.max_train_patches is not None and self.max_train_patches < 1:
-            raise ConfigError(f"seg-linear: max_train_patches must be >= 1 or none, got {self.max_train_patches}.")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"seg-linear: loss={self.loss!r}; choose pixel (per-pixel cross-entropy, DINOv2) or "
+                              "patch (majority label per patch).")
+        for name in ("max_train_pixels", "max_train_patches"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"seg-linear: {name} must be >= 1 or none, got {v}.")
         if self.max_iter < 1 or not 0 < self.val_fraction < 1:
             raise ConfigError("seg-linear: max_iter must be >= 1 and val_fraction in (0, 1).")
 
@@ -96,8 +111,8 @@ class _Dense(Protocol):
     needs_labels = False
     needs_masks = True
 
-    def _inputs(self, train: Split, test: Split, n_classes: int) -> tuple[Any, ...]:
-        from vitlab.protocols.dense import patch_labels
+    def _inputs(self, train: Split, test: Split, n_classes: int, *, patch_labels: bool = True) -> tuple[Any, ...]:
+        from vitlab.protocols import dense
 
         check_finite(train, "train")
         check_finite(test, "test")
@@ -107,7 +122,7 @@ class _Dense(Protocol):
                                   "vitlab.evaluate on segmentation data (seg:, csv: with a mask column, "
                                   "sample:fashion-mnist-mosaic).")
         ignore = train.extra.get("ignore_index", 255)
-        labels = patch_labels(list(train.masks), train.grid, n_classes, ignore)
+        labels = dense.patch_labels(list(train.masks), train.grid, n_classes, ignore) if patch_labels else None
         sizes = [tuple(m.shape) for m in test.masks]
         return ignore, labels, sizes
 
@@ -140,19 +155,26 @@ class SegLinear(_Dense):
 
         import warnings
 
-        ignore, labels, sizes = self._inputs(train, test, n_classes)
         cfg = self.config
+        ignore, labels, sizes = self._inputs(train, test, n_classes, patch_labels=cfg.loss == "patch")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             probe = LinearSegProbe(n_classes, ignore_index=ignore, Cs=list(cfg.Cs), seed=seed,
-                                   max_train_patches=cfg.max_train_patches, max_iter=cfg.max_iter,
-                                   val_fraction=cfg.val_fraction, device=device).fit(train.tokens, labels)
+                                   max_train_patches=cfg.max_train_patches, max_train_pixels=cfg.max_train_pixels,
+                                   max_iter=cfg.max_iter, val_fraction=cfg.val_fraction, device=device)
+            if cfg.loss == "pixel":
+                probe.fit_pixels(train.tokens, list(train.masks), train.grid)
+            else:
+                probe.fit(train.tokens, labels)
         conv = {**convergence_summary(probe.probe_.fit_info_, f"{self.name} probe"), "max_iter": cfg.max_iter}
         pred = probe.predict(test.tokens, test.grid, sizes)
-        return self._result(test, pred, n_classes, ignore, {"C": probe.probe_.C_, "layers": list(cfg.layers)},
-                            {"val_patch_accuracy_by_C": {f"{c:.3g}": float(v) for c, v in
-                                                         zip(probe.probe_.Cs_, probe.probe_.val_scores_)},
-                             "n_train_patches": int(probe.n_train_patches_), "convergence": conv})
+        n_train = {"n_train_pixels": int(probe.n_train_pixels_)} if cfg.loss == "pixel" else \
+            {"n_train_patches": int(probe.n_train_patches_)}
+        return self._result(test, pred, n_classes, ignore,
+                            {"C": probe.probe_.C_, "layers": list(cfg.layers), "loss": cfg.loss},
+                            {f"val_{cfg.loss}_accuracy_by_C": {f"{c:.3g}": float(v) for c, v in
+                                                               zip(probe.probe_.Cs_, probe.probe_.val_scores_)},
+                             **n_train, "convergence": conv})
 
 
 @register_protocol
@@ -173,7 +195,7 @@ class SegKNN(_Dense):
     help = "training-free kNN label transfer of patch labels (Hummingbird)"
 
     def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
-        from vitlab.protocols.dense import knn_label_transfer
+        from vitlab.protocols.dense_knn import knn_label_transfer
 
         ignore, labels, sizes = self._inputs(train, test, n_classes)
         cfg = self.config

@@ -34,6 +34,42 @@ ON_ERROR = ("raise", "skip")
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def min_image_side(backbone: Backbone) -> tuple[int, str]:
+    """The smallest image side the store accepts for ``backbone`` (one patch; CNN encoders may set
+    ``min_image_side`` as they upsample tiny images) and that patch as text, for messages.
+
+    Example:
+        >>> import vitlab
+        >>> min_image_side(vitlab.load_backbone("demo:fmnist-vit"))
+        (4, '4x4 px')
+    """
+    ph, pw = backbone.spec.patch_size
+    return getattr(backbone, "min_image_side", None) or max(ph, pw), f"{ph}x{pw} px"
+
+
+def read_image(source: DataSource, i: int, min_side: int, patch: str) -> tuple[Any, str | None]:
+    """Decode row ``i`` of ``source`` with the store's checks: ``(image, None)``, or ``(None, reason)`` for
+    an image the store refuses (undecodable or not an image, over the pixel limit, smaller than one patch).
+    The reason is one line naming the item; the store, ``inspect`` and ``robust`` all load through here.
+
+    Example:
+        >>> from vitlab.data.sample import SampleSource
+        >>> img, err = read_image(SampleSource("fashion-mnist"), 0, 4, "4x4 px")
+        >>> img.size, err
+        ((28, 28), None)
+        >>> read_image(SampleSource("fashion-mnist"), 0, 32, "32x32 px")[1]
+        't10k-00002: image is 28x28 px, smaller than one 32x32 px patch; upsampling it would invent content'
+    """
+    try:
+        img = source.load_image(i)
+    except (ImageDecodeError, DataError) as e:
+        return None, str(e)
+    if min(img.size) < min_side:
+        return None, (f"{source.describe_item(i)}: image is {img.size[0]}x{img.size[1]} px, smaller than "
+                      f"one {patch} patch; upsampling it would invent content")
+    return img, None
+
+
 class _Images(Dataset):
     """Decode + preprocess one row; returns ``(row, tensor | None, error | None)``, never raises."""
 
@@ -46,16 +82,10 @@ class _Images(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            with jpeg_draft(self.draft):
-                img = self.source.load_image(i)
-        except ImageDecodeError as e:
-            return i, None, str(e)
-        except DataError as e:
-            return i, None, str(e)
-        if min(img.size) < self.min_side:
-            return i, None, (f"{self.source.describe_item(i)}: image is {img.size[0]}x{img.size[1]} px, smaller than "
-                             f"one {self.patch} patch; upsampling it would invent content")
+        with jpeg_draft(self.draft):
+            img, err = read_image(self.source, i, self.min_side, self.patch)
+        if err is not None:
+            return i, None, err
         return i, self.transform(img), None
 
 
@@ -132,10 +162,9 @@ def extract(backbone: Backbone, source: DataSource, ranges: list[tuple[int, int]
         on_shard: called with each shard's sidecar once it is on disk.
     """
     device = backbone.device
-    ph, pw = backbone.spec.patch_size
-    min_side = getattr(backbone, "min_image_side", None) or max(ph, pw)  # CNN encoders may upsample tiny images
+    min_side, patch = min_image_side(backbone)
     prep = backbone.spec.preprocessing
-    ds = _Images(source, prep.build_transform(), min_side, f"{ph}x{pw} px",
+    ds = _Images(source, prep.build_transform(), min_side, patch,
                  prep.draft_size if prep.decoder.endswith("draft") else None)
     batches = batch_grid(ranges, block, batch_size)
     loader = DataLoader(ds, batch_sampler=[list(range(a, b)) for a, b in batches], num_workers=num_workers,
