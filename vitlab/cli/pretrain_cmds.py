@@ -67,15 +67,15 @@ def _report(res: Any, json_out: bool) -> None:
 
 def _recipe(epochs: int, max_steps: Optional[int], batch_size: int, lr: Optional[float], head_lr: float,
             layer_decay: Optional[float], head_warmup: Optional[str], monitor_every: Optional[int],
-            monitor_protocol: str, collapse_guard: bool, precision: str, checkpoint_minutes: float
-            ) -> dict[str, Any]:
+            monitor_protocol: str, collapse_guard: bool, precision: str, checkpoint_minutes: float,
+            val_fraction: float) -> dict[str, Any]:
     from vitlab._spec import parse_value
 
     hw = None if head_warmup is None else parse_value(head_warmup)
     return {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "head_lr": head_lr,
             "layer_decay": layer_decay, "head_warmup": hw, "monitor_every": monitor_every,
             "monitor_protocols": monitor_protocol, "collapse_guard": collapse_guard, "precision": precision,
-            "checkpoint_minutes": checkpoint_minutes}
+            "checkpoint_minutes": checkpoint_minutes, "val_fraction": val_fraction}
 
 
 Epochs = typer.Option(10, "--epochs", help="Passes over the training images.")
@@ -97,6 +97,8 @@ Nproc = typer.Option(1, "--nproc", help="Data-parallel processes (gloo on CPU, N
 Seed = typer.Option(0, "--seed", help="Seeds the views, heads, data order and the monitor's split (as vitlab eval).")
 TestFraction = typer.Option(0.2, "--test-fraction", help="As in vitlab eval (monitor data without a split column).")
 Resamples = typer.Option(1000, "--n-resamples", help="Bootstrap resamples per CI and paired test.")
+ValFraction = typer.Option(0.1, "--val-fraction", help="Share of the monitor data's training part scored while "
+                                                        "training (its test part is kept for the verdict).")
 Monitor = typer.Option(None, "--monitor", "-m", help="Labelled data for monitoring and the verdict, e.g. csv:labels.csv.")
 
 
@@ -111,6 +113,7 @@ def pretrain_cmd(
     head_lr: float = HeadLr, layer_decay: Optional[float] = LayerDecay, head_warmup: Optional[str] = HeadWarmup,
     monitor_every: Optional[int] = MonitorEvery, monitor_protocol: str = MonitorProto,
     verdict_protocol: str = VerdictProto, collapse_guard: bool = Guard, precision: str = Precision,
+    val_fraction: float = ValFraction,
     checkpoint_minutes: float = CkptMin, nproc: int = Nproc, seed: int = Seed, test_fraction: float = TestFraction,
     n_resamples: int = Resamples, pretrained: bool = Pretrained, device: str = Device,
     cache_dir: Optional[Path] = CacheDir, out: Path = RunsOut, json_out: bool = Json, quiet: bool = Quiet,
@@ -128,7 +131,7 @@ def pretrain_cmd(
                    n_resamples=n_resamples, verdict_protocols=verdict_protocol, nproc=nproc, device=device, out=out,
                    cache_dir=cache_dir, progress=progress_setting(quiet), pretrained=pretrained,
                    **_recipe(epochs, max_steps, batch_size, lr, head_lr, layer_decay, head_warmup, monitor_every,
-                             monitor_protocol, collapse_guard, precision, checkpoint_minutes))
+                             monitor_protocol, collapse_guard, precision, checkpoint_minutes, val_fraction))
     _report(res, json_out)
 
 
@@ -145,6 +148,7 @@ def distill_cmd(
     head_lr: float = HeadLr, layer_decay: Optional[float] = LayerDecay, head_warmup: Optional[str] = HeadWarmup,
     monitor_every: Optional[int] = MonitorEvery, monitor_protocol: str = MonitorProto,
     verdict_protocol: str = VerdictProto, collapse_guard: bool = Guard, precision: str = Precision,
+    val_fraction: float = ValFraction,
     checkpoint_minutes: float = CkptMin, nproc: int = Nproc, seed: int = Seed, test_fraction: float = TestFraction,
     n_resamples: int = Resamples, speed: bool = typer.Option(True, "--speed/--no-speed",
                                                                help="Measure the student's speed-up (vitlab bench)."),
@@ -172,5 +176,5 @@ def distill_cmd(
                   n_resamples=n_resamples, verdict_protocols=verdict_protocol, nproc=nproc, device=device, out=out,
                   cache_dir=cache_dir, progress=progress_setting(quiet), student_kwargs=kwargs or None, speed=speed,
                   **_recipe(epochs, max_steps, batch_size, lr, head_lr, layer_decay, head_warmup, monitor_every,
-                            monitor_protocol, collapse_guard, precision, checkpoint_minutes))
+                            monitor_protocol, collapse_guard, precision, checkpoint_minutes, val_fraction))
     _report(res, json_out)

@@ -156,7 +156,6 @@ def run_loop(program: Program, store: Any, *, recipe: PretrainRecipe, seed: int,
         base_hash = hash_state_dict(program.student.body)
     monitor_at = set(recipe.monitor_steps(total)) if monitor is not None else set()
     metric_key = monitor.protocols[0].label if monitor is not None else None
-    entropy: list[float] = []
     last_ckpt, saved_step = time.monotonic(), start if state is not None else None
 
     def checkpoint(step: int) -> None:
@@ -175,10 +174,10 @@ def run_loop(program: Program, store: Any, *, recipe: PretrainRecipe, seed: int,
         if lead:
             net = program.export_net(export)
             point = monitor.score(net, device, _autocast(device, recipe.precision))
+            since = res.history[-1]["step"] if res.history else 0
+            ent = [c["teacher_entropy"] for c in res.curve if since < c["step"] <= step and "teacher_entropy" in c]
             point.update(step=step, epoch=step / max(1, len(store) // recipe.batch_size),
-                         images_seen=step * recipe.batch_size,
-                         teacher_entropy=float(np.mean(entropy)) if entropy else None)
-            entropy.clear()
+                         images_seen=step * recipe.batch_size, teacher_entropy=float(np.mean(ent)) if ent else None)
             res.history.append(point)
             cur = point["metrics"][metric_key]["top1"]
             if res.best is None or cur["value"] >= res.best["value"]:  # ties: the later, more trained point
@@ -229,8 +228,6 @@ def run_loop(program: Program, store: Any, *, recipe: PretrainRecipe, seed: int,
                 entry = {"step": step + 1, "loss": vals[0], **dict(zip(keys, vals[1:])),
                          "lr": lrs.get("backbone", 0.0), "head_lr": lrs.get("head", 0.0)}
                 res.curve.append(entry)
-                if "teacher_entropy" in entry:
-                    entropy.append(entry["teacher_entropy"])
                 step += 1
                 if step == warmup and warmup > 0:
                     res.warmup_check = {"steps": warmup, "backbone_hash_before": base_hash,

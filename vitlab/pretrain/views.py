@@ -166,7 +166,9 @@ def _apply(x: torch.Tensor, p: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     from torchvision.ops import roi_align
 
     boxes = torch.cat([torch.arange(len(x), dtype=x.dtype)[:, None], p[:, :4].to(x.dtype)], 1)
-    v = roi_align(x, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    # sampling_ratio 0: ceil(box / output) bilinear samples per output pixel (a box filter when shrinking, the
+    # exact pixels for an unscaled crop)
+    v = roi_align(x, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
     flip = p[:, 4] > 0
     if bool(flip.any()):
         v = torch.where(flip[:, None, None, None], v.flip(-1), v)
