@@ -160,12 +160,12 @@ def distill_cmd(
 
     Example: [bold]vitlab distill --teacher demo:fmnist-vit --student random:demo:fmnist-vit --student-kwargs depth=3 --data idx:/usr/share/datasets/fashion-mnist?split=train --monitor sample:fashion-mnist --max-steps 300[/]
     """
-    from vitlab._spec import parse_value
+    from vitlab._spec import parse_value, split_top
     from vitlab.errors import ConfigError
     from vitlab.pretrain import distill
 
     kwargs: dict[str, Any] = {}
-    for piece in filter(None, (student_kwargs or "").split(",")):
+    for piece in filter(None, split_top(student_kwargs or "", ",", "--student-kwargs")):
         k, eq, v = piece.partition("=")
         if not eq or not k.strip():
             raise ConfigError(f"--student-kwargs takes key=value pairs such as depth=3,embed_dim=64; got {piece!r}.")
