@@ -14,7 +14,7 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(500, 16))
     >>> round(normalized_std(x) * 4, 2), effective_rank(np.ones((50, 16))) == 1.0
-    (0.98, True)
+    (1.0, True)
 """
 
 from __future__ import annotations
