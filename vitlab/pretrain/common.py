@@ -114,7 +114,7 @@ def train_program(job: dict[str, Any]) -> Any:
         from vitlab.pretrain.monitor import Monitor
 
         mon_src = objs.get("monitor") or load_source(job["monitor"])
-        monitor = Monitor(mon_src, job["monitor_preprocessing"] or bb.spec.preprocessing, seed=job["seed"],
+        monitor = Monitor(mon_src, bb.spec.preprocessing, seed=job["seed"],
                           test_fraction=job["test_fraction"], val_fraction=job["recipe"].val_fraction,
                           protocols=job["recipe"].monitor_protocols, n_resamples=job["n_resamples"])
     res = run_loop(program, store, recipe=job["recipe"], seed=job["seed"], total=job["total"], warmup=job["warmup"],

@@ -223,7 +223,7 @@ def distill(teacher: Backbone | str | list[Backbone | str], student: Backbone | 
     by_name = all(isinstance(t, str) for t in t_items) and isinstance(student, str)
     job = {"backbone": load_name, "pretrained": True, "init_seed": 0, "backbone_kwargs": student_kwargs or {},
            "teachers": list(teachers) if by_name else [], "data": source.uri,
-           "monitor": None if mon is None else mon.uri, "monitor_preprocessing": None, "build": _build_distill,
+           "monitor": None if mon is None else mon.uri, "build": _build_distill,
            "crop_scale": tuple(crop_scale), "recipe": recipe, "seed": seed, "test_fraction": test_fraction,
            "n_resamples": n_resamples, "total": total, "warmup": warmup, "lr": res_r["lr"],
            "layer_decay": res_r["layer_decay"], "export": "student", "device": str(dev), "run_dir": run_dir,

@@ -120,7 +120,7 @@ def pretrain(backbone: Backbone | str, data: DataSource | str, *, monitor: DataS
                           seeds={"views": seed, "split": seed, "heads": seed, "bootstrap": seed})
     run_dir = Path(out) / "pretrain" / record.run_id if out is not None else None
     job = {"backbone": load_name, "pretrained": pretrained, "init_seed": 0, "backbone_kwargs": backbone_kwargs or {},
-           "data": source.uri, "monitor": None if mon is None else mon.uri, "monitor_preprocessing": None,
+           "data": source.uri, "monitor": None if mon is None else mon.uri,
            "method": m.spec(), "build": _build_pretrain, "recipe": recipe, "seed": seed, "test_fraction": test_fraction,
            "n_resamples": n_resamples, "total": total, "warmup": warmup, "lr": res_r["lr"],
            "layer_decay": res_r["layer_decay"], "export": export, "device": str(dev), "run_dir": run_dir,
