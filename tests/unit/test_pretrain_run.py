@@ -170,3 +170,25 @@ def test_cli_json_prints_one_document(tmp_path):
     doc = json.loads(res.stdout)
     assert doc["kind"] == "pretrain" and doc["details"]["artefact"].endswith("model.vitlab")
     assert doc["details"]["monitor_curve"][0]["metrics"]["knn"]["top1"]["low"] is not None
+
+
+def test_two_teachers_with_other_patch_grids_get_one_adaptor_each():
+    from vitlab.pretrain.distillation import DistillProgram, check_shared_input
+
+    demo = vitlab.load_backbone("demo:fmnist-vit")  # 28 px, patch 4: a 7 x 7 grid
+    other = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=28, patch_size=7,
+                                 embed_dim=48, depth=1, num_heads=2)  # a 4 x 4 grid, another width
+    student = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=14, patch_size=7,
+                                   embed_dim=32, depth=1, num_heads=2)  # 14 px: a 2 x 2 grid
+    teachers = {"a": demo, "b": other}
+    canvas = check_shared_input(student, teachers)
+    prog = DistillProgram(student, teachers, canvas, torch.Generator().manual_seed(0))
+    imgs = torch.randint(0, 256, (4, 3, 28, 28), dtype=torch.uint8)
+    batch = prog.make_batch(imgs, np.arange(4), seed=0, epoch=0, device=torch.device("cpu"))
+    assert canvas == (28, 28) and batch["student"].shape[-1] == 14 and batch["b"].shape[-1] == 28
+    loss, parts = prog.loss(batch, 0, 1)
+    loss.backward()
+    assert {"a/cls_cos", "b/patch_cos"} <= set(parts) and np.isfinite(float(loss))
+    assert prog.adaptors["t1"]["patch"][2].out_features == 48 and prog.adaptors["t0"]["cls"][2].out_features == 96
+    assert all(p.grad is None for t in prog._teachers.values() for p in t.parameters())  # teachers stay frozen
+    assert "_teachers" not in str(list(prog.state_dict())) and not any(k.startswith("t") for k in prog.state_dict())
