@@ -33,6 +33,7 @@ from vitlab.report import task_sections as _task_sections  # noqa: F401  (regist
 from vitlab.report import curate_section as _curate_section  # noqa: F401  (registers the "curate" section)
 from vitlab.report import inspect_section as _inspect_section  # noqa: F401  (registers "inspect" and "robust")
 from vitlab.report import tune_section as _tune_section  # noqa: F401  (registers the "tune" section)
+from vitlab.report import pretrain_section as _pretrain_section  # noqa: F401  (registers "pretrain" and "distill")
 from vitlab.report.base import (SECTIONS, TASK_SECTIONS, RenderContext, SectionRenderer, _kv, _label, _table, _td,
                                 data_fingerprint, e, image_note, register_section, task_of)
 from vitlab.report.figures import cd_diagram_uri, confusion_matrix_uri
