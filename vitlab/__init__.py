@@ -60,7 +60,7 @@ _LAZY = {"evaluate": "vitlab.evaluation", "compare": "vitlab.comparison", "gen_e
          "gen_stats": "vitlab.generative", "bench": "vitlab.perf", "benchmark": "vitlab.perf",
          "tradeoff": "vitlab.perf", "mil_eval": "vitlab.evaluation",
          "inspect_model": "vitlab.inspect.api", "robust": "vitlab.inspect.robust", "curate": "vitlab.curate",
-         "tune": "vitlab.tune.evaluate"}
+         "tune": "vitlab.tune.evaluate", "explore": "vitlab.explore"}
 
 
 def __getattr__(name: str) -> Any:
@@ -75,5 +75,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
 
 
-__all__ = ["evaluate", "compare", "mil_eval", "inspect_model", "robust", "curate", "tune", "gen_eval", "gen_stats", "bench", "benchmark", "tradeoff", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
+__all__ = ["evaluate", "compare", "mil_eval", "inspect_model", "robust", "curate", "explore", "tune", "gen_eval", "gen_stats", "bench", "benchmark", "tradeoff", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
            "EmbeddingStore", "VitlabError"]
