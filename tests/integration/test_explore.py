@@ -165,3 +165,37 @@ def test_bad_input_is_one_line_before_any_work(case, message, manifest, tmp_path
     assert out.startswith("error: ") and message in out and "Traceback" not in out
     assert _no_work(cache)
     assert case == "exists" and page.read_text() == "mine" or not page.exists()
+
+
+def _label_issues_or_skip():
+    from vitlab.explore.issues import label_issues_module
+
+    if label_issues_module() is None:
+        pytest.skip("vitlab.curate.label_issues is not in this build yet")
+    pytest.importorskip("cleanlab")
+
+
+def test_label_issue_colours_come_from_find_label_issues(manifest, tmp_path):
+    _label_issues_or_skip()
+    from vitlab.curate.label_issues import find_label_issues
+    from vitlab.report.explore_page import page_payload
+
+    cache = tmp_path / "c"
+    res = vitlab.explore("demo:fmnist-vit", f"csv:{manifest}", layout="pca", probe=None, label_issues=True, folds=3,
+                         seed=2, cache_dir=cache, progress=False, num_workers=0, max_thumbs=0)
+    emb = vitlab.embed("demo:fmnist-vit", f"csv:{manifest}", cache_dir=cache, progress=False, num_workers=0)
+    li = find_label_issues(np.array(emb.get(), np.float32), emb.labels, folds=3, seed=2)
+    cols = res.data.issues
+    assert np.array_equal(cols["is_issue"], li.is_issue) and np.allclose(cols["score"], 1 - li.self_confidence)
+    assert np.array_equal(cols["suggested"], li.suggested) and np.array_equal(cols["rank"], li.rank)
+    assert res.record.details["label_issues"]["n_issues"] == int(li.is_issue.sum())
+    payload = page_payload(res)
+    assert payload["issues"]["flag"] == li.is_issue.astype(int).tolist()
+
+
+def test_a_class_smaller_than_the_folds_is_refused_before_any_work(manifest, tmp_path):
+    _label_issues_or_skip()
+    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "-o", tmp_path / "e.html", "--layout", "pca",
+               "--label-issues", "--folds", 13, "--cache-dir", tmp_path / "c")
+    assert res.exit_code == 2 and "fewer than --folds 13" in " ".join(res.output.split())
+    assert _no_work(tmp_path / "c") and not (tmp_path / "e.html").exists()
