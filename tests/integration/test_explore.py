@@ -199,3 +199,59 @@ def test_a_class_smaller_than_the_folds_is_refused_before_any_work(manifest, tmp
                "--label-issues", "--folds", 13, "--cache-dir", tmp_path / "c")
     assert res.exit_code == 2 and "fewer than --folds 13" in " ".join(res.output.split())
     assert _no_work(tmp_path / "c") and not (tmp_path / "e.html").exists()
+
+
+def _dup_manifest(root):
+    """The hostile manifest plus two more rows showing image 0's file (an exact-duplicate group of three)."""
+    import csv as _csv
+
+    m = hostile_manifest(root)
+    rows = list(_csv.reader(open(m, newline="")))
+    rows += [[rows[1][0], rows[1][1], "dup-a"], [rows[1][0], rows[1][1], "dup-b"]]
+    with open(m, "w", newline="") as fh:
+        _csv.writer(fh).writerows(rows)
+    return m
+
+
+def test_duplicate_groups_come_from_a_curate_record(tmp_path):
+    pytest.importorskip("imagehash")
+    m = _dup_manifest(tmp_path / "d")
+    cache, runs = tmp_path / "c", tmp_path / "runs"
+    cur = vitlab.curate("demo:fmnist-vit", f"csv:{m}", threshold=0.99, leakage=False, cache_dir=cache, out=runs,
+                        progress=False, num_workers=0)
+    rec_path = cur.path
+    res = vitlab.explore("demo:fmnist-vit", f"csv:{m}", layout="pca", probe=None, duplicates=rec_path,
+                         cache_dir=cache, progress=False, num_workers=0)
+    d = res.data
+    trio = [d.ids.index(s) for s in ("img-000", "dup-a", "dup-b")]
+    assert d.dup[trio[0]] >= 0 and len(set(d.dup[trio].tolist())) == 1
+    assert (d.dup >= 0).sum() == res.record.details["duplicates"]["n_items"] >= 3
+    assert res.record.config["duplicates"] == str(rec_path)
+
+
+def test_a_duplicates_record_of_other_data_or_kind_is_refused(manifest, tmp_path):
+    from vitlab.errors import DataError
+
+    other = RunRecord("curate", {}, {}, fingerprints={"data": {"fingerprint": "not-this-data"}},
+                      details={"exact": {"groups": [["img-000", "img-001"]]}}).save(tmp_path)
+    with pytest.raises(DataError, match="that curate run saw other data than csv:"):
+        vitlab.explore("demo:fmnist-vit", f"csv:{manifest}", layout="pca", probe=None, duplicates=other,
+                       cache_dir=tmp_path / "c", progress=False, num_workers=0)
+    ev = RunRecord("eval", {}, {}).save(tmp_path / "e")
+    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "-o", tmp_path / "x.html", "--layout", "pca",
+               "--duplicates", ev, "--cache-dir", tmp_path / "c2")
+    assert res.exit_code == 2 and "a 'eval' run record, not a curate one" in " ".join(res.output.split())
+    assert _no_work(tmp_path / "c2")
+
+
+def test_unlabelled_data_gets_a_map_without_probe_colours(tmp_path):
+    from vitlab.report.explore_page import page_payload, render_explore_page
+
+    m = hostile_manifest(tmp_path / "u", n_per_class=4, labelled=False)
+    res = vitlab.explore("demo:fmnist-vit", f"csv:{m}", layout="pca", k=3, cache_dir=tmp_path / "c", progress=False,
+                         num_workers=0)
+    assert res.record.config["probe"] is None and res.data.labels is None and res.data.pred is None
+    p = page_payload(res)
+    assert p["labels"] is None and p["pred"] is None and p["split"] is None and p["n"] == 12
+    html, _ = render_explore_page(res)
+    assert '<option value="pred" disabled' in html and '<option value="label" disabled' not in html

@@ -186,3 +186,20 @@ def test_the_documented_command_passes_in_chromium(browser, tmp_path):
         assert opened.js("vitlabExplorer.drawn") == 2000
     assert not opened.errors, opened.errors
     opened.ctx.close()
+
+
+def test_unlabelled_page_draws_every_point(browser, tmp_path):
+    from vitlab.report.explore_page import write_explore_page
+
+    m = hostile_manifest(tmp_path / "u", n_per_class=4, labelled=False)
+    res = vitlab.explore("demo:fmnist-vit", f"csv:{m}", page=tmp_path / "u.html", layout="pca", k=3,
+                         cache_dir=tmp_path / "c", progress=False, num_workers=0)
+    write_explore_page(res)
+    page = Page(browser, res.page)
+    assert page.js("vitlabExplorer.drawn") == 12 and not page.errors, page.errors
+    pg = page.pg
+    pg.fill("#find", SCRIPT_ID)
+    pg.press("#find", "Enter")
+    assert SCRIPT_ID in pg.locator("#item").inner_text() and not page.dialogs
+    assert pg.locator("#neighbours li").count() == 3 and not page.errors
+    page.ctx.close()

@@ -166,7 +166,7 @@ def render_explore_page(res: Any, *, title: str = "vitlab embedding explorer") -
     payload = page_payload(res, thumbs)
     meta, notes = _header(res, len(thumbs[0]), thumbs[2])
     d = res.data
-    modes = [("label", "label", d.labels is not None), ("split", "split (eval's)", d.split is not None),
+    modes = [("label", "label" if d.labels is not None else "label (none: one colour)", True), ("split", "split (eval's)", d.split is not None),
              ("pred", "predicted class", d.pred is not None), ("correct", "correct / wrong", d.pred is not None),
              ("dup", "duplicate group", d.dup is not None), ("issue", "label-issue score", d.issues is not None)]
     why = {"label": "the data has no labels", "split": "no split", "pred": "no probe (unlabelled data or --probe none)",
