@@ -203,3 +203,29 @@ def test_unlabelled_page_draws_every_point(browser, tmp_path):
     assert SCRIPT_ID in pg.locator("#item").inner_text() and not page.dialogs
     assert pg.locator("#neighbours li").count() == 3 and not page.errors
     page.ctx.close()
+
+
+def test_duplicate_and_issue_colours_draw_every_point(browser, hostile, tmp_path):
+    import dataclasses
+
+    from vitlab.report.explore_page import write_explore_page
+
+    res, _ = hostile
+    n = len(res.data)
+    dup = np.full(n, -1)
+    dup[[0, 1, 2]], dup[[7, 9]] = 0, 1
+    score = np.linspace(0, 1, n)
+    issues = {"score": score, "self_confidence": 1 - score, "suggested": np.zeros(n, int), "given": res.data.labels,
+              "is_issue": score > 0.9, "rank": np.where(score > 0.9, np.arange(n)[::-1] - (n - 4), -1)}
+    data = dataclasses.replace(res.data, dup=dup, dup_kinds=["exact", "semantic"], issues=issues)
+    other = dataclasses.replace(res, data=data, page=tmp_path / "colours.html")
+    write_explore_page(other)
+    page = Page(browser, other.page)
+    for mode, text in (("dup", "group 0 (exact) (3)"), ("issue", "4 flagged by cleanlab")):
+        page.js(f"vitlabExplorer.setColour('{mode}')")
+        page.js("vitlabExplorer.redrawNow()")
+        assert page.js("vitlabExplorer.drawn") == n and text in page.pg.locator("#legend").inner_text()
+    page.pg.mouse.click(*page.at(page.isolated_point()))
+    assert "label issue" in page.pg.locator("#item").inner_text()
+    assert not page.errors, page.errors
+    page.ctx.close()

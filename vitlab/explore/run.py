@@ -48,7 +48,8 @@ class ExploreData:
         xy: ``[n, 2]`` map coordinates. nn_idx, nn_sim: ``[n, k]`` nearest other items and their cosine
             similarities (``vitlab.neighbors.search``), best first.
         pred: ``[n]`` predicted class of test items (``-1`` for train items) or ``None`` (no probe).
-        dup: ``[n]`` duplicate-group number (``-1``: in none) or ``None``.
+        dup: ``[n]`` duplicate-group number (``-1``: in none) or ``None``; dup_kinds: each group's kind
+            (``semantic`` or ``exact``).
         issues: label-issue columns (:func:`vitlab.explore.issues.issue_columns`) or ``None``.
         paths: ``[n]`` absolute image paths (file-backed sources), else ``None``.
         groups: ``[n]`` group ids or ``None``.
@@ -65,6 +66,7 @@ class ExploreData:
     nn_sim: np.ndarray
     pred: np.ndarray | None = None
     dup: np.ndarray | None = None
+    dup_kinds: list[str] | None = None
     issues: dict[str, np.ndarray] | None = None
     paths: list[str] | None = None
     groups: list[str] | None = None
@@ -341,7 +343,7 @@ def explore(backbone: Any, data: Any, *, page: str | Path | None = None, layout:
     paths = [str(Path(files[int(r)]).resolve()) for r in index] if files is not None and len(files) == n else None
     data_ = ExploreData(ids=ids, index=index, source=source, classes=[str(c) for c in emb.classes], labels=labels,
                         split=split, xy=lay.xy, nn_idx=nn.indices, nn_sim=nn.scores.astype(np.float32), pred=pred,
-                        dup=dup, issues=issues, paths=paths,
+                        dup=dup, dup_kinds=None if dups is None else list(dups["kinds"]), issues=issues, paths=paths,
                         groups=None if emb.groups is None else [str(g) for g in emb.groups])
     details["layout"] = {**lay.info, "params": cfg.params()}
     details["neighbours"] = {"k": int(k), "metric": "cosine", "search": "vitlab.neighbors.search (exact)"}

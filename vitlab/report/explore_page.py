@@ -106,13 +106,10 @@ def page_payload(res: Any, thumbs: tuple[list[int], list[str], int] | None = Non
         issues = {"score": np.round(np.clip(d.issues["score"], 0.0, 1.0), 4).tolist(),
                   "flag": d.issues["is_issue"].astype(int).tolist(), "rank": d.issues["rank"].astype(int).tolist(),
                   "suggested": d.issues["suggested"].astype(int).tolist()}
-    dup_kinds = None
-    if d.dup is not None and res.record.config.get("duplicates"):
-        dup_kinds = (res.record.details.get("duplicates") or {}).get("kinds")
     return {"n": n, "k": k, "ids": list(d.ids), "classes": list(d.classes),
             "labels": None if d.labels is None else d.labels.astype(int).tolist(), "split": split,
             "pred": None if d.pred is None else d.pred.astype(int).tolist(),
-            "dup": None if d.dup is None else d.dup.astype(int).tolist(), "dupKinds": dup_kinds, "issues": issues,
+            "dup": None if d.dup is None else d.dup.astype(int).tolist(), "dupKinds": d.dup_kinds, "issues": issues,
             "paths": d.paths, "groups": d.groups, "palette": list(SEG_PALETTE),
             "xy": _b64(d.xy, "<f4"), "nn": _b64(d.nn_idx, "<i4"), "nnSim": _b64(np.nan_to_num(d.nn_sim), "<f4"),
             "thumbRows": thumbs[0], "thumbs": thumbs[1]}

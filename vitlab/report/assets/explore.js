@@ -286,11 +286,13 @@
       var f = 0; for (var i = 0; i < n; i++) f += D.issues.flag[i];
       L.appendChild(el("div", f + " flagged by cleanlab", "note")); return;
     }
-    cols.labels.forEach(function (name, j) {
-      if (!cols.count[j]) return;
+    var used = cols.labels.map(function (_, j) { return j; }).filter(function (j) { return cols.count[j] > 0; });
+    var shown = used.length > 40 ? used.slice().sort(function (a, b) { return cols.count[b] - cols.count[a]; }).slice(0, 30) : used;
+    shown.forEach(function (j) {
       var d = el("div"), s = el("span", null, "sw"); s.style.background = cols.colours[j];
-      d.appendChild(s); d.appendChild(document.createTextNode(name + " (" + cols.count[j] + ")")); L.appendChild(d);
+      d.appendChild(s); d.appendChild(document.createTextNode(cols.labels[j] + " (" + cols.count[j] + ")")); L.appendChild(d);
     });
+    if (shown.length < used.length) L.appendChild(el("div", "… and " + (used.length - shown.length) + " more (the largest shown)", "note"));
   }
   function setMode(m) {
     mode = m; cols = MODES[m](); legend(); redraw();
