@@ -12,7 +12,8 @@ on the machine), so thumbnail bytes are those of 28x28 grey images. For each siz
   reports its size;
 * opens it ``--repeats`` times in a fresh headless Chromium page (Playwright, ``--browser`` executable) and
   reports the median time from navigation start to the page's ready mark (JSON parse, base64 decode, grid,
-  colours, first draw of every point: ``performance.now()`` at ready), and the median time of one full redraw.
+  colours, first draw of every point: ``performance.now()`` at ready), and the median time of a full redraw
+  (5 redraws per load, each forced to finish rasterising).
 
 With ``--umap``, also the time of UMAP at that size under the default ``fit_sample`` (20,000 fitted, the rest
 transformed; umap-learn's JIT compilation is warmed up first on 500 rows and not counted).
@@ -20,6 +21,7 @@ transformed; umap-learn's JIT compilation is warmed up first on 500 rows and not
 Example:
     python bench/bench_explore_page.py --sizes 10000 100000 --repeats 3 --browser /usr/bin/chromium
     python bench/bench_explore_page.py --sizes 2000 --repeats 1        # a quick version
+    python bench/bench_explore_page.py --measure old.html new.html --repeats 5   # pages already written, interleaved
 
 Prints one JSON line per size and a Markdown table. Timings on a shared machine are noisy: say so.
 """
@@ -89,6 +91,16 @@ def build(n: int, args: argparse.Namespace):
     return res, layout_s, search_s
 
 
+#: Median of 5 full redraws, each forced to finish rasterising (``getImageData`` of one pixel flushes the canvas).
+REDRAW = """(() => {
+  const c = document.getElementById("map").getContext("2d"), t = [];
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now(); vitlabExplorer.redrawNow(); c.getImageData(0, 0, 1, 1); t.push(performance.now() - t0);
+  }
+  t.sort((a, b) => a - b); return t[2] / 1000;
+})()"""
+
+
 def load_times(path: Path, args: argparse.Namespace) -> tuple[list[float], list[float], int]:
     from playwright.sync_api import sync_playwright
 
@@ -103,8 +115,7 @@ def load_times(path: Path, args: argparse.Namespace) -> tuple[list[float], list[
             pg.goto(path.resolve().as_uri(), timeout=300_000)
             pg.wait_for_selector("body[data-ready='1']", timeout=300_000)
             loads.append(pg.evaluate("performance.now()") / 1000.0)
-            draws.append(pg.evaluate("(() => { const t = performance.now(); vitlabExplorer.redrawNow(); "
-                                     "return (performance.now() - t) / 1000; })()"))
+            draws.append(pg.evaluate(REDRAW))
             drawn = pg.evaluate("vitlabExplorer.drawn")
             if errors:
                 raise SystemExit(f"JavaScript errors: {errors}")
@@ -135,9 +146,23 @@ def main() -> None:
     ap.add_argument("--browser", default=shutil.which("chromium") or shutil.which("google-chrome"))
     ap.add_argument("--umap", action="store_true", help="also time UMAP (fit_sample 20,000 + transform)")
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the pages in")
+    ap.add_argument("--measure", type=Path, nargs="+", default=None,
+                    help="only load these pages (one repeat of each in turn, --repeats rounds)")
     args = ap.parse_args()
     if not args.browser:
         raise SystemExit("no Chromium: pass --browser /path/to/chromium")
+    if args.measure:
+        rounds = {str(p): ([], []) for p in args.measure}
+        reps, args.repeats = args.repeats, 1
+        for _ in range(reps):  # interleaved: each page once per round
+            for p in args.measure:
+                lo, dr, drawn = load_times(p, args)
+                rounds[str(p)][0].extend(lo)
+                rounds[str(p)][1].extend(dr)
+        for p, (lo, dr) in rounds.items():
+            print(json.dumps({"page": p, "mb": Path(p).stat().st_size / 1e6, "load_s_median": statistics.median(lo),
+                              "load_s": lo, "redraw_s_median": statistics.median(dr), "redraw_s": dr}), flush=True)
+        return
     from vitlab.report.explore_page import render_explore_page
 
     out_dir = args.keep or Path(tempfile.mkdtemp(prefix="explore-bench-"))

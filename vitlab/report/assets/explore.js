@@ -81,7 +81,7 @@
     for (i = 1; i < start.length; i++) start[i] += start[i - 1];
     var o = new Int32Array(n), pos = start.slice();
     for (i = 0; i < n; i++) o[pos[rank[c[i]]]++] = i;
-    return {c: c, colours: colours, labels: labels, count: count, order: o};
+    return {c: c, colours: colours, packed: colours.map(packed), labels: labels, count: count, order: o};
   }
 
   // ---- view: fit the data, pan, zoom
@@ -137,19 +137,29 @@
   }
 
   // ---- drawing
+  // Points are written straight into one pixel buffer (one putImageData per frame): a fillRect per point made a
+  // full redraw of 1e5 points cost ~0.9 s in headless Chromium, the buffer a few milliseconds.
+  var img = null, px32 = null;
+  function packed(hex) {
+    var v = parseInt(hex.slice(1), 16);
+    return ((255 << 24) | ((v & 255) << 16) | (((v >> 8) & 255) << 8) | ((v >> 16) & 255)) >>> 0;
+  }
   function draw() {
-    ctx.clearRect(0, 0, W, H);
-    var h = PT / 2, last = -1, count = 0, o = cols.order;
+    var dpr = window.devicePixelRatio || 1, CW = canvas.width, CH = canvas.height;
+    if (!img || img.width !== CW || img.height !== CH) { img = ctx.createImageData(CW, CH); px32 = new Uint32Array(img.data.buffer); }
+    px32.fill(0xffffffff);
+    var ps = Math.max(1, Math.round(PT * dpr)), half = ps >> 1, count = 0, o = cols.order, cc = cols.packed;
+    var h = PT / 2, sdx = view.s * dpr, tdx = view.tx * dpr, tdy = view.ty * dpr;
     for (var p = 0; p < n; p++) {
       var i = o[p];
       if (!visible(i)) continue;
-      var x = sx(i), y = sy(i);
-      if (x < -PT || y < -PT || x > W + PT || y > H + PT) continue;
-      var c = cols.c[i];
-      if (c !== last) { ctx.fillStyle = cols.colours[c]; last = c; }
-      ctx.fillRect(x - h, y - h, PT, PT);
+      var x0 = Math.round(xy[2 * i] * sdx + tdx) - half, y0 = Math.round(-xy[2 * i + 1] * sdx + tdy) - half;
+      if (x0 + ps <= 0 || y0 + ps <= 0 || x0 >= CW || y0 >= CH) continue;
+      var col = cc[cols.c[i]], xa = Math.max(0, x0), xb = Math.min(CW, x0 + ps), yb = Math.min(CH, y0 + ps);
+      for (var yy = Math.max(0, y0); yy < yb; yy++) { var row = yy * CW; for (var xx = xa; xx < xb; xx++) px32[row + xx] = col; }
       count++;
     }
+    ctx.putImageData(img, 0, 0);
     drawn = count;
     ctx.lineWidth = 1; ctx.strokeStyle = "#111";
     if (nSelected) {
