@@ -65,7 +65,6 @@ class CycledSample:
 
 
 def build(n: int, args: argparse.Namespace):
-    import vitlab  # noqa: F401
     from vitlab.explore.layout import LayoutConfig, compute_layout
     from vitlab.explore.run import ExploreData, ExploreResult
     from vitlab.neighbors import search
@@ -95,7 +94,8 @@ def build(n: int, args: argparse.Namespace):
 REDRAW = """(() => {
   const c = document.getElementById("map").getContext("2d"), t = [];
   for (let r = 0; r < 5; r++) {
-    const t0 = performance.now(); vitlabExplorer.redrawNow(); c.getImageData(0, 0, 1, 1); t.push(performance.now() - t0);
+    const t0 = performance.now();
+    vitlabExplorer.redrawNow(); c.getImageData(0, 0, 1, 1); t.push(performance.now() - t0);
   }
   t.sort((a, b) => a - b); return t[2] / 1000;
 })()"""

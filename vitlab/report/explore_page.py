@@ -127,7 +127,8 @@ def _header(res: Any, n_thumbs: int, failed: int) -> tuple[str, list[str]]:
               f"{lay.get('placement')}")
     params = ", ".join(f"{k}={v}" for k, v in (c.get("layout") or {}).items() if k != "method")
     meta = (f"<code>{e(str(c.get('backbone')))}</code> on <code>{e(str(c.get('data')))}</code> · {len(d):,} items · "
-            f"layer {e(str(c.get('layer')))}, pool {e(str(c.get('pool')))} · layout <b>{e(str(lay.get('method')))}</b> "
+            f"layer {e(str(c.get('layer')))}, pool {e(str(c.get('pool')))} · "
+            f"layout <b>{e(str(lay.get('method')))}</b> "
             f"({e(params)}; {e(fitted)}) · run <code>{e(r.run_id)}</code>")
     notes = []
     probe = r.details.get("probe")
@@ -163,7 +164,8 @@ def render_explore_page(res: Any, *, title: str = "vitlab embedding explorer") -
     payload = page_payload(res, thumbs)
     meta, notes = _header(res, len(thumbs[0]), thumbs[2])
     d = res.data
-    modes = [("label", "label" if d.labels is not None else "label (none: one colour)", True), ("split", "split (eval's)", d.split is not None),
+    modes = [("label", "label" if d.labels is not None else "label (none: one colour)", True),
+             ("split", "split (eval's)", d.split is not None),
              ("pred", "predicted class", d.pred is not None), ("correct", "correct / wrong", d.pred is not None),
              ("dup", "duplicate group", d.dup is not None), ("issue", "label-issue score", d.issues is not None)]
     why = {"label": "the data has no labels", "split": "no split", "pred": "no probe (unlabelled data or --probe none)",
@@ -175,7 +177,8 @@ def render_explore_page(res: Any, *, title: str = "vitlab embedding explorer") -
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{e(title)}</title><style>{_asset('explore.css')}</style></head><body>"
         f"<header><h1>{e(title)}</h1><div class=meta>{meta}</div></header><div id=app><aside id=side>"
-        f'<h2>Colour by</h2><select id=colour aria-label="colour by">{options}</select><div id=legend class=legend></div>'
+        f'<h2>Colour by</h2><select id=colour aria-label="colour by">{options}</select>'
+        '<div id=legend class=legend></div>'
         '<h2>Classes shown</h2><div class=classes id=classes></div><div class=btns><button id=cls-all>all</button>'
         '<button id=cls-none>none</button></div>'
         '<h2>Find by id</h2><input type=text id=find placeholder="an item id" aria-label="find by id">'

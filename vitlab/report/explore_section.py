@@ -86,7 +86,8 @@ def _explore_section(records: list[RunRecord], ctx: RenderContext) -> str:
         fitted = ("all items" if not lay.get("transformed") else
                   f"a seeded sample of {lay.get('fitted'):,}; {lay.get('transformed'):,} placed by "
                   f"{lay.get('placement')}")
-        facts = [f"Map: {lay.get('method')} ({_kv({k: v for k, v in (c.get('layout') or {}).items() if k != 'method'})}) "
+        params = {k: v for k, v in (c.get("layout") or {}).items() if k != "method"}
+        facts = [f"Map: {lay.get('method')} ({_kv(params)}) "
                  f"via {lay.get('library')} {lay.get('version')}, fitted on {fitted}"
                  + ("; read from the layout cache" if lay.get("from_cache") else "") + ".",
                  f"Neighbours: the {c.get('k')} nearest by cosine (vitlab.neighbors.search, exact)."]
