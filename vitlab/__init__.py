@@ -64,7 +64,7 @@ _LAZY = {"evaluate": "vitlab.evaluation", "compare": "vitlab.comparison", "gen_e
          "tradeoff": "vitlab.perf", "mil_eval": "vitlab.evaluation",
          "inspect_model": "vitlab.inspect.api", "robust": "vitlab.inspect.robust", "curate": "vitlab.curate",
          "tune": "vitlab.tune.evaluate", "pretrain": "vitlab.pretrain.run",
-         "distill": "vitlab.pretrain.distillation"}
+         "distill": "vitlab.pretrain.distillation", "explore": "vitlab.explore"}
 
 
 def __getattr__(name: str) -> Any:
@@ -79,5 +79,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
 
 
-__all__ = ["evaluate", "compare", "mil_eval", "inspect_model", "robust", "curate", "tune", "pretrain", "distill", "gen_eval", "gen_stats", "bench", "benchmark", "tradeoff", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
+__all__ = ["evaluate", "compare", "mil_eval", "inspect_model", "robust", "curate", "explore", "tune", "pretrain", "distill", "gen_eval", "gen_stats", "bench", "benchmark", "tradeoff", "__version__", "load_backbone", "load_source", "embed", "Backbone", "DataSource", "Embeddings",
            "EmbeddingStore", "VitlabError"]

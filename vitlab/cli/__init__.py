@@ -4,12 +4,12 @@
 its commands on it when imported here (one direction only: no verb module imports this package).
 
 Example:
-    >>> {"eval", "compare", "mil", "tune", "inspect", "robust", "curate", "pretrain", "distill"} <= {c.name for c in app.registered_commands}
+    >>> {"eval", "compare", "mil", "tune", "inspect", "robust", "curate", "pretrain", "distill", "explore"} <= {c.name for c in app.registered_commands}
     True
 """
 
-from vitlab.cli import core_cmds, curate_cmds, eval_cmds, gen_cmds, inspect_cmds, mil_cmds, perf_cmds, tune_cmds  # noqa: F401,E501  (register the verbs)
-from vitlab.cli import pretrain_cmds  # noqa: F401  (registers pretrain and distill)
+from vitlab.cli import (core_cmds, curate_cmds, eval_cmds, explore_cmds, gen_cmds, inspect_cmds,  # noqa: F401
+                        mil_cmds, perf_cmds, pretrain_cmds, tune_cmds)  # (importing registers the verbs)
 from vitlab.cli.options import app
 
 __all__ = ["app", "main"]

@@ -31,6 +31,7 @@ from vitlab.report import gen_section as _gen_section  # noqa: F401  (registers 
 from vitlab.report import perf_section as _perf_section  # noqa: F401  (registers "bench" and "tradeoff")
 from vitlab.report import task_sections as _task_sections  # noqa: F401  (registers retrieval, segmentation)
 from vitlab.report import curate_section as _curate_section  # noqa: F401  (registers the "curate" section)
+from vitlab.report import explore_section as _explore_section  # noqa: F401  (registers the "explore" section)
 from vitlab.report import inspect_section as _inspect_section  # noqa: F401  (registers "inspect" and "robust")
 from vitlab.report import tune_section as _tune_section  # noqa: F401  (registers the "tune" section)
 from vitlab.report import pretrain_section as _pretrain_section  # noqa: F401  (registers "pretrain" and "distill")
