@@ -86,7 +86,7 @@ def _register(ns: Namespace) -> None:
 _register(Namespace("embeddings", "embeddings", "dir", r"[0-9a-f]{24}", "vitlab.store.entry:describe_entry",
                     marker="key.json", locked=True, leftover=(".lock",),
                     help="embedding sets (vitlab embed and every verb that embeds)"))
-_register(Namespace("text", "text", "file", r"[0-9a-f]{24}\.npz", "vitlab.store.text_cache:describe_entry",
+_register(Namespace("text", "text", "file", r"[0-9a-f]{24}\.npz", "vitlab.protocols.text_cache:describe_entry",
                     help="text embeddings of zero-shot prompts"))
 _register(Namespace("specs", "specs", "file", r"[0-9a-f]{32}\.json", "vitlab.backbones.file:describe_spec",
                     help="architectures of file: checkpoints (skips re-reading them)"))

@@ -38,6 +38,9 @@ __all__ = ["ENV_VAR", "cache_root", "use_cache_root", "hash_file", "stat_key", "
 ENV_VAR = "VITLAB_CACHE_DIR"
 _ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("vitlab_cache_root", default=None)
 
+#: suffixes of the image files a folder: source reads (and an output may never replace)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"})
+
 
 # -- the cache root ----------------------------------------------------------------------------------
 def cache_root(override: str | os.PathLike | None = None) -> Path:

@@ -52,7 +52,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vitlab import _neighbors_tiles as _tiles
+import vitlab._neighbors_tiles as _tiles
 from vitlab._neighbors_tiles import iter_blocks
 from vitlab.errors import ConfigError, DataError
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitlab._io import IMAGE_SUFFIXES
 from vitlab.errors import ConfigError
 
 __all__ = ["OutputKind", "KINDS", "Input", "input_paths", "check_outputs", "check_not_inputs", "check_output_dir",
@@ -136,8 +137,6 @@ def input_paths(*specs: Any, records: str | os.PathLike | None = None) -> list[I
             if kind == "wds" and any(c in path for c in "{*?["):
                 continue
             if kind == "folder":
-                from vitlab.data.images import IMAGE_SUFFIXES
-
                 reads = tuple(sorted(IMAGE_SUFFIXES))
             out.append(Input(Path(path).expanduser(), f"{what} {text}", reads))
         elif sep and kind in ("file", "hf"):

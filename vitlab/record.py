@@ -18,7 +18,6 @@ import numpy as np
 
 from vitlab._io import atomic_write, write_error
 from vitlab.errors import DataError, VitlabError, WriteError
-from vitlab.outputs import check_output_dir, check_output_file  # noqa: F401  (the output rule; callers import it here)
 
 RECORD_SCHEMA_VERSION = 1
 _LIBS = ("vitlab", "torch", "timm", "transformers", "open_clip_torch", "numpy", "scipy", "scikit-learn")

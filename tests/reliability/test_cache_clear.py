@@ -153,7 +153,7 @@ def _valid_entries(cache: Path) -> dict[str, Path]:
     from vitlab.backbones.file import _remember_spec
     from vitlab.data.wds import _cached_scan
     from vitlab.inspect.pca import PatchPCA
-    from vitlab.store.text_cache import _save, text_cache_path
+    from vitlab.protocols.text_cache import _save, text_cache_path
     from vitlab._io import use_cache_root
     import tarfile
     import torch

@@ -23,8 +23,10 @@ def _module_name(path: Path) -> str:
 
 
 LAYERS = [
-    {"vitlab._version", "vitlab.errors", "vitlab._registry", "vitlab._spec", "vitlab._io", "vitlab.record"},
-    {"vitlab.stats", "vitlab.neighbors", "vitlab.metrics"},                    # pure math
+    {"vitlab._version", "vitlab.errors", "vitlab._registry", "vitlab._spec", "vitlab._io", "vitlab._cache",
+     "vitlab.outputs", "vitlab.record"},                                       # the floor: files, caches, records
+    {"vitlab.stats", "vitlab.neighbors", "vitlab._neighbors_tiles", "vitlab._neighbors_faiss",
+     "vitlab.metrics"},                                                        # pure math
     {"vitlab.data", "vitlab.backbones"},                                       # sources and backbones
     {"vitlab.store"},                                                          # the one route to features
     {"vitlab.protocols", "vitlab.scorers", "vitlab.mil"},                      # protocols, scorers, MIL heads

@@ -14,8 +14,8 @@ import torch
 import vitlab
 from vitlab.backbones._seed import seeded
 from vitlab.errors import BackboneError, ConfigError
-from vitlab.store import text_cache
-from vitlab.store.text_cache import text_cache_path, text_cache_key, text_embeddings
+from vitlab.protocols import text_cache
+from vitlab.protocols.text_cache import text_cache_path, text_cache_key, text_embeddings
 
 open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")

@@ -11,7 +11,7 @@ from vitlab.backbones._seed import seeded
 from vitlab.errors import ConfigError, DataError, UnknownNameError
 from vitlab.protocols.zeroshot_math import (TEMPLATE_SETS, class_prompts, read_templates, templates,
                                             zeroshot_logits, zeroshot_proba, zeroshot_weights)
-from vitlab.store.text_cache import text_embeddings
+from vitlab.protocols.text_cache import text_embeddings
 
 open_clip = pytest.importorskip("open_clip")
 

@@ -91,7 +91,7 @@ def prompt_filter(E: np.ndarray, labels: np.ndarray | None, text: np.ndarray, mi
     Args:
         E: image-text embeddings (``Embeddings.get(-1, "embed")``).
         labels: ``[n]`` class indices (required).
-        text: ``[n_classes, n_templates, D]`` prompt embeddings (:func:`vitlab.store.text_cache.text_embeddings`),
+        text: ``[n_classes, n_templates, D]`` prompt embeddings (:func:`vitlab.protocols.text_cache.text_embeddings`),
             ensembled as zero-shot does (:func:`vitlab.protocols.zeroshot_math.zeroshot_weights`).
 
     Example:

@@ -38,7 +38,7 @@ def check_new_manifest(path: str | Path | None) -> None:
     """
     if path is None:
         return
-    from vitlab.record import check_output_file
+    from vitlab.outputs import check_output_file
 
     p = Path(path).expanduser()
     if p.is_dir():

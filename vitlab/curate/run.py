@@ -30,7 +30,8 @@ from vitlab.curate.options import (DEFAULT_FOLDS, DEFAULT_PERCEPTUAL_DISTANCE, c
 from vitlab.curate.pairs import MAX_NEIGHBOURS
 from vitlab.curate.semantic import NeighbourTable, check_threshold, neighbour_table
 from vitlab.errors import ConfigError
-from vitlab.record import RunRecord, check_output_dir
+from vitlab.record import RunRecord
+from vitlab.outputs import check_output_dir
 
 __all__ = ["curate", "CurateResult"]
 
@@ -387,7 +388,7 @@ def _filters(backbone: Any, store: Any, kw: dict[str, Any], X: np.ndarray, emb: 
         out.append(target_filter(X, np.asarray(T, np.float32), target_min))
     if prompts:
         from vitlab.protocols.zeroshot_math import templates as template_set
-        from vitlab.store.text_cache import text_embeddings
+        from vitlab.protocols.text_cache import text_embeddings
 
         if backbone.spec.depth - 1 not in emb.layers:
             raise ConfigError("the prompt filter uses the image–text embedding of the last block; run with layers=-1.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -12,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vitlab._io import IMAGE_SUFFIXES  # noqa: F401  (defined with the file helpers: outputs.py needs them too)
 from vitlab.errors import ConfigError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"})
 MAX_PIXELS_ENV = "VITLAB_MAX_IMAGE_PIXELS"
 _UNLIMITED = ("0", "none", "unlimited")
 
@@ -176,3 +178,33 @@ def open_rgb(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as e:
         reason = "truncated file" if "truncated" in str(e) else str(e)
         raise ImageDecodeError(f"{path}: cannot decode image ({reason})") from None
+
+
+def png_data_uri(png: bytes) -> str:
+    """Wrap PNG bytes in a ``data:`` URI.
+
+    Example:
+        >>> png_data_uri(b"abc")
+        'data:image/png;base64,YWJj'
+    """
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def thumbnail_uri(img: Image.Image, size: int = 96) -> str:
+    """A PIL image as a PNG thumbnail ``data:`` URI, longest side ``size`` pixels.
+
+    Small images (e.g. 28x28) are enlarged with nearest-neighbour sampling so pixels stay crisp;
+    larger ones are reduced with Lanczos.
+
+    Example:
+        >>> thumbnail_uri(Image.new("RGB", (28, 28)), 84).startswith("data:image/png")
+        True
+    """
+    im = img.convert("RGB") if img.mode not in ("RGB", "L") else img
+    w, h = im.size
+    scale = size / max(w, h, 1)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    im = im.resize(new, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return png_data_uri(buf.getvalue())

@@ -20,7 +20,8 @@ from vitlab.data.splits import check_fractions
 from vitlab.errors import ConfigError, DataError
 from vitlab.neighbors import search
 from vitlab.protocols.base import Protocol, Result, Split, parse_protocols
-from vitlab.record import RunRecord, check_output_dir, start_record
+from vitlab.record import RunRecord, start_record
+from vitlab.outputs import check_output_dir
 from vitlab.scorers import pair_results, scorer_for
 from vitlab.store import Embeddings, EmbeddingStore
 from vitlab.evaluation.views import BagViews, Views

@@ -62,7 +62,7 @@ class Views:
                             "skipped in one of them); fix or remove the bad images and run again.")
 
     def _embed(self, proto: Protocol, tr: np.ndarray, te: np.ndarray) -> tuple[Split, Split]:
-        from vitlab.store.text_cache import text_embeddings
+        from vitlab.protocols.text_cache import text_embeddings
 
         last = self.backbone.spec.depth - 1
         emb = self.emb

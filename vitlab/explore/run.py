@@ -21,7 +21,8 @@ from vitlab.errors import ConfigError, DataError
 from vitlab.explore.cache import load_or_compute_layout
 from vitlab.explore.issues import check_label_issues, label_issue_columns
 from vitlab.explore.layout import DEFAULT_FIT_SAMPLE, Layout, LayoutConfig, check_layout_dependencies
-from vitlab.record import RunRecord, check_output_dir, check_output_file, start_record
+from vitlab.record import RunRecord, start_record
+from vitlab.outputs import check_output_dir, check_output_file
 
 __all__ = ["explore", "ExploreResult", "ExploreData", "DEFAULT_K", "DEFAULT_MAX_THUMBS", "DEFAULT_THUMB_SIZE",
            "MAP_SAMPLE", "check_new_page"]

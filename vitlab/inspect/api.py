@@ -26,7 +26,8 @@ import torch
 
 from vitlab.errors import ConfigError
 from vitlab.inspect.maps import GRAD_MAPS, check_maps
-from vitlab.record import RunRecord, check_output_dir
+from vitlab.record import RunRecord
+from vitlab.outputs import check_output_dir
 
 __all__ = ["inspect_model", "InspectResult", "check_options"]
 
@@ -266,7 +267,7 @@ def _images(src: Any, idx: np.ndarray, raw: torch.Tensor, maps: dict[str, torch.
             head: Any) -> list[dict[str, Any]]:
     from vitlab.inspect.images import embed_raw
     from vitlab.inspect.images import to_pil
-    from vitlab.report.figures import thumbnail_uri
+    from vitlab.data.images import thumbnail_uri
 
     preds = None
     if head is not None:

@@ -36,7 +36,8 @@ import torch
 from vitlab.errors import ConfigError, DataError
 from vitlab.inspect.attacks import check_eps, check_patch_side, feature_attack, patch_mask, pgd_patch
 from vitlab.inspect.corrupt import cells, check_corruptions, corrupt
-from vitlab.record import RunRecord, check_output_dir
+from vitlab.record import RunRecord
+from vitlab.outputs import check_output_dir
 
 __all__ = ["robust_eval", "robust", "RobustResult", "ATTACKS", "check_attacks", "check_counts"]
 
@@ -238,7 +239,7 @@ def _attacks(bb: Any, probes: _Probes, raw: torch.Tensor, y: np.ndarray, attacks
              steps: int, side: int, pool: str, layer: int, seed: int, n_resamples: int, normalize: Any,
              say: Any) -> dict[str, Any]:
     from vitlab.inspect.images import embed_raw, to_pil
-    from vitlab.report.figures import thumbnail_uri
+    from vitlab.data.images import thumbnail_uri
 
     (li,) = bb.resolve_layers(layer)
     feat = lambda r: bb.forward_tokens(normalize(bb, r.to(bb.device)), [li]).pooled(li, pool).float()  # noqa: E731

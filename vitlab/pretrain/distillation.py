@@ -34,7 +34,8 @@ from vitlab.pretrain.forward import TokenNet
 from vitlab.pretrain.methods import Program
 from vitlab.pretrain.recipe import PretrainRecipe
 from vitlab.pretrain.views import distill_spec, make_views, normalize
-from vitlab.record import check_output_dir, data_block, start_record
+from vitlab.record import data_block, start_record
+from vitlab.outputs import check_output_dir
 
 __all__ = ["distill", "DistillProgram", "check_shared_input"]
 

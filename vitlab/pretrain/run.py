@@ -29,7 +29,8 @@ from vitlab.backbones import Backbone, load_backbone
 from vitlab.data import DataSource, load_source
 from vitlab.pretrain.common import PretrainResult, check_images, check_settings, run_training
 from vitlab.pretrain.recipe import PretrainRecipe
-from vitlab.record import check_output_dir, data_block, start_record
+from vitlab.record import data_block, start_record
+from vitlab.outputs import check_output_dir
 
 __all__ = ["pretrain"]
 

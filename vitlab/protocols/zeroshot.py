@@ -2,7 +2,7 @@
 
 For a backbone with a text tower (``open_clip:``, HF CLIP / SigLIP): every class name is written
 into every prompt template, the text tower embeds the prompts (cached, keyed by the text
-weights, templates and class names: :mod:`vitlab.store.text_cache`), each class's prompt
+weights, templates and class names: :mod:`vitlab.protocols.text_cache`), each class's prompt
 embeddings are normalised, averaged and renormalised (CLIP's prompt ensembling:
 :func:`~vitlab.protocols.zeroshot_math.zeroshot_weights`), and each test image's joint-space
 embedding (the store's ``embed`` pooling) is classified by cosine similarity times the logit

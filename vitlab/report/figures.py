@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Sequence
 
@@ -21,13 +20,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from vitlab.data.images import png_data_uri, thumbnail_uri  # noqa: F401  (figures of images; they live with the images)
 from vitlab.stats.cd_diagram import plot_critical_difference
 
 __all__ = ["png_data_uri", "figure_to_data_uri", "confusion_matrix_figure", "confusion_matrix_uri",
            "cd_diagram_uri", "thumbnail_uri", "SEG_PALETTE", "IGNORE_COLOUR", "class_colour", "label_map_image",
            "label_map_uri"]
 
-_PREFIX = "data:image/png;base64,"
 
 #: Segmentation palette: class ``i`` is drawn in ``SEG_PALETTE[i % 20]``, the same colour in every figure and
 #: legend of a report. It is matplotlib's ``tab20`` (dark shades first, then the light ones) with its two greys
@@ -38,16 +37,6 @@ SEG_PALETTE: tuple[str, ...] = (
     "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#e7ba52", "#dbdb8d", "#9edae5")
 #: Pixels equal to the ignore index (unlabelled) are mid grey, whatever the palette.
 IGNORE_COLOUR = "#9e9e9e"
-
-
-def png_data_uri(png: bytes) -> str:
-    """Wrap PNG bytes in a ``data:`` URI.
-
-    Example:
-        >>> png_data_uri(b"abc")
-        'data:image/png;base64,YWJj'
-    """
-    return _PREFIX + base64.b64encode(png).decode("ascii")
 
 
 def figure_to_data_uri(fig: Figure, *, dpi: int = 110) -> str:
@@ -143,26 +132,6 @@ def cd_diagram_uri(mean_ranks: dict[str, float], cd: float, *, title: str | None
         True
     """
     return figure_to_data_uri(plot_critical_difference(mean_ranks, cd, title=title), dpi=120)
-
-
-def thumbnail_uri(img: Image.Image, size: int = 96) -> str:
-    """A PIL image as a PNG thumbnail ``data:`` URI, longest side ``size`` pixels.
-
-    Small images (e.g. 28x28) are enlarged with nearest-neighbour sampling so pixels stay crisp;
-    larger ones are reduced with Lanczos.
-
-    Example:
-        >>> thumbnail_uri(Image.new("RGB", (28, 28)), 84).startswith("data:image/png")
-        True
-    """
-    im = img.convert("RGB") if img.mode not in ("RGB", "L") else img
-    w, h = im.size
-    scale = size / max(w, h, 1)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    im = im.resize(new, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
-    return png_data_uri(buf.getvalue())
 
 
 def class_colour(i: int, ignore_index: int | None = 255) -> str:

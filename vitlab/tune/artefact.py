@@ -30,7 +30,7 @@ import torch
 from vitlab.backbones.base import Backbone
 from vitlab.errors import BackboneError
 
-__all__ = ["FORMAT", "SUFFIX", "save_artefact", "load_artefact", "read_meta", "tuned_id", "tensor_digest"]
+__all__ = ["FORMAT", "SUFFIX", "save_artefact", "load_artefact", "load_tuned", "read_meta", "tuned_id", "tensor_digest"]
 
 FORMAT = "vitlab-tuned/1"
 SUFFIX = ".vitlab"
@@ -156,3 +156,19 @@ def load_artefact(path: str | Path, *, device: str | torch.device = "cpu", merge
     bb.__dict__["tuned_head"] = (tensors.get("head.weight"), tensors.get("head.bias"))
     bb.__dict__["tuned_meta"] = meta
     return bb.to(device)
+
+
+def load_tuned(target: str, *, pretrained: bool = True, seed: int = 0, merge: bool = True, **kwargs: Any) -> Backbone:
+    """The backbone registry's ``tuned:`` loader: the adapted backbone saved at ``target`` (``pretrained`` and ``seed`` do not apply: the artefact
+    names its base and how to rebuild it).
+
+    Example:
+        >>> bb = load_tuned("runs/tune/ab12/vpt.vitlab")  # doctest: +SKIP
+    """
+    if not pretrained:
+        raise BackboneError(f"tuned:{target}: random:/--no-pretrained does not apply to a tuned artefact (it holds "
+                            "trained weights); load it as is.")
+    if kwargs:
+        raise BackboneError(f"tuned:{target}: loader options {sorted(kwargs)} do not apply to a tuned artefact "
+                            "(it records its base backbone's own options).")
+    return load_artefact(target, merge=merge)

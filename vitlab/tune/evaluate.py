@@ -30,7 +30,8 @@ from vitlab._cache import open_entry
 from vitlab.backbones import Backbone, load_backbone, resolve_device
 from vitlab.data import DataSource, load_source
 from vitlab.errors import ConfigError, DataError
-from vitlab.record import RunRecord, check_output_dir
+from vitlab.record import RunRecord
+from vitlab.outputs import check_output_dir
 from vitlab.tune.methods import Method, clone_backbone, parse_methods
 from vitlab.tune.recipe import TuneRecipe
 
