@@ -94,3 +94,19 @@ def test_bad_input_is_one_line(args, msg):
     assert res.exit_code == 2
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and msg in " ".join(res.stderr.split())
+
+
+def test_missing_peft_is_one_line_naming_the_extra_before_the_probe(monkeypatch):
+    import sys
+
+    import importlib
+
+    probe = importlib.import_module("vitlab.tune.probe")  # `import vitlab.tune.x` can meet the function vitlab.tune
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    monkeypatch.setattr(probe, "frozen_probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("probe ran")))
+    res = runner.invoke(app, ["tune", "--backbone", "demo:fmnist-vit", "--data", "sample:digits", "--method", "lora"])
+    assert res.exit_code == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0] == ("error: method lora needs the package peft, which is not installed: "
+                                        "pip install 'vitlab[tune]'.")

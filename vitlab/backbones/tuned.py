@@ -1,7 +1,8 @@
-"""``tuned:<file>.vitlab`` (or just the path of a ``.vitlab`` file): a backbone adapted by ``vitlab tune``.
+"""``tuned:<file>.vitlab`` (or just the path of a ``.vitlab`` file): a backbone saved as a vitlab artefact
+(adapted by ``vitlab tune``, or made by another producer of the family).
 
-The artefact format and the rebuild live in :mod:`vitlab.tune.artefact`; this module is the loader
-the backbone registry calls.
+The artefact format, its checks and the per-kind rebuild live in :mod:`vitlab.backbones.artefact`; this module
+is the loader the backbone registry calls.
 
 Example:
     >>> bb = vitlab.load_backbone("runs/tune/ab12/lora.vitlab")  # doctest: +SKIP
@@ -23,8 +24,8 @@ def load_tuned(target: str, *, pretrained: bool = True, seed: int = 0, merge: bo
     Example:
         >>> bb = load_tuned("runs/tune/ab12/vpt.vitlab")  # doctest: +SKIP
     """
+    from vitlab.backbones.artefact import load_artefact
     from vitlab.errors import BackboneError
-    from vitlab.tune.artefact import load_artefact
 
     if not pretrained:
         raise BackboneError(f"tuned:{target}: random:/--no-pretrained does not apply to a tuned artefact (it holds "
@@ -32,4 +33,4 @@ def load_tuned(target: str, *, pretrained: bool = True, seed: int = 0, merge: bo
     if kwargs:
         raise BackboneError(f"tuned:{target}: loader options {sorted(kwargs)} do not apply to a tuned artefact "
                             "(it records its base backbone's own options).")
-    return load_artefact(target, merge=merge)
+    return load_artefact(target, **({} if merge else {"merge": False}))  # merge: a tune artefact's option

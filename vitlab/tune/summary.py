@@ -1,0 +1,120 @@
+"""From per-seed scores to the ``tune`` record: the across-seed summary of each metric, the paired tests of
+every method against a reference, the costs, and the record itself (:func:`tune_record`).
+
+Example:
+    >>> s = seed_summary([0.8, 0.9, 1.0])
+    >>> round(s["value"], 3), round(s["low"], 3), round(s["high"], 3)
+    (0.9, 0.652, 1.148)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vitlab.record import RunRecord
+
+__all__ = ["seed_summary", "against", "across_seeds", "method_costs", "probe_costs", "tune_record"]
+
+
+def seed_summary(values: list[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean of per-seed values with a Student-t interval (``None`` bounds with one seed).
+
+    Example:
+        >>> s = seed_summary([0.8, 0.9, 1.0])
+        >>> round(s["value"], 3), round(s["low"], 3), round(s["high"], 3)
+        (0.9, 0.652, 1.148)
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    out: dict[str, Any] = {"value": mean, "low": None, "high": None, "sd": None, "n_seeds": int(v.size),
+                           "per_seed": v.tolist(), "level": level, "method": "t-interval over seeds"}
+    if v.size > 1:
+        sd = float(v.std(ddof=1))
+        half = float(stats.t.ppf(0.5 + level / 2, v.size - 1)) * sd / np.sqrt(v.size)
+        out.update(low=float(mean - half), high=float(mean + half), sd=sd)
+    return out
+
+
+def against(pairs: list[dict[str, Any]], reference: str) -> dict[str, list[dict[str, Any]]]:
+    """Per method, its paired tests against ``reference`` (one per seed), as ``method - reference``.
+
+    ``pairs`` are :func:`vitlab.evaluation._protocol_pairs` rows (``diff = a - b``, Holm-adjusted p-values)
+    with a ``seed``; rows where ``reference`` is ``a`` are turned around.
+
+    Example:
+        >>> row = {"seed": 0, "a": "linear", "b": "lora", "diff": -0.1, "low": -0.2, "high": -0.01,
+        ...        "p_bootstrap_holm": 0.01, "p_mcnemar_holm": 0.02, "significant": True}
+        >>> against([row], "linear")["lora"][0]["diff"], against([row], "linear")["lora"][0]["low"]
+        (0.1, 0.01)
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in pairs:
+        if reference not in (p["a"], p["b"]):
+            continue
+        other = p["b"] if p["a"] == reference else p["a"]
+        sign = 1.0 if p["b"] == reference else -1.0
+        lo, hi = sorted((sign * p["low"], sign * p["high"]))
+        out.setdefault(other, []).append({
+            "seed": p["seed"], "diff": sign * p["diff"], "low": lo, "high": hi,
+            "p_bootstrap": p.get("p_bootstrap_holm"), "p_mcnemar": p.get("p_mcnemar_holm"),
+            "significant": bool(p.get("significant"))})
+    return out
+
+
+def across_seeds(per_seed: dict[str, dict[str, Any]], label: str, seeds: list[int]) -> dict[str, Any]:
+    """One method's metrics over seeds: the single seed's scorer entries (with ``n_seeds`` 1), else each
+    metric's :func:`seed_summary`."""
+    first = per_seed[str(seeds[0])][label]["metrics"]
+    if len(seeds) == 1:
+        return {k: {**v, "n_seeds": 1} for k, v in first.items()}
+    return {k: seed_summary([per_seed[str(s)][label]["metrics"][k]["value"] for s in seeds]) for k in first}
+
+
+def method_costs(cost: dict[str, Any]) -> dict[str, Any]:
+    """A method's cost block with its means over seeds (``train_s``, ``time_per_epoch_s``, ``images_per_s``)
+    and the largest peak memory, from ``cost["per_seed"]``."""
+    ps = cost["per_seed"]
+    return {**cost, "train_s": float(np.mean([p["train_s"] for p in ps])),
+            "time_per_epoch_s": float(np.mean([p["train_s"] / max(1, p["epochs_run"]) for p in ps])),
+            "peak_memory_mb": float(np.nanmax([p["peak_memory_mb"] for p in ps])),
+            "images_per_s": float(np.mean([p["images_per_s"] or 0.0 for p in ps]))}
+
+
+def probe_costs(cost: dict[str, Any]) -> dict[str, Any]:
+    """The frozen probe's cost block (its head size and mean fit time; no epochs, throughput or memory)."""
+    ps = cost["per_seed"]
+    return {**cost, "trainable_params": int(ps[0]["head_params"]), "trainable_backbone_params": 0,
+            "train_s": float(np.mean([p["train_s"] for p in ps])), "time_per_epoch_s": None,
+            "images_per_s": None, "peak_memory_mb": None}
+
+
+def tune_record(plan: Any, *, per_seed: dict[str, dict[str, Any]], pairs: list[dict[str, Any]],
+                costs: dict[str, dict[str, Any]], probe_cost: dict[str, Any] | None,
+                artefacts: dict[str, Any], t_bank: float, seed: int, seeds: int, probe_label: str) -> RunRecord:
+    """The ``tune`` :class:`RunRecord` of a finished run (``plan`` a :class:`~vitlab.tune.plan.RunPlan`)."""
+    labels, seed_list, dev = plan.labels, plan.seeds, plan.device
+    metrics_out: dict[str, Any] = {lab: across_seeds(per_seed, lab, seed_list) for lab in labels}
+    costs = {lab: method_costs(costs[lab]) for lab in labels}
+    if probe_cost is not None:
+        metrics_out[probe_label] = across_seeds(per_seed, probe_label, seed_list)
+        costs[probe_label] = probe_costs(probe_cost)
+    vs_linear = against(pairs, "linear") if "linear" in labels else {}
+    vs_probe = against(pairs, probe_label) if probe_cost is not None else {}
+    return RunRecord(
+        kind="tune", config=plan.config, fingerprints=plan.fingerprints, metrics=metrics_out,
+        hparams={m.label: {"lr": plan.lrs[m.label], **m.to_dict()} for m in plan.methods},
+        details={"per_seed": per_seed, "pairs": pairs, "vs_linear": vs_linear, "vs_probe": vs_probe, "cost": costs,
+                 "artefacts": {k: str(v) for k, v in artefacts.items()},
+                 "data": {"classes": list(plan.source.classes), "n": len(plan.source)},
+                 "interval": "per seed: percentile bootstrap over test images; across seeds: mean with a Student-t "
+                             "interval (seeds vary the split and the initialisation)",
+                 "cost_note": "peak memory: " + ("CUDA max allocated above the start" if dev.type == "cuda" else
+                                                 "process RSS above the start, sampled (approximate)")
+                 + "; images/s: training images through a step per second of training time (linear: head steps "
+                   "on features computed once)"},
+        timings={"load_images_s": t_bank, **{f"{lab}_train_s": costs[lab]["train_s"] for lab in labels}},
+        seeds={"first": int(seed), "n_seeds": int(seeds), "bootstrap": int(seed)})

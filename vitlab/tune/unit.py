@@ -1,0 +1,94 @@
+"""One method on one seed's split (a "unit" of a tune run): train it, predict the test rows, measure its cost,
+and turn the trained network into an adapted backbone (and its ``.vitlab`` artefact).
+
+A unit is what a resumed run reads back: ``{"proba": test probabilities, "cost": per-seed costs, "counts":
+parameter counts}`` (JSON-safe apart from ``proba``).
+
+Example:
+    >>> import vitlab, numpy as np, torch
+    >>> from vitlab.tune.runner import ImageBank
+    >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+    >>> src = vitlab.load_source("sample:digits?limit=60")
+    >>> m = parse_methods("linear")[0]
+    >>> unit, net, _ = train_unit(m, bb, ImageBank(src, bb.spec.preprocessing), src.labels, np.arange(40),
+    ...                           np.arange(40, 50), np.arange(50, 60), 10, "cls", TuneRecipe(epochs=1), 1e-3, 0,
+    ...                           torch.device("cpu"), False)
+    >>> unit["proba"].shape, unit["counts"]["trainable_params"]
+    ((10, 10), 970)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitlab.backbones import Backbone
+from vitlab.tune.methods import Method, clone_backbone, parse_methods  # noqa: F401  (parse_methods: doctest)
+from vitlab.tune.recipe import TuneRecipe
+
+__all__ = ["train_unit", "adapted_backbone", "artefact_meta"]
+
+
+def train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.ndarray, val: np.ndarray,
+               te: np.ndarray, n_cls: int, pool: str, recipe: TuneRecipe, lr: float, s: int, dev: torch.device,
+               progress: bool | None) -> tuple[dict[str, Any], Any, Backbone]:
+    """Train ``m`` on a copy of ``backbone`` for seed ``s``: ``(unit, net, adapted backbone before finalize)``;
+    ``unit`` holds the test probabilities and the costs (what a resumed run reads back)."""
+    from vitlab.perf.measure import PeakMemory
+    from vitlab.tune.runner import TuneNet, fit, predict, trainable_parameters
+
+    gen = torch.Generator().manual_seed(s)
+    bb = m.apply(clone_backbone(backbone), gen).to(dev)
+    net = TuneNet(bb, n_cls, pool, gen).to(dev)
+    with PeakMemory(dev) as pm:
+        t0 = time.perf_counter()
+        rep = fit(net, bank, y, tr, val, m, recipe, lr=lr, seed=s, device=dev, progress=progress, label=m.label)
+        train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba = predict(net, bank, te, dev, recipe)
+    test_s = time.perf_counter() - t0
+    trainable = trainable_parameters(net)
+    n_train = sum(p.numel() for p in trainable.values())
+    n_head = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
+    cost = {"seed": s, "train_s": train_s, "test_s": test_s, "peak_memory_mb": pm.mb,
+            "images_per_s": rep.images_seen / train_s if train_s > 0 else None, "epochs_run": rep.epochs_run,
+            "best_epoch": rep.best_epoch, "steps": rep.steps, "images_seen": rep.images_seen,
+            "features_cached": rep.features_cached, "history": rep.history,
+            "n_train": int(len(tr)), "n_val": int(len(val)), "n_test": int(len(te))}
+    counts = {"trainable_params": int(n_train), "trainable_backbone_params": int(n_train - n_head),
+              "total_params": int(sum(p.numel() for p in net.parameters())), "memory_kind": pm.kind}
+    return {"proba": proba, "cost": cost, "counts": counts}, net, bb
+
+
+def artefact_meta(plan: Any, m: Method, seed: int, test_top1: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a tune artefact carries: its base, the method, the recipe, the seed, the data, the score."""
+    from vitlab.backbones.artefact import base_meta
+
+    return {"base": base_meta(plan.backbone, seed=0, kwargs=plan.backbone_kwargs),
+            "method": {**m.to_dict(), "spec": m.spec(), "label": m.label},
+            "recipe": plan.recipe.to_dict(), "lr": plan.lrs[m.label], "pool": plan.pool, "seed": seed,
+            "classes": list(plan.source.classes), "data": plan.fingerprints["data"], "run_id": plan.run_id,
+            "test_top1": test_top1}
+
+
+def adapted_backbone(plan: Any, m: Method, net: Any, bb: Backbone, seed: int, test_top1: dict[str, Any],
+                     art_path: Path | None) -> tuple[Backbone, Path | None]:
+    """The trained ``net`` as a backbone for inference (LoRA merged, own ``weights_id``, ``tuned_head``), and its
+    artefact saved at ``art_path`` (when given)."""
+    from vitlab.tune.artefact import save_tuned, tensor_digest, tuned_id
+    from vitlab.tune.runner import trainable_parameters
+
+    tensors = trainable_parameters(net)
+    saved = None
+    if art_path is not None:
+        saved = save_tuned(art_path, tensors, artefact_meta(plan, m, seed, test_top1))
+    digest = tensor_digest(tensors, m.spec())
+    adapted = m.finalize(bb)
+    adapted.model.eval().requires_grad_(False)
+    adapted.weights_id = tuned_id(plan.backbone.weights_id, digest)
+    adapted.__dict__["tuned_head"] = (net.head.weight.detach().cpu(), net.head.bias.detach().cpu())
+    return adapted, saved
