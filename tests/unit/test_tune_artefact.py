@@ -25,7 +25,8 @@ def run(tmp_path_factory):
     base = vitlab.load_backbone("demo:fmnist-vit")
     before = hash_state_dict(base.model)
     res = vitlab.tune(base, DATA, methods="linear,lora:r=2,targets=[qkv,mlp],vpt:prompts=2", seeds=1, seed=1,
-                      epochs=1, max_steps=3, batch_size=32, lr=5e-2, n_resamples=50, out=out, progress=False)
+                      epochs=1, max_steps=3, batch_size=32, lr=5e-2, n_resamples=50, out=out, progress=False,
+                      lp_init=False, lr_grid=(1.0,))  # a random head: the adapters train from step 1 (not kept at 0)
     return base, before, res, out
 
 

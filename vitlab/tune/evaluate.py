@@ -3,7 +3,9 @@
 Per seed ``s`` (``seed, seed + 1, ...``): the train/test split is the one ``vitlab eval --seed s`` uses
 for the same data (:meth:`DataSource.splits`: the split column, else the seeded stratified holdout of
 :mod:`vitlab.data.splits`); a stratified validation part of train (``val_fraction``, seed ``s + 1``)
-drives early stopping. Every method is then scored on the same test images by the classification
+chooses the learning rate (from the recipe's ``lr_grid``) and the epoch (early stopping). By default the
+head starts from the linear probe on the training part (LP-FT, :mod:`vitlab.tune.lpft`). The test split
+is predicted only by the kept model. Every method is then scored on the same test images by the classification
 scorer (percentile-bootstrap CIs) and paired with every other method of that seed (paired bootstrap
 and McNemar, Holm-adjusted: :func:`vitlab.evaluation._protocol_pairs`). Across seeds, each metric's
 mean gets a t-interval (seeds vary the split and the initialisation). The record also carries each
@@ -104,7 +106,9 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
             (:data:`vitlab.tune.METHODS`).
         seeds: how many seeds (``seed``, ``seed + 1``, ...); each seed has its own eval split.
         recipe: the training recipe (:class:`TuneRecipe`); ``**recipe_changes`` override its fields
-            (``epochs=3``, ``lr=1e-3``, ``batch_size=32``, ``max_steps=5``...).
+            (``epochs=3``, ``lr=1e-3``, ``batch_size=32``, ``max_steps=5``, ``lr_grid=(1.0,)``,
+            ``lp_init=False``...). Defaults: LP-FT head start, learning rate chosen on validation from
+            0.3 / 1 / 3 x the method's default (``details["selection"]``).
         test_fraction: as in ``vitlab eval`` (used when the data has no split column).
         n_resamples: bootstrap resamples per CI and paired test.
         pretrained: for a backbone given by name (as in ``eval``).
@@ -117,6 +121,8 @@ def tune(backbone: Backbone | str, data: DataSource | str, *, methods: str | lis
             every method against it (``details["vs_probe"]``). The ``linear`` method (an AdamW head trained
             with the tuning recipe) is the like-for-like baseline of the recipe; ``probe`` is the best frozen
             baseline, so a gain over ``linear`` that vanishes against ``probe`` is a weak recipe, not adaptation.
+            ``details["vs_probe_verdict"]`` says per method, plainly, whether it beats or loses to the probe,
+            with the paired tests (and why, when no fine-tuning epoch beat the LP-FT start on validation).
         cache_dir: embedding cache of the frozen probe's features (as ``vitlab eval``).
         backbone_kwargs: loader options for a backbone given by name (recorded so the artefact can rebuild it).
 
@@ -184,6 +190,7 @@ class _Run:
         self.probe_cost: dict[str, Any] = {"per_seed": [], "note": "vitlab eval's frozen linear probe (features "
                                                                    "cached once; train s includes embedding on a "
                                                                    "cache miss)"}
+        self.lp_cache: dict[str, Any] = {}  # LP-FT heads by step-0 features (methods with the same ones share)
         self.done = 0
 
     def _score(self, s: int, label: str, res: Any) -> dict[str, Any]:
@@ -198,7 +205,7 @@ class _Run:
         from vitlab.tune.artefact import SUFFIX, load_artefact
         from vitlab.tune.unit import adapted_backbone, train_unit
 
-        plan, lr = self.plan, self.plan.lrs[m.label]
+        plan = self.plan
         tr, val, te = plan.splits[s]
         y = plan.source.labels
         run_dir = plan.run_dir
@@ -208,7 +215,9 @@ class _Run:
         unit = _load_unit(unit_path, art_path if first else None)
         if unit is None:
             unit, net, bb = train_unit(m, plan.backbone, self.bank, y, tr, val, te, len(plan.source.classes),
-                                       plan.pool, plan.recipe, lr, s, plan.device, self.progress)
+                                       plan.pool, plan.recipe, plan.lr_candidates[m.label], s, plan.device,
+                                       self.progress, groups=self.groups, lp_cache=self.lp_cache)
+        lr = unit["cost"].get("lr", plan.lrs[m.label])
         proba = np.asarray(unit["proba"], dtype=np.float64)
         res = Result("classification", [self.ids[i] for i in te], {"y": y[te], "proba": proba},
                      groups=None if self.groups is None else self.groups[te], hparams={"lr": lr, **m.to_dict()})
@@ -220,7 +229,7 @@ class _Run:
                 self.artefacts[m.label] = art_path
                 self.backbones[m.label] = load_artefact(art_path, device=plan.device)
         elif first:
-            self.backbones[m.label], saved = adapted_backbone(plan, m, net, bb, s, metrics["top1"], art_path)
+            self.backbones[m.label], saved = adapted_backbone(plan, m, net, bb, s, lr, metrics["top1"], art_path)
             if saved is not None:
                 self.artefacts[m.label] = saved
         if unit_path is not None and not unit.get("resumed"):

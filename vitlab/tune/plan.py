@@ -40,7 +40,8 @@ class RunPlan:
         source: the labelled data. backbone: the loaded base (never modified).
         backbone_kwargs: the base's loader options (written into the artefacts to rebuild it).
         seeds: ``seed, seed + 1, ...``. splits: seed → ``(train_rows, val_rows, test_rows)``.
-        pool: ``cls`` or ``mean``. lrs: method label → learning rate.
+        pool: ``cls`` or ``mean``. lrs: method label → base learning rate (``recipe.lr`` or the method's
+        default). lr_candidates: method label → the rates tried on validation (``recipe.lr_grid`` x base).
         config / fingerprints: the record's blocks. run_id: their hash. run_dir: ``<out>/tune/<run_id>``.
     """
 
@@ -53,6 +54,7 @@ class RunPlan:
     splits: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
     pool: str
     lrs: dict[str, float]
+    lr_candidates: dict[str, list[float]]
     recipe: TuneRecipe
     config: dict[str, Any]
     fingerprints: dict[str, Any]
@@ -111,6 +113,28 @@ def tune_splits(source: DataSource, seeds: list[int], test_fraction: float, val_
     return out
 
 
+#: how a tune run chooses its learning rate and epoch (written into the record's config)
+SELECTION = ("per method and seed: each learning rate of the grid trains once; early stopping keeps the best epoch "
+             "on the validation part of train (epoch 0 = the LP-FT start, when lp_init), and the rate with the best "
+             "validation top-1 is kept (ties: lower validation loss, then the smaller rate); the test split is "
+             "predicted only by the kept model")
+
+
+def _check_lp_holdout(source: DataSource, splits: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """LP-FT fits the linear probe on the training part, choosing C on a holdout of it: check it can, before work."""
+    from vitlab.data.splits import holdout
+    from vitlab.protocols.classification import LinearConfig
+
+    groups = None if source.groups is None else np.asarray(source.groups)
+    for s, (tr, _, _) in splits.items():
+        try:
+            holdout(source.labels[tr], None if groups is None else groups[tr], LinearConfig().val_fraction, s)
+        except DataError:
+            raise DataError(f"seed {s}: the training part ({len(tr)} images) is too small for LP-FT's linear probe, "
+                            "which chooses C on a stratified holdout of it: use more data, or start from a random "
+                            "head with --no-lp-init.") from None
+
+
 def plan_run(backbone: Backbone | str, data: DataSource | str, *, methods: Any, seeds: int, seed: int,
              recipe: TuneRecipe, test_fraction: float, n_resamples: int, pretrained: bool, device: str | None,
              out: str | Path | None, backbone_kwargs: dict[str, Any] | None) -> RunPlan:
@@ -137,16 +161,25 @@ def plan_run(backbone: Backbone | str, data: DataSource | str, *, methods: Any, 
     check_pool(pool, backbone.spec.has_cls_token)
     labels = [m.label for m in ms]
     lrs = {m.label: recipe.lr or m.default_lr for m in ms}
+    candidates = {m.label: recipe.learning_rates(m.default_lr) for m in ms}
+    too_high = {lab: c[-1] for lab, c in candidates.items() if c[-1] > 1.0}
+    if too_high:
+        raise ConfigError(f"lr_grid x lr reaches a learning rate above 1 ({too_high}); lower --lr or --lr-grid.")
+    if recipe.lp_init:
+        _check_lp_holdout(source, splits)
     config = {"backbone": backbone.name, "data": source.uri, "dataset": source.uri, "methods": labels,
               "method_config": {m.label: {**m.to_dict(), "spec": m.spec(), "source": m.source} for m in ms},
               "seeds": seed_list, "recipe": recipe.to_dict(), "lr": lrs, "pool": pool, "layer": backbone.spec.depth - 1,
               "test_fraction": test_fraction, "n_resamples": n_resamples, "device": str(dev),
               "split_origin": "split column" if source.split_column is not None
               else f"seeded stratified (test {test_fraction}), as vitlab eval --seed <s>",
-              "val_origin": f"stratified holdout of train (val {recipe.val_fraction}, seed s + 1)"}
+              "val_origin": f"stratified holdout of train (val {recipe.val_fraction}, seed s + 1)",
+              "lr_candidates": candidates, "selection": SELECTION,
+              "head_init": ("LP-FT: the linear probe (vitlab eval's linear protocol) on the step-0 features of the "
+                            "training part" if recipe.lp_init else "random (normal, std 0.01)")}
     fingerprints = {"backbone": backbone.fingerprint(), "data": {"kind": source.kind, "uri": source.uri,
                                                                  "fingerprint": source.fingerprint, "n": len(source)}}
     run_id = RunRecord(kind="tune", config=config, metrics={}, fingerprints=fingerprints).run_id
     run_dir = Path(out) / "tune" / run_id if out is not None else None
     return RunPlan(ms, dev, source, backbone, dict(backbone_kwargs or {}), seed_list, splits,
-                   pool, lrs, recipe, config, fingerprints, run_id, run_dir)
+                   pool, lrs, candidates, recipe, config, fingerprints, run_id, run_dir)

@@ -15,7 +15,7 @@ import numpy as np
 
 from vitlab.record import RunRecord
 
-__all__ = ["seed_summary", "against", "across_seeds", "method_costs", "probe_costs", "tune_record"]
+__all__ = ["seed_summary", "against", "verdict", "across_seeds", "method_costs", "probe_costs", "tune_record"]
 
 
 def seed_summary(values: list[float], level: float = 0.95) -> dict[str, Any]:
@@ -65,6 +65,52 @@ def against(pairs: list[dict[str, Any]], reference: str) -> dict[str, list[dict[
     return out
 
 
+def _fmt_p(p: Any) -> str:
+    return "–" if p is None else f"{p:.2g}"
+
+
+def verdict(label: str, rows: list[dict[str, Any]], per_seed_cost: list[dict[str, Any]],
+            reference: str = "the frozen probe") -> dict[str, Any]:
+    """Say plainly whether ``label`` beats or loses to ``reference``, with the paired tests and, when fine-tuning
+    never beat its LP-FT start on validation, why.
+
+    ``rows``: :func:`against` rows of ``label`` (``label - reference`` per seed). The verdict follows the sign of
+    the mean difference over seeds (``beats`` / ``loses`` / ``ties``); ``significant`` counts the seeds where
+    the Holm-adjusted paired bootstrap and McNemar tests both reject in that direction.
+
+    Example:
+        >>> rows = [{"seed": 0, "diff": -0.03, "low": -0.05, "high": -0.01, "p_bootstrap": 0.004,
+        ...          "p_mcnemar": 0.01, "significant": True}]
+        >>> v = verdict("full", rows, [{"seed": 0, "best_epoch": 3}])
+        >>> v["verdict"], v["significant_seeds"]
+        ('loses', 1)
+        >>> v["text"]
+        'full loses to the frozen probe: Δ top-1 -0.030 (mean of 1 seed), significant on 1 of 1 (seed 0 -0.030 [-0.050, -0.010], Holm p 0.004 (bootstrap) / 0.01 (McNemar)).'
+
+    """
+    diffs = [float(r["diff"]) for r in rows]
+    mean = float(np.mean(diffs)) if diffs else 0.0
+    word = "beats" if mean > 0 else ("loses" if mean < 0 else "ties")
+    sign = 1.0 if mean >= 0 else -1.0
+    sig = [r for r in rows if r.get("significant") and sign * float(r["diff"]) > 0]
+    tests = "; ".join(f"seed {r['seed']} {r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], Holm p "
+                      f"{_fmt_p(r.get('p_bootstrap'))} (bootstrap) / {_fmt_p(r.get('p_mcnemar'))} (McNemar)"
+                      for r in rows)
+    n = len(rows)
+    phrase = {"beats": "beats", "loses": "loses to", "ties": "ties with"}[word]
+    text = (f"{label} {phrase} {reference}: Δ top-1 {mean:+.3f} (mean of {n} seed{'s' if n != 1 else ''}), "
+            f"significant on {len(sig)} of {n} ({tests}).")
+    kept_start = [c["seed"] for c in per_seed_cost if c.get("best_epoch") == 0]
+    why = None
+    if word != "beats" and kept_start:
+        why = (f"On seed{'s' if len(kept_start) > 1 else ''} {', '.join(map(str, kept_start))} no fine-tuning epoch "
+               "beat the LP-FT start on validation, so the method kept that linear-probe head; it was fitted on the "
+               "training part only, while the frozen probe also fits on the validation part.")
+        text += " " + why
+    return {"verdict": word, "reference": reference, "mean_diff": mean, "n_seeds": n, "significant_seeds": len(sig),
+            "kept_lp_start_seeds": kept_start, "why": why, "text": text}
+
+
 def across_seeds(per_seed: dict[str, dict[str, Any]], label: str, seeds: list[int]) -> dict[str, Any]:
     """One method's metrics over seeds: the single seed's scorer entries (with ``n_seeds`` 1), else each
     metric's :func:`seed_summary`."""
@@ -104,10 +150,16 @@ def tune_record(plan: Any, *, per_seed: dict[str, dict[str, Any]], pairs: list[d
         costs[probe_label] = probe_costs(probe_cost)
     vs_linear = against(pairs, "linear") if "linear" in labels else {}
     vs_probe = against(pairs, probe_label) if probe_cost is not None else {}
+    verdicts = {lab: verdict(lab, vs_probe.get(lab, []), costs[lab]["per_seed"]) for lab in labels if lab in vs_probe}
+    selection = {lab: [{"seed": c["seed"], "lr": c.get("lr", plan.lrs[lab]), "best_epoch": c.get("best_epoch"),
+                        "candidates": c.get("lr_search", []), "lp_init": c.get("lp_init")}
+                       for c in costs[lab]["per_seed"]] for lab in labels}
+    hparams = {m.label: {"lr": [sel["lr"] for sel in selection[m.label]], "lr_candidates": plan.lr_candidates[m.label],
+                         "lp_init": plan.recipe.lp_init, **m.to_dict()} for m in plan.methods}
     return RunRecord(
-        kind="tune", config=plan.config, fingerprints=plan.fingerprints, metrics=metrics_out,
-        hparams={m.label: {"lr": plan.lrs[m.label], **m.to_dict()} for m in plan.methods},
-        details={"per_seed": per_seed, "pairs": pairs, "vs_linear": vs_linear, "vs_probe": vs_probe, "cost": costs,
+        kind="tune", config=plan.config, fingerprints=plan.fingerprints, metrics=metrics_out, hparams=hparams,
+        details={"per_seed": per_seed, "pairs": pairs, "vs_linear": vs_linear, "vs_probe": vs_probe,
+                 "vs_probe_verdict": verdicts, "selection": selection, "cost": costs,
                  "artefacts": {k: str(v) for k, v in artefacts.items()},
                  "data": {"classes": list(plan.source.classes), "n": len(plan.source)},
                  "interval": "per seed: percentile bootstrap over test images; across seeds: mean with a Student-t "

@@ -11,10 +11,10 @@ Example:
     >>> src = vitlab.load_source("sample:digits?limit=60")
     >>> m = parse_methods("linear")[0]
     >>> unit, net, _ = train_unit(m, bb, ImageBank(src, bb.spec.preprocessing), src.labels, np.arange(40),
-    ...                           np.arange(40, 50), np.arange(50, 60), 10, "cls", TuneRecipe(epochs=1), 1e-3, 0,
-    ...                           torch.device("cpu"), False)
-    >>> unit["proba"].shape, unit["counts"]["trainable_params"]
-    ((10, 10), 970)
+    ...                           np.arange(40, 50), np.arange(50, 60), 10, "cls", TuneRecipe(epochs=1, lp_init=False),
+    ...                           [1e-3, 1e-2], 0, torch.device("cpu"), False)
+    >>> unit["proba"].shape, unit["counts"]["trainable_params"], [c["lr"] for c in unit["cost"]["lr_search"]]
+    ((10, 10), 970, [0.001, 0.01])
 """
 
 from __future__ import annotations
@@ -33,49 +33,91 @@ from vitlab.tune.recipe import TuneRecipe
 __all__ = ["train_unit", "adapted_backbone", "artefact_meta"]
 
 
-def train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.ndarray, val: np.ndarray,
-               te: np.ndarray, n_cls: int, pool: str, recipe: TuneRecipe, lr: float, s: int, dev: torch.device,
-               progress: bool | None) -> tuple[dict[str, Any], Any, Backbone]:
-    """Train ``m`` on a copy of ``backbone`` for seed ``s``: ``(unit, net, adapted backbone before finalize)``;
-    ``unit`` holds the test probabilities and the costs (what a resumed run reads back)."""
+def _candidate(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.ndarray, val: np.ndarray,
+               groups: np.ndarray | None, n_cls: int, pool: str, recipe: TuneRecipe, lr: float, s: int,
+               dev: torch.device, progress: bool | None, lp_cache: dict[str, Any] | None) -> dict[str, Any]:
+    """Train ``m`` once at learning rate ``lr`` (LP-FT start when the recipe says so)."""
     from vitlab.perf.measure import PeakMemory
-    from vitlab.tune.runner import TuneNet, fit, predict, trainable_parameters
+    from vitlab.tune.lpft import linear_probe_head, set_head
+    from vitlab.tune.runner import TuneNet, fit
 
     gen = torch.Generator().manual_seed(s)
     bb = m.apply(clone_backbone(backbone), gen).to(dev)
     net = TuneNet(bb, n_cls, pool, gen).to(dev)
+    t0 = time.perf_counter()
+    lp = None
+    if recipe.lp_init:
+        lp = linear_probe_head(net, bank, y, tr, groups, seed=s, n_classes=n_cls, device=dev, recipe=recipe,
+                               cache=lp_cache)
+        set_head(net, lp)
+    lp_s = time.perf_counter() - t0
     with PeakMemory(dev) as pm:
         t0 = time.perf_counter()
-        rep = fit(net, bank, y, tr, val, m, recipe, lr=lr, seed=s, device=dev, progress=progress, label=m.label)
+        rep = fit(net, bank, y, tr, val, m, recipe, lr=lr, seed=s, device=dev, progress=progress, label=m.label,
+                  start_candidate=recipe.lp_init)
         train_s = time.perf_counter() - t0
+    return {"net": net, "bb": bb, "rep": rep, "pm": pm, "train_s": train_s, "lp": lp, "lp_s": lp_s, "lr": lr}
+
+
+def train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.ndarray, val: np.ndarray,
+               te: np.ndarray, n_cls: int, pool: str, recipe: TuneRecipe, lrs: float | list[float], s: int,
+               dev: torch.device, progress: bool | None, groups: np.ndarray | None = None,
+               lp_cache: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, Backbone]:
+    """Train ``m`` on a copy of ``backbone`` for seed ``s`` at each learning rate of ``lrs`` and keep the one with
+    the best validation top-1 (ties: lower validation loss, then the smaller rate); the test rows ``te`` are only
+    predicted, by the kept network, after the choice. Returns ``(unit, net, adapted backbone before finalize)``;
+    ``unit`` holds the test probabilities, the costs and the search (what a resumed run reads back)."""
+    from vitlab.tune.runner import predict, trainable_parameters
+
+    t_all = time.perf_counter()
+    best: dict[str, Any] | None = None
+    search = []
+    peaks = []
+    for lr in sorted([lrs] if isinstance(lrs, (int, float)) else lrs):
+        c = _candidate(m, backbone, bank, y, tr, val, groups, n_cls, pool, recipe, float(lr), s, dev, progress,
+                       lp_cache)
+        rep = c["rep"]
+        search.append({"lr": c["lr"], "val_top1": rep.best_val_top1, "val_loss": rep.best_val_loss,
+                       "best_epoch": rep.best_epoch, "epochs_run": rep.epochs_run, "train_s": c["train_s"]})
+        peaks.append(c["pm"].mb)
+        key = (rep.best_val_top1 if rep.best_val_top1 is not None else -1.0,
+               -(rep.best_val_loss if rep.best_val_loss is not None else np.inf))
+        if best is None or key > best["key"]:
+            best = {**c, "key": key}
+        del c
+    assert best is not None
+    net, bb, rep, train_s = best["net"], best["bb"], best["rep"], best["train_s"]
     t0 = time.perf_counter()
     proba = predict(net, bank, te, dev, recipe)
     test_s = time.perf_counter() - t0
     trainable = trainable_parameters(net)
     n_train = sum(p.numel() for p in trainable.values())
     n_head = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
-    cost = {"seed": s, "train_s": train_s, "test_s": test_s, "peak_memory_mb": pm.mb,
+    finite = [p for p in peaks if p is not None and np.isfinite(p)]
+    cost = {"seed": s, "train_s": train_s, "test_s": test_s, "peak_memory_mb": max(finite) if finite else peaks[0],
             "images_per_s": rep.images_seen / train_s if train_s > 0 else None, "epochs_run": rep.epochs_run,
             "best_epoch": rep.best_epoch, "steps": rep.steps, "images_seen": rep.images_seen,
             "features_cached": rep.features_cached, "history": rep.history,
-            "n_train": int(len(tr)), "n_val": int(len(val)), "n_test": int(len(te))}
+            "n_train": int(len(tr)), "n_val": int(len(val)), "n_test": int(len(te)),
+            "lr": best["lr"], "lr_search": search, "search_s": time.perf_counter() - t_all - test_s,
+            "lp_init": None if best["lp"] is None else {**best["lp"].info(), "fit_s": best["lp_s"]}}
     counts = {"trainable_params": int(n_train), "trainable_backbone_params": int(n_train - n_head),
-              "total_params": int(sum(p.numel() for p in net.parameters())), "memory_kind": pm.kind}
+              "total_params": int(sum(p.numel() for p in net.parameters())), "memory_kind": best["pm"].kind}
     return {"proba": proba, "cost": cost, "counts": counts}, net, bb
 
 
-def artefact_meta(plan: Any, m: Method, seed: int, test_top1: dict[str, Any]) -> dict[str, Any]:
+def artefact_meta(plan: Any, m: Method, seed: int, lr: float, test_top1: dict[str, Any]) -> dict[str, Any]:
     """The metadata a tune artefact carries: its base, the method, the recipe, the seed, the data, the score."""
     from vitlab.backbones.artefact import base_meta
 
     return {"base": base_meta(plan.backbone, seed=0, kwargs=plan.backbone_kwargs),
             "method": {**m.to_dict(), "spec": m.spec(), "label": m.label},
-            "recipe": plan.recipe.to_dict(), "lr": plan.lrs[m.label], "pool": plan.pool, "seed": seed,
+            "recipe": plan.recipe.to_dict(), "lr": lr, "pool": plan.pool, "seed": seed,
             "classes": list(plan.source.classes), "data": plan.fingerprints["data"], "run_id": plan.run_id,
             "test_top1": test_top1}
 
 
-def adapted_backbone(plan: Any, m: Method, net: Any, bb: Backbone, seed: int, test_top1: dict[str, Any],
+def adapted_backbone(plan: Any, m: Method, net: Any, bb: Backbone, seed: int, lr: float, test_top1: dict[str, Any],
                      art_path: Path | None) -> tuple[Backbone, Path | None]:
     """The trained ``net`` as a backbone for inference (LoRA merged, own ``weights_id``, ``tuned_head``), and its
     artefact saved at ``art_path`` (when given)."""
@@ -85,7 +127,7 @@ def adapted_backbone(plan: Any, m: Method, net: Any, bb: Backbone, seed: int, te
     tensors = trainable_parameters(net)
     saved = None
     if art_path is not None:
-        saved = save_tuned(art_path, tensors, artefact_meta(plan, m, seed, test_top1))
+        saved = save_tuned(art_path, tensors, artefact_meta(plan, m, seed, lr, test_top1))
     digest = tensor_digest(tensors, m.spec())
     adapted = m.finalize(bb)
     adapted.model.eval().requires_grad_(False)
