@@ -85,13 +85,16 @@ def bench_transfer(args: argparse.Namespace) -> None:
                               progress=False) for s in seeds}
     t_knn = time.perf_counter() - t0
     recipe = {} if args.lr_grid is None else {"lr_grid": tuple(float(v) for v in args.lr_grid.split(","))}
+    if args.no_augment:
+        recipe["augment"] = False
     res = vitlab.tune(args.backbone, args.data, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
                       batch_size=args.batch_size, device=args.device, out=args.out, progress=False,
                       lp_init=not args.no_lp_init, **recipe)
     rec = res.record
     d = rec.details
     print(f"## transfer: {args.backbone} on {args.data}, seeds {seeds}, up to {args.epochs} epochs, head start "
-          f"{'random' if args.no_lp_init else 'LP-FT'}, lr grid x{rec.config['recipe']['lr_grid']} "
+          f"{'random' if args.no_lp_init else 'LP-FT'}, lr grid x{rec.config['recipe']['lr_grid']}, augment "
+          f"{rec.config['recipe']['augment']} "
           f"({_machine(args.device)}); knn probe {t_knn:.0f} s")
     print("| method | top-1 mean [95% t-CI over seeds] | per seed: top-1 [95% bootstrap CI] | "
           "Δ vs frozen probe per seed [95% CI] (Holm p boot / McNemar) | verdict vs probe | lr chosen per seed "
@@ -156,6 +159,7 @@ def main() -> None:
     ap.add_argument("--methods", default="linear,lora,vpt,full")
     ap.add_argument("--lr-grid", default=None, help="transfer: multipliers (default: the recipe's)")
     ap.add_argument("--no-lp-init", action="store_true", help="transfer: random head (the recipe before LP-FT)")
+    ap.add_argument("--no-augment", action="store_true", help="transfer: no random shifts while training")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     {"cost": bench_cost, "vits": bench_vits, "transfer": bench_transfer}[args.part](args)

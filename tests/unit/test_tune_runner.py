@@ -27,7 +27,7 @@ def _train(setup, spec, seed=0, steps=1, **recipe):
     gen = torch.Generator().manual_seed(seed)
     net = TuneNet(m.apply(clone_backbone(bb), gen), 10, "cls", gen)
     net.initial = {k: v.clone() for k, v in net.body.state_dict().items()}
-    r = TuneRecipe(epochs=2, batch_size=16, max_steps=steps, **recipe)
+    r = TuneRecipe(**{"epochs": 2, "batch_size": 16, "max_steps": steps, "augment": True, **recipe})  # shifts: seeded too
     fit(net, bank, src.labels, np.arange(80), np.arange(80, 100), m, r, lr=5e-2, seed=seed, device=CPU,
         progress=False, label=spec)
     return net, predict(net, bank, np.arange(100, 120), CPU, r)
