@@ -15,7 +15,7 @@ Usage:
     python bench/bench_tune.py cost --threads 1
     python bench/bench_tune.py vits --threads 1 --limit 128 --steps 3
     python bench/bench_tune.py transfer --threads 1 --seeds 2 --epochs 10 --out runs/bench_tune
-    python bench/bench_tune.py transfer --threads 1 --seeds 2 --no-lp-init --lr-grid 1   # the recipe before LP-FT
+    python bench/bench_tune.py transfer --threads 1 --seeds 2 --no-lp-init --lr-grid 1 --augment  # the old recipe
 
 Wall times are single runs on whatever CPU/GPU is free; on a shared machine they are noisy.
 """
@@ -85,8 +85,8 @@ def bench_transfer(args: argparse.Namespace) -> None:
                               progress=False) for s in seeds}
     t_knn = time.perf_counter() - t0
     recipe = {} if args.lr_grid is None else {"lr_grid": tuple(float(v) for v in args.lr_grid.split(","))}
-    if args.no_augment:
-        recipe["augment"] = False
+    if args.augment:
+        recipe["augment"] = True
     res = vitlab.tune(args.backbone, args.data, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
                       batch_size=args.batch_size, device=args.device, out=args.out, progress=False,
                       lp_init=not args.no_lp_init, **recipe)
@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--methods", default="linear,lora,vpt,full")
     ap.add_argument("--lr-grid", default=None, help="transfer: multipliers (default: the recipe's)")
     ap.add_argument("--no-lp-init", action="store_true", help="transfer: random head (the recipe before LP-FT)")
-    ap.add_argument("--no-augment", action="store_true", help="transfer: no random shifts while training")
+    ap.add_argument("--augment", action="store_true", help="transfer: random shifts while training (off by default)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     {"cost": bench_cost, "vits": bench_vits, "transfer": bench_transfer}[args.part](args)

@@ -68,13 +68,16 @@ def test_the_learning_rate_and_head_start_are_in_the_recipe_and_the_record(tuned
     rec, _ = tuned
     assert rec["config"]["recipe"]["lp_init"] is True and rec["config"]["recipe"]["lr_grid"] == [0.3, 1.0, 3.0]
     assert rec["config"]["head_init"].startswith("LP-FT")
-    assert "the test split is predicted only by the kept model" in rec["config"]["selection"]
+    assert "the test split is predicted only by the final model" in rec["config"]["selection"]
+    assert rec["config"]["recipe"]["refit"] is True
     for m in rec["config"]["methods"]:
         sel = rec["details"]["selection"][m]
         assert [s["seed"] for s in sel] == [0, 1]
         for s in sel:
             assert [c["lr"] for c in s["candidates"]] == rec["config"]["lr_candidates"][m]
             assert s["lr"] in rec["config"]["lr_candidates"][m] and s["lp_init"]["C"] > 0
+            assert s["refit"]["lr"] == s["lr"] and s["refit"]["epochs"] == s["best_epoch"]
+            assert s["refit"]["n_rows"] == 120 and s["lp_init"]["n_rows"] == 108  # train + val, train part
         assert rec["hparams"][m]["lr"] == [s["lr"] for s in sel]
 
 

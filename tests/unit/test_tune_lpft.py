@@ -26,30 +26,62 @@ def test_lpft_head_at_step_0_equals_the_linear_probe(monkeypatch):
     real_fit, start = runner.fit, {}
 
     def spy(net, bank, labels, train_rows, val_rows, method, recipe, **k):
-        start[k["label"]] = (net.head.weight.detach().clone(), net.head.bias.detach().clone(), np.array(train_rows))
+        phase = "search" if len(val_rows) else "refit"
+        start[k["label"], phase] = (net.head.weight.detach().clone(), net.head.bias.detach().clone(),
+                                    np.array(train_rows))
         return real_fit(net, bank, labels, train_rows, val_rows, method, recipe, **k)
 
     monkeypatch.setattr(runner, "fit", spy)
     res = vitlab.tune("demo:fmnist-vit", DATA, methods="linear,lora:r=2,bitfit,full", lr_grid=(1.0,), **KW)
-    # the reference: vitlab eval's linear protocol fitted, outside tune, on the frozen features of the training part
+    # the reference: vitlab eval's linear protocol fitted, outside tune, on the frozen features of the same rows
     bb, src = vitlab.load_backbone("demo:fmnist-vit"), vitlab.load_source(DATA)
     tr, val, _ = tune_splits(src, [0], 0.2, 0.1)[0]
     net = runner.TuneNet(clone_backbone(bb), 10, "cls", torch.Generator().manual_seed(0))
     bank = runner.ImageBank(src, bb.spec.preprocessing)
-    feats = runner._features(net, bank, tr, torch.device("cpu"), TuneRecipe()).numpy()
-    probe, _ = Linear().fit_probe(Split(feats, src.labels[tr], tr), seed=0, n_classes=10)
+
+    def probe_on(rows):
+        feats = runner._features(net, bank, rows, torch.device("cpu"), TuneRecipe()).numpy()
+        return Linear().fit_probe(Split(feats, src.labels[rows], rows), seed=0, n_classes=10)[0]
+
+    probes = {"search": probe_on(tr), "refit": probe_on(np.sort(np.r_[tr, val]))}
+    f_val = runner._features(net, bank, val, torch.device("cpu"), TuneRecipe()).numpy()
     for label in ("linear", "lora", "bitfit", "full"):
-        w, b, rows = start[label]
-        np.testing.assert_array_equal(rows, tr)
-        assert torch.equal(w, torch.as_tensor(probe.coef_, dtype=torch.float32)), label
-        assert torch.equal(b, torch.as_tensor(probe.intercept_, dtype=torch.float32)), label
-        # epoch 0 of the record is that start, scored on the validation part
+        for phase, rows in (("search", tr), ("refit", np.sort(np.r_[tr, val]))):
+            w, b, seen = start[label, phase]
+            np.testing.assert_array_equal(seen, rows)
+            assert torch.equal(w, torch.as_tensor(probes[phase].coef_, dtype=torch.float32)), (label, phase)
+            assert torch.equal(b, torch.as_tensor(probes[phase].intercept_, dtype=torch.float32)), (label, phase)
+        # epoch 0 of the record is the search run's start, scored on the validation part
         h0 = res.record.details["cost"][label]["per_seed"][0]["history"][0]
-        f_val = runner._features(net, bank, val, torch.device("cpu"), TuneRecipe()).numpy()
-        assert h0["epoch"] == 0 and h0["val_top1"] == pytest.approx(float((probe.predict(f_val) ==
+        assert h0["epoch"] == 0 and h0["val_top1"] == pytest.approx(float((probes["search"].predict(f_val) ==
                                                                              src.labels[val]).mean()))
-        lp = res.record.details["selection"][label][0]["lp_init"]
-        assert lp["C"] == probe.C_ and lp["n_rows"] == len(tr)
+        sel = res.record.details["selection"][label][0]
+        assert sel["lp_init"]["C"] == probes["search"].C_ and sel["lp_init"]["n_rows"] == len(tr)
+        assert sel["refit"]["lp_init"]["C"] == probes["refit"].C_ and sel["refit"]["n_rows"] == len(tr) + len(val)
+
+
+def test_a_method_that_keeps_the_lp_start_is_the_refitted_probe(monkeypatch, tmp_path):
+    """best epoch 0 (no fine-tuning step beat the start on validation): the refit trains no step, so the scored
+    model is the linear probe on train + validation, the frozen probe's own procedure."""
+    real_fit = runner.fit
+
+    def never_better(net, bank, labels, train_rows, val_rows, method, recipe, **k):
+        rep = real_fit(net, bank, labels, train_rows, val_rows, method, recipe, **k)
+        if len(val_rows):
+            rep.best_epoch = 0  # as if every epoch had scored below the start
+        return rep
+
+    monkeypatch.setattr(runner, "fit", never_better)
+    res = vitlab.tune("demo:fmnist-vit", DATA, methods="lora:r=2", lr_grid=(1.0,), **{**KW, "probe": True},
+                      cache_dir=tmp_path)
+    refit = res.record.details["selection"]["lora"][0]["refit"]
+    assert refit["epochs"] == 0 and refit["steps"] == 0
+    probe = res.results[0]["probe"].outputs["proba"]
+    lora = res.results[0]["lora"].outputs["proba"]
+    np.testing.assert_allclose(lora, probe, atol=1e-6)  # measured: 2.4e-12
+    v = res.record.details["vs_probe_verdict"]["lora"]
+    assert v["kept_lp_start_seeds"] == [0] and (v["verdict"] == "beats" or "the frozen probe's own procedure" in
+                                                 v["text"])
 
 
 def test_without_lp_init_the_head_starts_random(monkeypatch):

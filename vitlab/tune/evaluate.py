@@ -4,8 +4,9 @@ Per seed ``s`` (``seed, seed + 1, ...``): the train/test split is the one ``vitl
 for the same data (:meth:`DataSource.splits`: the split column, else the seeded stratified holdout of
 :mod:`vitlab.data.splits`); a stratified validation part of train (``val_fraction``, seed ``s + 1``)
 chooses the learning rate (from the recipe's ``lr_grid``) and the epoch (early stopping). By default the
-head starts from the linear probe on the training part (LP-FT, :mod:`vitlab.tune.lpft`). The test split
-is predicted only by the kept model. Every method is then scored on the same test images by the classification
+head starts from the linear probe on the rows it trains on (LP-FT, :mod:`vitlab.tune.lpft`); the chosen
+rate and epoch are then trained once more on train + validation (``refit``). The test split is predicted
+only by the final model. Every method is then scored on the same test images by the classification
 scorer (percentile-bootstrap CIs) and paired with every other method of that seed (paired bootstrap
 and McNemar, Holm-adjusted: :func:`vitlab.evaluation._protocol_pairs`). Across seeds, each metric's
 mean gets a t-interval (seeds vary the split and the initialisation). The record also carries each

@@ -6,8 +6,8 @@ learned something; starting the head at the linear probe avoids that. The probe 
 ``linear`` protocol (L-BFGS logistic regression, C chosen coarse-to-fine on a stratified holdout, refit;
 :meth:`vitlab.protocols.classification.Linear.fit_probe`), fitted on the features the head reads at step 0
 (the method already applied: for LoRA / BitFit / full they are the base's, for VPT they include the freshly
-initialised prompts) of the training part of train only, so the validation part stays unseen for choosing
-the learning rate and the epoch.
+initialised prompts) of the rows the method trains on: the training part while the learning rate and the
+epoch are chosen (the validation part stays unseen), train + validation for the refit.
 
 Example:
     >>> import vitlab, numpy as np, torch
@@ -64,7 +64,7 @@ def linear_probe_head(net: Any, bank: Any, labels: np.ndarray, rows: np.ndarray,
 
     Args:
         net: a :class:`~vitlab.tune.runner.TuneNet` before training.
-        bank: its :class:`~vitlab.tune.runner.ImageBank`. labels: every row's label. rows: the training part.
+        bank: its :class:`~vitlab.tune.runner.ImageBank`. labels: every row's label. rows: the rows trained on.
         groups: every row's group, or ``None`` (the probe's holdout keeps groups apart).
         seed: the probe's holdout seed. n_classes: head outputs. device / recipe: where and how features run.
         cache: fits already made in this run, by features key (reused, not refitted).

@@ -114,10 +114,12 @@ def tune_splits(source: DataSource, seeds: list[int], test_fraction: float, val_
 
 
 #: how a tune run chooses its learning rate and epoch (written into the record's config)
-SELECTION = ("per method and seed: each learning rate of the grid trains once; early stopping keeps the best epoch "
-             "on the validation part of train (epoch 0 = the LP-FT start, when lp_init), and the rate with the best "
-             "validation top-1 is kept (ties: lower validation loss, then the smaller rate); the test split is "
-             "predicted only by the kept model")
+SELECTION = ("per method and seed: each learning rate of the grid trains once on the training part; early stopping "
+             "keeps the best epoch on the validation part (epoch 0 = the LP-FT start, when lp_init), and the rate "
+             "with the best validation top-1 is kept (ties: lower validation loss, then the smaller rate); with "
+             "refit the method then trains once more on train + validation at that rate for that many epochs (as "
+             "VTAB-1k: choose on val200, train on train800 + val200); the test split is predicted only by the final "
+             "model")
 
 
 def _check_lp_holdout(source: DataSource, splits: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
@@ -176,7 +178,7 @@ def plan_run(backbone: Backbone | str, data: DataSource | str, *, methods: Any, 
               "val_origin": f"stratified holdout of train (val {recipe.val_fraction}, seed s + 1)",
               "lr_candidates": candidates, "selection": SELECTION,
               "head_init": ("LP-FT: the linear probe (vitlab eval's linear protocol) on the step-0 features of the "
-                            "training part" if recipe.lp_init else "random (normal, std 0.01)")}
+                            "rows trained on" if recipe.lp_init else "random (normal, std 0.01)")}
     fingerprints = {"backbone": backbone.fingerprint(), "data": {"kind": source.kind, "uri": source.uri,
                                                                  "fingerprint": source.fingerprint, "n": len(source)}}
     run_id = RunRecord(kind="tune", config=config, metrics={}, fingerprints=fingerprints).run_id

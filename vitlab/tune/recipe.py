@@ -12,14 +12,16 @@ Defaults and where they come from:
   (VPT uses SGD with large rates; AdamW needs less), ``bitfit`` 1e-3 (Zaken et al. 2022).
 * LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
   Out-of-Distribution"): every method's head starts from the linear probe (``vitlab eval``'s L-BFGS
-  probe, C chosen on a holdout) fitted on the features the head reads at step 0, on the training part;
+  probe, C chosen on a holdout) fitted on the features the head reads at step 0, on the rows it trains on;
   fine-tuning from a random head distorts the pretrained features while the head is still wrong
   (``lp_init``).
 * the learning rate chosen on the validation part of train from a small grid around the method's
   default (``lr_grid`` multipliers 0.3, 1, 3: half a decade each side), as Battle of the Backbones
   (Goldblum et al. 2023) and VTAB (Zhai et al. 2019) choose it on validation, never on test; the
   epoch by early stopping on the same validation part (with LP-FT the untouched start, epoch 0, is a
-  candidate too).
+  candidate too). Then, as VTAB-1k does (choose on val200, train on train800 + val200), the method is
+  trained once more on train + validation with the chosen rate and number of epochs (``refit``); the
+  frozen probe refits on train + validation after choosing its C the same way.
 * early stopping on a stratified validation part of train (``val_fraction`` 0.1) with ``patience``
   epochs, keeping the best epoch's weights.
 * no augmentation by default, as VTAB-1k is fine-tuned in VPT's reference code (resize and normalise
@@ -90,6 +92,8 @@ class TuneRecipe:
         lr_grid: multipliers of the base learning rate (``lr``, else the method's default) tried on the
             validation part; the best validation top-1 (ties: lower validation loss, then the smaller rate)
             is kept. ``(1.0,)`` trains once at the base rate.
+        refit: after the choice, train again on train + validation with the chosen rate for the chosen number
+            of epochs (and, with ``lp_init``, from the probe on train + validation); that model is scored.
 
     Example:
         >>> TuneRecipe().replace(lr=3e-4).lr
@@ -111,6 +115,7 @@ class TuneRecipe:
     label_smoothing: float = 0.0
     lp_init: bool = True
     lr_grid: tuple[float, ...] = (0.3, 1.0, 3.0)
+    refit: bool = True
 
     def __post_init__(self) -> None:
         _int_in("epochs", self.epochs, 1, 10_000)
@@ -132,8 +137,9 @@ class TuneRecipe:
         if self.pool not in POOLS:
             raise ConfigError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}.")
         _float_in("label_smoothing", self.label_smoothing, 0.0, 0.5)
-        if not isinstance(self.lp_init, bool):
-            raise ConfigError(f"lp_init must be true or false, got {self.lp_init!r}.")
+        for name in ("lp_init", "refit"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         grid = (self.lr_grid,) if isinstance(self.lr_grid, (int, float)) else self.lr_grid
         try:
             grid = tuple(sorted(grid))

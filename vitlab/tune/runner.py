@@ -196,7 +196,8 @@ def _val_scores(net: TuneNet, bank: ImageBank, rows: np.ndarray, y: torch.Tensor
 
 def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
         method: Method, recipe: TuneRecipe, *, lr: float, seed: int, device: torch.device,
-        progress: bool | None, label: str, start_candidate: bool = False) -> FitReport:
+        progress: bool | None, label: str, start_candidate: bool = False, stop_after: int | None = None
+        ) -> FitReport:
     """Train ``net`` (its trainable parameters and head) on ``train_rows``, early-stopped on ``val_rows``.
 
     The best epoch's weights (validation top-1, ties broken by validation loss) are put back at the
@@ -204,6 +205,9 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
     beats them (LP-FT: a head that starts at the linear probe). A frozen body (``linear``) computes the
     features once and trains the head on them (no augmentation: the features do not change). Seeded:
     the same inputs give the same weights on CPU.
+
+    Refit (empty ``val_rows``): no validation, the weights after ``stop_after`` epochs are kept (the
+    learning-rate schedule stays the one of ``recipe.epochs`` epochs, as in the run that chose the epoch).
 
     Raises:
         ConfigError: out of GPU memory (the message suggests a smaller batch).
@@ -229,7 +233,8 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
             f_tr = _features(net, bank, train_rows, device, recipe)
             f_val = _features(net, bank, val_rows, device, recipe)
             rep.features_cached = True
-        if start_candidate:
+        validate = len(val_rows) > 0
+        if start_candidate and validate:
             acc, vloss = _val_scores(net, bank, val_rows, y_val, device, recipe, f_val)
             rep.history.append({"epoch": 0, "train_loss": None, "val_loss": vloss, "val_top1": acc})
             best, rep.best_epoch = (acc, vloss), 0
@@ -240,7 +245,7 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
                 image_progress(disable=not show_progress(progress)) as bar:
             torch.manual_seed(seed)  # dropout (LoRA) draws from the global RNG: seed it, then give it back
             task = bar.add_task(f"{label} (seed {seed})", total=total * recipe.batch_size)
-            for epoch in range(1, recipe.epochs + 1):
+            for epoch in range(1, (recipe.epochs if stop_after is None else stop_after) + 1):
                 net.train()
                 order = torch.randperm(len(train_rows), generator=gen).numpy()
                 losses = []
@@ -269,6 +274,11 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
                 if not losses:
                     break
                 rep.epochs_run = epoch
+                if not validate:
+                    rep.best_epoch = epoch
+                    rep.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": None,
+                                        "val_top1": None})
+                    continue
                 acc, vloss = _val_scores(net, bank, val_rows, y_val, device, recipe, f_val)
                 rep.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vloss,
                                     "val_top1": acc})

@@ -70,7 +70,7 @@ def _fmt_p(p: Any) -> str:
 
 
 def verdict(label: str, rows: list[dict[str, Any]], per_seed_cost: list[dict[str, Any]],
-            reference: str = "the frozen probe") -> dict[str, Any]:
+            reference: str = "the frozen probe", refit: bool = True) -> dict[str, Any]:
     """Say plainly whether ``label`` beats or loses to ``reference``, with the paired tests and, when fine-tuning
     never beat its LP-FT start on validation, why.
 
@@ -103,9 +103,12 @@ def verdict(label: str, rows: list[dict[str, Any]], per_seed_cost: list[dict[str
     kept_start = [c["seed"] for c in per_seed_cost if c.get("best_epoch") == 0]
     why = None
     if word != "beats" and kept_start:
-        why = (f"On seed{'s' if len(kept_start) > 1 else ''} {', '.join(map(str, kept_start))} no fine-tuning epoch "
-               "beat the LP-FT start on validation, so the method kept that linear-probe head; it was fitted on the "
-               "training part only, while the frozen probe also fits on the validation part.")
+        where = f"On seed{'s' if len(kept_start) > 1 else ''} {', '.join(map(str, kept_start))} no fine-tuning epoch "
+        why = where + ("beat the LP-FT start on validation, so the final model is that linear probe refitted on "
+                       "train + validation with no fine-tuning step: the frozen probe's own procedure on the same "
+                       "features (fine-tuning added nothing that validation could see)." if refit else
+                       "beat the LP-FT start on validation, so the method kept that linear-probe head; it was fitted "
+                       "on the training part only, while the frozen probe also fits on the validation part.")
         text += " " + why
     return {"verdict": word, "reference": reference, "mean_diff": mean, "n_seeds": n, "significant_seeds": len(sig),
             "kept_lp_start_seeds": kept_start, "why": why, "text": text}
@@ -150,9 +153,12 @@ def tune_record(plan: Any, *, per_seed: dict[str, dict[str, Any]], pairs: list[d
         costs[probe_label] = probe_costs(probe_cost)
     vs_linear = against(pairs, "linear") if "linear" in labels else {}
     vs_probe = against(pairs, probe_label) if probe_cost is not None else {}
-    verdicts = {lab: verdict(lab, vs_probe.get(lab, []), costs[lab]["per_seed"]) for lab in labels if lab in vs_probe}
+    verdicts = {lab: verdict(lab, vs_probe.get(lab, []), costs[lab]["per_seed"], refit=plan.recipe.refit)
+                for lab in labels if lab in vs_probe}
     selection = {lab: [{"seed": c["seed"], "lr": c.get("lr", plan.lrs[lab]), "best_epoch": c.get("best_epoch"),
-                        "candidates": c.get("lr_search", []), "lp_init": c.get("lp_init")}
+                        "candidates": c.get("lr_search", []), "lp_init": c.get("lp_init"),
+                        "refit": None if not c.get("refit") else {k: v for k, v in c["refit"].items()
+                                                                  if k != "history"}}
                        for c in costs[lab]["per_seed"]] for lab in labels}
     hparams = {m.label: {"lr": [sel["lr"] for sel in selection[m.label]], "lr_candidates": plan.lr_candidates[m.label],
                          "lp_init": plan.recipe.lp_init, **m.to_dict()} for m in plan.methods}

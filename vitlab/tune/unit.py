@@ -1,5 +1,6 @@
-"""One method on one seed's split (a "unit" of a tune run): train it, predict the test rows, measure its cost,
-and turn the trained network into an adapted backbone (and its ``.vitlab`` artefact).
+"""One method on one seed's split (a "unit" of a tune run): choose its learning rate and epoch on validation,
+refit on train + validation, predict the test rows, measure its cost, and turn the trained network into an
+adapted backbone (and its ``.vitlab`` artefact).
 
 A unit is what a resumed run reads back: ``{"proba": test probabilities, "cost": per-seed costs, "counts":
 parameter counts}`` (JSON-safe apart from ``proba``).
@@ -33,10 +34,12 @@ from vitlab.tune.recipe import TuneRecipe
 __all__ = ["train_unit", "adapted_backbone", "artefact_meta"]
 
 
-def _candidate(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.ndarray, val: np.ndarray,
-               groups: np.ndarray | None, n_cls: int, pool: str, recipe: TuneRecipe, lr: float, s: int,
-               dev: torch.device, progress: bool | None, lp_cache: dict[str, Any] | None) -> dict[str, Any]:
-    """Train ``m`` once at learning rate ``lr`` (LP-FT start when the recipe says so)."""
+def _train_once(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, rows: np.ndarray, val: np.ndarray,
+                groups: np.ndarray | None, n_cls: int, pool: str, recipe: TuneRecipe, lr: float, s: int,
+                dev: torch.device, progress: bool | None, lp_cache: dict[str, Any] | None,
+                stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``m`` once at learning rate ``lr`` on ``rows`` (LP-FT start on ``rows`` when the recipe says so),
+    early-stopped on ``val``; with an empty ``val``, for exactly ``stop_after`` epochs (the refit)."""
     from vitlab.perf.measure import PeakMemory
     from vitlab.tune.lpft import linear_probe_head, set_head
     from vitlab.tune.runner import TuneNet, fit
@@ -47,14 +50,14 @@ def _candidate(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.n
     t0 = time.perf_counter()
     lp = None
     if recipe.lp_init:
-        lp = linear_probe_head(net, bank, y, tr, groups, seed=s, n_classes=n_cls, device=dev, recipe=recipe,
+        lp = linear_probe_head(net, bank, y, rows, groups, seed=s, n_classes=n_cls, device=dev, recipe=recipe,
                                cache=lp_cache)
         set_head(net, lp)
     lp_s = time.perf_counter() - t0
     with PeakMemory(dev) as pm:
         t0 = time.perf_counter()
-        rep = fit(net, bank, y, tr, val, m, recipe, lr=lr, seed=s, device=dev, progress=progress, label=m.label,
-                  start_candidate=recipe.lp_init)
+        rep = fit(net, bank, y, rows, val, m, recipe, lr=lr, seed=s, device=dev, progress=progress, label=m.label,
+                  start_candidate=recipe.lp_init and len(val) > 0, stop_after=stop_after)
         train_s = time.perf_counter() - t0
     return {"net": net, "bb": bb, "rep": rep, "pm": pm, "train_s": train_s, "lp": lp, "lp_s": lp_s, "lr": lr}
 
@@ -64,9 +67,13 @@ def train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.n
                dev: torch.device, progress: bool | None, groups: np.ndarray | None = None,
                lp_cache: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, Backbone]:
     """Train ``m`` on a copy of ``backbone`` for seed ``s`` at each learning rate of ``lrs`` and keep the one with
-    the best validation top-1 (ties: lower validation loss, then the smaller rate); the test rows ``te`` are only
-    predicted, by the kept network, after the choice. Returns ``(unit, net, adapted backbone before finalize)``;
-    ``unit`` holds the test probabilities, the costs and the search (what a resumed run reads back)."""
+    the best validation top-1 (ties: lower validation loss, then the smaller rate) and its best epoch; with
+    ``recipe.refit``, train once more on ``tr + val`` with that rate for that many epochs. The test rows ``te``
+    are only predicted, by the final network, after the choice.
+
+    Returns ``(unit, net, adapted backbone before finalize)``; ``unit`` holds the test probabilities, the costs
+    (of the chosen search run: time per epoch, images/s...), the search and the refit (what a resumed run reads
+    back)."""
     from vitlab.tune.runner import predict, trainable_parameters
 
     t_all = time.perf_counter()
@@ -74,8 +81,8 @@ def train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.n
     search = []
     peaks = []
     for lr in sorted([lrs] if isinstance(lrs, (int, float)) else lrs):
-        c = _candidate(m, backbone, bank, y, tr, val, groups, n_cls, pool, recipe, float(lr), s, dev, progress,
-                       lp_cache)
+        c = _train_once(m, backbone, bank, y, tr, val, groups, n_cls, pool, recipe, float(lr), s, dev, progress,
+                        lp_cache)
         rep = c["rep"]
         search.append({"lr": c["lr"], "val_top1": rep.best_val_top1, "val_loss": rep.best_val_loss,
                        "best_epoch": rep.best_epoch, "epochs_run": rep.epochs_run, "train_s": c["train_s"]})
@@ -86,7 +93,17 @@ def train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.n
             best = {**c, "key": key}
         del c
     assert best is not None
-    net, bb, rep, train_s = best["net"], best["bb"], best["rep"], best["train_s"]
+    rep, train_s = best["rep"], best["train_s"]
+    final, refit = best, None
+    if recipe.refit:
+        rows = np.sort(np.concatenate([tr, val]))
+        final = _train_once(m, backbone, bank, y, rows, np.zeros(0, dtype=np.int64), groups, n_cls, pool, recipe,
+                            best["lr"], s, dev, progress, lp_cache, stop_after=rep.best_epoch)
+        peaks.append(final["pm"].mb)
+        refit = {"n_rows": int(len(rows)), "lr": best["lr"], "epochs": int(rep.best_epoch),
+                 "steps": final["rep"].steps, "train_s": final["train_s"], "history": final["rep"].history,
+                 "lp_init": None if final["lp"] is None else {**final["lp"].info(), "fit_s": final["lp_s"]}}
+    net, bb = final["net"], final["bb"]
     t0 = time.perf_counter()
     proba = predict(net, bank, te, dev, recipe)
     test_s = time.perf_counter() - t0
@@ -100,7 +117,7 @@ def train_unit(m: Method, backbone: Backbone, bank: Any, y: np.ndarray, tr: np.n
             "features_cached": rep.features_cached, "history": rep.history,
             "n_train": int(len(tr)), "n_val": int(len(val)), "n_test": int(len(te)),
             "lr": best["lr"], "lr_search": search, "search_s": time.perf_counter() - t_all - test_s,
-            "lp_init": None if best["lp"] is None else {**best["lp"].info(), "fit_s": best["lp_s"]}}
+            "lp_init": None if best["lp"] is None else {**best["lp"].info(), "fit_s": best["lp_s"]}, "refit": refit}
     counts = {"trainable_params": int(n_train), "trainable_backbone_params": int(n_train - n_head),
               "total_params": int(sum(p.numel() for p in net.parameters())), "memory_kind": best["pm"].kind}
     return {"proba": proba, "cost": cost, "counts": counts}, net, bb
