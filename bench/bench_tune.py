@@ -7,13 +7,15 @@
 (b) ``vits``: the same on a random-init ViT-S/16 at 224 x 224 (``timm:vit_small_patch16_224``,
     ``pretrained=False``) on a subset of digits, a few steps per method: seconds per step and peak memory.
 (c) ``transfer``: the digits transfer task for the Fashion-MNIST demo ViT: the frozen probes
-    (``vitlab.evaluate``: knn, linear) against ``vitlab.tune`` (linear head, LoRA, VPT, full), same seeds and
-    splits, top-1 with CIs, paired tests against the tuned linear head.
+    (``vitlab.evaluate`` knn; the tune record's frozen L-BFGS linear probe) against ``vitlab.tune`` (linear head,
+    LoRA, VPT, full) under the default recipe (LP-FT, learning rate chosen on validation), same seeds and splits,
+    top-1 with CIs, paired tests against the frozen probe, the verdict and the validation search.
 
 Usage:
     python bench/bench_tune.py cost --threads 1
     python bench/bench_tune.py vits --threads 1 --limit 128 --steps 3
     python bench/bench_tune.py transfer --threads 1 --seeds 2 --epochs 10 --out runs/bench_tune
+    python bench/bench_tune.py transfer --threads 1 --seeds 2 --no-lp-init --lr-grid 1 --augment  # the old recipe
 
 Wall times are single runs on whatever CPU/GPU is free; on a shared machine they are noisy.
 """
@@ -79,36 +81,64 @@ def bench_vits(args: argparse.Namespace) -> None:
 def bench_transfer(args: argparse.Namespace) -> None:
     seeds = list(range(args.seeds))
     t0 = time.perf_counter()
-    probes = {s: vitlab.evaluate(args.backbone, args.data, protocols="knn,linear", seed=s, n_resamples=1000,
-                                 out=args.out, progress=False) for s in seeds}
-    t_probe = time.perf_counter() - t0
-    res = vitlab.tune(args.backbone, args.data, methods="linear,lora,vpt,full", seeds=args.seeds,
-                      epochs=args.epochs, batch_size=args.batch_size, device=args.device, out=args.out,
-                      progress=False)
+    knn = {s: vitlab.evaluate(args.backbone, args.data, protocols="knn", seed=s, n_resamples=1000, out=args.out,
+                              progress=False) for s in seeds}
+    t_knn = time.perf_counter() - t0
+    recipe = {} if args.lr_grid is None else {"lr_grid": tuple(float(v) for v in args.lr_grid.split(","))}
+    if args.augment:
+        recipe["augment"] = True
+    res = vitlab.tune(args.backbone, args.data, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
+                      batch_size=args.batch_size, device=args.device, out=args.out, progress=False,
+                      lp_init=not args.no_lp_init, **recipe)
     rec = res.record
-    print(f"## transfer: {args.backbone} on {args.data}, seeds {seeds}, up to {args.epochs} epochs "
-          f"({_machine(args.device)}); frozen probes {t_probe:.0f} s")
+    d = rec.details
+    print(f"## transfer: {args.backbone} on {args.data}, seeds {seeds}, up to {args.epochs} epochs, head start "
+          f"{'random' if args.no_lp_init else 'LP-FT'}, lr grid x{rec.config['recipe']['lr_grid']}, augment "
+          f"{rec.config['recipe']['augment']} "
+          f"({_machine(args.device)}); knn probe {t_knn:.0f} s")
     print("| method | top-1 mean [95% t-CI over seeds] | per seed: top-1 [95% bootstrap CI] | "
-          "Δ vs tuned linear head per seed [95% CI] (Holm p boot / McNemar) | trainable params | train s / seed |")
-    print("|---|---|---|---|---|---|")
-    for p in ("knn", "linear"):
-        vals = [probes[s].record.metrics[p]["top1"] for s in seeds]
-        per = "; ".join(f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" for v in vals)
-        mean = sum(v["value"] for v in vals) / len(vals)
-        print(f"| frozen probe: {p} (vitlab eval) | {mean:.3f} | {per} | – | – | – |")
-    for m in rec.config["methods"]:
+          "Δ vs frozen probe per seed [95% CI] (Holm p boot / McNemar) | verdict vs probe | lr chosen per seed "
+          "(best epoch) | trainable params | train s / seed (kept run) | search s / seed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    vals = [knn[s].record.metrics["knn"]["top1"] for s in seeds]
+    per = "; ".join(f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" for v in vals)
+    print(f"| frozen probe: knn (vitlab eval) | {sum(v['value'] for v in vals) / len(vals):.3f} | {per} | – | – | – | – "
+          "| – | – |")
+
+    def top1(m: str, s: int) -> str:
+        t = d["per_seed"][str(s)][m]["metrics"]["top1"]
+        return f"{t['value']:.3f} [{t['low']:.3f}, {t['high']:.3f}]"
+
+    for m in ["probe", *rec.config["methods"]]:
         t = rec.metrics[m]["top1"]
-        per = "; ".join(f"{rec.details['per_seed'][str(s)][m]['metrics']['top1']['value']:.3f} "
-                        f"[{rec.details['per_seed'][str(s)][m]['metrics']['top1']['low']:.3f}, "
-                        f"{rec.details['per_seed'][str(s)][m]['metrics']['top1']['high']:.3f}]" for s in seeds)
-        vs = "; ".join(f"{v['diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}] ({v['p_bootstrap']:.3g} / "
-                       f"{v['p_mcnemar']:.3g})" for v in rec.details["vs_linear"].get(m, [])) or "–"
         ci = f" [{t['low']:.3f}, {t['high']:.3f}]" if t.get("low") is not None else ""
-        c = rec.details["cost"][m]
-        print(f"| tune: {m} | {t['value']:.3f}{ci} | {per} | {vs} | {c['trainable_params']:,} | {c['train_s']:.0f} |")
-    # the frozen probes and the tuned models are scored on the same test images: the knn probe vs tuned methods
+        per = "; ".join(top1(m, s) for s in seeds)
+        vs = "; ".join(f"{v['diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}] ({v['p_bootstrap']:.2g} / "
+                       f"{v['p_mcnemar']:.2g})" for v in d["vs_probe"].get(m, [])) or "–"
+        verdict = d.get("vs_probe_verdict", {}).get(m, {})
+        word = f"{verdict['verdict']} ({verdict['significant_seeds']}/{verdict['n_seeds']} significant)" \
+            if verdict else "–"
+        c = d["cost"][m]
+        if m == "probe":
+            print(f"| frozen probe: linear (vitlab eval, L-BFGS, C swept) | {t['value']:.3f}{ci} | {per} | – | – | "
+                  f"– | {c['trainable_params']:,} | {c['train_s']:.0f} | – |")
+            continue
+        lrs = "; ".join(f"{x['lr']:g} ({x['best_epoch']})" for x in d["selection"][m])
+        search = sum(p.get("search_s", p["train_s"]) for p in c["per_seed"]) / len(c["per_seed"])
+        print(f"| tune: {m} | {t['value']:.3f}{ci} | {per} | {vs} | {word} | {lrs} | {c['trainable_params']:,} | "
+              f"{c['train_s']:.0f} | {search:.0f} |")
+    print()
+    for m, v in d.get("vs_probe_verdict", {}).items():
+        print(f"* {v['text']}")
+    print("\nValidation search (per method, seed: lr -> val top-1 / val loss / best epoch):")
+    for m, sel in d["selection"].items():
+        for x in sel:
+            print(f"  {m} seed {x['seed']}: " + "; ".join(
+                f"{c['lr']:g} -> {c['val_top1']:.3f} / {c['val_loss']:.3f} / {c['best_epoch']}" for c in x["candidates"])
+                + (f"; LP start C {x['lp_init']['C']:.3g}" if x.get("lp_init") else ""))
+    # the frozen probes and the tuned models are scored on the same test images
     print("\nSame test images (eval's split, per seed): " + ", ".join(
-        f"seed {s}: {probes[s].test_ids == res.results[s]['linear'].units}" for s in seeds))
+        f"seed {s}: {knn[s].test_ids == res.results[s][rec.config['methods'][0]].units}" for s in seeds))
     if args.out:
         print(f"records and artefacts: {args.out} ({json.dumps({k: str(v) for k, v in res.artefacts.items()})})")
 
@@ -126,6 +156,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--methods", default="linear,lora,vpt,full")
+    ap.add_argument("--lr-grid", default=None, help="transfer: multipliers (default: the recipe's)")
+    ap.add_argument("--no-lp-init", action="store_true", help="transfer: random head (the recipe before LP-FT)")
+    ap.add_argument("--augment", action="store_true", help="transfer: random shifts while training (off by default)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     {"cost": bench_cost, "vits": bench_vits, "transfer": bench_transfer}[args.part](args)

@@ -58,6 +58,27 @@ def test_the_frozen_probe_is_vitlab_evals_linear_probe_and_every_method_is_paire
     for m in rec["config"]["methods"]:
         vs = rec["details"]["vs_probe"][m]
         assert [v["seed"] for v in vs] == [0, 1] and all(v["low"] <= v["diff"] <= v["high"] for v in vs)
+        v = rec["details"]["vs_probe_verdict"][m]
+        mean = sum(x["diff"] for x in vs) / 2
+        assert v["verdict"] == ("beats" if mean > 0 else "loses" if mean < 0 else "ties")
+        assert v["text"].startswith(f"{m} {'loses to' if mean < 0 else v['verdict']}") and "McNemar" in v["text"]
+
+
+def test_the_learning_rate_and_head_start_are_in_the_recipe_and_the_record(tuned):
+    rec, _ = tuned
+    assert rec["config"]["recipe"]["lp_init"] is True and rec["config"]["recipe"]["lr_grid"] == [0.3, 1.0, 3.0]
+    assert rec["config"]["head_init"].startswith("LP-FT")
+    assert "the test split is predicted only by the final model" in rec["config"]["selection"]
+    assert rec["config"]["recipe"]["refit"] is True
+    for m in rec["config"]["methods"]:
+        sel = rec["details"]["selection"][m]
+        assert [s["seed"] for s in sel] == [0, 1]
+        for s in sel:
+            assert [c["lr"] for c in s["candidates"]] == rec["config"]["lr_candidates"][m]
+            assert s["lr"] in rec["config"]["lr_candidates"][m] and s["lp_init"]["C"] > 0
+            assert s["refit"]["lr"] == s["lr"] and s["refit"]["epochs"] == s["best_epoch"]
+            assert s["refit"]["n_rows"] == 120 and s["lp_init"]["n_rows"] == 108  # train + val, train part
+        assert rec["hparams"][m]["lr"] == [s["lr"] for s in sel]
 
 
 def test_saved_lora_is_a_backbone_for_eval(tuned):
@@ -79,6 +100,7 @@ def test_report_shows_the_tune_section(tuned, tmp_path):
     html = render_html(load_records(out), tmp_path / "r.html", load_images=False).read_text()
     assert "Adaptation (fine-tuning, LoRA, VPT)" in html and "trainable params" in html
     assert "Δ top-1 vs linear" in html and html.count("data:image/png;base64,") >= 1
+    assert "the frozen probe</b>" in html and "Learning rate per method: linear: tried 0.0003, 0.001, 0.003" in html
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -94,3 +116,19 @@ def test_bad_input_is_one_line(args, msg):
     assert res.exit_code == 2
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and msg in " ".join(res.stderr.split())
+
+
+def test_missing_peft_is_one_line_naming_the_extra_before_the_probe(monkeypatch):
+    import sys
+
+    import importlib
+
+    probe = importlib.import_module("vitlab.tune.probe")  # `import vitlab.tune.x` can meet the function vitlab.tune
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    monkeypatch.setattr(probe, "frozen_probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("probe ran")))
+    res = runner.invoke(app, ["tune", "--backbone", "demo:fmnist-vit", "--data", "sample:digits", "--method", "lora"])
+    assert res.exit_code == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0] == ("error: method lora needs the package peft, which is not installed: "
+                                        "pip install 'vitlab[tune]'.")

@@ -1,5 +1,9 @@
 """Tuned artefacts: the adapted model is a backbone (own weights_id, loads, embeds, merged == unmerged LoRA),
-and the user's base model is never modified."""
+the user's base model is never modified, and an artefact carries its own checksum and names a missing base."""
+
+import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -7,9 +11,10 @@ import torch
 
 import vitlab
 from vitlab.backbones.base import hash_state_dict
-from vitlab.errors import BackboneError
+from vitlab.backbones.artefact import base_meta, read_artefact
+from vitlab.errors import BackboneError, ConfigError
 from vitlab.store import EmbeddingStore
-from vitlab.tune.artefact import load_artefact, read_meta, save_artefact
+from vitlab.tune.artefact import load_artefact, read_meta, save_artefact, save_tuned
 
 DATA = "sample:digits?limit=150"
 
@@ -20,7 +25,8 @@ def run(tmp_path_factory):
     base = vitlab.load_backbone("demo:fmnist-vit")
     before = hash_state_dict(base.model)
     res = vitlab.tune(base, DATA, methods="linear,lora:r=2,targets=[qkv,mlp],vpt:prompts=2", seeds=1, seed=1,
-                      epochs=1, max_steps=3, batch_size=32, lr=5e-2, n_resamples=50, out=out, progress=False)
+                      epochs=1, max_steps=3, batch_size=32, lr=5e-2, n_resamples=50, out=out, progress=False,
+                      lp_init=False, lr_grid=(1.0,))  # a random head: the adapters train from step 1 (not kept at 0)
     return base, before, res, out
 
 
@@ -95,13 +101,87 @@ def test_bad_artefacts_one_line(run, tmp_path):
     bad.write_bytes(b"not safetensors")
     with pytest.raises(BackboneError, match="not a readable .vitlab artefact"):
         vitlab.load_backbone(str(bad))
-    with pytest.raises(BackboneError, match="no such tuned artefact"):
+    with pytest.raises(BackboneError, match="no such vitlab artefact"):
         vitlab.load_backbone(str(tmp_path / "missing.vitlab"))
     from safetensors.torch import load_file
 
     path = run[2].artefacts["lora"]
     meta = read_meta(path)
     meta["base"]["weights_id"] = "0" * 32
-    other = save_artefact(tmp_path / "other.vitlab", load_file(str(path)), meta)
-    with pytest.raises(BackboneError, match="now has other weights"):
+    other = save_artefact(tmp_path / "other.vitlab", load_file(str(path)), meta, kind="tune")
+    with pytest.raises(BackboneError, match="other.vitlab: the artefact's BASE backbone demo:fmnist-vit now has "
+                                            "other weights"):
         load_artefact(other)
+
+
+def _flip_byte(path, offset_from_data_start):
+    """Flip one byte of the tensor data of a safetensors file (8-byte header length, JSON header, then data)."""
+    raw = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")
+    raw[start + offset_from_data_start] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_a_flipped_byte_in_a_trained_tensor_is_refused_in_one_line(run, tmp_path):
+    copy = tmp_path / "lora.vitlab"
+    shutil.copy(run[2].artefacts["lora"], copy)
+    assert read_artefact(copy).digest.startswith("blake2b-256:")
+    _flip_byte(copy, 100)
+    with pytest.raises(BackboneError, match=r"lora.vitlab: checksum mismatch: its tensors or metadata changed since "
+                                            r"it was written") as e:
+        vitlab.load_backbone(str(copy))
+    assert "\n" not in str(e.value)
+
+
+def test_edited_metadata_is_refused(run, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src = run[2].artefacts["linear"]
+    with safe_open(str(src), framework="pt") as f:
+        md = dict(f.metadata())
+    meta = json.loads(md["meta"])
+    meta["classes"] = list(reversed(meta["classes"]))  # relabel the head: the digest no longer fits
+    save_file(load_file(str(src)), str(tmp_path / "edited.vitlab"), metadata={**md, "meta": json.dumps(meta)})
+    with pytest.raises(BackboneError, match="edited.vitlab: checksum mismatch"):
+        load_artefact(tmp_path / "edited.vitlab")
+
+
+def test_a_missing_base_is_named_as_the_artefacts_base(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=28,
+                    patch_size=4)
+    ViTModel(cfg, add_pooling_layer=False).save_pretrained(tmp_path / "my-vit")
+    base = vitlab.load_backbone(f"hf:{tmp_path / 'my-vit'}")
+    head = {"head.weight": torch.zeros(3, 32), "head.bias": torch.zeros(3)}
+    art = save_tuned(tmp_path / "a.vitlab", head, {"base": base_meta(base), "method": {"spec": "linear"}})
+    assert vitlab.load_backbone(str(art)).weights_id != base.weights_id  # loads while the base is there
+    (tmp_path / "my-vit").rename(tmp_path / "moved")
+    with pytest.raises(BackboneError, match=r"a.vitlab: the artefact's BASE backbone is missing: hf:.*my-vit \(.*"
+                                            r"my-vit no longer exists\); put the base back where it was"):
+        vitlab.load_backbone(str(art))
+
+
+def test_a_base_loaded_from_an_artefact_is_recorded_by_its_path(run):
+    lora = vitlab.load_backbone(str(run[2].artefacts["lora"]))
+    b = base_meta(lora)
+    assert b["load_name"] == f"tuned:{run[2].artefacts['lora'].resolve()}" and b["weights_id"] == lora.weights_id
+
+
+def test_legacy_artefact_without_checksum_loads_with_a_warning(run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src = run[2].artefacts["linear"]
+    save_file(load_file(str(src)), str(tmp_path / "old.vitlab"),
+              metadata={"format": "vitlab-tuned/1", "meta": json.dumps(read_meta(src))})
+    with pytest.warns(UserWarning, match="old.vitlab: written in the older format vitlab-tuned/1 without a checksum"):
+        bb = load_artefact(tmp_path / "old.vitlab")
+    assert bb.weights_id == vitlab.load_backbone(str(src)).weights_id
+
+
+def test_lora_artefact_without_peft_names_the_extra(run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(ConfigError, match=r"method lora needs the package peft, which is not installed: "
+                                          r"pip install 'vitlab\[tune\]'"):
+        load_artefact(run[2].artefacts["lora"])

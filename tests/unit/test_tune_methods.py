@@ -7,7 +7,7 @@ import torch
 
 import vitlab
 from vitlab.errors import BackboneError, ConfigError, UnknownNameError
-from vitlab.tune.methods import clone_backbone, layer_id, lora_targets, parse_methods
+from vitlab.tune.methods import check_dependencies, clone_backbone, layer_id, lora_targets, parse_methods
 from vitlab.tune.vpt import PromptedViT, VPTBackbone
 
 
@@ -152,3 +152,20 @@ def test_lora_on_an_hf_backbone_counts_and_merges(tmp_path):
         base = hf.forward_tokens(x, -1).tokens[1]
     torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(base, merged, atol=1e-3)
+
+
+def test_a_missing_optional_package_stops_tune_before_any_work(monkeypatch):
+    import importlib
+    import sys
+
+    plan = importlib.import_module("vitlab.tune.plan")  # `import vitlab.tune.x` can meet the function vitlab.tune
+
+    def no_work(*a, **k):
+        raise AssertionError("data was loaded before the dependency check")
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if `pip install vitlab` without the tune extra
+    monkeypatch.setattr(plan, "load_source", no_work)
+    with pytest.raises(ConfigError, match=r"^methods lora, dora need the package peft, which is not installed: "
+                                          r"pip install 'vitlab\[tune\]'\.$"):
+        vitlab.tune("demo:fmnist-vit", "sample:digits", methods="linear,lora,dora")
+    check_dependencies(parse_methods("linear,vpt,full,bitfit"))  # these need nothing optional

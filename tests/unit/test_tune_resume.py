@@ -6,7 +6,7 @@ import vitlab
 import vitlab.tune.runner as runner
 from vitlab.errors import Interrupted
 
-KW = dict(methods="linear,bitfit", seeds=1, epochs=1, max_steps=1, n_resamples=20, progress=False)
+KW = dict(methods="linear,bitfit", seeds=1, epochs=1, max_steps=1, n_resamples=20, progress=False, lr_grid=(1.0, 3.0))
 DATA = "sample:digits?limit=120"
 
 
@@ -27,11 +27,17 @@ def test_interrupt_then_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "fit", lambda net, *a, label, **k: (calls.append(label), real_fit(net, *a, label=label,
                                                                                                    **k))[1])
     res = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **kw)
-    assert calls == ["linear", "bitfit", "bitfit"]  # linear was not trained again
+    # two rates each; the interrupted bitfit trains again, linear does not
+    assert calls == ["linear", "linear", "bitfit", "bitfit", "bitfit"]
     resumed = {m: [c["resumed"] for c in res.record.details["cost"][m]["per_seed"]] for m in ("linear", "bitfit")}
     assert resumed == {"linear": [True], "bitfit": [False]}
     fresh = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path / "fresh", **kw)
     assert fresh.record.metrics == res.record.metrics
+    def choice(r):  # the search without its timings
+        return {m: [(s["lr"], [(c["lr"], c["val_top1"], c["val_loss"], c["best_epoch"]) for c in s["candidates"]])
+                    for s in sel] for m, sel in r.record.details["selection"].items()}
+
+    assert choice(fresh) == choice(res) and fresh.record.hparams == res.record.hparams
     assert res.backbones["linear"].weights_id == fresh.backbones["linear"].weights_id
 
 

@@ -27,7 +27,7 @@ def _train(setup, spec, seed=0, steps=1, **recipe):
     gen = torch.Generator().manual_seed(seed)
     net = TuneNet(m.apply(clone_backbone(bb), gen), 10, "cls", gen)
     net.initial = {k: v.clone() for k, v in net.body.state_dict().items()}
-    r = TuneRecipe(epochs=2, batch_size=16, max_steps=steps, **recipe)
+    r = TuneRecipe(**{"epochs": 2, "batch_size": 16, "max_steps": steps, "augment": True, **recipe})  # shifts: seeded too
     fit(net, bank, src.labels, np.arange(80), np.arange(80, 100), m, r, lr=5e-2, seed=seed, device=CPU,
         progress=False, label=spec)
     return net, predict(net, bank, np.arange(100, 120), CPU, r)
@@ -88,3 +88,22 @@ def test_early_stopping_keeps_the_best_epoch(setup):
     assert rep.epochs_run == rep.best_epoch + 1 or rep.epochs_run == 6   # patience 1: stops one epoch after the best
     p = predict(net, bank, np.arange(80, 100), CPU)
     assert float((p.argmax(1) == src.labels[80:100]).mean()) == pytest.approx(max(accs))
+
+
+def test_the_start_is_a_candidate_and_is_kept_when_no_epoch_beats_it(setup):
+    bb, src, bank = setup
+    m = parse_methods("bitfit")[0]
+    gen = torch.Generator().manual_seed(0)
+    net = TuneNet(m.apply(clone_backbone(bb), gen), 10, "cls", gen)
+    start = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+    # a learning rate this large wrecks the weights at once: every trained epoch scores below the start
+    rep = fit(net, bank, src.labels, np.arange(80), np.arange(80, 100), m, TuneRecipe(epochs=2, patience=2,
+              batch_size=16, warmup_fraction=0.0), lr=50.0, seed=0, device=CPU, progress=False, label="bitfit",
+              start_candidate=True)
+    assert rep.history[0]["epoch"] == 0 and rep.history[0]["train_loss"] is None
+    assert [h["epoch"] for h in rep.history] == [0, 1, 2]
+    if all(h["val_top1"] < rep.history[0]["val_top1"] for h in rep.history[1:]):
+        assert rep.best_epoch == 0 and rep.best_val_top1 == rep.history[0]["val_top1"]
+        assert all(torch.equal(p, start[n]) for n, p in net.named_parameters() if p.requires_grad)
+    else:  # not what this test is about, but never silently: the kept epoch is the best one
+        assert rep.best_epoch == 1 + int(np.argmax([h["val_top1"] for h in rep.history[1:]]))

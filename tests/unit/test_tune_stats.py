@@ -6,7 +6,7 @@ from scipy import stats
 
 import vitlab
 from vitlab.errors import ConfigError, DataError
-from vitlab.evaluation import _protocol_pairs
+from vitlab.scorers import pair_results
 from vitlab.protocols.base import Result
 from vitlab.tune.evaluate import against, seed_summary
 
@@ -38,7 +38,7 @@ def test_paired_tests_flag_a_planted_difference_and_not_an_absent_one():
     swap = rng.choice(np.flatnonzero(base), 40, replace=False), rng.choice(np.flatnonzero(~base), 40, replace=False)
     same[swap[0]], same[swap[1]] = False, True            # same accuracy, different errors: no real difference
     results = {"linear": _result(base), "planted": _result(better), "absent": _result(same)}
-    pairs = [{"seed": 0, **p} for p in _protocol_pairs(results, n_resamples=500, seed=0)]
+    pairs = [{"seed": 0, **p} for p in pair_results(results, n_resamples=500, seed=0)]
     vs = against(pairs, "linear")
     assert vs["planted"][0]["significant"] and vs["planted"][0]["diff"] > 0.1 and vs["planted"][0]["low"] > 0
     assert not vs["absent"][0]["significant"] and vs["absent"][0]["diff"] == pytest.approx(0.0)

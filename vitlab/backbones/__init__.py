@@ -29,7 +29,7 @@ SOURCES.register("demo", "vitlab.backbones.demo:load_demo", help="demo:fmnist-vi
 SOURCES.register("pixels", "vitlab.backbones.pixels:load_pixels", help="pixels[:<size>]  (flattened pixels baseline)")
 SOURCES.register("inception", "vitlab.backbones.inception:load_inception", help="inception:fid  (FID Inception-V3, pool3 features)")
 SOURCES.register("random", None, help="random:<name>  (seeded random-init copy of any backbone, e.g. random:demo:fmnist-vit)")
-SOURCES.register("tuned", "vitlab.tune.artefact:load_tuned",
+SOURCES.register("tuned", "vitlab.backbones.tuned:load_tuned",
                  help="tuned:<file>.vitlab or just <file>.vitlab  (a backbone adapted by vitlab tune)")
 # Sources whose weights are local files: `pretrained=False` does not apply (use random:<name>).
 LOCAL_WEIGHTS = ("file", "demo", "pixels", "tuned")

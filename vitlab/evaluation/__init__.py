@@ -12,6 +12,5 @@ Example:
 
 from vitlab.evaluation.mil import MILResult, mil_eval
 from vitlab.evaluation.run import GALLERY_SIZE, EvalResult, check_eval_config, evaluate
-from vitlab.evaluation.run import _check_classes, _protocol_pairs  # noqa: F401  (callers move to pair_results)
 
 __all__ = ["evaluate", "EvalResult", "check_eval_config", "mil_eval", "MILResult", "GALLERY_SIZE"]

@@ -158,7 +158,7 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
                             else f"seeded stratified (test {test_fraction})")
         tr, te = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
         if any(p.needs_labels and p.task in ("classification", "episodes") for p in protos):
-            _check_classes(y, tr, te, emb.classes)
+            check_split_classes(y, tr, te, emb.classes)
         elif len(tr) == 0 or len(te) == 0:
             raise DataError(f"the split has {len(tr)} train and {len(te)} test samples; both must be non-empty. "
                             "Check the split column or test_fraction.")
@@ -287,11 +287,6 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
     return protos
 
 
-def _protocol_pairs(results: dict[str, Result], *, n_resamples: int, seed: int) -> list[dict[str, Any]]:
-    """Deprecated name of :func:`vitlab.scorers.pairing.pair_results` (kept while callers move)."""
-    return pair_results(results, n_resamples=n_resamples, seed=seed)
-
-
 def _is_feature_bags(source: DataSource) -> bool:
     from vitlab.data.bags import FeatureBagSource
 
@@ -336,7 +331,13 @@ def _check_backbone(backbone: Backbone, protos: list[Protocol]) -> None:
             backbone.resolve_layers(list(p.config.layers))
 
 
-def _check_classes(y: np.ndarray, tr: np.ndarray, te: np.ndarray, classes: list[str]) -> None:
+def check_split_classes(y: np.ndarray, tr: np.ndarray, te: np.ndarray, classes: list[str]) -> None:
+    """One :class:`DataError` line when a train/test split cannot be scored: an empty side, or a class with no
+    training sample (what ``vitlab eval`` and ``vitlab tune`` check before any work).
+
+    Example:
+        >>> check_split_classes(np.array([0, 1, 0, 1]), np.array([0, 1]), np.array([2, 3]), ["a", "b"])
+    """
     if len(te) == 0 or len(tr) == 0:
         raise DataError(f"the split has {len(tr)} train and {len(te)} test samples; both must be non-empty. "
                         "Check the split column or test_fraction.")

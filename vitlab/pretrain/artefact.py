@@ -1,7 +1,7 @@
-"""The ``.vitlab`` artefact of a pretraining or distillation run, through ONE adapter over :mod:`vitlab.tune.artefact`.
+"""The ``.vitlab`` artefact of a pretraining or distillation run, through ONE adapter over :mod:`vitlab.backbones.artefact`.
 
 :func:`save_model` and :func:`load_model` are the only places this package touches the artefact format (today
-``vitlab.tune.artefact.save_artefact`` / ``load_artefact``), so a change of that API is made here once. A run's
+``vitlab.tune.artefact.save_tuned`` / ``vitlab.backbones.artefact.load_artefact``), so a change of that API is made here once. A run's
 artefact is a tune artefact of method ``full``: every weight of the trained backbone under ``body.<name>`` (no
 ``head.*``), and in the metadata the base backbone to rebuild (its loader name, options and ``weights_id``, checked
 on load: an artefact whose base changed is refused) plus a ``pretrain`` block (method, run, step, data). So it
@@ -35,8 +35,9 @@ def base_meta(bb: Backbone, load_name: str, kwargs: dict[str, Any] | None = None
         >>> sorted(base_meta(vitlab.load_backbone("demo:fmnist-vit"), "demo:fmnist-vit"))
         ['kwargs', 'load_name', 'name', 'pretrained', 'seed', 'weights_id']
     """
-    return {"load_name": load_name, "name": bb.name, "weights_id": bb.weights_id, "pretrained": True,
-            "seed": int(seed), "kwargs": dict(kwargs or {})}
+    from vitlab.backbones.artefact import base_meta as _base_meta
+
+    return _base_meta(bb, load_name=load_name, seed=seed, kwargs=kwargs)
 
 
 def save_model(path: str | Path, body: nn.Module, base: dict[str, Any], info: dict[str, Any]) -> Path:
@@ -46,12 +47,12 @@ def save_model(path: str | Path, body: nn.Module, base: dict[str, Any], info: di
         base: :func:`base_meta` of the starting backbone.
         info: the ``pretrain`` block of the metadata (method or ``distill``, run id, step, data, ...).
     """
-    from vitlab.tune.artefact import save_artefact
+    from vitlab.tune.artefact import save_tuned
 
     tensors = {f"body.{k}": v.detach().cpu() for k, v in body.named_parameters()}
     meta = {"base": base, "method": {"name": "full", "spec": "full", "label": "full"}, "pretrain": info,
             "seed": info.get("seed"), "data": info.get("data", {}), "run_id": info.get("run_id")}
-    return save_artefact(path, tensors, meta)
+    return save_tuned(path, tensors, meta)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Backbone:
@@ -60,6 +61,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Backbone
     Raises:
         BackboneError: not an artefact, or its base backbone now has other weights.
     """
-    from vitlab.tune.artefact import load_artefact
+    from vitlab.backbones.artefact import load_artefact
 
     return load_artefact(path, device=device)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -145,11 +146,25 @@ class Linear(Protocol):
     Config = LinearConfig
     help = "L2 logistic regression, C swept on validation"
 
-    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
+    def fit_probe(self, train: Split, *, seed: int, n_classes: int, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+        """The probe :meth:`run` fits on ``train`` (same row order, C search and refit), without a test split:
+        ``(LinearProbe, details)`` with ``coef_ [C, d]``, ``intercept_ [C]``, ``C_`` and the sweep and convergence
+        details. ``vitlab tune`` starts its heads from it (LP-FT).
+
+        Example:
+            >>> rng = np.random.default_rng(0); X = rng.normal(size=(80, 3)); y = (X[:, 0] > 0).astype(int)
+            >>> probe, info = Linear().fit_probe(Split(X, y, np.arange(80)), seed=0, n_classes=2)
+            >>> probe.coef_.shape, sorted(info)
+            ((2, 3), ['convergence', 'val_top1_by_C'])
+        """
+        from vitlab.protocols.base import _canonical, _take
+
+        return self._fit(_take(train, _canonical(train)), seed=seed, n_classes=n_classes, device=device)
+
+    def _fit(self, train: Split, *, seed: int, n_classes: int, device: str) -> tuple[Any, dict[str, Any]]:
         from vitlab.protocols.linear import ConvergenceWarning, LinearProbe, convergence_summary
 
         check_finite(train, "train")
-        check_finite(test, "test")
         cfg = self.config
         common = dict(val_fraction=cfg.val_fraction, seed=seed, device=device, num_classes=n_classes,
                       dtype=cfg.dtype, max_iter=cfg.max_iter)
@@ -170,8 +185,14 @@ class Linear(Protocol):
         sweep.update({f"{c:.3g}": float(v) for c, v in zip(probe.Cs_, probe.val_scores_)})
         convergence = {**convergence_summary(fits, "linear probe"), "refit_converged": probe.converged_,
                        "max_iter": cfg.max_iter}
+        return probe, {"val_top1_by_C": sweep, "convergence": convergence}
+
+    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
+        check_finite(train, "train")
+        check_finite(test, "test")
+        probe, details = self._fit(train, seed=seed, n_classes=n_classes, device=device)
         return Result("classification", _units(test), {"y": test.y, "proba": probe.predict_proba(test.X)},
-                      test.groups, {"C": probe.C_}, {"val_top1_by_C": sweep, "convergence": convergence})
+                      test.groups, {"C": probe.C_}, details)
 
 
 @dataclass(frozen=True)

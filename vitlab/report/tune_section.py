@@ -1,5 +1,6 @@
-"""Report section for ``"tune"`` run records: accuracy with CIs against trainable parameters and time, and the
-paired tests of every method against ``linear`` (registered with :func:`~vitlab.report.base.register_section`).
+"""Report section for ``"tune"`` run records: accuracy with CIs against trainable parameters and time, the
+paired tests of every method against ``linear`` and the frozen probe, and a plain verdict beside each method that
+does not beat the frozen probe (registered with :func:`~vitlab.report.base.register_section`).
 
 Everything shown comes from the record; the two accuracy-vs-cost plots are matplotlib figures on an Agg
 canvas embedded as base64 PNGs.
@@ -35,6 +36,18 @@ def _vs_linear_cell(rows: list[dict[str, Any]]) -> str:
                      f'<span class=ci>[{fmt(v["low"], 3, signed=True)}, {fmt(v["high"], 3, signed=True)}] '
                      f'p={fmt_p(v.get("p_bootstrap"))}, McNemar p={fmt_p(v.get("p_mcnemar"))}</span></span>')
     return '<td class="num">' + "<br>".join(parts) + "</td>"
+
+
+def _verdict_cell(v: dict[str, Any] | None, cell: str) -> str:
+    """The paired-test cell with the plain verdict (beats / loses to the frozen probe) above it."""
+    if not v:
+        return cell
+    cls = "leader" if v["verdict"] == "beats" else "worse" if v["verdict"] == "loses" else ""
+    words = {"beats": "beats the frozen probe", "loses": "LOSES to the frozen probe", "ties": "ties the frozen probe"}
+    head = (f'<span class="{cls}"><b>{e(words.get(v["verdict"], v["verdict"]))}</b> '
+            f'(mean Δ {fmt(v["mean_diff"], 3, signed=True)}; significant on {e(str(v["significant_seeds"]))} of '
+            f'{e(str(v["n_seeds"]))} seeds)</span><br>')
+    return cell.replace('<td class="num">', '<td class="num">' + head, 1)
 
 
 def tune_cost_figure_uri(record: RunRecord) -> str:
@@ -84,8 +97,14 @@ def _tune_section(records: list[RunRecord], ctx: RenderContext) -> str:
         out.append(f"<h3><code>{e(str(c.get('backbone')))}</code> on <code>{e(str(c.get('data')))}</code> "
                    f"<span class=small>run <code>{e(r.run_id)}</code> · seeds {e(', '.join(map(str, seeds)))} · "
                    f"{e(str(c.get('device')))}</span></h3>")
-        out.append(f"<p class=small>Recipe: {e(', '.join(f'{k} {v}' for k, v in rec.items() if v is not None))}; "
-                   f"lr per method {e(', '.join(f'{k} {v:g}' for k, v in c.get('lr', {}).items()))}. "
+        sel = d.get("selection", {})
+        lr_text = "; ".join(
+            f"{k}: tried {', '.join(f'{x:g}' for x in c.get('lr_candidates', {}).get(k, [v]))}, chose "
+            + (", ".join(f"{x['lr']:g} (seed {x['seed']})" for x in sel.get(k, [])) or f"{v:g}")
+            for k, v in c.get("lr", {}).items())
+        out.append(f"<p class=small>Recipe: {e(', '.join(f'{k} {v}' for k, v in rec.items() if v is not None))}. "
+                   f"Head start: {e(str(c.get('head_init', 'random')))}. Learning rate per method: {e(lr_text)}"
+                   f"{' (' + e(str(c['selection'])) + ')' if c.get('selection') else ''}. "
                    f"Split: {e(str(c.get('split_origin')))}; early stopping on {e(str(c.get('val_origin')))}.</p>")
         rows = []
         for label, ms in r.metrics.items():
@@ -99,7 +118,8 @@ def _tune_section(records: list[RunRecord], ctx: RenderContext) -> str:
                          f'<td class="num"><b>{fmt_ci(ms.get("top1"))}</b></td>',
                          f'<td class="num small">{per_seed}</td>',
                          _vs_linear_cell(d.get("vs_linear", {}).get(label, [])),
-                         _vs_linear_cell(d.get("vs_probe", {}).get(label, [])),
+                         _verdict_cell(d.get("vs_probe_verdict", {}).get(label),
+                                       _vs_linear_cell(d.get("vs_probe", {}).get(label, []))),
                          f'<td class="num">{cost.get("trainable_params", 0):,}<br><span class=ci>'
                          f'{fmt(share, 2)}%</span></td>',
                          _num(cost.get("train_s")), _num(cost.get("time_per_epoch_s"), 2),
@@ -112,6 +132,10 @@ def _tune_section(records: list[RunRecord], ctx: RenderContext) -> str:
                "0.05. probe: vitlab eval's frozen linear probe (L-BFGS, C swept) on the same split, the strongest "
                "frozen baseline; linear: a head trained with the tuning recipe. " + e(str(d.get("cost_note", ""))) + ".")
         out.append(_table(head, rows, cap))
+        losing = [v for v in d.get("vs_probe_verdict", {}).values() if v.get("verdict") != "beats"]
+        if losing:
+            out.append('<p class="note"><b>Not better than the frozen probe.</b> '
+                       + " ".join(e(v["text"]) for v in losing) + "</p>")
         try:
             out.append(f'<div class="figs"><figure><img alt="top-1 against cost" src="{tune_cost_figure_uri(r)}">'
                        "<figcaption>Top-1 against trainable parameters and training time; bars: the interval "

@@ -1,12 +1,13 @@
-"""The adapted model as a backbone: a self-describing ``.vitlab`` artefact (safetensors + JSON metadata).
+"""The adapted model as a backbone: the ``tune`` kind of ``.vitlab`` artefact (:mod:`vitlab.backbones.artefact`).
 
 One file holds what the method trained (LoRA / DoRA adapters, VPT prompts, biases, or every weight
-for ``full``) under ``body.<name>``, the classification head under ``head.*``, and in the
-safetensors metadata (``"format": "vitlab-tuned/1"``, ``"meta"``: JSON) the base backbone (name,
-loader arguments, ``weights_id``), the method and its config, the recipe, the seed, the data
-(URI, fingerprint, classes) and the test score of that run. :func:`load_artefact` rebuilds the base,
-checks that its weights are the ones the adapter was trained on, applies the method, loads the
-trained tensors (exactly the declared ones) and, for LoRA, merges the adapters into the weights.
+for ``full``) under ``body.<name>``, the classification head under ``head.*``, and in its metadata the
+base backbone (name, loader arguments, ``weights_id``), the method and its config, the recipe, the seed,
+the data (URI, fingerprint, classes) and the test score of that run, with the file's digest. Saving and
+reading (digest check, base check) are the artefact family's (:func:`~vitlab.backbones.artefact.save_artefact`
+with ``kind="tune"``, :func:`~vitlab.backbones.artefact.read_artefact`); :func:`rebuild_tuned` applies the
+method to the rebuilt base, loads the trained tensors (exactly the declared ones) and, for LoRA, merges the
+adapters into the weights.
 
 The adapted backbone's ``weights_id`` is pinned to a hash of the base id and the trained tensors, so
 it never equals the base's and the store never confuses their embeddings.
@@ -21,60 +22,27 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vitlab.backbones.artefact import (FORMAT, SUFFIX, Artefact, base_meta, load_artefact, load_base,
+                                       read_artefact, read_meta, save_artefact)
 from vitlab.backbones.base import Backbone
 from vitlab.errors import BackboneError
 
-__all__ = ["FORMAT", "SUFFIX", "save_artefact", "load_artefact", "load_tuned", "read_meta", "tuned_id", "tensor_digest"]
+__all__ = ["FORMAT", "SUFFIX", "KIND", "save_tuned", "save_artefact", "load_artefact", "read_meta", "read_artefact",
+           "base_meta", "rebuild_tuned", "tuned_id", "tensor_digest"]
 
-FORMAT = "vitlab-tuned/1"
-SUFFIX = ".vitlab"
-
-
-def save_artefact(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write ``tensors`` (``body.*`` trained tensors, ``head.*``) and ``meta`` to ``path`` (a ``.vitlab`` file).
-
-    Example:
-        >>> p = save_artefact(tmp / "x.vitlab", {"head.bias": torch.zeros(2)}, {"method": {"name": "linear"}})  # doctest: +SKIP
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != SUFFIX:
-        raise BackboneError(f"{path}: a tuned artefact must end in {SUFFIX}, e.g. lora{SUFFIX}.")
-    from vitlab._io import atomic_path
-
-    with atomic_path(path, elsewhere="pass another --out") as tmp:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"format": FORMAT, "meta": json.dumps(meta, sort_keys=True, default=str)})
-    return path
+#: the artefact kind tune writes
+KIND = "tune"
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The metadata of a ``.vitlab`` artefact (no tensors loaded).
-
-    Raises:
-        BackboneError: not a file, not safetensors, or not a vitlab artefact (one line naming the file).
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise BackboneError(f"{path}: no such tuned artefact. `vitlab tune ... --out runs/` writes them as "
-                            f"runs/tune/<run>/<method>{SUFFIX}.")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            md = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise BackboneError(f"{path}: not a readable {SUFFIX} artefact ({e}).") from e
-    if md.get("format") != FORMAT:
-        raise BackboneError(f"{path}: not a vitlab tuned artefact (format {md.get('format')!r}, expected {FORMAT!r}).")
-    return json.loads(md["meta"])
+def save_tuned(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write a tune artefact: ``tensors`` (``body.*`` trained tensors, ``head.*``) and ``meta`` (with ``"base"``,
+    ``"method"``...) to ``path`` (a ``.vitlab`` file), with its digest."""
+    return save_artefact(path, tensors, meta, kind=KIND)
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor], method_spec: str) -> str:
@@ -99,40 +67,29 @@ def tuned_id(base_id: str, digest: str) -> str:
     return hashlib.blake2b(f"tuned|{base_id}|{digest}".encode(), digest_size=16).hexdigest()
 
 
-def load_artefact(path: str | Path, *, device: str | torch.device = "cpu", merge: bool = True) -> Backbone:
-    """Rebuild the adapted backbone saved in ``path``.
+def rebuild_tuned(art: Artefact, *, merge: bool = True) -> Backbone:
+    """The adapted backbone of a verified tune artefact (registered as the ``tune`` kind's rebuild).
 
     Args:
-        path: a ``.vitlab`` file written by :func:`vitlab.tune`.
-        device: where to put it.
+        art: from :func:`~vitlab.backbones.artefact.read_artefact`.
         merge: merge LoRA / DoRA adapters into the weights (``False`` keeps the peft layers: same outputs,
             slower; for checking the merge).
 
     Returns:
-        A :class:`Backbone` named ``<base>+<method>`` whose ``spec.extra["tuned"]`` holds the artefact's
-        metadata and ``tuned_head`` the head tensors ``(weight [C, D], bias [C])``.
+        A :class:`Backbone` named ``<base>+<method>`` whose ``spec.extra["tuned"]`` summarises the artefact and
+        ``tuned_head`` holds the head tensors ``(weight [C, D], bias [C])``.
 
     Raises:
-        BackboneError: the file is not an artefact, the base backbone cannot be rebuilt or now has
-        other weights, or the tensors do not match what the method trains.
+        ConfigError: the method's optional package is missing (names the extra). BackboneError: the base is
+        missing or has other weights, or the tensors do not match what the method trains.
     """
-    from safetensors.torch import load_file
+    from vitlab.tune.methods import check_dependencies, clone_backbone, parse_methods
 
-    from vitlab.backbones import load_backbone
-    from vitlab.tune.methods import clone_backbone, parse_methods
-
-    path = Path(path).expanduser()
-    meta = read_meta(path)
-    base_meta = meta["base"]
-    base = load_backbone(base_meta["load_name"], pretrained=base_meta.get("pretrained", True),
-                         seed=int(base_meta.get("seed", 0)), **(base_meta.get("kwargs") or {}))
-    if base.weights_id != base_meta["weights_id"]:
-        raise BackboneError(f"{path}: the base backbone {base_meta['load_name']} now has other weights (id "
-                            f"{base.weights_id} vs {base_meta['weights_id']} when tuned); the adapter only fits the "
-                            "weights it was trained on. Restore that checkpoint (or re-run vitlab tune).")
+    path, meta, tensors = art.path, art.meta, art.tensors
     method = parse_methods(meta["method"]["spec"])[0]
+    check_dependencies([method])
+    base = load_base(art)
     bb = method.apply(clone_backbone(base), torch.Generator().manual_seed(0))
-    tensors = load_file(str(path))
     body = {k.removeprefix("body."): v for k, v in tensors.items() if k.startswith("body.")}
     params = {n: p for n, p in bb.model.named_parameters() if p.requires_grad}
     missing, extra = sorted(set(params) - set(body)), sorted(set(body) - set(params))
@@ -155,20 +112,4 @@ def load_artefact(path: str | Path, *, device: str | torch.device = "cpu", merge
     bb.weights_id = tuned_id(base.weights_id, tensor_digest(tensors, method.spec()))
     bb.__dict__["tuned_head"] = (tensors.get("head.weight"), tensors.get("head.bias"))
     bb.__dict__["tuned_meta"] = meta
-    return bb.to(device)
-
-
-def load_tuned(target: str, *, pretrained: bool = True, seed: int = 0, merge: bool = True, **kwargs: Any) -> Backbone:
-    """The backbone registry's ``tuned:`` loader: the adapted backbone saved at ``target`` (``pretrained`` and ``seed`` do not apply: the artefact
-    names its base and how to rebuild it).
-
-    Example:
-        >>> bb = load_tuned("runs/tune/ab12/vpt.vitlab")  # doctest: +SKIP
-    """
-    if not pretrained:
-        raise BackboneError(f"tuned:{target}: random:/--no-pretrained does not apply to a tuned artefact (it holds "
-                            "trained weights); load it as is.")
-    if kwargs:
-        raise BackboneError(f"tuned:{target}: loader options {sorted(kwargs)} do not apply to a tuned artefact "
-                            "(it records its base backbone's own options).")
-    return load_artefact(target, merge=merge)
+    return bb

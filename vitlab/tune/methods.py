@@ -33,7 +33,8 @@ from vitlab._spec import config_from_params, split_specs
 from vitlab.backbones.base import Backbone
 from vitlab.errors import BackboneError, ConfigError
 
-__all__ = ["Method", "METHODS", "parse_methods", "clone_backbone", "lora_targets", "LORA_TARGETS", "layer_id"]
+__all__ = ["Method", "METHODS", "parse_methods", "check_dependencies", "clone_backbone", "lora_targets",
+           "LORA_TARGETS", "layer_id"]
 
 #: LoRA target aliases → regexes on the ends of Linear module names inside the transformer blocks (timm ViT;
 #: transformers ViT / DINOv2 (both naming generations), CLIP, SigLIP). Heads outside the blocks (SigLIP's
@@ -119,13 +120,16 @@ class Method:
     """Base class of an adaptation method.
 
     Subclasses set ``name``, ``help``, ``source`` (the recipe's paper), ``default_lr``, a frozen
-    ``Config`` and implement :meth:`apply` (and :meth:`lr_scales` / :meth:`finalize` when needed).
+    ``Config``, the optional packages they import (``requires``, installed by the ``extra``) and implement
+    :meth:`apply` (and :meth:`lr_scales` / :meth:`finalize` when needed).
     """
 
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
     source: ClassVar[str] = ""
     default_lr: ClassVar[float] = 1e-3
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = "tune"
 
     @dataclass(frozen=True)
     class Config:
@@ -235,6 +239,7 @@ class LoRA(Method):
     name, default_lr = "lora", 1e-3
     help = "low-rank adapters (HF peft) on qkv / proj / mlp"
     source = "LoRA (Hu et al. 2022) through HF peft"
+    requires = ("peft",)
     use_dora: ClassVar[bool] = False
 
     @dataclass(frozen=True)
@@ -329,6 +334,36 @@ class VPT(Method):
         out = VPTBackbone(prompted, bb.spec)  # Backbone.__init__ freezes everything: open the prompts again
         out.model.prompts.requires_grad_(True)
         return out
+
+
+def check_dependencies(methods: Sequence[Method]) -> None:
+    """Raise one line naming the extra to install when a method's optional package is missing (cheap: looks the
+    package up, imports nothing; called before any work).
+
+    Raises:
+        ConfigError: e.g. ``method lora needs the package peft, which is not installed: pip install 'vitlab[tune]'.``
+
+    Example:
+        >>> check_dependencies(parse_methods("linear,vpt"))  # nothing optional needed
+    """
+    import importlib.util
+
+    missing: dict[str, list[Method]] = {}
+    for m in methods:
+        for mod in m.requires:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):  # a broken install or a stub left in sys.modules
+                found = False
+            if not found:
+                missing.setdefault(mod, []).append(m)
+    if missing:
+        parts = []
+        for mod, ms in missing.items():
+            names = ", ".join(dict.fromkeys(m.label for m in ms))
+            parts.append(f"method{'s' if len(ms) > 1 else ''} {names} need{'' if len(ms) > 1 else 's'} the package "
+                         f"{mod}, which is not installed: pip install 'vitlab[{ms[0].extra}]'")
+        raise ConfigError("; ".join(parts) + ".")
 
 
 def parse_methods(spec: str | Method | Sequence[str | Method]) -> list[Method]:

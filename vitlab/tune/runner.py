@@ -119,8 +119,9 @@ def shift_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @dataclass
 class FitReport:
-    """What training did: ``best_epoch`` (1-based) whose weights were kept, ``epochs_run``, ``steps``,
-    ``images_seen`` (training images through forward + backward), ``history`` per epoch
+    """What training did: ``best_epoch`` (1-based; 0 = the starting weights, a candidate with
+    ``start_candidate``) whose weights were kept, with its ``best_val_top1`` and ``best_val_loss``, ``epochs_run``,
+    ``steps``, ``images_seen`` (training images through forward + backward), ``history`` per epoch
     ``{epoch, train_loss, val_loss, val_top1}``, ``features_cached`` (frozen body: features computed once)."""
 
     best_epoch: int = 0
@@ -128,7 +129,9 @@ class FitReport:
     steps: int = 0
     images_seen: int = 0
     features_cached: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    best_val_top1: float | None = None
+    best_val_loss: float | None = None
 
 
 def _no_decay(name: str, p: torch.Tensor) -> bool:
@@ -193,12 +196,18 @@ def _val_scores(net: TuneNet, bank: ImageBank, rows: np.ndarray, y: torch.Tensor
 
 def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
         method: Method, recipe: TuneRecipe, *, lr: float, seed: int, device: torch.device,
-        progress: bool | None, label: str) -> FitReport:
+        progress: bool | None, label: str, start_candidate: bool = False, stop_after: int | None = None
+        ) -> FitReport:
     """Train ``net`` (its trainable parameters and head) on ``train_rows``, early-stopped on ``val_rows``.
 
     The best epoch's weights (validation top-1, ties broken by validation loss) are put back at the
-    end. A frozen body (``linear``) computes the features once and trains the head on them (no
-    augmentation: the features do not change). Seeded: the same inputs give the same weights on CPU.
+    end; with ``start_candidate`` the starting weights are scored first as epoch 0 and kept if no epoch
+    beats them (LP-FT: a head that starts at the linear probe). A frozen body (``linear``) computes the
+    features once and trains the head on them (no augmentation: the features do not change). Seeded:
+    the same inputs give the same weights on CPU.
+
+    Refit (empty ``val_rows``): no validation, the weights after ``stop_after`` epochs are kept (the
+    learning-rate schedule stays the one of ``recipe.epochs`` epochs, as in the run that chose the epoch).
 
     Raises:
         ConfigError: out of GPU memory (the message suggests a smaller batch).
@@ -224,13 +233,19 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
             f_tr = _features(net, bank, train_rows, device, recipe)
             f_val = _features(net, bank, val_rows, device, recipe)
             rep.features_cached = True
+        validate = len(val_rows) > 0
+        if start_candidate and validate:
+            acc, vloss = _val_scores(net, bank, val_rows, y_val, device, recipe, f_val)
+            rep.history.append({"epoch": 0, "train_loss": None, "val_loss": vloss, "val_top1": acc})
+            best, rep.best_epoch = (acc, vloss), 0
+            best_state = {n: p.detach().clone() for n, p in params.items()}
         cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_ids), \
                 image_progress(disable=not show_progress(progress)) as bar:
             torch.manual_seed(seed)  # dropout (LoRA) draws from the global RNG: seed it, then give it back
             task = bar.add_task(f"{label} (seed {seed})", total=total * recipe.batch_size)
-            for epoch in range(1, recipe.epochs + 1):
+            for epoch in range(1, (recipe.epochs if stop_after is None else stop_after) + 1):
                 net.train()
                 order = torch.randperm(len(train_rows), generator=gen).numpy()
                 losses = []
@@ -259,6 +274,11 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
                 if not losses:
                     break
                 rep.epochs_run = epoch
+                if not validate:
+                    rep.best_epoch = epoch
+                    rep.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": None,
+                                        "val_top1": None})
+                    continue
                 acc, vloss = _val_scores(net, bank, val_rows, y_val, device, recipe, f_val)
                 rep.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vloss,
                                     "val_top1": acc})
@@ -276,6 +296,8 @@ def fit(net: TuneNet, bank: ImageBank, labels: np.ndarray, train_rows: np.ndarra
     with torch.no_grad():
         for n, t in best_state.items():
             params[n].copy_(t)
+    if best is not None:
+        rep.best_val_top1, rep.best_val_loss = best
     net.eval()
     return rep
 
