@@ -72,7 +72,9 @@ def test_label_issues_rank_the_planted_errors_and_write_a_new_manifest(labelled,
     assert m.read_bytes() == before  # the user's manifest is never touched
     # never over the user's file
     again = runner.invoke(app, _args(m, cache, "--write-manifest", str(m)))
-    assert again.exit_code == 2 and "already exists and is not overwritten" in again.stderr
+    assert again.exit_code == 2 and "is an input of this command" in again.stderr  # the output rule, before work
+    again = runner.invoke(app, _args(m, cache, "--write-manifest", str(out)))  # an earlier output: not replaced
+    assert again.exit_code == 2 and "already exists" in again.stderr
     assert m.read_bytes() == before
 
 

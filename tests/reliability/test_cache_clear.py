@@ -175,6 +175,12 @@ def _valid_entries(cache: Path) -> dict[str, Path]:
         out["pca"] = PatchPCA(backbone_id="w", layer=1).fit(torch.randn(2, 4, 8), (2, 2)).save(
             entry_path("pca", "cd" * 16 + ".npz"))
         out["tune-resume"] = open_entry("tune-resume", "0123456789ab", None, {"backbone": "demo"})
+        from vitlab.explore.cache import load_or_compute_layout
+        from vitlab.explore.layout import LayoutConfig
+
+        lay = load_or_compute_layout(cache, np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32),
+                                     LayoutConfig(method="pca"), embeddings="e", layer=1, pool="cls")
+        out["layouts"] = Path(lay.info["cache_file"])
     return out
 
 
@@ -185,7 +191,7 @@ def test_every_namespace_lists_its_entries_and_leaves_look_alikes_alone(tmp_path
     fakes = {  # right folder, right name shape, not vitlab's content (or not its shape)
         "text": cache / "text" / ("e" * 24 + ".npz"), "specs": cache / "specs" / ("e" * 32 + ".json"),
         "wds-index": cache / "wds-index" / ("e" * 32 + ".json"), "pca": cache / "pca" / ("e" * 32 + ".npz"),
-        "tune-resume": cache / "tune-resume" / ("e" * 12),
+        "layouts": cache / "layouts" / ("e" * 24 + ".npz"), "tune-resume": cache / "tune-resume" / ("e" * 12),
     }
     for ns, p in fakes.items():
         if ns == "tune-resume":

@@ -65,7 +65,7 @@ def test_report_full_keeps_the_earlier_report_whole(tmp_path, full_disk):
 
 
 def test_record_save_is_atomic_and_carries_the_record(tmp_path, monkeypatch):
-    rec = RunRecord(kind="eval", config={"a": 1}, metrics={"knn": {"top1": {"value": 0.5}}})
+    rec = RunRecord(kind="eval", config={"a": 1}, metrics={"knn": {"top1": {"value": 0.5, "low": 0.4, "high": 0.6}}})
     path = rec.save(tmp_path)
     first = path.read_bytes()
     import vitlab._io as io_mod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,10 +251,11 @@ def test_report_section_renders_maps_and_artefacts(tmp_path):
     html = render_html([res.record], tmp_path / "r.html").read_text()  # only vitlab.report renders
     for needle in ('alt="rollout map"', 'alt="pca map"', 'alt="register', "norm histograms", "Artefact tokens"):
         assert needle in html, needle
-    assert (tmp_path / f"pca-{bb.weights_id[:10]}-L2.npz").exists()
+    saved = Path(res.record.details["pca"]["path"])  # the pca cache namespace, keyed by what the fit saw
+    assert saved.exists() and saved.parent.name == "pca"
     notes = []
     again = inspect_model(bb, "sample:fashion-mnist", maps="pca", n_images=3, sanity=False, out=tmp_path, seed=1,
-                          log=notes.append)
+                          pca_path=saved, log=notes.append)
     assert any("reusing the PCA" in n for n in notes)  # fitted on the first run's images, applied to new ones
     np.testing.assert_allclose(again.pca.comp3_, res.pca.comp3_)
 

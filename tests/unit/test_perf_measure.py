@@ -87,8 +87,9 @@ def test_speedups_are_paired_per_repeat_ratios():
         return BenchResult("m", "x", None, "cpu", "fp32", 1, (8, 8), throughput={"samples": samples}, error=error)
 
     sp = speedups({"none": mk([10.0, 20.0, 40.0]), "fast": mk([20.0, 30.0, 100.0]), "bad": mk([], "boom")}, "none")
-    assert sp["none"] == {"value": 1.0, "low": 1.0, "high": 1.0}
-    assert sp["fast"] == {"value": 2.0, "low": 1.5, "high": 2.5}
+    assert {k: sp["none"][k] for k in ("value", "low", "high")} == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert {k: sp["fast"][k] for k in ("value", "low", "high")} == {"value": 2.0, "low": 1.5, "high": 2.5}
+    assert sp["fast"]["method"] == "median and range of paired per-repeat ratios"
     assert "bad" not in sp
     assert speedups({"fast": mk([1.0])}, "none") == {}
 

@@ -34,7 +34,7 @@ from vitlab.explore.layout import Layout, LayoutConfig, _library, _version, comp
 
 __all__ = ["NAMESPACE", "FORMAT", "layout_key", "load_or_compute_layout", "describe_layout"]
 
-#: The cache namespace folder (to be registered with the cache-namespace registry).
+#: The cache namespace (registered in :mod:`vitlab._cache`: ``vitlab cache ls/clear`` see it).
 NAMESPACE = "layouts"
 FORMAT = "vitlab-layout/1"
 
@@ -74,7 +74,9 @@ def load_or_compute_layout(root: str | Path, X: np.ndarray, config: LayoutConfig
         where it lives.
     """
     key = layout_key(X, config, embeddings=embeddings, layer=layer, pool=pool)
-    path = Path(root) / NAMESPACE / f"{_digest(key)}.npz"
+    from vitlab._cache import entry_path
+
+    path = entry_path(NAMESPACE, f"{_digest(key)}.npz", root)
     if path.is_file() and not path.is_symlink():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -92,10 +94,9 @@ def load_or_compute_layout(root: str | Path, X: np.ndarray, config: LayoutConfig
              key=np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8),
              info=np.frombuffer(json.dumps(layout.info).encode(), np.uint8))
     try:
-        from vitlab.store.shards import atomic_write_bytes
+        from vitlab._io import atomic_write
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         layout.info["cache_file"] = str(path)
     except OSError as err:  # a read-only cache costs a recomputation next time, not this run
         warnings.warn(f"could not cache the layout in {path.parent} ({err}); it will be recomputed next time.",

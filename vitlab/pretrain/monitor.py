@@ -3,7 +3,7 @@ health, and the collapse guard.
 
 The monitor data's split is ``vitlab eval --seed s``'s (:meth:`DataSource.splits`: the split column, else the
 seeded stratified holdout), with a validation part held out of its training part exactly as ``vitlab tune`` does
-(:func:`vitlab.tune.evaluate._splits`, one home): the monitor fits on the rest of train and scores the validation
+(:func:`vitlab.tune.plan.tune_splits`, one home): the monitor fits on the rest of train and scores the validation
 part; the test part is never looked at before the final verdict, which is ``vitlab eval`` itself
 (:mod:`vitlab.pretrain.verdict`). Protocols are parsed from the same specs as ``vitlab eval --protocol`` (same
 defaults); top-1 and balanced accuracy get the classification scorer's percentile-bootstrap CIs over the
@@ -51,13 +51,13 @@ def monitor_splits(source: DataSource, seed: int, test_fraction: float, val_frac
         >>> len(tr) + len(val) + len(te)
         1797
     """
-    from vitlab.tune.evaluate import _splits
+    from vitlab.tune.plan import tune_splits
 
     if source.labels is None:
         raise DataError(f"monitor data {source.uri} has no labels; the monitor scores kNN accuracy, so it needs "
                         "labelled images (class subfolders, or a label column). The training data (--data) may be "
                         "unlabelled.")
-    return _splits(source, [seed], test_fraction, val_fraction)[seed]
+    return tune_splits(source, [seed], test_fraction, val_fraction)[seed]
 
 
 def collapsed(current: dict[str, Any], base: dict[str, Any]) -> bool:
