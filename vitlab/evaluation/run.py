@@ -288,7 +288,7 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
 
 
 def _is_feature_bags(source: DataSource) -> bool:
-    from vitlab.data.bags import FeatureBagSource
+    from vitlab.data.bag_features import FeatureBagSource
 
     return isinstance(source, FeatureBagSource)
 
@@ -296,7 +296,7 @@ def _is_feature_bags(source: DataSource) -> bool:
 def _check_data(source: DataSource, protos: list[Protocol]) -> None:
     """What the data must hold for these protocols: labels, masks, bags (one clear line each)."""
     if protos and protos[0].view == "bags":
-        from vitlab.data.bags import BagInfo
+        from vitlab.data.bag_table import BagInfo
 
         if not isinstance(source, BagInfo):
             raise DataError(f"{getattr(source, 'uri', source)} is not a bag source: MIL needs bags:<manifest> "
