@@ -9,7 +9,7 @@ near copies of other items (cosine > 0.99), the duplicates to find.
 Each (method, n) runs in its own subprocess so its peak RSS (``resource.getrusage`` high-water mark,
 minus the RSS after the data was made) is its own. Reported per run:
 
-* exact: ``vitlab.curate.semantic.neighbour_table(X, k, backend="exact")`` (``vitlab.neighbors.search``
+* exact: ``vitlab.curation.semantic.neighbour_table(X, k, backend="exact")`` (``vitlab.neighbors.search``
   blocked, float32, block 2048): time, added peak RSS, pairs >= ``--threshold``, injected pairs found;
 * faiss: the same with ``backend="faiss"`` (HNSW M=32, efConstruction=80, efSearch=max(64, 4k)),
   build + search time (plus the exact search of the 1,000 recall queries, as curate runs it), added peak
@@ -72,7 +72,7 @@ def one(method: str, n: int, args) -> dict:
     X, injected = make_data(n, args.dim, args.latent, args.classes, args.noise, 0.01, args.seed)
     import torch
 
-    from vitlab.curate.semantic import neighbour_table
+    from vitlab.curation.semantic import neighbour_table
 
     torch.set_num_threads(os.cpu_count() or 1)
     base = _rss_mib()

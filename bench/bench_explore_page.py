@@ -5,7 +5,7 @@ noise, mapped to ``--dim`` (96, the demo ViT's width) by a fixed random linear m
 real: item ``i`` shows bundled Fashion-MNIST image ``i mod 2000`` (``sample:fashion-mnist``; the IDX files were not
 on the machine), so thumbnail bytes are those of 28x28 grey images. For each size the script
 
-* computes what :func:`vitlab.explore.explore` computes for the page: the layout (``--layout``, default PCA: the
+* computes what :func:`vitlab.exploration.explore` computes for the page: the layout (``--layout``, default PCA: the
   page does not depend on the method), each item's 8 nearest neighbours (``vitlab.neighbors.search``, cosine),
   and a probe-like prediction column (random for 20% "test" items, so every colour mode has data);
 * renders the page (:func:`vitlab.report.explore_page.render_explore_page`, default ``max_thumbs`` 10,000) and
@@ -65,8 +65,8 @@ class CycledSample:
 
 
 def build(n: int, args: argparse.Namespace):
-    from vitlab.explore.layout import LayoutConfig, compute_layout
-    from vitlab.explore.run import ExploreData, ExploreResult
+    from vitlab.exploration.layout import LayoutConfig, compute_layout
+    from vitlab.exploration.run import ExploreData, ExploreResult
     from vitlab.neighbors import search
     from vitlab.record import start_record
 
@@ -125,7 +125,7 @@ def load_times(path: Path, args: argparse.Namespace) -> tuple[list[float], list[
 
 
 def umap_time(n: int, args: argparse.Namespace) -> dict:
-    from vitlab.explore.layout import LayoutConfig, compute_layout
+    from vitlab.exploration.layout import LayoutConfig, compute_layout
 
     X, _ = make_data(n, args.dim, args.classes, args.seed)
     compute_layout(X[:500], LayoutConfig(method="umap", seed=0))  # JIT warm-up, not counted

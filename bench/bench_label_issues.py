@@ -1,5 +1,5 @@
 """Benchmark: label issues on planted noise (issue 23 §3). Precision and recall of the flagged set, with 95%
-t-intervals over seeds, for vitlab's cross-fitting (:func:`vitlab.curate.label_issues.find_label_issues`,
+t-intervals over seeds, for vitlab's cross-fitting (:func:`vitlab.curation.label_issues.find_label_issues`,
 ``linear`` and ``knn``) against cleanlab on scikit-learn's ``cross_val_predict`` probabilities
 (``StandardScaler`` + ``LogisticRegression``, default C=1, lbfgs) over the SAME features and the same
 folds' seed.
@@ -65,7 +65,7 @@ def sklearn_reference(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np
 
 
 def one(X: np.ndarray, y_noisy: np.ndarray, planted: np.ndarray, method: str, folds: int, seed: int) -> dict:
-    from vitlab.curate.label_issues import find_label_issues
+    from vitlab.curation.label_issues import find_label_issues
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():

@@ -62,9 +62,9 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
 _LAZY = {"evaluate": "vitlab.evaluation", "compare": "vitlab.comparison", "gen_eval": "vitlab.generative",
          "gen_stats": "vitlab.generative", "bench": "vitlab.perf", "benchmark": "vitlab.perf",
          "tradeoff": "vitlab.perf", "mil_eval": "vitlab.evaluation",
-         "inspect_model": "vitlab.inspect.api", "robust": "vitlab.inspect.robust", "curate": "vitlab.curate",
-         "tune": "vitlab.tune.evaluate", "pretrain": "vitlab.pretrain.run",
-         "distill": "vitlab.pretrain.distillation", "explore": "vitlab.explore"}
+         "inspect_model": "vitlab.inspect.api", "robust": "vitlab.inspect.robust", "curate": "vitlab.curation",
+         "tune": "vitlab.tuning.evaluate", "pretrain": "vitlab.pretraining.run",
+         "distill": "vitlab.pretraining.distillation", "explore": "vitlab.exploration"}
 
 
 def __getattr__(name: str) -> Any:

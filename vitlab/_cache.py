@@ -94,7 +94,7 @@ _register(Namespace("wds-index", "wds-index", "file", r"[0-9a-f]{32}\.json", "vi
                     help="member indexes of WebDataset shards"))
 _register(Namespace("pca", "pca", "file", r"[0-9a-f]{32}\.npz", "vitlab.inspect.pca:describe_fit",
                     help="PCA maps fitted by vitlab inspect"))
-_register(Namespace("layouts", "layouts", "file", r"[0-9a-f]{24}\.npz", "vitlab.explore.cache:describe_layout",
+_register(Namespace("layouts", "layouts", "file", r"[0-9a-f]{24}\.npz", "vitlab.exploration.cache:describe_layout",
                     help="2-D maps of embeddings drawn by vitlab explore"))
 _register(Namespace("tune-resume", "tune-resume", "dir", r"[0-9a-f]{12}", "vitlab._cache:describe_json_marker",
                     marker="run.json", help="finished method runs of an interrupted vitlab tune"))

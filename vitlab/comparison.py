@@ -130,7 +130,8 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
 
 def _check_bag_sources(sources: dict[str, Any]) -> None:
     """Bag protocols compare backbones only on image bags (a feature bag source gives all the same features)."""
-    from vitlab.data.bags import BagInfo, FeatureBagSource
+    from vitlab.data.bag_features import FeatureBagSource
+    from vitlab.data.bag_table import BagInfo
 
     for ds, src in sources.items():
         if not isinstance(src, BagInfo):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import vitlab
 from vitlab.cli import app
-from vitlab.curate.calibrate import augment
+from vitlab.curation.calibrate import augment
 
 LAYER = 2
 EDITS = "jpeg,resize"

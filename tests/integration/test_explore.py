@@ -168,16 +168,16 @@ def test_bad_input_is_one_line_before_any_work(case, message, manifest, tmp_path
 
 
 def _label_issues_or_skip():
-    from vitlab.explore.issues import label_issues_module
+    from vitlab.exploration.issues import label_issues_module
 
     if label_issues_module() is None:
-        pytest.skip("vitlab.curate.label_issues is not in this build yet")
+        pytest.skip("vitlab.curation.label_issues is not in this build yet")
     pytest.importorskip("cleanlab")
 
 
 def test_label_issue_colours_come_from_find_label_issues(manifest, tmp_path):
     _label_issues_or_skip()
-    from vitlab.curate.label_issues import find_label_issues
+    from vitlab.curation.label_issues import find_label_issues
     from vitlab.report.explore_page import page_payload
 
     cache = tmp_path / "c"

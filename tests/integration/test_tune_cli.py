@@ -123,7 +123,7 @@ def test_missing_peft_is_one_line_naming_the_extra_before_the_probe(monkeypatch)
 
     import importlib
 
-    probe = importlib.import_module("vitlab.tune.probe")  # `import vitlab.tune.x` can meet the function vitlab.tune
+    probe = importlib.import_module("vitlab.tuning.probe")  # `import vitlab.tuning.x` can meet the function vitlab.tune
 
     monkeypatch.setitem(sys.modules, "peft", None)
     monkeypatch.setattr(probe, "frozen_probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("probe ran")))

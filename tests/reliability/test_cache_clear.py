@@ -175,8 +175,8 @@ def _valid_entries(cache: Path) -> dict[str, Path]:
         out["pca"] = PatchPCA(backbone_id="w", layer=1).fit(torch.randn(2, 4, 8), (2, 2)).save(
             entry_path("pca", "cd" * 16 + ".npz"))
         out["tune-resume"] = open_entry("tune-resume", "0123456789ab", None, {"backbone": "demo"})
-        from vitlab.explore.cache import load_or_compute_layout
-        from vitlab.explore.layout import LayoutConfig
+        from vitlab.exploration.cache import load_or_compute_layout
+        from vitlab.exploration.layout import LayoutConfig
 
         lay = load_or_compute_layout(cache, np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32),
                                      LayoutConfig(method="pca"), embeddings="e", layer=1, pool="cls")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitlab.curate.calibrate import AUGMENTATIONS, augment, check_edits, pick_threshold
-from vitlab.curate.pairs import pairs_within
-from vitlab.curate.clusters import clique_groups, removal_curve, removed_rows
-from vitlab.curate.filters import outlier_filter, prompt_filter, retention, target_filter
-from vitlab.curate.hashing import exact_groups, hash_images, perceptual_pairs
-from vitlab.curate.leakage import clean_vs_full, crossing_groups, find_leaks
-from vitlab.curate.semantic import check_threshold, neighbour_table
+from vitlab.curation.calibrate import AUGMENTATIONS, augment, check_edits, pick_threshold
+from vitlab.curation.pairs import pairs_within
+from vitlab.curation.clusters import clique_groups, removal_curve, removed_rows
+from vitlab.curation.filters import outlier_filter, prompt_filter, retention, target_filter
+from vitlab.curation.hashing import exact_groups, hash_images, perceptual_pairs
+from vitlab.curation.leakage import clean_vs_full, crossing_groups, find_leaks
+from vitlab.curation.semantic import check_threshold, neighbour_table
 from vitlab.errors import ConfigError, DataError
 
 
@@ -133,7 +133,7 @@ def test_pairs_within_finds_every_pair_beyond_k_and_matches_brute_force():
 
 
 def test_twenty_hash_identical_images_give_every_pair():
-    from vitlab.curate.hashing import perceptual_pairs
+    from vitlab.curation.hashing import perceptual_pairs
 
     bits = np.zeros((25, 64), bool)
     bits[20:] = np.random.default_rng(0).random((5, 64)) < 0.5  # 5 other codes, far from all-zero
@@ -280,7 +280,7 @@ def test_retention_counts_and_kept_fraction():
 
 
 def test_exact_and_perceptual_duplicates_across_the_split():
-    from vitlab.curate.leakage import cross_split_duplicates as _cross_split
+    from vitlab.curation.leakage import cross_split_duplicates as _cross_split
 
     split = np.array(["train", "test", "train", "val", "test"])
     r = _cross_split([[0, 1], [2, 3]], [(0, 4, 2), (2, 3, 1), (1, 4, 0)], split, list("abcde"))
@@ -290,7 +290,7 @@ def test_exact_and_perceptual_duplicates_across_the_split():
 
 def test_manifest_refuses_overwrite_and_sources_without_files(tmp_path):
     import vitlab
-    from vitlab.curate.manifest import check_has_files, check_new_manifest, write_manifest
+    from vitlab.curation.manifest import check_has_files, check_new_manifest, write_manifest
 
     for c in ("a", "b"):
         (tmp_path / "imgs" / c).mkdir(parents=True)
@@ -308,8 +308,8 @@ def test_manifest_refuses_overwrite_and_sources_without_files(tmp_path):
 
 
 def test_manifest_refuses_to_drop_more_than_the_bound():
-    from vitlab.curate.manifest import check_removed
-    from vitlab.curate.options import check_max_removed
+    from vitlab.curation.manifest import check_removed
+    from vitlab.curation.options import check_max_removed
 
     check_removed(64, 320, check_max_removed(None), False)
     with pytest.raises(ConfigError, match=r"would drop 65 of 320 items \(20.3%\), more than the 20% allowed by default"
@@ -327,7 +327,7 @@ def test_label_issues_flag_planted_flips_like_cleanlab_on_sklearn_probabilities(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from vitlab.curate.label_issues import find_label_issues
+    from vitlab.curation.label_issues import find_label_issues
 
     X, y = load_digits(return_X_y=True)
     X, y = X[:600] / 16.0, y[:600].copy()
@@ -360,7 +360,7 @@ def test_label_issues_flag_planted_flips_like_cleanlab_on_sklearn_probabilities(
 
 def test_linear_label_issue_probabilities_are_out_of_fold():
     pytest.importorskip("cleanlab")
-    from vitlab.curate.label_issues import METHODS, check_label_issue_inputs, find_label_issues
+    from vitlab.curation.label_issues import METHODS, check_label_issue_inputs, find_label_issues
     from vitlab.protocols.base import Split, parse_protocols
 
     rng = np.random.default_rng(0)
@@ -383,7 +383,7 @@ def test_linear_label_issue_probabilities_are_out_of_fold():
 
 def test_label_issues_with_groups_never_split_a_group():
     pytest.importorskip("cleanlab")
-    from vitlab.curate.label_issues import find_label_issues
+    from vitlab.curation.label_issues import find_label_issues
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 4))
@@ -402,7 +402,7 @@ def test_label_issues_with_groups_never_split_a_group():
     (np.zeros(10, int), 2, "same label"),
 ])
 def test_label_issue_bad_input_is_one_line(y, folds, msg):
-    from vitlab.curate.label_issues import check_label_issue_inputs
+    from vitlab.curation.label_issues import check_label_issue_inputs
 
     with pytest.raises((DataError, ConfigError), match=msg) as e:
         check_label_issue_inputs(y, folds=folds)
@@ -412,8 +412,8 @@ def test_label_issue_bad_input_is_one_line(y, folds, msg):
 def test_missing_cleanlab_and_imagehash_name_the_extra(monkeypatch):
     import sys
 
-    from vitlab.curate.hashing import require_imagehash
-    from vitlab.curate.label_issues import require_cleanlab
+    from vitlab.curation.hashing import require_imagehash
+    from vitlab.curation.label_issues import require_cleanlab
 
     monkeypatch.setitem(sys.modules, "cleanlab", None)
     monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
@@ -426,8 +426,8 @@ def test_missing_cleanlab_and_imagehash_name_the_extra(monkeypatch):
 
 def test_vitlab_curate_is_the_api_function_and_the_package():
     import vitlab
-    import vitlab.curate.hashing  # noqa: F401  (importing a submodule must not hide the function)
-    from vitlab.curate import curate
+    import vitlab.curation.hashing  # noqa: F401  (importing a submodule must not hide the function)
+    from vitlab.curation import curate
 
     assert callable(vitlab.curate) and callable(curate) and "curate" in vitlab.__all__
     with pytest.raises(ConfigError, match=r"threshold must be a cosine similarity in \[-1, 1\]"):

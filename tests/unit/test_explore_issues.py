@@ -1,6 +1,6 @@
-"""The explorer's label-issue adapter (vitlab.explore.issues): checks before any work, and the page's columns.
+"""The explorer's label-issue adapter (vitlab.exploration.issues): checks before any work, and the page's columns.
 
-The real cross-fitting lives in vitlab.curate.label_issues; its test here runs only where that module exists.
+The real cross-fitting lives in vitlab.curation.label_issues; its test here runs only where that module exists.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.explore import issues
+from vitlab.exploration import issues
 
 
 def _result(n=4, **over):
@@ -80,9 +80,9 @@ def test_adapter_calls_find_label_issues_and_checks_its_rows(monkeypatch):
 
 
 def test_real_label_issues_find_planted_flips():
-    """Only where vitlab.curate.label_issues exists (and cleanlab is installed)."""
+    """Only where vitlab.curation.label_issues exists (and cleanlab is installed)."""
     if issues.label_issues_module() is None:
-        pytest.skip("vitlab.curate.label_issues is not in this build yet")
+        pytest.skip("vitlab.curation.label_issues is not in this build yet")
     pytest.importorskip("cleanlab")
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 1, (60, 4)) + [6, 0, 0, 0], rng.normal(0, 1, (60, 4)) + [0, 6, 0, 0]])

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from vitlab.errors import ConfigError, DataError
-from vitlab.explore import cache as layout_cache
-from vitlab.explore.cache import layout_key, load_or_compute_layout
-from vitlab.explore.layout import LayoutConfig, compute_layout, fit_sample_rows
+from vitlab.exploration import cache as layout_cache
+from vitlab.exploration.cache import layout_key, load_or_compute_layout
+from vitlab.exploration.layout import LayoutConfig, compute_layout, fit_sample_rows
 
 
 def _blobs(n_per: int = 40, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

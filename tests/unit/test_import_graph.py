@@ -30,9 +30,9 @@ LAYERS = [
     {"vitlab.data", "vitlab.backbones"},                                       # sources and backbones
     {"vitlab.store"},                                                          # the one route to features
     {"vitlab.protocols", "vitlab.scorers", "vitlab.mil"},                      # protocols, scorers, MIL heads
-    {"vitlab.accel", "vitlab.curate", "vitlab.inspect", "vitlab.generative"},  # features on the store
+    {"vitlab.accel", "vitlab.curation", "vitlab.inspect", "vitlab.generative"},  # features on the store
     {"vitlab.evaluation", "vitlab.comparison"},                                # eval / compare / mil
-    {"vitlab.tune", "vitlab.perf", "vitlab.pretrain", "vitlab.explore"},       # built on evaluation
+    {"vitlab.tuning", "vitlab.perf", "vitlab.pretraining", "vitlab.exploration"},       # built on evaluation
     {"vitlab.report"},                                                         # only renders records
     {"vitlab.cli", "vitlab"},                                                  # the surface
 ]

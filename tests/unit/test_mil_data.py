@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 
 from vitlab.data import load_source
-from vitlab.data.bags import BagSource, FashionBagsSource, FeatureBagSource, read_feature_file
+from vitlab.data.bag_features import FeatureBagSource, read_feature_file
+from vitlab.data.bags import BagSource
+from vitlab.data.sample import FashionBagsSource
 from vitlab.errors import DataError
 from vitlab.mil.data import BagData, BagTable, bag_data
 from vitlab.mil.importers import from_clam, from_eva, from_trident

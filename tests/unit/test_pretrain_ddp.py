@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("lightly")
 
-from vitlab.pretrain import pretrain  # noqa: E402
+from vitlab.pretraining import pretrain  # noqa: E402
 
 KW = dict(method="dino:n_local=1", max_steps=3, batch_size=8, head_warmup=1, progress=False)
 

@@ -12,7 +12,7 @@ import vitlab  # noqa: E402
 from tests.conftest import write_images  # noqa: E402
 from vitlab.cli import app  # noqa: E402
 from vitlab.errors import BackboneError, ConfigError  # noqa: E402
-from vitlab.pretrain import pretrain  # noqa: E402
+from vitlab.pretraining import pretrain  # noqa: E402
 
 runner = CliRunner()
 BASE = ["pretrain", "-b", "demo:fmnist-vit", "-d", "sample:digits?limit=16", "--max-steps", "1", "--batch-size", "8"]
@@ -32,7 +32,7 @@ def _error(args, *needles):
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if training starts: every check below must come first."""
-    import vitlab.pretrain.loop as loop
+    import vitlab.pretraining.loop as loop
 
     monkeypatch.setattr(loop, "run_loop", lambda *a, **k: pytest.fail("training started before the check"))
 
@@ -70,7 +70,7 @@ def test_teacher_and_student_that_cannot_share_an_input(no_training):
 
 
 def test_an_artefact_whose_base_changed(tmp_path, no_training):
-    from vitlab.pretrain.artefact import base_meta, save_model
+    from vitlab.pretraining.artefact import base_meta, save_model
 
     bb = vitlab.load_backbone("demo:fmnist-vit")
     meta = {**base_meta(bb, "demo:fmnist-vit"), "weights_id": "0" * 32}  # trained on other base weights
@@ -87,7 +87,7 @@ def test_a_missing_optional_dependency_names_the_extra(monkeypatch, no_training)
 
 
 def test_gpu_out_of_memory_suggests_the_fix(monkeypatch, tmp_path):
-    from vitlab.pretrain.methods import DINOProgram
+    from vitlab.pretraining.methods import DINOProgram
 
     def oom(self, *a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -11,10 +11,10 @@ from scipy.spatial.distance import cdist
 
 pytest.importorskip("lightly")
 
-from vitlab.pretrain.health import effective_rank, mean_entropy, normalized_std  # noqa: E402
-from vitlab.pretrain.losses import (ema_update, feature_loss, interpolate_grid, mae_loss, momentum_at,  # noqa: E402
+from vitlab.pretraining.health import effective_rank, mean_entropy, normalized_std  # noqa: E402
+from vitlab.pretraining.losses import (ema_update, feature_loss, interpolate_grid, mae_loss, momentum_at,  # noqa: E402
                                     patchify, teacher_probs)
-from vitlab.pretrain.monitor import collapsed  # noqa: E402
+from vitlab.pretraining.monitor import collapsed  # noqa: E402
 
 
 def _dino_reference(t_views, s_views, center, t_temp, s_temp):

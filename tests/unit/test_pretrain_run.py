@@ -14,7 +14,7 @@ pytest.importorskip("lightly")
 import vitlab  # noqa: E402
 from vitlab.backbones.base import hash_state_dict  # noqa: E402
 from vitlab.errors import Interrupted  # noqa: E402
-from vitlab.pretrain import distill, pretrain  # noqa: E402
+from vitlab.pretraining import distill, pretrain  # noqa: E402
 
 DATA, MON = "sample:digits?limit=48", "sample:digits?limit=120"
 KW = dict(method="dino:n_local=2", max_steps=4, batch_size=8, monitor_every=2, n_resamples=20,
@@ -82,7 +82,7 @@ def test_the_artefact_round_trips_and_runs_through_eval(run):
 
 
 def test_the_monitor_uses_vitlab_evals_split(run):
-    from vitlab.pretrain.monitor import monitor_splits
+    from vitlab.pretraining.monitor import monitor_splits
 
     res, base, _, tmp = run
     src = vitlab.load_source(MON)
@@ -150,7 +150,7 @@ def test_distill_into_a_smaller_random_student(tmp_path):
 
 
 def test_speed_up_uses_bench_timing(tiny_backbone):
-    from vitlab.pretrain.verdict import speed_up
+    from vitlab.pretraining.verdict import speed_up
 
     small = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
                                  embed_dim=32, depth=1, num_heads=2)
@@ -173,7 +173,7 @@ def test_cli_json_prints_one_document(tmp_path):
 
 
 def test_two_teachers_with_other_patch_grids_get_one_adaptor_each():
-    from vitlab.pretrain.distillation import DistillProgram, check_shared_input
+    from vitlab.pretraining.distillation import DistillProgram, check_shared_input
 
     demo = vitlab.load_backbone("demo:fmnist-vit")  # 28 px, patch 4: a 7 x 7 grid
     other = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=28, patch_size=7,

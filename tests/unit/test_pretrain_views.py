@@ -7,8 +7,8 @@ import torch
 
 pytest.importorskip("lightly")
 
-from vitlab.pretrain.loop import batch_rows, lr_factor  # noqa: E402
-from vitlab.pretrain.views import block_masks, crop_box, dino_specs, keep_indices, make_views  # noqa: E402
+from vitlab.pretraining.loop import batch_rows, lr_factor  # noqa: E402
+from vitlab.pretraining.views import block_masks, crop_box, dino_specs, keep_indices, make_views  # noqa: E402
 
 IMGS = torch.randint(0, 256, (6, 3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 SPECS = dino_specs((28, 28), (12, 12), n_local=2)
@@ -26,7 +26,7 @@ def test_views_depend_on_the_image_not_the_batch():
 
 
 def test_a_full_crop_without_augmentation_is_the_image():
-    from vitlab.pretrain.views import ViewSpec
+    from vitlab.pretraining.views import ViewSpec
 
     spec = ViewSpec((28, 28), (1.0, 1.0), hflip=0.0, jitter=0.0, gray=0.0, ratio=(1.0, 1.0))
     v = make_views(IMGS, np.arange(6), [spec], seed=0, epoch=0)[0]

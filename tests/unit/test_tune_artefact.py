@@ -14,7 +14,7 @@ from vitlab.backbones.base import hash_state_dict
 from vitlab.backbones.artefact import base_meta, read_artefact
 from vitlab.errors import BackboneError, ConfigError
 from vitlab.store import EmbeddingStore
-from vitlab.tune.artefact import load_artefact, read_meta, save_artefact, save_tuned
+from vitlab.tuning.artefact import load_artefact, read_meta, save_artefact, save_tuned
 
 DATA = "sample:digits?limit=150"
 

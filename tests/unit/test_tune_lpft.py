@@ -12,12 +12,12 @@ import vitlab
 from vitlab.errors import ConfigError
 from vitlab.protocols.base import Split
 from vitlab.protocols.classification import Linear
-from vitlab.tune.methods import clone_backbone
-from vitlab.tune.plan import tune_splits
-from vitlab.tune.recipe import TuneRecipe
-from vitlab.tune.summary import verdict
+from vitlab.tuning.methods import clone_backbone
+from vitlab.tuning.plan import tune_splits
+from vitlab.tuning.recipe import TuneRecipe
+from vitlab.tuning.summary import verdict
 
-runner = importlib.import_module("vitlab.tune.runner")  # `import vitlab.tune.x` can meet the function vitlab.tune
+runner = importlib.import_module("vitlab.tuning.runner")  # `import vitlab.tuning.x` can meet the function vitlab.tune
 DATA = "sample:digits?limit=200"
 KW = dict(seeds=1, seed=0, epochs=1, max_steps=2, batch_size=32, n_resamples=20, probe=False, progress=False)
 

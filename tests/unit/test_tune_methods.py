@@ -7,8 +7,8 @@ import torch
 
 import vitlab
 from vitlab.errors import BackboneError, ConfigError, UnknownNameError
-from vitlab.tune.methods import check_dependencies, clone_backbone, layer_id, lora_targets, parse_methods
-from vitlab.tune.vpt import PromptedViT, VPTBackbone
+from vitlab.tuning.methods import check_dependencies, clone_backbone, layer_id, lora_targets, parse_methods
+from vitlab.tuning.vpt import PromptedViT, VPTBackbone
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_a_missing_optional_package_stops_tune_before_any_work(monkeypatch):
     import importlib
     import sys
 
-    plan = importlib.import_module("vitlab.tune.plan")  # `import vitlab.tune.x` can meet the function vitlab.tune
+    plan = importlib.import_module("vitlab.tuning.plan")  # `import vitlab.tuning.x` can meet the function vitlab.tune
 
     def no_work(*a, **k):
         raise AssertionError("data was loaded before the dependency check")

@@ -3,7 +3,7 @@
 import pytest
 
 import vitlab
-import vitlab.tune.runner as runner
+import vitlab.tuning.runner as runner
 from vitlab.errors import Interrupted
 
 KW = dict(methods="linear,bitfit", seeds=1, epochs=1, max_steps=1, n_resamples=20, progress=False, lr_grid=(1.0, 3.0))

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import vitlab
-from vitlab.tune.methods import clone_backbone, parse_methods
-from vitlab.tune.recipe import TuneRecipe
-from vitlab.tune.runner import ImageBank, TuneNet, _schedule, fit, predict, shift_augment
+from vitlab.tuning.methods import clone_backbone, parse_methods
+from vitlab.tuning.recipe import TuneRecipe
+from vitlab.tuning.runner import ImageBank, TuneNet, _schedule, fit, predict, shift_augment
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import vitlab
 from vitlab.errors import ConfigError, DataError
 from vitlab.scorers import pair_results
 from vitlab.protocols.base import Result
-from vitlab.tune.evaluate import against, seed_summary
+from vitlab.tuning.evaluate import against, seed_summary
 
 
 def test_seed_summary_matches_scipy_t_interval():

@@ -58,7 +58,7 @@ SUFFIX = ".vitlab"
 
 #: kind -> ``rebuild(art: Artefact, **options) -> Backbone`` (lazy ``"module:function"`` targets)
 KINDS = Registry("artefact kind", hint="The file names a producer this vitlab does not know; upgrade vitlab.")
-KINDS.register("tune", "vitlab.tune.artefact:rebuild_tuned", help="a backbone adapted by vitlab tune")
+KINDS.register("tune", "vitlab.tuning.artefact:rebuild_tuned", help="a backbone adapted by vitlab tune")
 
 
 @dataclass

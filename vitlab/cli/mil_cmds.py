@@ -45,7 +45,7 @@ def mil_cmd(
     """
     import vitlab
     from vitlab.data import load_source
-    from vitlab.data.bags import FeatureBagSource
+    from vitlab.data.bag_features import FeatureBagSource
     from vitlab.errors import ConfigError
 
     check_outputs(dirs={"--out": out}, inputs=(data, backbone))

@@ -124,7 +124,7 @@ def pretrain_cmd(
     Example: [bold]vitlab pretrain --backbone demo:fmnist-vit --data sample:digits --monitor sample:digits --method dino --epochs 3[/]
     then [bold]vitlab eval --backbone runs/pretrain/<run>/model.vitlab --data sample:digits --protocol knn,linear[/]
     """
-    from vitlab.pretrain import pretrain
+    from vitlab.pretraining import pretrain
 
     check_outputs(dirs={"--out": out})
     res = pretrain(backbone, data, monitor=monitor, method=method, seed=seed, test_fraction=test_fraction,
@@ -162,7 +162,7 @@ def distill_cmd(
     """
     from vitlab._spec import parse_value, split_top
     from vitlab.errors import ConfigError
-    from vitlab.pretrain import distill
+    from vitlab.pretraining import distill
 
     kwargs: dict[str, Any] = {}
     for piece in filter(None, split_top(student_kwargs or "", ",", "--student-kwargs")):

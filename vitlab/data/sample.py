@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vitlab.data.bag_table import BagInfo
 from vitlab.data.base import ArraySource, hash_bytes
 from vitlab.data.idx import FASHION_CLASSES
 from vitlab.errors import UnknownNameError
@@ -223,7 +224,100 @@ def open_sample(name: str, **options: Any) -> ArraySource:
     if name == DIGITS:
         return DigitsSource(name, **options)
     if name == "fashion-mnist-bags":  # multiple-instance bags, see vitlab.data.bags
-        from vitlab.data.bags import FashionBagsSource
-
         return FashionBagsSource(name, **options)
     return SampleSource(name, **options)
+
+
+
+
+# --------------------------------------------------------------------------- sample:fashion-mnist-bags
+
+BAG_SAMPLES = ("fashion-mnist-bags",)
+#: Recipe of ``sample:fashion-mnist-bags`` (part of the fingerprint).
+BAGS_POSITIVE_CLASS = 8        # Fashion-MNIST "Bag": a bag is positive when it holds at least one
+BAGS_COUNT = 200
+BAGS_SIZE = (5, 50)            # inclusive
+BAGS_PATIENT_BAGS = (1, 3)     # bags per patient, inclusive
+BAGS_KEY_ITEMS = 1             # a positive bag holds exactly one item of the positive class (as in MNIST-bags'
+                               # hardest setting): mean pooling dilutes it in up to 49 others, attention need not
+BAGS_SEED = 0
+
+
+def make_fashion_bags(labels: np.ndarray, *, n_bags: int = BAGS_COUNT, positive_class: int = BAGS_POSITIVE_CLASS,
+                      seed: int = BAGS_SEED) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """MNIST-bags style bags: ``(items per bag, bag labels [n_bags] 0/1, patient per bag)``.
+
+    Exactly half of the bags (rounded down) are positive. Each bag draws a size in
+    :data:`BAGS_SIZE`; a positive bag holds :data:`BAGS_KEY_ITEMS` item(s) of
+    ``positive_class``, the rest (and all of a negative bag) come from the other classes.
+    Items are drawn without replacement within a bag; an item may appear in several bags.
+    Consecutive bags are grouped into patients of 1–3 bags.
+
+    Example:
+        >>> items, y, patients = make_fashion_bags(np.arange(100) % 10, n_bags=6)
+        >>> [bool(((np.arange(100) % 10)[it] == 8).any()) for it in items] == y.astype(bool).tolist()
+        True
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    pos_pool, neg_pool = np.flatnonzero(labels == positive_class), np.flatnonzero(labels != positive_class)
+    y = np.zeros(n_bags, np.int64)
+    y[rng.permutation(n_bags)[: n_bags // 2]] = 1
+    lo, hi = BAGS_SIZE
+    items = []
+    for yi in y:
+        size = int(rng.integers(lo, hi + 1))
+        k = BAGS_KEY_ITEMS if yi else 0
+        chosen = np.concatenate([rng.choice(pos_pool, k, replace=False), rng.choice(neg_pool, size - k, replace=False)])
+        items.append(rng.permutation(chosen))
+    patients, p = [], 0
+    while len(patients) < n_bags:
+        patients += [f"patient-{p:03d}"] * int(rng.integers(BAGS_PATIENT_BAGS[0], BAGS_PATIENT_BAGS[1] + 1))
+        p += 1
+    return items, y, patients[:n_bags]
+
+
+class FashionBagsSource(BagInfo, ArraySource):
+    """``sample:fashion-mnist-bags``: 200 bags of 5–50 Fashion-MNIST test images (about 5,500 instances).
+
+    A bag is positive (class ``"bag"``) when it holds at least one item of Fashion-MNIST
+    class 8 (``"Bag"``), else negative (``"no-bag"``); exactly 100 of the 200 bags are
+    positive. Instances are the bundled 28 x 28 images (an image can sit in several bags);
+    ``instance_labels`` is 1 for a class-8 item, else 0, ``instance_classes`` its
+    Fashion-MNIST class, ``items`` its row in ``sample:fashion-mnist``. Patients own 1–3
+    consecutive bags. Deterministic (:func:`make_fashion_bags`, seed 0); no split column.
+
+    Example:
+        >>> src = FashionBagsSource()
+        >>> len(src.bags), src.classes, int(src.bag_labels.sum()), src.groups[0], src.ids[0]
+        (200, ['no-bag', 'bag'], 100, 'bag-000', 'bag-000/00')
+    """
+
+    kind = "sample"
+
+    def __init__(self, name: str = "fashion-mnist-bags") -> None:
+        from vitlab.data.sample import sample_path
+
+        if name not in BAG_SAMPLES:
+            from vitlab.errors import UnknownNameError
+
+            raise UnknownNameError("bundled bag sample", name, BAG_SAMPLES)
+        path = sample_path("fashion-mnist")
+        raw = path.read_bytes()
+        with np.load(path) as z:
+            images, labels = z["images"], z["labels"].astype(np.int64)
+        items, y, patients = make_fashion_bags(labels)
+        self.bags = [f"bag-{b:03d}" for b in range(len(items))]
+        self.bag_labels = y
+        self.bag_patients = patients
+        self.bag_split, self.bag_fold, self.bag_folds = None, None, {}
+        self.items = np.concatenate(items)
+        self.bag_ids = [b for b, it in zip(self.bags, items) for _ in it]
+        self.instance_classes = labels[self.items]
+        self.instance_labels = (self.instance_classes == BAGS_POSITIVE_CLASS).astype(np.int64)
+        ids = [f"{b}/{k:02d}" for b, it in zip(self.bags, items) for k in range(len(it))]
+        recipe = {"positive_class": BAGS_POSITIVE_CLASS, "count": BAGS_COUNT, "size": BAGS_SIZE,
+                  "patient_bags": BAGS_PATIENT_BAGS, "key_items": BAGS_KEY_ITEMS, "seed": BAGS_SEED}
+        row_labels = np.repeat(y, [len(it) for it in items])
+        super().__init__(f"sample:{name}", images[self.items], ids, row_labels, ["no-bag", "bag"],
+                         {"bytes": hash_bytes(raw), "recipe": recipe}, groups=list(self.bag_ids))

@@ -102,8 +102,8 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
         exclude_leaked: also score each classification protocol without the test items whose nearest train
             item has cosine >= ``leak_threshold`` (or whose group crosses splits), as a paired difference with
             CI against the full test set (``details[protocol]["exclude_leaked"]``, ``details["leakage"]``;
-            :mod:`vitlab.curate.leakage`).
-        leak_threshold: cosine in [-1, 1], or ``"auto"`` (calibrated on augmented copies, :mod:`vitlab.curate.calibrate`).
+            :mod:`vitlab.curation.leakage`).
+        leak_threshold: cosine in [-1, 1], or ``"auto"`` (calibrated on augmented copies, :mod:`vitlab.curation.calibrate`).
         **embed_kwargs: passed to the embedding store (``batch_size``, ``num_workers``, ``progress``...).
 
     Example:
@@ -115,7 +115,7 @@ def evaluate(backbone: Backbone | str, data: DataSource | str, *,
     protos = check_eval_config(protocols=protocols, test_fraction=test_fraction, n_resamples=n_resamples,
                                pool=pool, device=device, out=out, **embed_kwargs)
     if exclude_leaked and leak_threshold != "auto":
-        from vitlab.curate.semantic import check_threshold
+        from vitlab.curation.semantic import check_threshold
 
         leak_threshold = check_threshold(leak_threshold, "leak_threshold")
     source = load_source(data)
@@ -235,8 +235,8 @@ def _exclude_leaked(results: dict[str, Result], details: dict[str, Any], backbon
                     groups: np.ndarray | None, threshold: float | str, n_resamples: int, seed: int,
                     embed_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``exclude_leaked=True``: leaked test items and, per classification protocol, the paired clean-vs-full top-1."""
-    from vitlab.curate.calibrate import calibrate
-    from vitlab.curate.leakage import exclude_leaked
+    from vitlab.curation.calibrate import calibrate
+    from vitlab.curation.leakage import exclude_leaked
 
     cal = None
     if threshold == "auto":
@@ -288,7 +288,7 @@ def check_eval_config(*, protocols: str | Protocol | list[str | Protocol] = "knn
 
 
 def _is_feature_bags(source: DataSource) -> bool:
-    from vitlab.data.bags import FeatureBagSource
+    from vitlab.data.bag_features import FeatureBagSource
 
     return isinstance(source, FeatureBagSource)
 
@@ -296,7 +296,7 @@ def _is_feature_bags(source: DataSource) -> bool:
 def _check_data(source: DataSource, protos: list[Protocol]) -> None:
     """What the data must hold for these protocols: labels, masks, bags (one clear line each)."""
     if protos and protos[0].view == "bags":
-        from vitlab.data.bags import BagInfo
+        from vitlab.data.bag_table import BagInfo
 
         if not isinstance(source, BagInfo):
             raise DataError(f"{getattr(source, 'uri', source)} is not a bag source: MIL needs bags:<manifest> "

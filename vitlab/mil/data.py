@@ -2,7 +2,7 @@
 
 :class:`BagData` holds what a MIL head trains on: one ``[n_i, d]`` float32 array per bag, one
 label per bag, the bag's patient, split and fold. :func:`bag_data` builds it from a
-``bags:`` feature manifest (:class:`~vitlab.data.bags.FeatureBagSource`) or from an image bag
+``bags:`` feature manifest (:class:`~vitlab.data.bag_features.FeatureBagSource`) or from an image bag
 source (``bags:`` with ``path``, ``sample:fashion-mnist-bags``) and the per-row embeddings a
 backbone computed for it.
 
@@ -106,7 +106,7 @@ def bag_data(source: Any, X: np.ndarray | None = None) -> BagData:
     """Per-bag features of a bag source.
 
     Args:
-        source: a :class:`~vitlab.data.bags.FeatureBagSource` (its files are read; ``X`` must be
+        source: a :class:`~vitlab.data.bag_features.FeatureBagSource` (its files are read; ``X`` must be
             ``None``), or an image bag source (:class:`~vitlab.data.bags.BagSource`,
             ``sample:fashion-mnist-bags``) with its per-row embeddings ``X``.
         X: ``[n_rows, d]`` embeddings of the source's instance rows, in row order (``emb.get()``).
@@ -121,7 +121,8 @@ def bag_data(source: Any, X: np.ndarray | None = None) -> BagData:
         ...
         vitlab.errors.ConfigError: bag_data needs a bag source (bags:<manifest> or sample:fashion-mnist-bags), got object.
     """
-    from vitlab.data.bags import BagInfo, FeatureBagSource
+    from vitlab.data.bag_features import FeatureBagSource
+    from vitlab.data.bag_table import BagInfo
 
     if not isinstance(source, BagInfo):
         raise ConfigError(f"bag_data needs a bag source (bags:<manifest> or sample:fashion-mnist-bags), got "
@@ -238,7 +239,7 @@ class BagTable:
                 w = csv.writer(fh, delimiter="\t" if suffix == ".tsv" else ",", lineterminator="\n")
                 w.writerow(cols)
                 w.writerows(zip(*cols.values()))
-        from vitlab.data.bags import FeatureBagSource
+        from vitlab.data.bag_features import FeatureBagSource
 
         FeatureBagSource(path)
         return path

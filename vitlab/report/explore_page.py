@@ -1,6 +1,6 @@
 """The embedding explorer page: ONE self-contained HTML file (inline CSS, script and data; no network, no server).
 
-:func:`write_explore_page` renders an :class:`~vitlab.explore.ExploreResult`: every point is drawn on one
+:func:`write_explore_page` renders an :class:`~vitlab.exploration.ExploreResult`: every point is drawn on one
 ``<canvas>`` (an SVG element per point would not hold 1e5 points), coloured by label, split, predicted class,
 correct/wrong, duplicate group or label-issue score; hovering shows the item's thumbnail, id, label and
 prediction; clicking lists its ``k`` nearest neighbours (precomputed with :func:`vitlab.neighbors.search`) with
@@ -91,7 +91,7 @@ def _thumbnails(data: Any, max_thumbs: int, size: int, seed: int) -> tuple[list[
 
 
 def page_payload(res: Any, thumbs: tuple[list[int], list[str], int] | None = None) -> dict[str, Any]:
-    """The page's data (what the script reads), from an :class:`~vitlab.explore.ExploreResult`."""
+    """The page's data (what the script reads), from an :class:`~vitlab.exploration.ExploreResult`."""
     d = res.data
     n, k = len(d), int(d.nn_idx.shape[1])
     if thumbs is None:
@@ -212,7 +212,7 @@ def write_explore_page(res: Any, path: str | Path | None = None, *, title: str =
         ConfigError: no path, or the path exists (checked again just before writing).
     """
     from vitlab.errors import ConfigError
-    from vitlab.explore.run import check_new_page
+    from vitlab.exploration.run import check_new_page
 
     p = Path(path).expanduser() if path is not None else res.page
     if p is None:
