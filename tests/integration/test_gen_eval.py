@@ -144,7 +144,7 @@ def test_stats_round_trip_and_refusal(data, tmp_path):
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(metrics="fd,authpct"), ConfigError, r"metric\(s\) authpct need the train set: pass --train <data>"),
     (dict(metrics="ct_test", train="TRAIN"), ConfigError, r"metric\(s\) ct_test need the test set: pass --test <data>"),
-    (dict(metrics="is"), ConfigError, "metric 'is' .* needs .* --encoder inception"),
+    (dict(metrics="is"), ConfigError, "metric 'is' .* needs .* --backbone inception"),
     (dict(metrics="fdd"), ConfigError, "unknown generative metric 'fdd'. Did you mean: fd"),
 ])
 def test_missing_inputs_name_the_flag(data, tmp_path, kwargs, error, message):
