@@ -85,7 +85,7 @@ def deprecated(old: str, new: str, old_value: Any, value: Any, default: Any) -> 
         return value
     if value != default:
         raise ConfigError(f"{old} is the old spelling of {new}; pass only {new}.")
-    note(f"[yellow]note:[/] {old} is deprecated; use {new}.", highlight=False)
+    note(f"[yellow]note:[/] {old} is deprecated; use {new}.", highlight=False, soft_wrap=True)
     return old_value
 
 
