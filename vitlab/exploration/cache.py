@@ -92,10 +92,9 @@ def load_or_compute_layout(root: str | Path, X: np.ndarray, config: LayoutConfig
              key=np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8),
              info=np.frombuffer(json.dumps(layout.info).encode(), np.uint8))
     try:
-        from vitlab.store.shards import atomic_write_bytes
+        from vitlab._io import atomic_write
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())  # (creates the folder)
         layout.info["cache_file"] = str(path)
     except OSError as err:  # a read-only cache costs a recomputation next time, not this run
         warnings.warn(f"could not cache the layout in {path.parent} ({err}); it will be recomputed next time.",
