@@ -168,7 +168,7 @@ def test_page_in_chromium_hover_click_escape_filter_export(browser, hostile, tmp
 
 @pytest.mark.slow
 def test_the_documented_command_passes_in_chromium(browser, tmp_path):
-    """``vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist -o explore.html`` (UMAP: slow)."""
+    """``vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist --output explore.html`` (UMAP: slow)."""
     pytest.importorskip("umap", reason="umap-learn not installed (pip install 'vitlab[explore]')")
     from vitlab.cli import app
 

@@ -113,7 +113,7 @@ def test_manifest_duplicate_id_names_the_id_and_both_lines(tmp_path):
 @pytest.fixture
 def runs_dir(tmp_path) -> Path:
     runs = tmp_path / "runs"
-    RunRecord(kind="generic", config={"what": "test"}, metrics={"m": {"value": 0.5}}).save(runs)
+    RunRecord(kind="generic", config={"what": "test"}, metrics={"m": {"value": 0.5, "low": 0.4, "high": 0.6}}).save(runs)
     (runs / "list.json").write_text("[1, 2, 3]")
     (runs / "partial.json").write_text(json.dumps({"kind": "eval", "schema_version": 1}))
     return runs
