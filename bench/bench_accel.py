@@ -59,7 +59,7 @@ def accuracy_table(args: argparse.Namespace) -> str:
     protocols = [p.strip() for p in args.protocols.split(",")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = perf.tradeoff("demo:fmnist-vit", args.data, accel=args.demo_accel, protocol=protocols,
+        res = perf.tradeoff("demo:fmnist-vit", args.data, accel=args.demo_accel, protocols=protocols,
                             n_resamples=args.n_resamples, cache_dir=args.cache_dir, batch_size=args.demo_batch_size,
                             warmup=args.warmup, repeats=args.repeats, min_time=args.min_time,
                             latency_repeats=args.latency_repeats, num_workers=0, progress=False)

@@ -54,12 +54,12 @@ def _verbs(ws: dict[str, Path]) -> dict[str, list[str]]:
                      "--n-resamples", "20", "--repeats", "2", "--batch-size", "4", *w0, *c],
         "bench": ["bench", "-b", "demo:fmnist-vit", "--accel", "none", "--batch-size", "2", "--warmup", "1",
                   "--repeats", "2", "--min-time", "0", "--latency-repeats", "2"],
-        "gen-stats": ["gen-stats", "-d", f"folder:{ws['gen_stats']}", "-e", "demo:fmnist-vit",
+        "gen-stats": ["gen-stats", "-d", f"folder:{ws['gen_stats']}", "-b", "demo:fmnist-vit",
                       "-o", str(ws["root"] / "s.stats"), "--device", "cpu", *w0, *c],
         "gen-eval-images": ["gen-eval", "--real", f"folder:{ws['gen_real']}", "--fake", f"folder:{ws['gen_fake']}",
-                            "-e", "demo:fmnist-vit", "-m", "fd,kd", "--n-resamples", "5", "--device", "cpu", *w0, *c],
+                            "-b", "demo:fmnist-vit", "--metrics", "fd,kd", "--n-resamples", "5", "--device", "cpu", *w0, *c],
         "gen-eval-features": ["gen-eval", "--real-features", str(ws["root"] / "real.npy"), "--fake-features",
-                              str(ws["root"] / "fake.npy"), "-m", "fd,kd", "--n-resamples", "5"],
+                              str(ws["root"] / "fake.npy"), "--metrics", "fd,kd", "--n-resamples", "5"],
         "cache-ls": ["cache", "ls", *c],
     }
 

@@ -125,7 +125,7 @@ def test_report_shows_pairs_as_embedded_pngs(result):
 def test_cli_json_is_one_document_and_bad_inputs_are_one_line(folder, cache, tmp_path):
     root, _ = folder
     runner = CliRunner()
-    args = ["curate", "-b", "demo:fmnist-vit", "-d", f"folder:{root}", "--layers", str(LAYER), "--threshold", "0.99",
+    args = ["curate", "-b", "demo:fmnist-vit", "-d", f"folder:{root}", "--layer", str(LAYER), "--threshold", "0.99",
             "--cache-dir", str(cache), "--num-workers", "0", "--json", "-q"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output

@@ -106,8 +106,8 @@ def _cli(*args):
 
 def test_cli_json_is_one_document_and_the_report_shows_it(manifest, tmp_path):
     page, runs = tmp_path / "e.html", tmp_path / "runs"
-    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "-o", page, "--layout", "pca", "--k", 4,
-               "--n-resamples", 100, "--num-workers", 0, "--cache-dir", tmp_path / "c", "--records", runs, "--json",
+    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "--output", page, "--layout", "pca", "--k", 4,
+               "--n-resamples", 100, "--num-workers", 0, "--cache-dir", tmp_path / "c", "--out", runs, "--json",
                "--quiet")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
@@ -159,7 +159,7 @@ def test_bad_input_is_one_line_before_any_work(case, message, manifest, tmp_path
         real = importlib.util.find_spec
         monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "umap" else real(n, *a))
         extra = []
-    res = _cli("-b", "demo:fmnist-vit", "-d", data, "-o", page, "--cache-dir", cache, *extra)
+    res = _cli("-b", "demo:fmnist-vit", "-d", data, "--output", page, "--cache-dir", cache, *extra)
     out = " ".join(res.output.split())
     assert res.exit_code == 2, res.output
     assert out.startswith("error: ") and message in out and "Traceback" not in out
@@ -195,7 +195,7 @@ def test_label_issue_colours_come_from_find_label_issues(manifest, tmp_path):
 
 def test_a_class_smaller_than_the_folds_is_refused_before_any_work(manifest, tmp_path):
     _label_issues_or_skip()
-    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "-o", tmp_path / "e.html", "--layout", "pca",
+    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "--output", tmp_path / "e.html", "--layout", "pca",
                "--label-issues", "--folds", 13, "--cache-dir", tmp_path / "c")
     assert res.exit_code == 2 and "fewer than --folds 13" in " ".join(res.output.split())
     assert _no_work(tmp_path / "c") and not (tmp_path / "e.html").exists()
@@ -238,7 +238,7 @@ def test_a_duplicates_record_of_other_data_or_kind_is_refused(manifest, tmp_path
         vitlab.explore("demo:fmnist-vit", f"csv:{manifest}", layout="pca", probe=None, duplicates=other,
                        cache_dir=tmp_path / "c", progress=False, num_workers=0)
     ev = RunRecord("eval", {}, {}).save(tmp_path / "e")
-    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "-o", tmp_path / "x.html", "--layout", "pca",
+    res = _cli("-b", "demo:fmnist-vit", "-d", f"csv:{manifest}", "--output", tmp_path / "x.html", "--layout", "pca",
                "--duplicates", ev, "--cache-dir", tmp_path / "c2")
     assert res.exit_code == 2 and "a 'eval' run record, not a curate one" in " ".join(res.output.split())
     assert _no_work(tmp_path / "c2")

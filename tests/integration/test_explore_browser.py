@@ -168,12 +168,12 @@ def test_page_in_chromium_hover_click_escape_filter_export(browser, hostile, tmp
 
 @pytest.mark.slow
 def test_the_documented_command_passes_in_chromium(browser, tmp_path):
-    """``vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist -o explore.html`` (UMAP: slow)."""
+    """``vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist --output explore.html`` (UMAP: slow)."""
     pytest.importorskip("umap", reason="umap-learn not installed (pip install 'vitlab[explore]')")
     from vitlab.cli import app
 
     page, cache = tmp_path / "explore.html", tmp_path / "cache"
-    res = CliRunner().invoke(app, ["explore", "--backbone", "demo:fmnist-vit", "--data", "sample:fashion-mnist", "-o",
+    res = CliRunner().invoke(app, ["explore", "--backbone", "demo:fmnist-vit", "--data", "sample:fashion-mnist", "--output",
                                    str(page), "--cache-dir", str(cache), "--num-workers", "0", "--quiet"])
     assert res.exit_code == 0, res.output
     emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", cache_dir=cache, progress=False, num_workers=0)

@@ -144,7 +144,7 @@ def test_stats_round_trip_and_refusal(data, tmp_path):
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(metrics="fd,authpct"), ConfigError, r"metric\(s\) authpct need the train set: pass --train <data>"),
     (dict(metrics="ct_test", train="TRAIN"), ConfigError, r"metric\(s\) ct_test need the test set: pass --test <data>"),
-    (dict(metrics="is"), ConfigError, "metric 'is' .* needs .* --encoder inception"),
+    (dict(metrics="is"), ConfigError, "metric 'is' .* needs .* --backbone inception"),
     (dict(metrics="fdd"), ConfigError, "unknown generative metric 'fdd'. Did you mean: fd"),
 ])
 def test_missing_inputs_name_the_flag(data, tmp_path, kwargs, error, message):
@@ -181,7 +181,7 @@ def test_deterministic_under_a_seed(data, tmp_path):
 def test_cli_gen_stats_then_gen_eval(data, tmp_path):
     stats_file = tmp_path / "ref.stats"
     common = ["--num-workers", "0", "--cache-dir", str(tmp_path / "c")]
-    res = runner.invoke(app, ["gen-stats", "--data", _uri(data, "real"), "--encoder", ENC, "-o", str(stats_file),
+    res = runner.invoke(app, ["gen-stats", "--data", _uri(data, "real"), "--backbone", ENC, "-o", str(stats_file),
                               *common])
     assert res.exit_code == 0, res.output
     assert stats_file.exists() and "reference statistics of 60 samples" in " ".join(res.output.split())
@@ -191,7 +191,7 @@ def test_cli_gen_stats_then_gen_eval(data, tmp_path):
     assert res.exit_code == 0, res.output
     assert "fd" in res.output and "run record →" in res.output and list((tmp_path / "runs").glob("gen-eval-*.json"))
     assert "data:image/png;base64," in (tmp_path / "g.html").read_text()
-    res = runner.invoke(app, ["gen-eval", "--real", _uri(data, "real"), "--fake", _uri(data, "fake"), "--encoder", ENC,
+    res = runner.invoke(app, ["gen-eval", "--real", _uri(data, "real"), "--fake", _uri(data, "fake"), "--backbone", ENC,
                               "--metrics", "fd,prdc,kd", "--n-resamples", "3", "--json", *common])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
@@ -210,7 +210,7 @@ def test_cli_gen_stats_then_gen_eval(data, tmp_path):
 ])
 def test_cli_bad_input_is_one_clear_line(data, tmp_path, args, message):
     args = [a.replace("REAL", str(data["real"])) for a in args]
-    res = runner.invoke(app, ["gen-eval", "--encoder", ENC, "--num-workers", "0", "--cache-dir", str(tmp_path), *args])
+    res = runner.invoke(app, ["gen-eval", "--backbone", ENC, "--num-workers", "0", "--cache-dir", str(tmp_path), *args])
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split()) and "Traceback" not in res.output
 

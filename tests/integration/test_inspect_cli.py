@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_inspect_artefacts_json_and_report(tmp_path):
     res = runner.invoke(app, ["inspect", "--backbone", "demo:fmnist-vit", "--data", "sample:fashion-mnist",
                               "--maps", "attention,rollout,gradcam,pca", "--artefacts", "--json", "--n-images", "3",
-                              "--n-resamples", "100", "--out", str(tmp_path / "runs"), "-o", str(tmp_path / "i.html"),
+                              "--n-resamples", "100", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "i.html"),
                               "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)  # exactly one document: notes went to stderr
@@ -36,7 +36,7 @@ def test_robust_prints_curves_and_attacks(tmp_path):
                               "patch-drop", "--counts", "0,8", "--grid", "misaligned", "--attack", "pgd-patch,feature",
                               "--eps", "0,4/255", "--steps", "2", "--n-train", "60", "--n-test", "20",
                               "--n-attack", "4", "--n-resamples", "100", "--out", str(tmp_path),
-                              "-o", str(tmp_path / "r.html")])
+                              "--report", str(tmp_path / "r.html")])
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())  # tables go to the console (stderr), as in the other verbs
     assert "patch-drop" in out and "pgd-patch" in out and "feature" in out and "run record" in out

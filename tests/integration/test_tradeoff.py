@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:bootstrap. metric undefined:Runt
                                         "ignore:kNN. default k:UserWarning")
 runner = CliRunner()
 FAST = dict(batch_size=8, warmup=1, repeats=3, min_time=0.0, latency_repeats=5, n_resamples=100, num_workers=0,
-            protocol="knn:ks=[5]")
+            protocols="knn:ks=[5]")
 
 
 @pytest.fixture(scope="module")

@@ -118,9 +118,9 @@ def test_the_command_s_own_earlier_output_is_replaced(ws):
 
 def test_inspect_pca_and_report_cannot_be_the_same_or_an_input(ws):
     pca = ws["root"] / "p.npz"
-    _same_after(ws, ["inspect", *B, "-d", "sample:digits", "--pca", str(pca), "-o", str(pca)],
+    _same_after(ws, ["inspect", *B, "-d", "sample:digits", "--pca", str(pca), "--report", str(pca)],
                 "both name")
-    _same_after(ws, ["inspect", *B, "-d", f"csv:{ws['manifest']}", "-o", str(ws["manifest"])],
+    _same_after(ws, ["inspect", *B, "-d", f"csv:{ws['manifest']}", "--report", str(ws["manifest"])],
                 "is an input of this command")
 
 
@@ -137,7 +137,7 @@ def test_tradeoff_plot_onto_a_user_png(ws):
 
 
 def test_cache_export_onto_the_data_manifest(ws):
-    _same_after(ws, ["cache", "export", *B, "-d", f"csv:{ws['manifest']}", "--out", str(ws["manifest"]),
+    _same_after(ws, ["cache", "export", *B, "-d", f"csv:{ws['manifest']}", "--output", str(ws["manifest"]),
                      "--cache-dir", str(ws["cache"])], "is an input of this command")
 
 

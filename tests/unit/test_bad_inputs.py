@@ -151,8 +151,8 @@ def test_cli_report_warns_on_stderr_and_fails_when_nothing_is_left(runs_dir, tmp
     ["eval", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist"],
     ["compare", "-b", "demo:fmnist-vit,pixels", "-d", "sample:fashion-mnist"],
     ["tradeoff", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist"],
-    ["gen-eval", "--real", "sample:fashion-mnist", "--fake", "sample:fashion-mnist", "-e", "demo:fmnist-vit"],
-    ["gen-stats", "-d", "sample:fashion-mnist", "-e", "demo:fmnist-vit", "-o", "x.stats"],
+    ["gen-eval", "--real", "sample:fashion-mnist", "--fake", "sample:fashion-mnist", "-b", "demo:fmnist-vit"],
+    ["gen-stats", "-d", "sample:fashion-mnist", "-b", "demo:fmnist-vit", "-o", "x.stats"],
 ], ids=lambda v: v[0])
 def test_negative_num_workers_is_rejected_by_every_verb(verb, tmp_path):
     res = runner.invoke(app, [*verb, "--num-workers", "-1", "--cache-dir", str(tmp_path / "c")])
@@ -184,11 +184,11 @@ OUTPUT_CASES = {  # verb args, the path kind that is wrong, the expected message
                    "is an existing file"),
     "report -o": (["report", "{runs}", "-o", "{dir}"], "--output", "is a folder, not a file"),
     "report --csv": (["report", "{runs}", "--csv", "{dir}"], "--csv", "is a folder, not a file"),
-    "gen-eval --out": (["gen-eval", "--real", "sample:fashion-mnist", "--fake", "sample:fashion-mnist", "-e",
+    "gen-eval --out": (["gen-eval", "--real", "sample:fashion-mnist", "--fake", "sample:fashion-mnist", "-b",
                         "demo:fmnist-vit", "--out", "{file}"], "--out", "is an existing file"),
-    "gen-eval --report": (["gen-eval", "--real", "sample:fashion-mnist", "--fake", "sample:fashion-mnist", "-e",
+    "gen-eval --report": (["gen-eval", "--real", "sample:fashion-mnist", "--fake", "sample:fashion-mnist", "-b",
                            "demo:fmnist-vit", "--report", "{dir}"], "--report", "is a folder, not a file"),
-    "gen-stats -o": (["gen-stats", "-d", "sample:fashion-mnist", "-e", "demo:fmnist-vit", "-o", "{dir}"], "--output",
+    "gen-stats -o": (["gen-stats", "-d", "sample:fashion-mnist", "-b", "demo:fmnist-vit", "-o", "{dir}"], "--output",
                      "is a folder, not a file"),
     "tradeoff --out": (["tradeoff", "-b", "demo:fmnist-vit", "-d", "sample:fashion-mnist", "--out", "{file}"], "--out",
                        "is an existing file"),

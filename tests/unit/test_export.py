@@ -138,7 +138,7 @@ def test_bad_targets_and_entries_give_one_line(ws, tmp_path, monkeypatch):
 def test_cli_export_json_and_errors(ws, tmp_path):
     out = tmp_path / "cli.parquet"
     args = ["cache", "export", "-b", BB, "-d", ws["data"], "--layers", "-1,-2", "--layer", "-1", "--pool", "mean",
-            "--out", str(out), "--cache-dir", str(ws["cache"]), "--json"]
+            "--output", str(out), "--cache-dir", str(ws["cache"]), "--json"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
@@ -146,9 +146,9 @@ def test_cli_export_json_and_errors(ws, tmp_path):
     np.testing.assert_array_equal(_stack(pq.read_table(out)), ws["emb"].get(-1, "mean"))
     r = runner.invoke(app, args)  # exists now
     assert r.exit_code == 2 and "already exists; pass --overwrite" in r.stderr and r.stdout == ""
-    r = runner.invoke(app, ["cache", "export", "-b", BB, "-d", ws["data"], "--out", str(tmp_path / "n.parquet"),
+    r = runner.invoke(app, ["cache", "export", "-b", BB, "-d", ws["data"], "--output", str(tmp_path / "n.parquet"),
                             "--cache-dir", str(ws["cache"])])
     assert r.exit_code == 2 and "is not in the cache" in r.stderr
-    r = runner.invoke(app, ["cache", "export", ws["emb"].digest[:8], "-b", BB, "--out", str(tmp_path / "m.parquet"),
+    r = runner.invoke(app, ["cache", "export", ws["emb"].digest[:8], "-b", BB, "--output", str(tmp_path / "m.parquet"),
                             "--cache-dir", str(ws["cache"])])
     assert r.exit_code == 2 and "either a digest or --backbone and --data" in r.stderr

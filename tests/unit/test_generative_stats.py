@@ -42,7 +42,7 @@ def test_mismatched_encoder_or_preprocessing_is_refused_naming_both(tmp_path):
     check_compatible(load_stats(st.path), dict(ENC))  # same setup: fine
     clean = {**ENC, "resize": "clean", "preprocessing": {**ENC["preprocessing"], "resize": "clean"}}
     with pytest.raises(ConfigError, match=r"preprocessing 'stretch 224x224 bicubic' in the file vs 'clean 224x224 "
-                                          r"bicubic' in this run\. .*--encoder dinov2-l --resize clean"):
+                                          r"bicubic' in this run\. .*--backbone dinov2-l --resize clean"):
         check_compatible(load_stats(st.path), clean)
     with pytest.raises(ConfigError, match="encoder 'dinov2-l' in the file vs 'inception' in this run"):
         check_compatible(load_stats(st.path), {**ENC, "encoder": "inception"})

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from vitlab._io import use_cache_root
+from vitlab.cli.options import Quiet
 from vitlab.errors import ConfigError, VitlabError
 
 # Everything human-readable (tables, notes, warnings, errors, progress) goes to stderr;
@@ -23,8 +24,8 @@ console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("vitlab_cli_quiet", default=False)
 
-Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or warnings (results and errors still "
-                                                  "show). Progress bars only appear when stderr is a terminal.")
+__all__ = ["Quiet", "at_least", "num_workers_option", "progress_setting", "note", "deprecated", "device_arg",
+           "check_outputs", "parse_int_list", "friendly_errors", "print_json", "console"]
 
 
 def at_least(minimum: int, hint: str = "") -> Callable[[int | None], int | None]:
@@ -70,17 +71,65 @@ def note(text: str, **kwargs: Any) -> None:
         console.print(text, **kwargs)
 
 
+def deprecated(old: str, new: str, old_value: Any, value: Any, default: Any) -> Any:
+    """The value of an option given under its old, hidden spelling ``old``: a one-line note on stderr
+    (never stdout: ``--json`` stays one document) and the value; both spellings at once is an error.
+
+    Example:
+        >>> deprecated("--dtype", "--precision", None, "fp32", "fp32")  # the old spelling not used
+        'fp32'
+        >>> deprecated("--dtype", "--precision", "bf16", "fp32", "fp32")  # the note goes to stderr
+        'bf16'
+    """
+    if old_value is None:
+        return value
+    if value != default:
+        raise ConfigError(f"{old} is the old spelling of {new}; pass only {new}.")
+    note(f"[yellow]note:[/] {old} is deprecated; use {new}.", highlight=False, soft_wrap=True)
+    return old_value
+
+
+def device_arg(device: str | None) -> str:
+    """The device a verb runs on: ``auto`` (the shared default) becomes ``cuda`` when available, else
+    ``cpu``; a device that is not there is one error line, before any work.
+
+    Example:
+        >>> device_arg("cpu")
+        'cpu'
+    """
+    from vitlab.backbones import resolve_device
+
+    return str(resolve_device(device))
+
+
+_HTML = (".html", ".htm")
+
+
 def check_outputs(*, dirs: dict[str, Any] | None = None, files: dict[str, Any] | None = None,
                   inputs: tuple[Any, ...] | list[Any] = (), records: Any = None, overwrite: bool = False) -> None:
     """The one output rule (:mod:`vitlab.outputs`), before any work: ``{"--out": path}`` folders,
     ``{"--report": (path, kind)}`` files; ``inputs`` are what the verb reads (data URIs, backbone
     names, feature files), ``records`` a runs folder or record file it reads.
 
+    ``-o/--out`` is always the folder for run records: an ``.html`` name there is refused with the
+    option that writes the HTML (the verb's html file option, else ``vitlab report``).
+
     Example:
         >>> check_outputs(dirs={"--out": None}, files={"--report": (None, "html")}, inputs=("sample:digits",))
+        >>> try:
+        ...     check_outputs(dirs={"--out": "r.html"}, files={"--report": (None, "html")})
+        ... except ConfigError as e:
+        ...     print(e)
+        --out r.html: -o/--out is the folder for run records; write the HTML report with --report r.html.
     """
     from vitlab.outputs import check_outputs as rule, input_paths
 
+    out = (dirs or {}).get("--out")
+    if out is not None and Path(out).suffix.lower() in _HTML:
+        html = [k for k, v in (files or {}).items() if isinstance(v, tuple) and v[1] == "html"]
+        fix = (f"write the HTML report with {html[0].split('/')[-1]} {out}" if html else
+               f"this verb writes no HTML: render the records with vitlab report <folder> --output {out}")
+        raise ConfigError(f"--out {out}: -o/--out is the folder for run records; {fix}.")
     rule(files=files, dirs=dirs, inputs=input_paths(*inputs, records=records), overwrite=overwrite)
 
 

@@ -9,9 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vitlab.cli.options import CacheDir, OnError, Overwrite, Pool, Precision, Pretrained, app, cache_app
-from vitlab.cli.common import (Quiet, at_least, check_outputs, console, friendly_errors, num_workers_option,
-                               parse_int_list, print_json, progress_setting)
+from vitlab.cli.options import (BatchSize, CacheDir, Device, OnError, Overwrite, Pool, Precision, Pretrained, Quiet,
+                                app, cache_app, hidden_alias, json_option)
+from vitlab.cli.common import (at_least, check_outputs, console, deprecated, device_arg, friendly_errors,
+                               num_workers_option, parse_int_list, print_json, progress_setting)
 
 @app.command("ls")
 @friendly_errors
@@ -74,8 +75,8 @@ def embed_cmd(
     layers: str = typer.Option("-1", help="Comma-separated block indices, negative from the end, e.g. -1,-4."),
     pool: Pool = typer.Option(Pool.cls, help="Pooling reported in the summary (cls and mean are always stored)."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
-    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    device: str = Device,
+    batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     precision: Precision = typer.Option(Precision.auto, help="auto = bf16 autocast on CUDA, fp32 on CPU."),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
@@ -83,7 +84,7 @@ def embed_cmd(
     export: Optional[Path] = typer.Option(None, help="Also write the embeddings to an .npz file (features, labels, "
                                                      "ids); the name must end in .npz."),
     overwrite: bool = Overwrite,
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    json_out: bool = json_option("Print the summary as one JSON document on stdout."),
     verify: bool = typer.Option(False, help="Re-check checksums of cached arrays before reuse."),
     accel: Optional[str] = typer.Option(None, help="Accelerator applied to a copy of the backbone, e.g. tome:r=8, "
                                                    "evit:keep=0.7, int8, w8a8, tome:r=8+int8 (see vitlab ls)."),
@@ -130,7 +131,7 @@ def embed_cmd(
     if decoder is not None:
         extra["decoder"] = decoder
     emb = vitlab.embed(backbone, data, cache_dir=cache_dir, layers=layer_list, pool=pool.value,
-                       pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
+                       pretrained=pretrained, device=device_arg(device), batch_size=batch_size, num_workers=num_workers,
                        precision=None if precision is Precision.auto else precision.value,
                        on_error=on_error.value, progress=progress_setting(quiet), verify=verify, accel=accel, **extra)
     summary = emb.summary()
@@ -184,7 +185,7 @@ def cache_ls(cache_dir: Optional[Path] = CacheDir,
              namespace: Optional[list[str]] = typer.Option(None, "--namespace", "-n",
                                                           help="Only these cache namespaces (repeatable): embeddings, "
                                                                "text, specs, wds-index, pca, tune-resume."),
-             json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+             json_out: bool = json_option("Print the listing as one JSON document on stdout.")) -> None:
     """List what the cache holds: every namespace (embeddings, text embeddings, backbone specs, wds indexes,
     PCA fits, tune resume), and anything found there that is not vitlab's (left alone by cache clear).
 
@@ -237,7 +238,7 @@ def cache_clear(digest: Optional[str] = typer.Argument(None, help="Entry name (d
                                                              help="Only these cache namespaces (repeatable); "
                                                                   "default: all (see vitlab cache ls)."),
                 yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-                json_out: bool = typer.Option(False, "--json", help="Print what was removed as JSON.")) -> None:
+                json_out: bool = json_option("Print what was removed as one JSON document on stdout.")) -> None:
     """Delete cache entries (one by digest prefix, or all), in every namespace or those given with -n.
 
     Only vitlab's own entries are removed: real folders or files with the namespace's marker (key.json for
@@ -276,7 +277,10 @@ def cache_clear(digest: Optional[str] = typer.Argument(None, help="Entry name (d
 def cache_export(
     digest: Optional[str] = typer.Argument(None, help="Digest (prefix) of a cached set, from `vitlab cache ls`; "
                                                       "or give --backbone and --data."),
-    out: Path = typer.Option(..., "--out", "-o", help="x.parquet (one file) or a folder (part-00000.parquet...)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The output: x.parquet (one file), or a folder "
+                                                                       "of part files with --rows-per-file "
+                                                                       "(part-00000.parquet...). Required."),
+    old_out: Optional[Path] = hidden_alias("--out"),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone of the cached set."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data source of the cached set."),
     layers: str = typer.Option("-1", help="The layers the set was embedded with (as given to embed)."),
@@ -284,31 +288,36 @@ def cache_export(
     pool: Pool = typer.Option(Pool.cls, help="Pooling to export (cls+mean: both, concatenated)."),
     precision: Precision = typer.Option(Precision.auto, help="The precision the set was embedded with."),
     rows_per_file: Optional[int] = typer.Option(None, "--rows-per-file", callback=at_least(1),
-                                                help="Rows per part file (--out is then a folder)."),
+                                                help="Rows per part file (--output is then a folder)."),
     compute: bool = typer.Option(False, "--compute", help="Embed the set first if it is not cached (as vitlab embed)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
     pretrained: bool = Pretrained,
-    device: Optional[str] = typer.Option(None, help="Device for --compute (default: cpu)."),
+    device: str = typer.Option("auto", "--device", help="Device for --compute: cpu, cuda, cuda:N, mps, or auto "
+                                                        "(cuda when available, else cpu)."),
     cache_dir: Optional[Path] = CacheDir,
-    json_out: bool = typer.Option(False, "--json", help="Print the export summary as JSON on stdout."),
+    json_out: bool = json_option("Print the export summary as one JSON document on stdout."),
     quiet: bool = Quiet,
 ) -> None:
     """Export a cached embedding set to Parquet (id, label, class, embedding as fixed-size list<float32>).
 
     Nothing is recomputed: a set that is not cached is an error naming the embed command, unless --compute.
 
-    Example: [bold]vitlab cache export -b demo:fmnist-vit -d sample:fashion-mnist --out fmnist.parquet[/]
+    Example: [bold]vitlab cache export -b demo:fmnist-vit -d sample:fashion-mnist -o fmnist.parquet[/]
 
-    By digest, in parts: [bold]vitlab cache export 3fa2c1 --out emb/ --rows-per-file 1000000[/]
+    By digest, in parts: [bold]vitlab cache export 3fa2c1 --output emb/ --rows-per-file 1000000[/]
     """
+    from vitlab.errors import ConfigError
     from vitlab.outputs import check_not_inputs, input_paths
     from vitlab.store.export import export_parquet
 
-    check_not_inputs({"--out": out}, input_paths(data, backbone))
-    info = export_parquet(out, digest=digest, backbone=backbone, data=data, cache_dir=cache_dir,
+    output = deprecated("--out", "-o/--output", old_out, output, None)
+    if output is None:
+        raise ConfigError("cache export needs -o/--output: x.parquet (one file) or a folder with --rows-per-file.")
+    check_not_inputs({"--output": output}, input_paths(data, backbone))
+    info = export_parquet(output, digest=digest, backbone=backbone, data=data, cache_dir=cache_dir,
                           layers=parse_int_list(layers, "layers"), layer=layer, pool=pool.value,
                           precision=None if precision is Precision.auto else precision.value, compute=compute,
-                          pretrained=pretrained, device=device, overwrite=overwrite, rows_per_file=rows_per_file,
+                          pretrained=pretrained, device=device_arg(device) if compute else None, overwrite=overwrite, rows_per_file=rows_per_file,
                           progress=progress_setting(quiet))
     if json_out:
         print_json(info)

@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json, \
-    progress_setting
-from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Overwrite, Pretrained, app
+from vitlab.cli.common import (check_outputs, console, deprecated, device_arg, friendly_errors, note,
+                               num_workers_option, print_json, progress_setting)
+from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, Out, Overwrite, Pretrained, Quiet, Report, app,
+                                hidden_alias, n_resamples_option, seed_option)
 
 
 @app.command("curate")
@@ -48,7 +49,8 @@ def curate_cmd(
     prompts: bool = typer.Option(False, help="Image–text backbones: score each image against its class prompt."),
     prompt_min: Optional[float] = typer.Option(None, help="Minimum cosine to the own class prompt (needs --prompts)."),
     outlier_drop: float = typer.Option(0.0, help="Drop this fraction of items with the largest k-NN distance."),
-    layers: int = typer.Option(-1, help="Block whose embedding is compared (negative from the end)."),
+    layer: int = typer.Option(-1, "--layer", help="Block whose embedding is compared (negative from the end)."),
+    old_layers: Optional[int] = hidden_alias("--layers"),
     pool: str = typer.Option("auto", help="cls, mean or auto."),
     write_manifest: Optional[Path] = typer.Option(None, "--write-manifest",
                                                   help="Write the kept items as a NEW csv: manifest (never overwritten); "
@@ -56,10 +58,10 @@ def curate_cmd(
     max_removed: Optional[float] = typer.Option(None, "--max-removed",
                                                 help="--write-manifest: largest fraction of items it may drop "
                                                      "[default: 0.2]."),
-    report: Optional[Path] = typer.Option(None, "--report", help="HTML report to write."),
+    report: Optional[Path] = Report,
     overwrite: bool = Overwrite,
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples of the leakage effect."),
-    seed: int = typer.Option(0, help="Seeds the split, the calibration sample, the folds and the bootstrap."),
+    n_resamples: int = n_resamples_option("Bootstrap resamples of the leakage effect."),
+    seed: int = seed_option("Seeds the split, the calibration sample, the folds and the bootstrap."),
     pretrained: bool = Pretrained,
     device: str = Device,
     batch_size: int = BatchSize,
@@ -75,15 +77,16 @@ def curate_cmd(
     """
     import vitlab
 
+    layer = deprecated("--layers", "--layer", old_layers, layer, -1)
     check_outputs(dirs={"--out": out}, files={"--report": (report, "html"), "--write-manifest": (write_manifest, "new")},
                   inputs=(data, backbone, target), overwrite=overwrite)
     res = vitlab.curate(backbone, data, dedup=dedup, threshold=threshold, edits=edits, recall=recall, max_fpr=max_fpr,
                         k=k, max_neighbours=max_neighbours, perceptual_distance=perceptual_distance, backend=backend,
                         leakage=leakage, test_fraction=test_fraction, label_issues=label_issues, folds=folds,
                         label_method=label_method, target=target, target_min=target_min, prompts=prompts,
-                        prompt_min=prompt_min, outlier_drop=outlier_drop, layers=layers, pool=pool,
+                        prompt_min=prompt_min, outlier_drop=outlier_drop, layers=layer, pool=pool,
                         write_manifest=write_manifest, max_removed=max_removed, n_resamples=n_resamples, seed=seed,
-                        pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
+                        pretrained=pretrained, device=device_arg(device), batch_size=batch_size, num_workers=num_workers,
                         cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
     html = None
     if report is not None:

@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
-from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Overwrite, Pretrained, app
-from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
+from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, Out, Overwrite, Pretrained, Quiet, Report, app,
+                                n_resamples_option, out_option, seed_option)
+from vitlab.cli.common import (check_outputs, console, device_arg, friendly_errors, note, num_workers_option,
                                parse_int_list, print_json, progress_setting)
 
 
@@ -32,11 +33,12 @@ def eval_cmd(
     protocol: str = typer.Option("knn,linear,fewshot", "--protocol", "-p",
                                  help="Protocols with optional parameters, e.g. knn,linear:max_iter=2000,retrieval "
                                       "(vitlab ls lists them)."),
-    layers: str = typer.Option("-1", help="Block index (negative from the end)."),
+    layers: str = typer.Option("-1", help="Comma-separated block indices (negative from the end), e.g. -1 or "
+                                          "-1,-4: one run per layer."),
     pool: str = typer.Option("auto", help="cls, mean, cls+mean or auto (cls when there is a class token)."),
-    seed: int = typer.Option(0, help="Seeds splits, protocols and bootstrap."),
+    seed: int = seed_option(),
     test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples per confidence interval."),
+    n_resamples: int = n_resamples_option(),
     ordinal: bool = typer.Option(False, help="Labels are ordered (quadratic-weighted kappa)."),
     pretrained: bool = Pretrained,
     device: str = Device,
@@ -64,8 +66,8 @@ def eval_cmd(
     check_outputs(dirs={"--out": out}, inputs=(data, backbone))
     res = vitlab.evaluate(backbone, data, protocols=protocol, layers=layer_list, pool=pool,
                           seed=seed, test_fraction=test_fraction, n_resamples=n_resamples, ordinal=ordinal,
-                          pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
-                          cache_dir=cache_dir, out=out, progress=progress_setting(quiet),
+                          pretrained=pretrained, device=device_arg(device), batch_size=batch_size,
+                          num_workers=num_workers, cache_dir=cache_dir, out=out, progress=progress_setting(quiet),
                           exclude_leaked=exclude_leaked, leak_threshold=leak_threshold)
     if json_out:
         print_json(res.record.to_dict())
@@ -98,11 +100,12 @@ def compare_cmd(
     data: str = typer.Option(..., "--data", "-d", help="One or more comma-separated labelled data sources."),
     protocol: str = typer.Option("knn,linear", "--protocol", "-p",
                                  help="Protocols with optional parameters, e.g. knn,retrieval (vitlab ls lists them)."),
-    seed: int = typer.Option(0, help="Seeds splits, protocols and bootstrap."),
+    seed: int = seed_option(),
     test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples."),
+    n_resamples: int = n_resamples_option(),
     pretrained: bool = Pretrained,
     device: str = Device,
+    batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     cache_dir: Optional[Path] = CacheDir,
     out: Optional[Path] = Out,
@@ -117,8 +120,8 @@ def compare_cmd(
 
     check_outputs(dirs={"--out": out}, inputs=(*_split_list(data), *_split_list(backbone)))
     res = vitlab.compare(_split_list(backbone), _split_list(data), protocols=protocol, seed=seed,
-                         test_fraction=test_fraction, n_resamples=n_resamples, pretrained=pretrained, device=device,
-                         num_workers=num_workers, cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
+                         test_fraction=test_fraction, n_resamples=n_resamples, pretrained=pretrained,
+                         device=device_arg(device), batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
     if json_out:
         print_json(res.record.to_dict())
         return
@@ -153,9 +156,9 @@ def _verdicts(record) -> None:
 @friendly_errors
 def report_cmd(
     runs: Path = typer.Argument(..., help="Directory of run records (or one record)."),
-    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
-    markdown: Optional[Path] = typer.Option(None, help="Also write a Markdown summary."),
-    csv: Optional[Path] = typer.Option(None, help="Also write the metrics as CSV."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML FILE to write."),
+    markdown: Optional[Path] = typer.Option(None, help="Also write a Markdown summary to this FILE."),
+    csv: Optional[Path] = typer.Option(None, help="Also write the metrics as CSV to this FILE."),
     overwrite: bool = Overwrite,
 ) -> None:
     """Render run records as one self-contained HTML report (plus optional Markdown / CSV).
@@ -183,8 +186,8 @@ def report_cmd(
 @app.command("quickstart")
 @friendly_errors
 def quickstart_cmd(
-    out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Directory for run records."),
-    report: Path = typer.Option(Path("report.html"), "--report", help="HTML report to write."),
+    out: Path = out_option(default=Path("runs/quickstart")),
+    report: Path = typer.Option(Path("report.html"), "--report", help="The HTML report FILE to write."),
     cache_dir: Optional[Path] = CacheDir,
     overwrite: bool = Overwrite,
     quiet: bool = Quiet,

@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-from vitlab.cli.common import Quiet, console, friendly_errors, note, num_workers_option, print_json, progress_setting
-from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Pretrained, app
+from vitlab.cli.common import (check_outputs, console, deprecated, device_arg, friendly_errors, note,
+                               num_workers_option, print_json, progress_setting)
+from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, Out, Pretrained, Quiet, app, hidden_alias,
+                                n_resamples_option, seed_option)
 
 
 @app.command("explore")
@@ -16,7 +18,8 @@ from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Pretrained, ap
 def explore_cmd(
     backbone: str = typer.Option(..., "--backbone", "-b", help="Alias or <source>:<model>."),
     data: str = typer.Option(..., "--data", "-d", help="Data: folder:, csv:, idx:, sample:."),
-    page: Path = typer.Option(..., "--output", "-o", help="The HTML page to write (a NEW file; never overwritten)."),
+    page: Optional[Path] = typer.Option(None, "--output", help="The HTML page FILE to write (a NEW file; never "
+                                                                "overwritten). Required."),
     layout: str = typer.Option("umap", "--layout", help="umap (needs pip install 'vitlab[explore]'), pca (instant) "
                                                         "or tsne."),
     neighbors: int = typer.Option(15, "--neighbors", help="UMAP's n_neighbors."),
@@ -36,13 +39,14 @@ def explore_cmd(
     max_thumbs: int = typer.Option(10_000, "--max-thumbs", help="Embed thumbnails for up to this many items (a "
                                                                 "seeded sample beyond it; every point is drawn)."),
     thumb_size: int = typer.Option(64, "--thumb-size", help="Longest side of a thumbnail in pixels."),
-    layers: int = typer.Option(-1, help="Block whose embedding is mapped (negative from the end)."),
+    layer: int = typer.Option(-1, "--layer", help="Block whose embedding is mapped (negative from the end)."),
+    old_layers: Optional[int] = hidden_alias("--layers"),
     pool: str = typer.Option("auto", help="cls, mean, cls+mean or auto."),
-    seed: int = typer.Option(0, help="Seeds the layout, the split (as vitlab eval --seed) and the probe."),
+    seed: int = seed_option("Seeds the layout, the split (as vitlab eval --seed) and the probe."),
     test_fraction: float = typer.Option(0.2, help="Test fraction of the split when the data has no split column."),
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples of the probe's CI."),
-    records: Optional[Path] = typer.Option(None, "--records", help="Folder for the JSON run record (vitlab report "
-                                                                   "shows it as a section)."),
+    n_resamples: int = n_resamples_option("Bootstrap resamples of the probe's CI."),
+    out: Optional[Path] = Out,
+    old_records: Optional[Path] = hidden_alias("--records"),
     pretrained: bool = Pretrained,
     device: str = Device,
     batch_size: int = BatchSize,
@@ -57,18 +61,28 @@ def explore_cmd(
     hover for the thumbnail, click for the nearest neighbours; filter by class, find by id, export a selection
     as a csv: manifest.
 
-    Example: [bold]vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist -o explore.html[/]
+    The run record goes to -o/--out (vitlab report shows it as a section).
+
+    Example: [bold]vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist --output explore.html[/]
     """
     import vitlab
+    from vitlab.errors import ConfigError
     from vitlab.report.explore_page import write_explore_page
+
+    out = deprecated("--records", "-o/--out", old_records, out, None)
+    layer = deprecated("--layers", "--layer", old_layers, layer, -1)
+    check_outputs(dirs={"--out": out}, files={"--output": (None, "html")})  # (an .html --out names --output)
+    if page is None:
+        raise ConfigError("explore needs --output FILE: the HTML page to write (e.g. --output explore.html); "
+                          "-o/--out is the folder for the run record.")
 
     res = vitlab.explore(backbone, data, page=page, layout=layout, n_neighbors=neighbors, min_dist=min_dist,
                          perplexity=perplexity, metric=metric, fit_sample=fit_sample, k=k,
                          probe=None if probe == "none" else probe, test_fraction=test_fraction, seed=seed,
                          label_issues=label_issues, folds=folds, duplicates=duplicates, max_thumbs=max_thumbs,
-                         thumb_size=thumb_size, layers=layers, pool=pool, n_resamples=n_resamples,
-                         pretrained=pretrained, device=device, batch_size=batch_size, num_workers=num_workers,
-                         cache_dir=cache_dir, out=records, progress=progress_setting(quiet))
+                         thumb_size=thumb_size, layers=layer, pool=pool, n_resamples=n_resamples,
+                         pretrained=pretrained, device=device_arg(device), batch_size=batch_size,
+                         num_workers=num_workers, cache_dir=cache_dir, out=out, progress=progress_setting(quiet))
     info = write_explore_page(res)
     path = res.save()
     if json_out:

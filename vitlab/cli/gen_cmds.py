@@ -10,9 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vitlab.cli.options import BatchSize, CacheDir, OnError, Overwrite, app
-from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option, print_json,
-                               progress_setting)
+from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, OnError, Out, Overwrite, Pretrained, Quiet, Report,
+                                app, hidden_alias, json_option, seed_option)
+from vitlab.cli.common import (check_outputs, console, deprecated, device_arg, friendly_errors, note,
+                               num_workers_option, print_json, progress_setting)
 from vitlab.errors import ConfigError
 
 
@@ -21,8 +22,6 @@ class Resize(str, Enum):
     clean = "clean"
 
 
-Pretrained = typer.Option(True, "--pretrained/--no-pretrained",
-                          help="--no-pretrained: seeded random encoder weights (offline; numbers are meaningless).")
 ResizeOpt = typer.Option(None, "--resize", help="default (the encoder's protocol) or clean (clean-fid's PIL bicubic "
                                                 "resize on float32) [default: the --real-stats file's, else default].")
 
@@ -86,26 +85,29 @@ def gen_eval_cmd(
     test_features: Optional[Path] = typer.Option(None, help="Precomputed test-set features."),
     real_stats: Optional[Path] = typer.Option(None, help="Reference statistics from `vitlab gen-stats` (FD only "
                                                          "unless saved with --save-features)."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="dinov2-s/b/l/g, inception, clip-l14 or any "
-                                          "backbone name [default: the --real-stats file's, else dinov2-l]."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="The feature encoder: dinov2-s/b/l/g, "
+                                           "inception, clip-l14 or any backbone name [default: the --real-stats "
+                                           "file's, else dinov2-l]."),
+    old_encoder: Optional[str] = hidden_alias("--encoder", "-e"),
     resize: Optional[Resize] = ResizeOpt,
-    metrics: str = typer.Option("default", "--metrics", "-m", help="default (fd,fd_inf,kd,prdc,vendi,sw[,is]), all, "
+    metrics: str = typer.Option("default", "--metrics", help="default (fd,fd_inf,kd,prdc,vendi,sw[,is]), all, "
                                 "or a list: fd,fd_inf,kd,prdc,realism,is,vendi,sw,authpct,ct,ct_modified,ct_test,"
                                 "fls,fls_pog."),
-    seed: int = typer.Option(0, help="Seeds subsampling, half-samples and every randomised metric."),
-    n_resamples: Optional[int] = typer.Option(None, help="Random half-samples per CI [default: FD 100, PRDC 50, "
-                                                         "Vendi 100, KD 100 if needed]; 0 = no CIs."),
+    seed: int = seed_option("Seeds subsampling, half-samples and every randomised metric."),
+    n_resamples: Optional[int] = typer.Option(None, "--n-resamples", help="Random half-samples per CI [default: each "
+                                              "metric's own: FD 100, PRDC 50, Vendi 100, KD 100 if needed]; 0 = no "
+                                              "CIs."),
     nearest_k: int = typer.Option(5, help="k of the PRDC / realism k-NN balls."),
     reduced_n: int = typer.Option(10_000, help="PRDC, realism and FLS use at most this many samples per set."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
+    device: str = Device,
     batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it (skips are listed)."),
     cache_dir: Optional[Path] = CacheDir,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the JSON run record."),
-    json_out: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report of this run."),
+    out: Optional[Path] = Out,
+    json_out: bool = Json,
+    report: Optional[Path] = Report,
     overwrite: bool = Overwrite,
     quiet: bool = Quiet,
 ) -> None:
@@ -115,9 +117,9 @@ def gen_eval_cmd(
     """
     from dataclasses import replace
 
-    from vitlab.backbones import resolve_device
     from vitlab.generative import GenEvalConfig, gen_eval
 
+    encoder = deprecated("--encoder", "-b/--backbone", old_encoder, backbone, None)
     check_outputs(dirs={"--out": out}, files={"--report": (report, "html")}, overwrite=overwrite,
                   inputs=(real, fake, train, test, real_features, fake_features, train_features, test_features,
                           real_stats, encoder))
@@ -126,7 +128,7 @@ def gen_eval_cmd(
                    train=_one("train", train, train_features), test=_one("test", test, test_features),
                    real_stats=real_stats, encoder=encoder, resize=resize.value if resize else None, metrics=metrics,
                    seed=seed, n_resamples=n_resamples, config=cfg, pretrained=pretrained,
-                   device=str(resolve_device(device)), cache_dir=cache_dir, out=out, batch_size=batch_size,
+                   device=device_arg(device), cache_dir=cache_dir, out=out, batch_size=batch_size,
                    num_workers=num_workers, on_error=on_error.value, progress=progress_setting(quiet))
     if report is not None:
         from vitlab.report import render_html
@@ -146,34 +148,37 @@ def gen_eval_cmd(
 @friendly_errors
 def gen_stats_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Real images (folder:, csv:, idx:, sample:) or a .npy/.npz."),
-    output: Path = typer.Option(..., "--output", "-o", help="Stats file to write, e.g. imagenet_val.dinov2-l.stats."),
-    encoder: str = typer.Option("dinov2-l", "--encoder", "-e", help="dinov2-s/b/l/g, inception, clip-l14 or any "
-                                                                    "backbone name."),
+    output: Path = typer.Option(..., "--output", "-o", help="The stats FILE to write, e.g. "
+                                                            "imagenet_val.dinov2-l.stats."),
+    backbone: str = typer.Option("dinov2-l", "--backbone", "-b", help="The feature encoder: dinov2-s/b/l/g, "
+                                                                      "inception, clip-l14 or any backbone name."),
+    old_encoder: Optional[str] = hidden_alias("--encoder", "-e"),
     resize: Optional[Resize] = ResizeOpt,
     save_features: bool = typer.Option(False, help="Also store the raw features (then gen-eval can compute every "
                                                    "metric from the file, not only FD)."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps or auto."),
-    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    device: str = Device,
+    batch_size: int = BatchSize,
     num_workers: Optional[int] = num_workers_option(),
     on_error: OnError = typer.Option(OnError.raise_, help="raise on a bad image, or skip it."),
     cache_dir: Optional[Path] = CacheDir,
     overwrite: bool = Overwrite,
-    json_out: bool = typer.Option(False, "--json", help="Print the file's header as JSON on stdout."),
+    json_out: bool = json_option("Print the file's header as one JSON document on stdout."),
     quiet: bool = Quiet,
 ) -> None:
     """Write reference statistics (mean, covariance, encoder and data fingerprints) of a real set to one file.
 
-    Example: [bold]vitlab gen-stats --data folder:./imagenet_val --encoder dinov2-l -o imagenet_val.dinov2-l.stats[/]
+    Example: [bold]vitlab gen-stats --data folder:./imagenet_val --backbone dinov2-l -o imagenet_val.dinov2-l.stats[/]
     """
-    from vitlab.backbones import resolve_device
     from vitlab.generative import gen_stats
+
+    encoder = deprecated("--encoder", "-b/--backbone", old_encoder, backbone, "dinov2-l")
 
     if Path(data).suffix.lower() not in (".npy", ".npz") and ":" not in data:
         raise ConfigError(f"--data takes <kind>:<path> (e.g. folder:{data}) or a .npy/.npz feature file, got {data!r}.")
     check_outputs(files={"--output": (output, "stats")}, inputs=(data, encoder), overwrite=overwrite)
     stats = gen_stats(data, output, encoder=encoder, resize=resize.value if resize else None,
-                      save_features=save_features, pretrained=pretrained, device=str(resolve_device(device)),
+                      save_features=save_features, pretrained=pretrained, device=device_arg(device),
                       cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, on_error=on_error.value,
                       progress=progress_setting(quiet))
     if json_out:

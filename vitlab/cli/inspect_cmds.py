@@ -8,12 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, note, parse_int_list, print_json
-from vitlab.cli.options import CacheDir, Device, Json, Overwrite, Pretrained, app
+from vitlab.cli.common import check_outputs, console, device_arg, friendly_errors, note, parse_int_list, print_json
+from vitlab.cli.options import (CacheDir, Device, Json, Out, Overwrite, Pretrained, Quiet, Report, app,
+                                n_resamples_option, seed_option)
 from vitlab.errors import ConfigError
-
-OutDir = typer.Option(None, "--out", help="Directory for the JSON run record.")
-Report = typer.Option(None, "--report", "-o", help="Write a self-contained HTML report to this file.")
 
 
 def parse_eps(text: str) -> list[float]:
@@ -49,11 +47,11 @@ def inspect_cmd(
                                                            "missing [default: the cache's pca namespace]."),
     sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Model-randomisation test, deletion/insertion."),
     z_thresh: float = typer.Option(6.0, help="Robust z-score above which a patch token is a high-norm outlier."),
-    seed: int = typer.Option(0, help="Seeds the image subset, the probe and the bootstrap."),
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI (images resampled)."),
+    seed: int = seed_option("Seeds the image subset, the probe and the bootstrap."),
+    n_resamples: int = n_resamples_option("Bootstrap resamples per CI (images resampled)."),
     pretrained: bool = Pretrained,
     device: str = Device,
-    out: Optional[Path] = OutDir,
+    out: Optional[Path] = Out,
     report: Optional[Path] = Report,
     cache_dir: Optional[Path] = CacheDir,
     overwrite: bool = Overwrite,
@@ -67,11 +65,11 @@ def inspect_cmd(
     import vitlab
 
     reuse = pca is not None and pca.exists()  # a saved PCA is an input; a missing one is written
-    check_outputs(dirs={"--out": out}, files={"-o/--report": (report, "html"), "--pca": (None if reuse else pca, "pca")},
+    check_outputs(dirs={"--out": out}, files={"--report": (report, "html"), "--pca": (None if reuse else pca, "pca")},
                   inputs=(data, backbone, pca if reuse else None), overwrite=overwrite)
     res = vitlab.inspect_model(backbone, data, maps=maps, artefacts=artefacts, n_images=n_images, layer=layer,
                                pca_path=pca, sanity=sanity, z_thresh=z_thresh, seed=seed, n_resamples=n_resamples,
-                               pretrained=pretrained, device=device, out=out,
+                               pretrained=pretrained, device=device_arg(device), out=out,
                                log=None if quiet else (lambda s: note(s)))
     html = None
     if report is not None:
@@ -115,11 +113,11 @@ def robust_cmd(
     n_train: int = typer.Option(500, help="Clean training images for the probes."),
     n_test: int = typer.Option(200, help="Test images corrupted."),
     n_attack: int = typer.Option(64, help="Test images attacked."),
-    seed: int = typer.Option(0, help="Seeds subsets, corruptions, attacks and the bootstrap."),
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI."),
+    seed: int = seed_option("Seeds subsets, corruptions, attacks and the bootstrap."),
+    n_resamples: int = n_resamples_option("Bootstrap resamples per CI."),
     pretrained: bool = Pretrained,
     device: str = Device,
-    out: Optional[Path] = OutDir,
+    out: Optional[Path] = Out,
     report: Optional[Path] = Report,
     overwrite: bool = Overwrite,
     json_out: bool = Json,
@@ -134,13 +132,13 @@ def robust_cmd(
     if grid not in ("aligned", "misaligned", "both"):
         raise ConfigError(f"--grid {grid!r}: choose aligned, misaligned or both.")
     names = [n.strip() for b in backbone for n in b.split(",") if n.strip()]
-    check_outputs(dirs={"--out": out}, files={"-o/--report": (report, "html")}, inputs=(data, *names),
+    check_outputs(dirs={"--out": out}, files={"--report": (report, "html")}, inputs=(data, *names),
                   overwrite=overwrite)
     aligned = {"aligned": (True,), "misaligned": (False,), "both": (True, False)}[grid]
     res = vitlab.robust(names, data, corrupt_kinds=corrupt, counts=parse_int_list(counts, "counts") if counts else None,
                         aligned=aligned, attack=attack, eps=parse_eps(eps), steps=steps, patch_side=patch_side,
                         n_train=n_train, n_test=n_test, n_attack=n_attack, seed=seed, n_resamples=n_resamples,
-                        pretrained=pretrained, device=device, out=out, log=None if quiet else (lambda s: note(s)))
+                        pretrained=pretrained, device=device_arg(device), out=out, log=None if quiet else (lambda s: note(s)))
     if report is not None:
         from vitlab.report import render_html
 

@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
-from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, num_workers_option, print_json, \
-    progress_setting
-from vitlab.cli.options import BatchSize, CacheDir, Device, Json, Out, Pretrained, app
+from vitlab.cli.common import (check_outputs, console, device_arg, friendly_errors, num_workers_option, print_json,
+                               progress_setting)
+from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, Out, Pretrained, Quiet, app, n_resamples_option,
+                                seed_option)
 
 
 @app.command("mil")
@@ -20,8 +21,8 @@ def mil_cmd(
     data: str = typer.Option(..., "--data", "-d", help="bags:<manifest> or sample:fashion-mnist-bags."),
     head: str = typer.Option("abmil,mean", "--head", help="Comma-separated heads: mean, max, abmil, transmil, clam_sb."),
     folds: int = typer.Option(5, help="K of the patient-grouped stratified K-fold (a manifest fold column wins)."),
-    seed: int = typer.Option(0, help="Seeds folds, heads and bootstrap."),
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI (patients resampled)."),
+    seed: int = seed_option("Seeds folds, heads and bootstrap."),
+    n_resamples: int = n_resamples_option("Bootstrap resamples per CI (patients resampled)."),
     epochs: int = typer.Option(200, help="Most epochs per fold (early stopping on a patient-disjoint validation part)."),
     lr: float = typer.Option(2e-4, help="AdamW learning rate (CLAM's recipe)."),
     max_instances: Optional[int] = typer.Option(None, help="Subsample larger bags to this size while training."),
@@ -55,7 +56,8 @@ def mil_cmd(
                           "so no backbone embeds them; drop --backbone, or list instance images in a 'path' column "
                           "to embed them with it.")
     res = vitlab.mil_eval(backbone, source, heads=head, folds=folds, seed=seed, n_resamples=n_resamples,
-                          epochs=epochs, lr=lr, max_instances=max_instances, layer=layer, pool=pool, pretrained=pretrained, device=device,
+                          epochs=epochs, lr=lr, max_instances=max_instances, layer=layer, pool=pool, pretrained=pretrained,
+                          device=device_arg(device),
                           cache_dir=cache_dir, out=out, batch_size=batch_size, num_workers=num_workers,
                           progress=progress_setting(quiet))
     if json_out:

@@ -11,18 +11,24 @@ from rich.markup import escape
 from rich import box
 from rich.table import Table
 
-from vitlab.cli.options import CacheDir, Device, Json, Out, Overwrite, Pretrained, app
-from vitlab.cli.common import (Quiet, check_outputs, console, friendly_errors, note, num_workers_option,
-                               parse_int_list, print_json, progress_setting)
+from vitlab.cli.options import (CacheDir, Device, Json, Out, Overwrite, Pretrained, Quiet, app, batch_size_option,
+                                hidden_alias, n_resamples_option, seed_option)
+from vitlab.cli.common import (check_outputs, console, deprecated, device_arg, friendly_errors, note,
+                               num_workers_option, parse_int_list, print_json, progress_setting)
 from vitlab.report.perf_figures import bench_rows, tradeoff_plot_uri
 from vitlab.report.tables import fmt
 
 
 
 class Dtype(str, Enum):
+    """The timed precision (``--precision``; ``--dtype`` is its old, hidden spelling)."""
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+PrecisionOpt = typer.Option(Dtype.fp32, "--precision", help="Timed precision: fp32, or bf16/fp16 autocast.")
+OldDtype = hidden_alias("--dtype")
 
 
 def _f(x: Any, spec: str = ".3g") -> str:
@@ -55,17 +61,21 @@ def bench_cmd(
     accel: str = typer.Option("none", "--accel", "-a", help="Variants, e.g. none,tome:r=8,evit:keep=0.7,int8,w8a8 "
                                                           "('+' chains; none is added when missing; see vitlab ls)."),
     pretrained: bool = Pretrained,
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
-    dtype: Dtype = typer.Option(Dtype.fp32, help="fp32, or bf16/fp16 autocast."),
+    device: str = Device,
+    precision: Dtype = PrecisionOpt,
+    old_dtype: Optional[Dtype] = OldDtype,
     img_size: Optional[int] = typer.Option(None, help="Input size (timm: models are built at this size)."),
-    batch_size: int = typer.Option(32, help="Images per timed forward (throughput)."),
+    batch_size: int = batch_size_option("Images per timed forward (throughput)."),
     compile: bool = typer.Option(False, "--compile", help="Time torch.compile'd forward passes."),
     warmup: int = typer.Option(3, help="Untimed forwards per variant first."),
     repeats: int = typer.Option(10, help="Timed iterations per variant (interleaved across variants)."),
     min_time: float = typer.Option(0.1, help="Each timed iteration lasts at least this many seconds."),
     latency_repeats: int = typer.Option(30, help="Batch-1 forwards per variant for latency p50/p95."),
-    calib_data: Optional[str] = typer.Option(None, help="Calibration images for PTQ variants (w8a8...), a data URI."),
-    seed: int = typer.Option(0, help="Seeds inputs, random weights and calibration draws."),
+    calib_data: Optional[str] = typer.Option(None, "--calib-data", help="Calibration images for PTQ variants "
+                                                                      "(w8a8...), a data URI."),
+    calib_images: int = typer.Option(32, "--calib-images", help="Images drawn (seeded) from --calib-data to "
+                                                                "calibrate PTQ variants."),
+    seed: int = seed_option("Seeds inputs, random weights and calibration draws."),
     out: Optional[Path] = Out,
     json_out: bool = Json,
 ) -> None:
@@ -77,9 +87,10 @@ def bench_cmd(
     """
     from vitlab.perf import bench
 
+    dtype = deprecated("--dtype", "--precision", old_dtype, precision, Dtype.fp32)
     check_outputs(dirs={"--out": out}, inputs=(backbone, calib_data))
-    res = bench(backbone, accel, calib=calib_data, pretrained=pretrained, batch_size=batch_size, img_size=img_size,
-                device=device, dtype=dtype.value, compile=compile, warmup=warmup, repeats=repeats, min_time=min_time,
+    res = bench(backbone, accel, calib=calib_data, calib_images=calib_images, pretrained=pretrained,
+                batch_size=batch_size, img_size=img_size, device=device_arg(device), dtype=dtype.value, compile=compile, warmup=warmup, repeats=repeats, min_time=min_time,
                 latency_repeats=latency_repeats, seed=seed, out=out)
     if json_out:
         print_json(res.record.to_dict())
@@ -136,17 +147,20 @@ def tradeoff_cmd(
     accel: str = typer.Option("none,tome:r=8,evit:keep=0.7,int8", "--accel", "-a",
                               help="Variants; also early_exit or exit:threshold=0.9 (none is added when missing)."),
     protocol: str = typer.Option("knn", "--protocol", "-p", help="Classification protocols, e.g. knn or knn:ks=[10],linear (the first is the headline)."),
-    layers: str = typer.Option("-1", help="Block index (negative from the end)."),
+    layers: str = typer.Option("-1", help="Comma-separated block indices (negative from the end); the last is "
+                                          "the one compared."),
     pool: str = typer.Option("auto", help="cls, mean, cls+mean or auto."),
-    seed: int = typer.Option(0, help="Seeds the split, protocols, bootstrap, calibration draw and inputs."),
+    seed: int = seed_option("Seeds the split, protocols, bootstrap, calibration draw and inputs."),
     test_fraction: float = typer.Option(0.2, help="Test fraction when the data has no split column."),
-    n_resamples: int = typer.Option(1000, help="Bootstrap resamples per CI."),
+    n_resamples: int = n_resamples_option("Bootstrap resamples per CI."),
     pretrained: bool = Pretrained,
     device: str = Device,
-    dtype: Dtype = typer.Option(Dtype.fp32, help="Benchmark precision: fp32, or bf16/fp16 autocast."),
-    batch_size: int = typer.Option(32, help="Images per timed forward."),
+    precision: Dtype = PrecisionOpt,
+    old_dtype: Optional[Dtype] = OldDtype,
+    batch_size: int = batch_size_option("Images per timed forward."),
     repeats: int = typer.Option(7, help="Timed iterations per variant."),
-    calib_images: int = typer.Option(32, help="Train-split images that calibrate PTQ variants."),
+    calib_images: int = typer.Option(32, "--calib-images", help="Images drawn (seeded) from the train split of "
+                                                                "--data to calibrate PTQ variants."),
     num_workers: Optional[int] = num_workers_option("DataLoader workers for embedding [default: CPUs - 1, at most "
                                                     "8]; 0 = main process."),
     cache_dir: Optional[Path] = CacheDir,
@@ -163,12 +177,13 @@ def tradeoff_cmd(
     from vitlab.evaluation import check_eval_config
     from vitlab.perf import tradeoff
 
+    dtype = deprecated("--dtype", "--precision", old_dtype, precision, Dtype.fp32)
     layer_list = parse_int_list(layers, "layers")
     check_eval_config(protocols=protocol, test_fraction=test_fraction, n_resamples=n_resamples, pool=pool)
     check_outputs(dirs={"--out": out}, files={"--plot": (plot, "png")}, inputs=(data, backbone), overwrite=overwrite)
-    res = tradeoff(backbone, data, accel=accel, protocol=protocol, layers=layer_list[0] if len(layer_list) == 1
+    res = tradeoff(backbone, data, accel=accel, protocols=protocol, layers=layer_list[0] if len(layer_list) == 1
                    else layer_list, pool=pool, seed=seed, test_fraction=test_fraction, n_resamples=n_resamples,
-                   pretrained=pretrained, device=device, dtype=dtype.value, batch_size=batch_size, repeats=repeats,
+                   pretrained=pretrained, device=device_arg(device), dtype=dtype.value, batch_size=batch_size, repeats=repeats,
                    calib_images=calib_images, num_workers=num_workers, cache_dir=cache_dir, out=out,
                    progress=progress_setting(quiet))
     if plot is not None:

@@ -8,11 +8,12 @@ from typing import Any, Optional
 
 import typer
 
-from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, print_json, progress_setting
-from vitlab.cli.options import CacheDir, Device, Json, Pretrained, app
+from vitlab.cli.common import check_outputs, console, device_arg, friendly_errors, print_json, progress_setting
+from vitlab.cli.options import (CacheDir, Device, Json, Pretrained, Quiet, app, batch_size_option, n_resamples_option,
+                                out_option, seed_option)
 
-RunsOut = typer.Option(Path("runs"), "--out", "-o",
-                       help="Folder for the record, the artefact (<out>/<verb>/<run>/model.vitlab) and checkpoints.")
+RunsOut = out_option("Folder for the record, the artefact (<out>/<verb>/<run>/model.vitlab) and checkpoints.",
+                     default=Path("runs"))
 
 
 def _ci(m: dict[str, Any] | None) -> str:
@@ -80,7 +81,7 @@ def _recipe(epochs: int, max_steps: Optional[int], batch_size: int, lr: Optional
 
 Epochs = typer.Option(10, "--epochs", help="Passes over the training images.")
 MaxSteps = typer.Option(None, "--max-steps", help="Stop after this many steps (smoke tests, budgets).")
-Batch = typer.Option(64, "--batch-size", help="Images per step over all processes.")
+Batch = batch_size_option("Images per step over all processes.")
 Lr = typer.Option(None, "--lr", help="Backbone peak lr [default: 5e-5; 5e-4 for a random-init student].")
 HeadLr = typer.Option(5e-4, "--head-lr", help="Peak lr of the new heads / adaptors.")
 LayerDecay = typer.Option(None, "--layer-decay", help="Layer-wise lr decay [default: 0.9; 1.0 random-init].")
@@ -94,12 +95,12 @@ Guard = typer.Option(True, "--collapse-guard/--no-collapse-guard",
 Precision = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA), fp32, bf16.")
 CkptMin = typer.Option(5.0, "--checkpoint-minutes", help="Minutes between checkpoints (and one at the end).")
 Nproc = typer.Option(1, "--nproc", help="Data-parallel processes (gloo on CPU, NCCL on CUDA).")
-Seed = typer.Option(0, "--seed", help="Seeds the views, heads, data order and the monitor's split (as vitlab eval).")
+Seed = seed_option("Seeds the views, heads, data order and the monitor's split (as vitlab eval).")
 TestFraction = typer.Option(0.2, "--test-fraction", help="As in vitlab eval (monitor data without a split column).")
-Resamples = typer.Option(1000, "--n-resamples", help="Bootstrap resamples per CI and paired test.")
+Resamples = n_resamples_option("Bootstrap resamples per CI and paired test.")
 ValFraction = typer.Option(0.1, "--val-fraction", help="Share of the monitor data's training part scored while "
                                                         "training (its test part is kept for the verdict).")
-Monitor = typer.Option(None, "--monitor", "-m", help="Labelled data for monitoring and the verdict, e.g. csv:labels.csv.")
+Monitor = typer.Option(None, "--monitor", help="Labelled data for monitoring and the verdict, e.g. csv:labels.csv.")
 
 
 @app.command("pretrain")
@@ -108,7 +109,7 @@ def pretrain_cmd(
     backbone: str = typer.Option(..., "--backbone", "-b", help="The starting backbone, e.g. dinov2-s, demo:fmnist-vit."),
     data: str = typer.Option(..., "--data", "-d", help="Unlabelled training images, e.g. folder:./slides."),
     monitor: Optional[str] = Monitor,
-    method: str = typer.Option("dino", "--method", help="dino, dinov2 or mae, with parameters as dino:n_local=6."),
+    method: str = typer.Option("dino", "--method", "-m", help="dino, dinov2 or mae, with parameters as dino:n_local=6."),
     epochs: int = Epochs, max_steps: Optional[int] = MaxSteps, batch_size: int = Batch, lr: Optional[float] = Lr,
     head_lr: float = HeadLr, layer_decay: Optional[float] = LayerDecay, head_warmup: Optional[str] = HeadWarmup,
     monitor_every: Optional[int] = MonitorEvery, monitor_protocol: str = MonitorProto,
@@ -128,8 +129,8 @@ def pretrain_cmd(
 
     check_outputs(dirs={"--out": out})
     res = pretrain(backbone, data, monitor=monitor, method=method, seed=seed, test_fraction=test_fraction,
-                   n_resamples=n_resamples, verdict_protocols=verdict_protocol, nproc=nproc, device=device, out=out,
-                   cache_dir=cache_dir, progress=progress_setting(quiet), pretrained=pretrained,
+                   n_resamples=n_resamples, verdict_protocols=verdict_protocol, nproc=nproc,
+                   device=device_arg(device), out=out, cache_dir=cache_dir, progress=progress_setting(quiet), pretrained=pretrained,
                    **_recipe(epochs, max_steps, batch_size, lr, head_lr, layer_decay, head_warmup, monitor_every,
                              monitor_protocol, collapse_guard, precision, checkpoint_minutes, val_fraction))
     _report(res, json_out)
@@ -173,8 +174,8 @@ def distill_cmd(
         kwargs[k.strip()] = tuple(val) if isinstance(val, list) else val
     check_outputs(dirs={"--out": out})
     res = distill(teacher, student, data, monitor=monitor, seed=seed, test_fraction=test_fraction,
-                  n_resamples=n_resamples, verdict_protocols=verdict_protocol, nproc=nproc, device=device, out=out,
-                  cache_dir=cache_dir, progress=progress_setting(quiet), student_kwargs=kwargs or None, speed=speed,
+                  n_resamples=n_resamples, verdict_protocols=verdict_protocol, nproc=nproc,
+                  device=device_arg(device), out=out, cache_dir=cache_dir, progress=progress_setting(quiet), student_kwargs=kwargs or None, speed=speed,
                   **_recipe(epochs, max_steps, batch_size, lr, head_lr, layer_decay, head_warmup, monitor_every,
                             monitor_protocol, collapse_guard, precision, checkpoint_minutes, val_fraction))
     _report(res, json_out)

@@ -7,8 +7,9 @@ from typing import Any, Optional
 
 import typer
 
-from vitlab.cli.common import Quiet, check_outputs, console, friendly_errors, print_json, progress_setting
-from vitlab.cli.options import CacheDir, Device, Json, Out, Pretrained, app
+from vitlab.cli.common import check_outputs, console, device_arg, friendly_errors, print_json, progress_setting
+from vitlab.cli.options import (CacheDir, Device, Json, Out, Pretrained, Quiet, app, batch_size_option,
+                                n_resamples_option, seed_option)
 
 
 def _fmt_ci(m: dict[str, Any]) -> str:
@@ -72,9 +73,9 @@ def tune_cmd(
                                help="Comma-separated methods: linear, full, lora, dora, vpt, bitfit; parameters as "
                                     "lora:r=8,targets=[qkv,mlp] or vpt:prompts=10,deep=false."),
     seeds: int = typer.Option(1, "--seeds", help="How many seeds (seed, seed+1, ...): each its own eval split."),
-    seed: int = typer.Option(0, "--seed", help="First seed."),
+    seed: int = seed_option("First seed (seeds the split, the heads, the data order and the bootstrap)."),
     epochs: int = typer.Option(10, "--epochs", help="Most epochs (early stopping on a validation part of train)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
+    batch_size: int = batch_size_option("Images per step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Base peak learning rate, the middle of --lr-grid "
                                                            "[default: per method, see docs]."),
     lr_grid: str = typer.Option("0.3,1,3", "--lr-grid",
@@ -91,7 +92,7 @@ def tune_cmd(
                                       "as fine-tuned in VPT's code: resize and normalise only)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA), fp32, bf16."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="As in vitlab eval (no split column)."),
-    n_resamples: int = typer.Option(1000, "--n-resamples", help="Bootstrap resamples per CI and paired test."),
+    n_resamples: int = n_resamples_option(),
     pretrained: bool = Pretrained,
     device: str = Device,
     probe: bool = typer.Option(True, "--probe/--no-probe",
@@ -115,7 +116,7 @@ def tune_cmd(
     check_outputs(dirs={"--out": out}, inputs=(data, backbone))
     grid = _parse_grid(lr_grid)
     res = vitlab.tune(backbone, data, methods=method, seeds=seeds, seed=seed, test_fraction=test_fraction,
-                      n_resamples=n_resamples, pretrained=pretrained, device=device, out=out, probe=probe, cache_dir=cache_dir,
+                      n_resamples=n_resamples, pretrained=pretrained, device=device_arg(device), out=out, probe=probe, cache_dir=cache_dir,
                       progress=progress_setting(quiet), epochs=epochs, batch_size=batch_size, lr=lr,
                       max_steps=max_steps, val_fraction=val_fraction, patience=patience, augment=augment,
                       precision=precision, lr_grid=grid, lp_init=lp_init)

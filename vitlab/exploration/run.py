@@ -139,7 +139,7 @@ def _check(k: int, max_thumbs: int, thumb_size: int, n_resamples: int, test_frac
         raise ConfigError(f"n_resamples must be >= 1 (1000+ recommended), got {n_resamples}.")
     check_fractions(test_fraction)
     check_new_page(page)
-    check_output_dir(out, "--records")
+    check_output_dir(out, "--out")
     return None if duplicates is None else _read_duplicates(duplicates)
 
 

@@ -75,7 +75,7 @@ class Encoder:
         """Class probabilities ``[n, K]`` from pooled features ``[n, C]`` (Inception only)."""
         if not self.supports_is:
             raise ConfigError(f"the Inception Score needs the FID Inception's classifier; encoder {self.name!r} "
-                              "has none. Use --encoder inception, or drop 'is' from --metrics.")
+                              "has none. Use --backbone inception, or drop 'is' from --metrics.")
         return self.backbone.class_probs(features)
 
     def describe(self) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def _check_needs(names: list[str], given: dict[str, bool], stats: ReferenceStats
                               f"(Python: {role}=...), or drop them from --metrics.")
     if "is" in names and not enc_is:
         raise ConfigError("metric 'is' (Inception Score) needs images of the generated samples embedded with "
-                          "--encoder inception (it uses the FID Inception's classifier). Add --encoder inception "
+                          "--backbone inception (it uses the FID Inception's classifier). Add --backbone inception "
                           "and --fake <data>, or drop 'is' from --metrics.")
 
 
@@ -211,7 +211,7 @@ def gen_eval(real: SetSpec = None, fake: SetSpec = None, *, train: SetSpec = Non
     enc = load_encoder(enc_name, resize=enc_resize, pretrained=pretrained, device=device, seed=seed) \
         if need_encoder else None
     if enc is not None and "is" in names and not enc.supports_is:
-        raise ConfigError(f"metric 'is' needs --encoder inception; encoder {enc.name!r} has no Inception classifier.")
+        raise ConfigError(f"metric 'is' needs --backbone inception; encoder {enc.name!r} has no Inception classifier.")
     if stats is not None and enc is not None:
         real_hint = (stats.data or {}).get("uri") or "<real images>"
         check_compatible(stats, enc.describe(), real_hint=real_hint)

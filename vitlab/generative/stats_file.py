@@ -124,7 +124,7 @@ def load_stats(path: str | Path) -> ReferenceStats:
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{p}: no such reference-statistics file. Create it with "
-                        f"`vitlab gen-stats --data <real images> --encoder <name> -o {p}`.")
+                        f"`vitlab gen-stats --data <real images> --backbone <name> -o {p}`.")
     try:
         loaded = np.load(p, allow_pickle=False)
         if isinstance(loaded, np.ndarray) or "header" not in loaded.files:
@@ -201,8 +201,8 @@ def check_compatible(stats: ReferenceStats, encoder: dict[str, Any] | None, *,
     raise ConfigError(
         f"{stats.path}: reference statistics were made with a different encoder setup: {'; '.join(parts)}. "
         "Features from different encoders or preprocessing are not comparable. Recompute them with "
-        f"`vitlab gen-stats --data {real_hint} --encoder {encoder.get('encoder')}{resize} -o {stats.path}`, "
-        f"or evaluate with the file's setup (--encoder {stats.encoder.get('encoder')}{file_resize}"
+        f"`vitlab gen-stats --data {real_hint} --backbone {encoder.get('encoder')}{resize} -o {stats.path}`, "
+        f"or evaluate with the file's setup (--backbone {stats.encoder.get('encoder')}{file_resize}"
         f"{' --no-pretrained' if stats.encoder.get('pretrained') is False else ''}).")
 
 

@@ -149,7 +149,7 @@ def _prepare(label: str, backbone: Backbone, *, batch_size: int, img_size: tuple
     except Exception as e:  # noqa: BLE001 - compile / dtype / kernel failures become a clear message
         what = "torch.compile" if compile else f"{dtype} inference"
         hint = ("Run without --compile (on CPU, torch.compile needs a working C++ compiler)." if compile
-                else "Try --dtype fp32 for this variant." if dtype != "fp32" else "")
+                else "Try --precision fp32 for this variant." if dtype != "fp32" else "")
         raise BackboneError(f"{label}: {what} failed ({_short_error(e)}). {hint}".strip()) from e
     res.iters_per_repeat = max(1, math.ceil(min_time / one)) if min_time > 0 and one > 0 else 1
     with PeakMemory(device) as pm:

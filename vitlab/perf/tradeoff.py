@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ class TradeoffResult:
 
 
 def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "none,tome:r=8,evit:keep=0.7,int8",
-             protocol: str | list[str] = "knn", layers: int | list[int] = -1, pool: str = "auto", seed: int = 0,
+             protocols: str | list[Any] = "knn", layers: int | list[int] = -1, pool: str = "auto", seed: int = 0,
              test_fraction: float = 0.2, n_resamples: int = 1000,
              pretrained: bool = True, device: str = "cpu", cache_dir: str | Path | None = None,
              out: str | Path | None = None, calib_images: int = 32, batch_size: int = 32, dtype: str = "fp32",
@@ -88,8 +89,8 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
             backbone object is never modified.
         accel: variants, e.g. ``"none,tome:r=2,tome:r=4,evit:keep=0.7,int8,w6a6,exit:threshold=0.9"``;
             ``none`` (the baseline) is added when missing.
-        protocol: classification protocol specs, e.g. ``knn``, ``knn:ks=[5],linear``; the first is the
-            headline of the table and plot.
+        protocols: classification protocol specs, e.g. ``knn``, ``knn:ks=[5],linear``; the first is the
+            headline of the table and plot (``protocol=``, the old name, still works with a DeprecationWarning).
         layers, pool, seed, test_fraction, n_resamples: as in :func:`vitlab.evaluate`.
         device: where evaluation and timing run.
         cache_dir: embedding cache root; out: directory for one eval record per variant + the tradeoff record.
@@ -112,13 +113,19 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
         {'diff': -0.004, 'low': -0.012, 'high': 0.003, 'p_bootstrap': 0.31, 'p_mcnemar': 0.34}
     """
     t0 = time.perf_counter()
+    if "protocol" in embed_kwargs:  # the old name of protocols=
+        old = embed_kwargs.pop("protocol")
+        if protocols != "knn":
+            raise ConfigError("tradeoff(protocol=...) is the old name of protocols=; pass only protocols=.")
+        warnings.warn("tradeoff(protocol=...) is deprecated; use protocols=...", DeprecationWarning, stacklevel=2)
+        protocols = old
     variants = parse_variants(accel, allow_exit=True)
-    protos = parse_protocols(protocol)
+    protos = parse_protocols(protocols)
     bad = [p.label for p in protos if p.task != "classification"]
     if bad:
         raise ConfigError(f"tradeoff measures accuracy: protocol(s) {', '.join(bad)} are not classification "
                           "protocols; use knn or linear.")
-    protocols = [p.label for p in protos]
+    labels = [p.label for p in protos]
     source = load_source(data)
     if source.labels is None:
         raise DataError(f"{source.uri} has no labels; a trade-off needs accuracy, so use labelled data "
@@ -154,11 +161,11 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
     x_cos = load_images(source, backbone, pick)
     layer = backbone.resolve_layers(layers)[-1]
     cosine = {k: feature_cosine(built[baseline], vb, x_cos, layer=layer) for k, vb in built.items()}
-    table = _table(list(variants), baseline, protocols, runs, bench, exits, cosine, n_resamples, seed)
+    table = _table(list(variants), baseline, labels, runs, bench, exits, cosine, n_resamples, seed)
     record = start_record(
         "tradeoff",
         {"backbone": backbone.name, "data": source.uri, "dataset": source.uri, "accel": accel,
-         "variants": list(variants), "baseline": baseline, "protocols": protocols, "headline": protocols[0],
+         "variants": list(variants), "baseline": baseline, "protocols": labels, "headline": labels[0],
          "layers": layers, "layer": layer, "pool": pool, "seed": seed, "test_fraction": test_fraction,
          "n_resamples": n_resamples, "protocol_config": {p.label: p.to_dict() for p in protos},
          "calibration": None if calib is None else {"n": int(len(calib)), "from": "train split",
@@ -168,7 +175,7 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
          "cosine_images": int(len(pick))},
         backbone=backbone, source=source, fingerprints={"variants": {k: b.accel for k, b in built.items()}},
         seeds={"split": seed, "bootstrap": seed, "calibration": seed, "inputs": seed})
-    record.metrics = {row["variant"]: _row_metrics(row, protocols, n_resamples) for row in table}
+    record.metrics = {row["variant"]: _row_metrics(row, labels, n_resamples) for row in table}
     record.details = {"table": table, "exits": {k: e.to_dict() for k, e in exits.items()},
                       "bench": {k: r.to_dict() for k, r in bench.items()}, "machine": machine_info(built[baseline].device),
                       "method": METHOD, "eval_runs": {k: r.record.run_id for k, r in runs.items()}}

@@ -74,26 +74,26 @@ def check_target(out: str | Path, *, overwrite: bool = False, rows_per_file: int
         >>> check_target(p)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        vitlab.errors.ConfigError: .../e.parquet already exists; pass --overwrite (overwrite=True) to replace it, or choose another --out.
+        vitlab.errors.ConfigError: .../e.parquet already exists; pass --overwrite (overwrite=True) to replace it, or choose another --output.
     """
     p = Path(out).expanduser()
     if rows_per_file is not None and rows_per_file < 1:
         raise ConfigError(f"rows_per_file must be >= 1, got {rows_per_file}.")
     if p.is_symlink():
-        raise ConfigError(f"{p} is a symbolic link; vitlab does not write or delete through one. Choose another --out.")
+        raise ConfigError(f"{p} is a symbolic link; vitlab does not write or delete through one. Choose another --output.")
     if p.exists() and not overwrite:
         raise ConfigError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it, or choose another "
-                          "--out.")
+                          "--output.")
     if p.is_file() and not _is_file_target(p, rows_per_file):
         raise ConfigError(f"{p} is a file, but a folder of parts is asked for (rows_per_file, or no .parquet "
-                          "suffix); choose another --out.")
+                          "suffix); choose another --output.")
     if not p.parent.is_dir():
-        raise ConfigError(f"{p.parent} does not exist; create it first, or choose another --out.")
+        raise ConfigError(f"{p.parent} does not exist; create it first, or choose another --output.")
     if p.is_dir():
         other = sorted(q.name for q in p.iterdir() if not (_PART.fullmatch(q.name) and is_real_file(q)))
         if other:
             raise ConfigError(f"{p} is a folder holding other files than export parts (e.g. {other[0]}); --overwrite "
-                              "replaces only a folder of vitlab's own part-NNNNN.parquet files. Choose another --out.")
+                              "replaces only a folder of vitlab's own part-NNNNN.parquet files. Choose another --output.")
     return p
 
 
@@ -193,7 +193,7 @@ def to_parquet(emb: Embeddings, out: str | Path, *, layer: int | None = None, po
     schema = _schema(emb, dim, meta)
     t0 = time.perf_counter()
     files: list[str] = []
-    with atomic_path(target, mkdir=False, elsewhere="choose another --out") as tmp:
+    with atomic_path(target, mkdir=False, elsewhere="choose another --output") as tmp:
         if not single:
             tmp.mkdir()
         with image_progress(disable=not show_progress(progress)) as bar:
