@@ -155,9 +155,11 @@ class Embeddings:
             ConfigError: ``by`` has the wrong length.
 
         Example:
-            >>> bags = emb.bags()  # doctest: +SKIP
-            >>> [X_i.shape for X_i in bags.features(emb.get())][:2]  # doctest: +SKIP
-            [(12, 96), (7, 96)]
+            >>> import vitlab
+            >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+            >>> bags = emb.bags([i // 16 for i in range(len(emb))])  # 4 bags of 16 consecutive rows
+            >>> [X_i.shape for X_i in bags.features(emb.get())][:2]
+            [(16, 96), (16, 96)]
         """
         if isinstance(by, str):
             if by != "group":
