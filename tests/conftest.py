@@ -65,7 +65,24 @@ def _file_ckpt(tmp: Path) -> Path:
     return path
 
 
-# name → factory(tmp_path_factory) returning a Backbone; every source kind, seeded random init
+def _tuned(tmp: Path):
+    """A ``.vitlab`` tune artefact (method bitfit on the demo, biases shifted) loaded as ``tuned:<file>``."""
+    from vitlab.backbones.artefact import base_meta
+    from vitlab.tuning.artefact import save_tuned
+    from vitlab.tuning.methods import clone_backbone, parse_methods
+
+    base = vitlab.load_backbone("demo:fmnist-vit")
+    bb = parse_methods("bitfit")[0].apply(clone_backbone(base), torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    body = {f"body.{n}": (p.detach() + 0.01 * torch.randn(p.shape, generator=g)).contiguous()
+            for n, p in bb.model.named_parameters() if p.requires_grad}
+    head = {"head.weight": torch.zeros(10, base.spec.embed_dim), "head.bias": torch.zeros(10)}
+    path = save_tuned(tmp / "bitfit.vitlab", {**body, **head}, {"base": base_meta(base), "method": {"spec": "bitfit"}})
+    return vitlab.load_backbone(str(path))
+
+
+# name → factory(tmp_path_factory) returning a Backbone; every source kind of vitlab.backbones.SOURCES (the part of
+# the name before "-" is the source: tests/contracts/test_backbone_contract.py fails for a source with no factory)
 BACKBONE_FACTORIES = {
     "timm-vit": lambda t: vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=32,
                                                patch_size=8, embed_dim=32, depth=3, num_heads=2),
@@ -84,6 +101,9 @@ BACKBONE_FACTORIES = {
     "file": lambda t: vitlab.load_backbone(f"file:{_file_ckpt(t.mktemp('f'))}"),
     "demo": lambda t: vitlab.load_backbone("demo:fmnist-vit"),
     "pixels": lambda t: vitlab.load_backbone("pixels:16"),
+    "inception": lambda t: vitlab.load_backbone("inception:fid", pretrained=False),  # seeded random init, no download
+    "random-demo": lambda t: vitlab.load_backbone("random:demo:fmnist-vit"),
+    "tuned": lambda t: _tuned(t.mktemp("tuned")),
 }
 
 

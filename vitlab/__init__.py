@@ -3,10 +3,10 @@
 Example:
     >>> import vitlab
     >>> bb = vitlab.load_backbone("demo:fmnist-vit")
-    >>> src = vitlab.load_source("sample:fashion-mnist")
-    >>> emb = vitlab.embed(bb, src, layers=[-1, -4], pool="cls+mean", progress=False)  # doctest: +SKIP
-    >>> emb.get().shape  # doctest: +SKIP
-    (2000, 192)
+    >>> src = vitlab.load_source("sample:digits?limit=64")
+    >>> emb = vitlab.embed(bb, src, layers=[-1, -4], pool="cls+mean", progress=False)
+    >>> emb.get().shape
+    (64, 192)
 """
 
 from vitlab._version import __version__  # noqa: E402,F401
@@ -38,12 +38,13 @@ def embed(backbone: Backbone | str, source: DataSource | str, *, cache_dir: str 
             ``"float16"``, half the size)...).
 
     Example:
-        >>> emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", progress=False)  # doctest: +SKIP
-        >>> emb.labels[:3]  # doctest: +SKIP
-        array([1, 2, 4])
-        >>> tok = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", view="tokens", token_dtype="float16")  # doctest: +SKIP
-        >>> tok.tokens().shape, tok.grid  # doctest: +SKIP
-        ((2000, 49, 96), (7, 7))
+        >>> import vitlab
+        >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+        >>> emb.labels[:3]
+        array([0, 1, 2])
+        >>> tok = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", view="tokens", token_dtype="float16")
+        >>> tok.tokens().shape, tok.grid
+        ((64, 49, 96), (7, 7))
     """
     from vitlab._io import cache_root, use_cache_root
 

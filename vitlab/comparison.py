@@ -57,9 +57,11 @@ def compare(backbones: list[str], data: str | list[str], *, protocols: str | lis
         out: directory for one eval record per (backbone, dataset) and one compare record.
 
     Example:
-        >>> res = vitlab.compare(["demo:fmnist-vit", "pixels"], "sample:fashion-mnist")  # doctest: +SKIP
-        >>> res.leaderboard("sample:fashion-mnist", "knn")[0]["backbone"]  # doctest: +SKIP
-        'demo:fmnist-vit'
+        >>> import vitlab
+        >>> res = vitlab.compare(["demo:fmnist-vit", "pixels:8"], "sample:digits?limit=200", protocols="knn",
+        ...                      n_resamples=20, progress=False)
+        >>> [row["backbone"] for row in res.leaderboard("sample:digits?limit=200", "knn")]  # pixels win here
+        ['pixels:8', 'demo:fmnist-vit']
     """
     if len(backbones) < 2:
         raise ConfigError(f"compare needs at least 2 backbones, got {len(backbones)}; use `vitlab eval` for one.")

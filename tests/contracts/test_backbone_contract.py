@@ -1,4 +1,10 @@
-"""One contract suite over every backbone source kind (seeded random-init small configs + the demo)."""
+"""One contract suite over every backbone source kind of :data:`vitlab.backbones.SOURCES` (seeded random-init
+small configs, the demo, ``inception:fid`` with random weights, ``random:``, a ``tuned:`` artefact).
+
+Each source is built by a factory in ``tests/conftest.py`` (``BACKBONE_FACTORIES``, keyed ``<source>[-variant]``);
+:func:`test_every_registered_source_has_a_factory` fails when a source is registered without one, so a new source
+cannot go untested. Accelerated copies have their own suite (``test_accelerator_contract.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ import torch
 from torch import nn
 
 import vitlab
+from tests.conftest import BACKBONE_FACTORIES
+from vitlab.backbones import SOURCES
 from vitlab.backbones.hf import HFBackbone
+from vitlab.backbones.inception import InceptionBackbone
 from vitlab.backbones.open_clip import OpenCLIPBackbone
 from vitlab.backbones.pixels import PixelsBackbone
 from vitlab.backbones.timm import TimmBackbone
@@ -26,6 +35,14 @@ def _reference_last(bb, x):
     if isinstance(bb, PixelsBackbone):
         return "tokens", x.reshape(x.shape[0], 1, -1)
     with torch.inference_mode():
+        if isinstance(bb, InceptionBackbone):  # torchvision's own Inception-V3 forward, pool3 taken at avgpool
+            pool3 = []
+            hook = m.net.avgpool.register_forward_hook(lambda mod, i, o: pool3.append(o.flatten(1)))
+            try:
+                m.net(x)
+            finally:
+                hook.remove()
+            return "mean", pool3[0]
         if isinstance(bb, TimmBackbone):
             return "tokens", m.forward_features(x)
         if isinstance(bb, OpenCLIPBackbone):
@@ -40,6 +57,13 @@ def _reference_last(bb, x):
                 kw["noise"] = torch.arange(n, dtype=torch.float32).expand(x.shape[0], n)
             return "tokens", m(pixel_values=x, **kw).last_hidden_state
     raise AssertionError(type(bb))
+
+
+def test_every_registered_source_has_a_factory():
+    covered = {key.split("-")[0] for key in BACKBONE_FACTORIES}
+    missing = sorted(set(SOURCES.names()) - covered)
+    assert not missing, (f"backbone source(s) {missing} have no factory in tests/conftest.py BACKBONE_FACTORIES: "
+                         "add one (offline, tiny, seeded) so the contract suite covers them")
 
 
 def test_spec_is_consistent_with_tokens(any_backbone):
@@ -65,14 +89,16 @@ def test_last_layer_matches_the_libraries_own_output(any_backbone):
         torch.testing.assert_close(tokens, ref, atol=1e-5, rtol=1e-4)
     elif what == "cls":
         torch.testing.assert_close(tokens[:, 0], ref, atol=1e-5, rtol=1e-4)
+    elif what == "mean":  # no class token: the library's pooled features are the mean of the tokens
+        torch.testing.assert_close(tokens.mean(1), ref, atol=1e-5, rtol=1e-4)
     else:  # open_clip: pooled CLS projected
         torch.testing.assert_close(tokens[:, 0] @ bb.model.proj, ref, atol=1e-5, rtol=1e-4)
 
 
 def test_many_layers_from_one_forward_pass(any_backbone):
     bb = any_backbone
-    if isinstance(bb, PixelsBackbone):
-        pytest.skip("pixels has a single layer and no patch convolution")
+    if bb.spec.depth < 2:
+        pytest.skip(f"{bb.name} has a single layer")
     calls = []
     hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in bb.model.modules() if isinstance(m, nn.Conv2d)]
     try:

@@ -1,11 +1,14 @@
-"""One contract suite over data-source kinds: metadata, samples, fingerprint, URI round trip, pickling.
+"""One contract suite over the data-source kinds of :data:`vitlab.data.KINDS`: metadata, samples, fingerprint,
+URI round trip, pickling.
 
-Every kind gets a tiny fixture written in a temporary folder (or the bundled sample); add a factory
-to ``SOURCE_FACTORIES`` when adding a kind.
+Every kind gets a tiny fixture written in a temporary folder (or a bundled sample) by a factory in
+``SOURCE_FACTORIES``, keyed ``<kind>[-variant]``; :func:`test_every_registered_kind_has_a_factory` fails when a
+kind is registered without one, so a new kind cannot go untested.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import pickle
 
@@ -15,7 +18,7 @@ import pytest
 
 import vitlab
 from tests.conftest import write_images
-from vitlab.data import DataSource, Sample
+from vitlab.data import KINDS, DataSource, Sample
 
 
 def _folder(t):
@@ -49,8 +52,56 @@ def _hfds(t):
     return f"hfds:{write_hf(t.mktemp('hf'), n=9)}?split=train"
 
 
+def _idx(t):
+    """MNIST-style IDX files (gzipped, as distributed): 5 train and 3 test images."""
+    d = t.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for name, arr in {"train-images-idx3-ubyte": rng.integers(0, 255, (5, 28, 28)),
+                      "train-labels-idx1-ubyte": np.array([0, 1, 2, 1, 0]),
+                      "t10k-images-idx3-ubyte": rng.integers(0, 255, (3, 28, 28)),
+                      "t10k-labels-idx1-ubyte": np.array([2, 1, 0])}.items():
+        header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+        with gzip.open(d / f"{name}.gz", "wb") as f:
+            f.write(header + arr.astype(np.uint8).tobytes())
+    return f"idx:{d}"
+
+
+def _seg(t):
+    """images/<stem>.png + masks/<stem>.png + classes.txt."""
+    from PIL import Image
+
+    d = t.mktemp("seg")
+    rng = np.random.default_rng(0)
+    (d / "images").mkdir()
+    (d / "masks").mkdir()
+    for s in ("a", "b", "c", "d"):
+        Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(d / "images" / f"{s}.png")
+        Image.fromarray(rng.integers(0, 3, (12, 10)).astype(np.uint8), "L").save(d / "masks" / f"{s}.png")
+    (d / "classes.txt").write_text("background\ncat\ndog\n")
+    return f"seg:{d}"
+
+
+def _bags(t):
+    """An image-bag manifest: 3 bags of 2-3 instance images, with patients and a split."""
+    root = write_images(t.mktemp("bags"), n_per_class=3, flat=True)
+    files = sorted(p.name for p in root.glob("*.png"))[:7]
+    bags = ["b1", "b1", "b2", "b2", "b2", "b3", "b3"]
+    lines = [f"{b},{'pos' if b != 'b2' else 'neg'},{f},p{b[-1]},{'test' if b == 'b3' else 'train'}"
+             for b, f in zip(bags, files)]
+    (root / "bags.csv").write_text("bag_id,label,path,patient_id,split\n" + "\n".join(lines) + "\n")
+    return f"bags:{root / 'bags.csv'}"
+
+
 SOURCE_FACTORIES = {"folder": _folder, "csv": _csv, "sample": lambda t: "sample:fashion-mnist", "wds": _wds,
-                    "wds-json-label": _wds_json, "hfds": _hfds}
+                    "wds-json-label": _wds_json, "hfds": _hfds, "idx": _idx, "seg": _seg, "bags": _bags,
+                    "photos": lambda t: "photos:china,flower", "sample-digits": lambda t: "sample:digits?limit=40",
+                    "sample-bags": lambda t: "sample:fashion-mnist-bags"}
+
+
+def test_every_registered_kind_has_a_factory():
+    missing = sorted(set(KINDS.names()) - {key.split("-")[0] for key in SOURCE_FACTORIES})
+    assert not missing, (f"data source kind(s) {missing} have no factory in SOURCE_FACTORIES "
+                         "(tests/contracts/test_source_contract.py): add a tiny offline fixture for each")
 
 
 @pytest.fixture(scope="module", autouse=True)

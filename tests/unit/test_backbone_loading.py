@@ -165,3 +165,16 @@ def test_no_pretrained_hub_backbones_are_named_random():
     a = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1)
     b = vitlab.load_backbone("random:timm:vit_tiny_patch16_224", img_size=32, depth=1)
     assert a.name == b.name == "random:timm:vit_tiny_patch16_224" and a.weights_id == b.weights_id
+
+
+def test_same_weights_holds_for_a_deferred_backbone_not_yet_built():
+    """A deferred backbone (built on first use) keeps its pinned id through a value-preserving change made
+    before anything built its model (found by the same_weights doctest)."""
+    from vitlab.backbones.timm import TimmBackbone
+
+    demo = vitlab.load_backbone("demo:fmnist-vit")
+    bb = TimmBackbone.deferred(lambda: demo.model, demo.spec, "ab12")
+    assert not bb.model_loaded
+    with bb.same_weights():
+        bb.model.to(memory_format=torch.channels_last)
+    assert bb.weights_id == "ab12"

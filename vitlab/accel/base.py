@@ -234,9 +234,10 @@ def apply_accel(backbone: Backbone, accel: str | Accelerator | None, *, calib: A
     """Apply ONE accelerator (object or spec string such as ``"tome:r=8"``) and return the new backbone.
 
     Example:
-        >>> bb = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=32)  # doctest: +SKIP
-        >>> fast = apply_accel(bb, "tome:r=2")  # doctest: +SKIP
-        >>> fast.accel["name"], bb.accel  # doctest: +SKIP
+        >>> import vitlab
+        >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+        >>> fast = apply_accel(bb, "tome:r=2")
+        >>> fast.accel["name"], bb.accel
         ('tome', None)
     """
     if accel is None:

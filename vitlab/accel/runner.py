@@ -37,9 +37,10 @@ def vit_ops(backbone: Backbone) -> tuple[TimmOps | HFOps | None, str | None]:
     """The block adapter of ``backbone`` (:meth:`Backbone.block_ops`), or ``(None, reason)`` when it is not supported.
 
     Example:
-        >>> ops, why = vit_ops(vitlab.load_backbone("demo:fmnist-vit"))  # doctest: +SKIP
-        >>> ops.kind  # doctest: +SKIP
-        'timm'
+        >>> import vitlab
+        >>> ops, why = vit_ops(vitlab.load_backbone("demo:fmnist-vit"))
+        >>> ops.kind, why
+        ('timm', None)
     """
     return backbone.block_ops()
 
@@ -98,9 +99,10 @@ class ReducedBackbone(Backbone):
     accelerator (``apply_accel(bb, "tome:r=8")``), not directly.
 
     Example:
-        >>> bb = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=64)  # doctest: +SKIP
-        >>> fast = vitlab.accel.apply_accel(bb, "tome:r=1")  # doctest: +SKIP
-        >>> fast.forward_reduced(torch.randn(1, 3, 64, 64), -1).counts  # 17 tokens, one fewer per block  # doctest: +SKIP
+        >>> import vitlab, vitlab.accel
+        >>> bb = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=64)  # random weights
+        >>> fast = vitlab.accel.apply_accel(bb, "tome:r=1")
+        >>> fast.forward_reduced(torch.randn(1, 3, 64, 64), -1).counts  # 17 tokens, one fewer per block
         [16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5]
     """
 

@@ -150,9 +150,10 @@ class Backbone(ABC):
     :func:`vitlab.load_backbone`, not directly.
 
     Example:
-        >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
-        >>> out = bb.forward_tokens(torch.randn(2, 3, 28, 28), layers=[-1, -4])  # doctest: +SKIP
-        >>> out.pooled(5, "cls+mean").shape  # doctest: +SKIP
+        >>> import vitlab
+        >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+        >>> out = bb.forward_tokens(torch.randn(2, 3, 28, 28), layers=[-1, -4])
+        >>> out.pooled(5, "cls+mean").shape
         torch.Size([2, 192])
     """
 
@@ -172,9 +173,11 @@ class Backbone(ABC):
         pinned; if the model, once built, is changed in place, the id changes with it.
 
         Example:
-            >>> spec = vitlab.load_backbone("demo:fmnist-vit").spec  # doctest: +SKIP
-            >>> bb = TimmBackbone.deferred(lambda: build(), spec, "ab12")  # doctest: +SKIP
-            >>> bb.model_loaded, bb.weights_id  # doctest: +SKIP
+            >>> import vitlab
+            >>> from vitlab.backbones.timm import TimmBackbone
+            >>> demo = vitlab.load_backbone("demo:fmnist-vit")
+            >>> bb = TimmBackbone.deferred(lambda: demo.model, demo.spec, "ab12")
+            >>> bb.model_loaded, bb.weights_id
             (False, 'ab12')
         """
         bb = cls.__new__(cls)
@@ -219,10 +222,11 @@ class Backbone(ABC):
         if that model is then changed in place.
 
         Example:
-            >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
-            >>> before = bb.weights_id  # doctest: +SKIP
-            >>> next(bb.model.parameters()).data.mul_(2)  # doctest: +SKIP
-            >>> bb.weights_id != before  # doctest: +SKIP
+            >>> import vitlab
+            >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+            >>> before = bb.weights_id
+            >>> _ = next(bb.model.parameters()).data.mul_(2)
+            >>> bb.weights_id != before
             True
         """
         return pinned_or_tracked(self.__dict__, self.model if self.model_loaded else None)
@@ -239,10 +243,16 @@ class Backbone(ABC):
         the cached :attr:`weights_id` is carried over instead of re-hashed afterwards.
 
         Example:
-            >>> with bb.same_weights():  # doctest: +SKIP
-            ...     bb.model.to(memory_format=torch.channels_last)
+            >>> import vitlab
+            >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+            >>> before = bb.weights_id
+            >>> with bb.same_weights():
+            ...     _ = bb.model.to(memory_format=torch.channels_last)
+            >>> bb.weights_id == before
+            True
         """
         d = self.__dict__
+        self.model  # a deferred model is built now: its pin must be in place to be carried over the change
         if "_weights_cache" not in d and "_weights_pin" not in d:
             yield
             return
@@ -309,8 +319,9 @@ class Backbone(ABC):
         the structural default cannot read (or that carry their own adapter) override this.
 
         Example:
-            >>> ops, why = vitlab.load_backbone("demo:fmnist-vit").block_ops()  # doctest: +SKIP
-            >>> ops.kind, why  # doctest: +SKIP
+            >>> import vitlab
+            >>> ops, why = vitlab.load_backbone("demo:fmnist-vit").block_ops()
+            >>> ops.kind, why
             ('timm', None)
         """
         from vitlab.backbones.blocks import ops_for
@@ -322,7 +333,8 @@ class Backbone(ABC):
         preprocessing size): a :class:`~vitlab.backbones.blocks.TokenLayout`.
 
         Example:
-            >>> vitlab.load_backbone("demo:fmnist-vit").token_layout((28, 56)).grid  # doctest: +SKIP
+            >>> import vitlab
+            >>> vitlab.load_backbone("demo:fmnist-vit").token_layout((28, 56)).grid
             (7, 14)
         """
         from vitlab.backbones.blocks import token_layout
@@ -357,7 +369,8 @@ class Backbone(ABC):
         plus ``embed`` (the joint image–text space, last layer only) when the backbone has a text tower.
 
         Example:
-            >>> vitlab.load_backbone("demo:fmnist-vit").stored_pools  # doctest: +SKIP
+            >>> import vitlab
+            >>> vitlab.load_backbone("demo:fmnist-vit").stored_pools
             ('cls', 'mean')
         """
         pools = ("cls", "mean") if self.spec.has_cls_token else ("mean",)

@@ -20,9 +20,10 @@ SigLIP, MAE encoders; also ``file:``/``demo:``/open_clip timm towers), open_clip
 ``Dinov2WithRegistersModel``.
 
 Example:
-    >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
-    >>> ops, why = bb.block_ops()  # doctest: +SKIP
-    >>> ops.kind, token_layout(bb.spec, (28, 56)).grid  # doctest: +SKIP
+    >>> import vitlab
+    >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+    >>> ops, why = bb.block_ops()
+    >>> ops.kind, token_layout(bb.spec, (28, 56)).grid
     ('timm', (7, 14))
 """
 
@@ -217,8 +218,9 @@ def ops_for(backbone: Backbone) -> tuple[BlockOps | None, str | None]:
     This is the default of :meth:`Backbone.block_ops`; call that, not this.
 
     Example:
-        >>> ops, why = ops_for(vitlab.load_backbone("pixels:16"))  # doctest: +SKIP
-        >>> ops is None, why.startswith("it is a PixelsBackbone")  # doctest: +SKIP
+        >>> import vitlab
+        >>> ops, why = ops_for(vitlab.load_backbone("pixels:16"))
+        >>> ops is None, why.startswith("it is a PixelsBackbone")
         (True, True)
     """
     model = backbone.model

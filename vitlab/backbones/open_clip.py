@@ -36,9 +36,10 @@ class TextTowerMixin:
     the reason for the error message.
 
     Example:
-        >>> bb = vitlab.load_backbone("open_clip:ViT-B-32", pretrained=False)  # doctest: +SKIP
-        >>> bb.has_text, bb.encode_text(["a photo of a cat."]).shape  # doctest: +SKIP
-        (True, torch.Size([1, 512]))
+        >>> import vitlab
+        >>> bb = vitlab.load_backbone("open_clip:ViT-S-32", pretrained=False)  # random weights: offline
+        >>> bb.has_text, bb.encode_text(["a photo of a cat."]).shape
+        (True, torch.Size([1, 384]))
     """
 
     text_model: nn.Module | None = None
@@ -65,9 +66,10 @@ class TextTowerMixin:
         :func:`weights_signature` shows they changed (in place included).
 
         Example:
-            >>> before = bb.text_weights_id  # doctest: +SKIP
-            >>> next(bb.text_model.parameters()).data.mul_(2)  # doctest: +SKIP
-            >>> bb.text_weights_id != before  # doctest: +SKIP
+            >>> bb = load_open_clip("ViT-S-32", pretrained=False)
+            >>> before = bb.text_weights_id
+            >>> _ = next(bb.text_model.parameters()).data.mul_(2)
+            >>> bb.text_weights_id != before
             True
         """
         if self.text_model is None:
@@ -221,8 +223,8 @@ def load_open_clip(target: str, *, pretrained: bool = True, seed: int = 0, **kwa
     The text tower is kept (``bb.has_text``, ``bb.encode_text``); its tokenizer is built on first use.
 
     Example:
-        >>> bb = load_open_clip("ViT-B-32", pretrained=False)  # doctest: +SKIP
-        >>> bb.spec.grid_size, bb.has_text  # doctest: +SKIP
+        >>> bb = load_open_clip("ViT-S-32", pretrained=False)
+        >>> bb.spec.grid_size, bb.has_text
         ((7, 7), True)
     """
     try:

@@ -43,8 +43,9 @@ class DataSource(ABC):
     and :meth:`_content_key`.
 
     Example:
-        >>> src = vitlab.load_source("sample:fashion-mnist")  # doctest: +SKIP
-        >>> len(src), src.classes[:2]  # doctest: +SKIP
+        >>> import vitlab
+        >>> src = vitlab.load_source("sample:fashion-mnist")
+        >>> len(src), src.classes[:2]
         (2000, ['T-shirt/top', 'Trouser'])
     """
 

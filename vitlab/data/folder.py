@@ -69,7 +69,12 @@ class FolderSource(DataSource):
     when read (one line naming it, or skipped and listed with ``--on-error skip``).
 
     Example:
-        >>> src = FolderSource("./my_images")  # doctest: +SKIP
+        >>> for cls in ("cat", "dog"):
+        ...     os.makedirs(f"my_images/{cls}")
+        ...     Image.new("RGB", (16, 16)).save(f"my_images/{cls}/1.png")
+        >>> src = FolderSource("./my_images")
+        >>> len(src), src.classes, src.ids
+        (2, ['cat', 'dog'], ['cat/1.png', 'dog/1.png'])
     """
 
     kind = "folder"

@@ -17,9 +17,15 @@ the size, mtime, ctime and inode of its Arrow files (``?fingerprint=content``: t
 Needs the ``datasets`` package (``pip install 'vitlab[hfds]'``).
 
 Example:
-    >>> src = load_source("hfds:./beans_saved?split=validation")  # doctest: +SKIP
-    >>> src.classes  # doctest: +SKIP
-    ['angular_leaf_spot', 'bean_rust', 'healthy']
+    >>> import datasets
+    >>> feats = datasets.Features({"image": datasets.Image(),
+    ...                            "labels": datasets.ClassLabel(names=["angular_leaf_spot", "bean_rust", "healthy"])})
+    >>> ds = datasets.Dataset.from_dict({"image": [Image.new("RGB", (32, 32))] * 4, "labels": [0, 1, 2, 1]}, features=feats)
+    >>> datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk("beans_saved")  # a tiny stand-in for beans
+    >>> from vitlab.data import load_source
+    >>> src = load_source("hfds:./beans_saved?split=validation")
+    >>> src.classes, len(src)
+    (['angular_leaf_spot', 'bean_rust', 'healthy'], 4)
 """
 
 from __future__ import annotations
@@ -72,7 +78,14 @@ class HFDiskSource(DataSource):
             split or column, no image column, or a row without a label (named).
 
     Example:
-        >>> src = HFDiskSource("./beans_saved", split="train", label="labels")  # doctest: +SKIP
+        >>> import datasets
+        >>> feats = datasets.Features({"image": datasets.Image(),
+        ...                            "labels": datasets.ClassLabel(names=["angular_leaf_spot", "bean_rust", "healthy"])})
+        >>> ds = datasets.Dataset.from_dict({"image": [Image.new("RGB", (32, 32))] * 4, "labels": [0, 1, 2, 1]}, features=feats)
+        >>> datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk("beans_saved")  # a tiny stand-in for beans
+        >>> src = HFDiskSource("./beans_saved", split="train", label="labels")
+        >>> src.labels.tolist()
+        [0, 1, 2, 1]
     """
 
     kind = "hfds"

@@ -30,9 +30,15 @@ class IdxSource(ArraySource):
     else the digits ``0``-``9`` (override with ``classes=``).
 
     Example:
-        >>> src = IdxSource("/usr/share/datasets/fashion-mnist", split="test")  # doctest: +SKIP
-        >>> len(src)  # doctest: +SKIP
-        10000
+        >>> import os, struct
+        >>> os.makedirs("fashion-mnist")
+        >>> with open("fashion-mnist/t10k-images-idx3-ubyte", "wb") as f:  # 5 blank images
+        ...     _ = f.write(struct.pack(">IIII", 0x0803, 5, 28, 28) + bytes(5 * 28 * 28))
+        >>> with open("fashion-mnist/t10k-labels-idx1-ubyte", "wb") as f:  # and their labels
+        ...     _ = f.write(struct.pack(">II", 0x0801, 5) + bytes([9, 2, 1, 1, 6]))
+        >>> src = IdxSource("fashion-mnist", split="test")
+        >>> len(src), [src.classes[y] for y in src.labels[:2]]
+        (5, ['Ankle boot', 'Pullover'])
     """
 
     kind = "idx"

@@ -63,7 +63,12 @@ class ManifestSource(DataSource):
     are in the fingerprint too.
 
     Example:
-        >>> src = ManifestSource("data/manifest.csv")  # doctest: +SKIP
+        >>> for name in ("a.png", "b.png", "c.png"):
+        ...     Image.new("RGB", (16, 16)).save(name)
+        >>> _ = Path("manifest.csv").write_text("path,label,split\\na.png,cat,train\\nb.png,dog,train\\nc.png,cat,test\\n")
+        >>> src = ManifestSource("manifest.csv")
+        >>> len(src), src.classes, src.labels.tolist()
+        (3, ['cat', 'dog'], [0, 1, 0])
     """
 
     kind = "csv"

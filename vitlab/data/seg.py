@@ -275,7 +275,14 @@ class SegFolderSource(DataSource):
     first loaded (:meth:`mask`, ``source[i]``).
 
     Example:
-        >>> src = SegFolderSource("data/roads?ignore_index=0")  # doctest: +SKIP
+        >>> for d in ("roads/images", "roads/masks"):
+        ...     os.makedirs(d)
+        >>> Image.new("RGB", (16, 16)).save("roads/images/a.jpg")
+        >>> m = np.eye(16, dtype=np.uint8); m[0] = 255  # 0 background, 1 road, 255 unlabelled (first row)
+        >>> Image.fromarray(m).save("roads/masks/a.png")
+        >>> src = SegFolderSource("roads", ignore_index=255)  # seg:roads?ignore_index=255 (the default)
+        >>> len(src), src.classes, int((src.mask(0) == 255).sum())  # no classes.txt: "0" .. the largest value
+        (1, ['0', '1'], 16)
     """
 
     kind = "seg"

@@ -130,8 +130,12 @@ def scan_tar(tar: str | Path) -> list[tuple[str, int, int]]:
         DataError: the shard is unreadable, truncated or damaged (the message names the byte and the fix).
 
     Example:
-        >>> scan_tar("shards/00000.tar")[:2]  # doctest: +SKIP
-        [('000000000.jpg', 512, 10432), ('000000000.json', 11264, 301)]
+        >>> import io
+        >>> with tarfile.open("00000.tar", "w") as tf:
+        ...     for name, data in [("000000000.cls", b"3"), ("000000000.json", b'{"caption": "a shoe"}')]:
+        ...         info = tarfile.TarInfo(name); info.size = len(data); tf.addfile(info, io.BytesIO(data))
+        >>> scan_tar("00000.tar")  # (member, data offset, size)
+        [('000000000.cls', 512, 1), ('000000000.json', 1536, 21)]
     """
     tar = Path(tar)
     try:

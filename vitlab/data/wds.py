@@ -22,9 +22,21 @@ Fingerprint: per tar its name, size, mtime, ctime and inode, plus the index (key
 members, offsets and sizes) and the labels; ``?fingerprint=content`` hashes the tar bytes.
 
 Example:
-    >>> src = load_source("wds:/data/laion/{00000..00009}.tar?label=class_name")  # doctest: +SKIP
-    >>> src.ids[0], src.describe_item(0)  # doctest: +SKIP
-    ('000000000', '/data/laion/00000.tar:000000000.jpg')
+    >>> import tarfile
+    >>> os.makedirs("shards")
+    >>> for s in range(2):  # two tiny img2dataset-style shards: <key>.jpg + <key>.json
+    ...     with tarfile.open(f"shards/{s:05d}.tar", "w") as tf:
+    ...         for j in range(3):
+    ...             key = f"{s:05d}{j:04d}"
+    ...             Image.new("RGB", (64, 48)).save(f"{key}.jpg")
+    ...             _ = open(f"{key}.json", "w").write(json.dumps({"class_name": "cat" if j else "dog"}))
+    ...             tf.add(f"{key}.jpg"); tf.add(f"{key}.json")
+    >>> from vitlab.data import load_source
+    >>> src = load_source("wds:shards/{00000..00001}.tar?label=class_name")
+    >>> len(src), src.ids[:2], src.classes, src.labels.tolist()
+    (6, ['000000000', '000000001'], ['cat', 'dog'], [1, 0, 0, 1, 0, 0])
+    >>> src.describe_item(0).endswith("shards/00000.tar:000000000.jpg")
+    True
 """
 
 from __future__ import annotations
@@ -90,7 +102,12 @@ def resolve_tars(target: str) -> list[Path]:
         DataError: nothing matches, a named shard is missing, or a shard is compressed.
 
     Example:
-        >>> [t.name for t in resolve_tars("/data/laion/{00000..00002}.tar")]  # doctest: +SKIP
+        >>> os.makedirs("shards")
+        >>> for s in range(3):
+        ...     Path(f"shards/{s:05d}.tar").touch()
+        >>> [t.name for t in resolve_tars("shards/{00000..00002}.tar")]
+        ['00000.tar', '00001.tar', '00002.tar']
+        >>> [t.name for t in resolve_tars("shards")]  # a folder: its .tar files, sorted
         ['00000.tar', '00001.tar', '00002.tar']
     """
     uri = f"wds:{target}"
@@ -183,9 +200,18 @@ class WdsSource(DataSource):
             two shards, or a missing label (each message names the tar and the key).
 
     Example:
-        >>> src = WdsSource("/data/cc3m-wds", label="cls")  # doctest: +SKIP
-        >>> src[0].image.size  # doctest: +SKIP
-        (256, 256)
+        >>> import tarfile
+        >>> os.makedirs("shards")
+        >>> for s in range(2):  # two tiny img2dataset-style shards: <key>.jpg + <key>.json
+        ...     with tarfile.open(f"shards/{s:05d}.tar", "w") as tf:
+        ...         for j in range(3):
+        ...             key = f"{s:05d}{j:04d}"
+        ...             Image.new("RGB", (64, 48)).save(f"{key}.jpg")
+        ...             _ = open(f"{key}.json", "w").write(json.dumps({"class_name": "cat" if j else "dog"}))
+        ...             tf.add(f"{key}.jpg"); tf.add(f"{key}.json")
+        >>> src = WdsSource("shards", label="class_name")
+        >>> src[0].image.size
+        (64, 48)
     """
 
     kind = "wds"
@@ -278,7 +304,17 @@ class WdsSource(DataSource):
         """The raw image bytes of sample ``i`` (one positioned read from its tar).
 
         Example:
-            >>> src.read_bytes(0)[:3] == b"\\xff\\xd8\\xff"  # a JPEG member  # doctest: +SKIP
+            >>> import tarfile
+            >>> os.makedirs("shards")
+            >>> for s in range(2):  # two tiny img2dataset-style shards: <key>.jpg + <key>.json
+            ...     with tarfile.open(f"shards/{s:05d}.tar", "w") as tf:
+            ...         for j in range(3):
+            ...             key = f"{s:05d}{j:04d}"
+            ...             Image.new("RGB", (64, 48)).save(f"{key}.jpg")
+            ...             _ = open(f"{key}.json", "w").write(json.dumps({"class_name": "cat" if j else "dog"}))
+            ...             tf.add(f"{key}.jpg"); tf.add(f"{key}.json")
+            >>> src = WdsSource("shards")
+            >>> src.read_bytes(0)[:3] == b"\\xff\\xd8\\xff"  # a JPEG member
             True
         """
         it = self.items[i]

@@ -2,9 +2,11 @@
 
 Example:
     >>> from vitlab.generative import gen_eval, gen_stats
-    >>> gen_stats("folder:./imagenet_val", "imagenet_val.dinov2-l.stats")  # doctest: +SKIP
-    >>> res = gen_eval(real_stats="imagenet_val.dinov2-l.stats", fake="folder:./samples", metrics="fd")  # doctest: +SKIP
-    >>> res.metric("fd")  # doctest: +SKIP
+    >>> stats = gen_stats("sample:digits?limit=128", "digits.demo.stats", encoder="demo:fmnist-vit", progress=False)
+    >>> res = gen_eval(real_stats="digits.demo.stats", fake="sample:digits?limit=64", metrics="fd", progress=False)
+    >>> res.metric("fd") > 0  # the encoder comes from the stats file
+    True
+    >>> gen_stats("folder:./imagenet_val", "imagenet_val.dinov2-l.stats")  # downloads DINOv2-L weights  # doctest: +SKIP
 """
 
 from vitlab.generative.encoders import DEFAULT_ENCODER, DGM_EVAL_DINOV2, Encoder, list_encoders, load_encoder

@@ -1,9 +1,11 @@
 """``gen_eval`` and ``gen_stats``: generative-model evaluation on cached encoder features.
 
 Example:
-    >>> res = gen_eval("folder:./train", "folder:./samples", metrics="fd,prdc", out="runs/")  # doctest: +SKIP
-    >>> res.record.metrics["fd"]  # doctest: +SKIP
-    {'value': 3.1, 'low': 2.8, 'high': 3.5, ...}
+    >>> res = gen_eval("sample:digits?limit=128", "sample:fashion-mnist-mosaic", encoder="demo:fmnist-vit",
+    ...                metrics="fd,prdc", n_resamples=20, out="runs/", progress=False)  # the demo encoder: offline
+    >>> fd = res.record.metrics["fd"]
+    >>> fd["method"], fd["n_resamples"], fd["low"] <= fd["value"] <= fd["high"]
+    ('half-sample', 20, True)
 """
 
 from __future__ import annotations
@@ -189,7 +191,11 @@ def gen_eval(real: SetSpec = None, fake: SetSpec = None, *, train: SetSpec = Non
         DataError: bad features (shape, dtype, NaN/inf, empty), mismatched dimensions.
 
     Example:
-        >>> res = gen_eval("folder:./real", "folder:./fake", encoder="inception", metrics="fd,kd,is")  # doctest: +SKIP
+        >>> res = gen_eval("sample:digits?limit=128", "sample:digits?limit=64", encoder="demo:fmnist-vit",
+        ...                metrics="fd,kd", n_resamples=20, progress=False)
+        >>> sorted(res.record.metrics), res.metric("fd") > 0
+        (['fd', 'fd_debiased', 'kd'], True)
+        >>> res = gen_eval("folder:./real", "folder:./fake", encoder="inception", metrics="fd,kd,is")  # downloads the FID Inception weights  # doctest: +SKIP
         >>> res.metric("fd"), res.metric("fd_debiased"), res.record.metrics["kd"]["low"]  # doctest: +SKIP
     """
     if fake is None:
@@ -292,7 +298,10 @@ def gen_stats(data: SetSpec, output: str | Path, *, encoder: str | Encoder | Bac
         The :class:`ReferenceStats` written (``.path``).
 
     Example:
-        >>> gen_stats("folder:./imagenet_val", "imagenet_val.dinov2-l.stats")  # doctest: +SKIP
+        >>> stats = gen_stats("sample:digits?limit=128", "digits.demo.stats", encoder="demo:fmnist-vit", progress=False)
+        >>> stats.n, stats.mu.shape, stats.sigma.shape, stats.path.name
+        (128, (96,), (96, 96), 'digits.demo.stats')
+        >>> gen_stats("folder:./imagenet_val", "imagenet_val.dinov2-l.stats")  # downloads DINOv2-L weights  # doctest: +SKIP
     """
     if data is None:
         raise ConfigError("pass the real images: --data <data> (Python: data=...).")

@@ -199,9 +199,11 @@ def embed_cached(encoder: Any, source: DataSource | str, store: EmbeddingStore,
         run records (source kind, uri, fingerprint, n, embeddings digest).
 
     Example:
-        >>> emb, origin = embed_cached(enc, "folder:./real", EmbeddingStore())  # doctest: +SKIP
-        >>> emb.get().shape, origin["embeddings"] == emb.digest  # doctest: +SKIP
-        ((5000, 1024), True)
+        >>> from vitlab.generative import load_encoder
+        >>> enc = load_encoder("demo:fmnist-vit")
+        >>> emb, origin = embed_cached(enc, "sample:digits?limit=64", EmbeddingStore(), progress=False)
+        >>> emb.get().shape, origin["embeddings"] == emb.digest
+        ((64, 96), True)
     """
     src = load_source(source)
     emb = store.get_or_compute(encoder.backbone, src, layers=encoder.layer, pool=encoder.pool, **embed_kwargs)

@@ -9,6 +9,7 @@ Modules: :mod:`~vitlab.inspect.capture` (eager attention capture, checked agains
 
 Example:
     >>> from vitlab.inspect.maps import rollout
-    >>> rollout(torch.eye(2).expand(1, 1, 1, 2, 2)).shape  # doctest: +SKIP
+    >>> import torch
+    >>> rollout(torch.eye(2).expand(1, 1, 1, 2, 2)).shape
     torch.Size([1, 2, 2])
 """

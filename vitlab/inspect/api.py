@@ -9,8 +9,9 @@ package renders no HTML: ``vitlab.report.render_html([res.record], "inspect.html
 (:mod:`vitlab.report.inspect_section`; the CLI's ``-o/--report``). The user's model is only read.
 
 Example:
-    >>> res = inspect_model("demo:fmnist-vit", "sample:fashion-mnist", maps="attention,rollout,pca")  # doctest: +SKIP
-    >>> res.maps["rollout"].shape  # [n, h, w]  # doctest: +SKIP
+    >>> res = inspect_model("demo:fmnist-vit", "sample:fashion-mnist", maps="attention,rollout,pca", sanity=False,
+    ...                     n_probe=50, n_resamples=20)
+    >>> res.maps["rollout"].shape  # [n, h, w]
     torch.Size([8, 7, 7])
 """
 
@@ -81,7 +82,10 @@ def inspect_model(backbone: Any, data: Any, *, maps: str | list[str] = "attentio
         :class:`InspectResult`.
 
     Example:
-        >>> inspect_model("demo:fmnist-vit", "sample:fashion-mnist", maps="", artefacts=True)  # doctest: +SKIP
+        >>> res = inspect_model("demo:fmnist-vit", "sample:fashion-mnist", maps="", artefacts=True, sanity=False,
+        ...                     n_images=4, n_resamples=20)
+        >>> res.record.kind
+        'inspect'
     """
     from vitlab.backbones import Backbone, load_backbone
     from vitlab.backbones.base import check_pool

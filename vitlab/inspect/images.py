@@ -6,9 +6,10 @@ mean/std. :class:`ProbeHead` turns a fitted :class:`~vitlab.protocols.linear.Lin
 a differentiable torch head (same logits) for Grad-CAM, gradient rollout and attacks.
 
 Example:
-    >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
-    >>> raw = load_raw(bb, vitlab.load_source("sample:fashion-mnist"), [0, 1])  # doctest: +SKIP
-    >>> embed_raw(bb, raw, pool="cls").shape  # doctest: +SKIP
+    >>> import vitlab
+    >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+    >>> raw = load_raw(bb, vitlab.load_source("sample:fashion-mnist"), [0, 1])
+    >>> embed_raw(bb, raw, pool="cls").shape
     torch.Size([2, 96])
 """
 

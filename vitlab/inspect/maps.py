@@ -21,9 +21,10 @@ positions never reach the score, so their gradient is zero.) ``tests/unit/test_g
 checks the maps against ``pytorch_grad_cam.GradCAM`` with ``target_layers=[blocks[-1].norm1]``.
 
 Example:
-    >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
-    >>> m = compute_maps(bb, torch.randn(2, 3, 28, 28), ["attention", "rollout"])  # doctest: +SKIP
-    >>> m["attention"].shape, m["rollout"].shape  # [B, L, H, h, w], [B, h, w]  # doctest: +SKIP
+    >>> import vitlab
+    >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+    >>> m = compute_maps(bb, torch.randn(2, 3, 28, 28), ["attention", "rollout"])
+    >>> m["attention"].shape, m["rollout"].shape  # [B, L, H, h, w], [B, h, w]
     (torch.Size([2, 6, 3, 7, 7]), torch.Size([2, 7, 7]))
 """
 

@@ -90,8 +90,12 @@ def position_artefact(backbone: Backbone, raw: torch.Tensor, *, layer: int = -1,
     ``layer`` and ``n_shifts``.
 
     Example:
-        >>> position_artefact(bb, raw, n_shifts=4)["energy_share"]  # doctest: +SKIP
-        0.07
+        >>> import vitlab
+        >>> from vitlab.inspect.images import load_raw
+        >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+        >>> raw = load_raw(bb, vitlab.load_source("sample:fashion-mnist"), range(8))
+        >>> 0 <= position_artefact(bb, raw, n_shifts=4)["energy_share"] <= 1
+        True
     """
     from vitlab.inspect.images import normalize
 

@@ -6,10 +6,11 @@ machine hit all variants alike, and speed-ups are per-repeat paired ratios again
 baseline measured in the same run.
 
 Example:
-    >>> bb = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=64)  # doctest: +SKIP
-    >>> r = benchmark(bb, batch_size=8, repeats=5)  # doctest: +SKIP
-    >>> r.throughput["median"], r.latency_ms["p95"] >= r.latency_ms["p50"]  # doctest: +SKIP
-    (412.3, True)
+    >>> import vitlab
+    >>> bb = vitlab.load_backbone("timm:vit_tiny_patch16_224", pretrained=False, img_size=64)  # random weights
+    >>> r = benchmark(bb, batch_size=8, warmup=1, repeats=3, min_time=0.01, latency_repeats=5)
+    >>> len(r.throughput["samples"]), r.throughput["median"] > 0, r.latency_ms["p95"] >= r.latency_ms["p50"]
+    (3, True, True)
 """
 
 from __future__ import annotations
@@ -255,9 +256,11 @@ def benchmark(backbone: Backbone, *, batch_size: int = 32, img_size: int | tuple
         BackboneError: the forward pass fails under these settings (compile, dtype, input size).
 
     Example:
-        >>> r = benchmark(vitlab.load_backbone("demo:fmnist-vit"), batch_size=16, repeats=3)  # doctest: +SKIP
-        >>> r.flops, r.params  # doctest: +SKIP
-        (41348736, 681408)
+        >>> import vitlab
+        >>> r = benchmark(vitlab.load_backbone("demo:fmnist-vit"), batch_size=16, warmup=1, repeats=3, min_time=0.01,
+        ...               latency_repeats=5)
+        >>> r.flops, r.params
+        (72566784, 680832)
     """
     label = "none" if backbone.accel is None else str(backbone.accel.get("name"))
     return bench_backbones({label: backbone}, batch_size=batch_size, img_size=img_size, device=device, dtype=dtype,

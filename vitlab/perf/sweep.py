@@ -1,10 +1,12 @@
 """``vitlab.perf.bench``: accelerator variants of one backbone, timed together, as a ``"bench"`` run record.
 
 Example:
-    >>> res = bench("timm:vit_small_patch16_224", "none,tome:r=8,int8", pretrained=False)  # doctest: +SKIP
+    >>> res = bench("demo:fmnist-vit", "none,tome:r=2,int8", batch_size=8, warmup=1, repeats=2, min_time=0.01,
+    ...             latency_repeats=3)  # tiny timing settings
     >>> from vitlab.report.perf_figures import bench_rows
-    >>> [(r["variant"], round(r["speedup"], 2)) for r in bench_rows(res.record)]  # doctest: +SKIP
-    [('none', 1.0), ('tome:r=8', 1.61), ('int8', 1.34)]
+    >>> [(r["variant"], round(r["speedup"], 2) if r["variant"] == "none" else r["speedup"] > 0)
+    ...  for r in bench_rows(res.record)]
+    [('none', 1.0), ('tome:r=2', True), ('int8', True)]
 """
 
 from __future__ import annotations
@@ -88,9 +90,10 @@ def bench(backbone: Backbone | str, accel: str = "none", *, calib: DataSource | 
         ConfigError: a PTQ variant without ``calib``, bad settings.
 
     Example:
-        >>> res = bench("demo:fmnist-vit", "tome:r=2,int8", batch_size=64, out="runs/")  # doctest: +SKIP
-        >>> res.speedup["tome:r=2"]["value"]  # doctest: +SKIP
-        1.4
+        >>> res = bench("demo:fmnist-vit", "tome:r=2,int8", batch_size=16, out="runs/", warmup=1, repeats=2,
+        ...             min_time=0.01, latency_repeats=3)
+        >>> sorted(res.speedup), res.speedup["none"]["value"], res.path.name.startswith("bench-")
+        (['int8', 'none', 'tome:r=2'], 1.0, True)
     """
     t0 = time.perf_counter()
     variants = parse_variants(accel)  # before loading: bad specs fail fast

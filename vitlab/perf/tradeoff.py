@@ -10,9 +10,12 @@ cosine similarity of its features to the baseline's. Early exit (``early_exit`` 
 threshold sweep over MEASURED cumulative layer times.
 
 Example:
-    >>> res = tradeoff("demo:fmnist-vit", "sample:fashion-mnist", accel="none,tome:r=2,int8")  # doctest: +SKIP
-    >>> [(r["variant"], round(r["speedup"]["value"], 2)) for r in res.table()]  # doctest: +SKIP
-    [('none', 1.0), ('tome:r=2', 1.21), ('int8', 1.6)]
+    >>> res = tradeoff("demo:fmnist-vit", "sample:digits?limit=100", accel="none,tome:r=2", n_resamples=20,
+    ...                progress=False, warmup=1, repeats=2, min_time=0.01, latency_repeats=3)  # tiny timing settings
+    >>> [r["variant"] for r in res.table()], res.table()[0]["speedup"]["value"]
+    (['none', 'tome:r=2'], 1.0)
+    >>> res.table()[1]["flops"] < res.table()[0]["flops"]  # ToMe merges tokens: fewer FLOPs
+    True
 """
 
 from __future__ import annotations
@@ -108,9 +111,16 @@ def tradeoff(backbone: Backbone | str, data: DataSource | str, *, accel: str = "
         DataError: unlabelled data.
 
     Example:
-        >>> res = tradeoff("demo:fmnist-vit", "sample:fashion-mnist", accel="tome:r=2,exit")  # doctest: +SKIP
-        >>> res.table()[1]["delta"]["knn"]  # doctest: +SKIP
-        {'diff': -0.004, 'low': -0.012, 'high': 0.003, 'p_bootstrap': 0.31, 'p_mcnemar': 0.34}
+        >>> res = tradeoff("demo:fmnist-vit", "sample:digits?limit=100", accel="int8", n_resamples=20,
+        ...                progress=False, warmup=1, repeats=2, min_time=0.01, latency_repeats=3)
+        >>> [r["variant"] for r in res.table()]  # the baseline is added
+        ['none', 'int8']
+        >>> d = res.table()[1]["delta"]["knn"]  # top-1 change vs none: paired bootstrap CI and McNemar
+        >>> sorted(d), d["low"] <= d["diff"] <= d["high"]
+        (['diff', 'high', 'low', 'p_bootstrap', 'p_bootstrap_holm', 'p_mcnemar', 'p_mcnemar_holm', 'significant'], True)
+        >>> res = tradeoff("demo:fmnist-vit", "sample:fashion-mnist", accel="exit")  # fits a head per layer: slow  # doctest: +SKIP
+        >>> [r["variant"] for r in res.table()]  # doctest: +SKIP
+        ['none', 'exit']
     """
     t0 = time.perf_counter()
     if "protocol" in embed_kwargs:  # the old name of protocols=

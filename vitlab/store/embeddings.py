@@ -42,12 +42,13 @@ class Embeddings:
             tokens), ``num_register_tokens`` and the model ``input_size`` ``(H, W)``; ``None`` otherwise.
 
     Example:
-        >>> emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", progress=False)  # doctest: +SKIP
-        >>> emb.get().shape  # doctest: +SKIP
-        (2000, 96)
-        >>> tok = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", view="tokens", progress=False)  # doctest: +SKIP
-        >>> tok.tokens().shape, tok.grid, tok.num_prefix_tokens  # doctest: +SKIP
-        ((2000, 49, 96), (7, 7), 1)
+        >>> import vitlab
+        >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+        >>> emb.get().shape
+        (64, 96)
+        >>> tok = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", view="tokens", progress=False)
+        >>> tok.tokens().shape, tok.grid, tok.num_prefix_tokens
+        ((64, 49, 96), (7, 7), 1)
     """
 
     digest: str
@@ -94,8 +95,10 @@ class Embeddings:
                 ``[n, D]`` of image–text models, last block only); default :attr:`pool`.
 
         Example:
-            >>> emb.get(-1, "cls+mean").shape  # doctest: +SKIP
-            (2000, 192)
+            >>> import vitlab
+            >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+            >>> emb.get(-1, "cls+mean").shape
+            (64, 192)
         """
         a, pool = self._layer(layer), pool or self.pool
         if pool == "embed":
@@ -131,9 +134,10 @@ class Embeddings:
             ConfigError: these embeddings were stored without tokens (``view="pooled"``).
 
         Example:
-            >>> emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", view="tokens")  # doctest: +SKIP
-            >>> emb.tokens(-1).reshape(len(emb), *emb.grid, -1).shape  # doctest: +SKIP
-            (2000, 7, 7, 96)
+            >>> import vitlab
+            >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", view="tokens", progress=False)
+            >>> emb.tokens(-1).reshape(len(emb), *emb.grid, -1).shape
+            (64, 7, 7, 96)
         """
         if self.view != "tokens":
             raise ConfigError("these embeddings hold pooled vectors only (view='pooled'); embed with "
@@ -151,9 +155,11 @@ class Embeddings:
             ConfigError: ``by`` has the wrong length.
 
         Example:
-            >>> bags = emb.bags()  # doctest: +SKIP
-            >>> [X_i.shape for X_i in bags.features(emb.get())][:2]  # doctest: +SKIP
-            [(12, 96), (7, 96)]
+            >>> import vitlab
+            >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+            >>> bags = emb.bags([i // 16 for i in range(len(emb))])  # 4 bags of 16 consecutive rows
+            >>> [X_i.shape for X_i in bags.features(emb.get())][:2]
+            [(16, 96), (16, 96)]
         """
         if isinstance(by, str):
             if by != "group":

@@ -19,10 +19,11 @@ name and moved into place, so a failed export leaves nothing half-written behind
 existing output is refused unless ``overwrite=True``.
 
 Example:
-    >>> emb = vitlab.embed("demo:fmnist-vit", "sample:fashion-mnist", progress=False)  # doctest: +SKIP
-    >>> to_parquet(emb, "fmnist.parquet")["rows"]  # doctest: +SKIP
-    2000
-    >>> import pandas as pd; pd.read_parquet("fmnist.parquet").columns.tolist()  # doctest: +SKIP
+    >>> import vitlab
+    >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+    >>> to_parquet(emb, "digits.parquet")["rows"]
+    64
+    >>> import pandas as pd; pd.read_parquet("digits.parquet").columns.tolist()
     ['id', 'label', 'class', 'embedding']
 """
 
@@ -172,9 +173,11 @@ def to_parquet(emb: Embeddings, out: str | Path, *, layer: int | None = None, po
             (checked before anything is written).
 
     Example:
-        >>> info = to_parquet(emb, "out/emb", rows_per_file=500_000)  # doctest: +SKIP
-        >>> info["files"][:1]  # doctest: +SKIP
-        ['out/emb/part-00000.parquet']
+        >>> import vitlab
+        >>> emb = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+        >>> info = to_parquet(emb, "emb", rows_per_file=32)
+        >>> info["files"]
+        ['emb/part-00000.parquet', 'emb/part-00001.parquet']
     """
     import pyarrow.parquet as pq
 
@@ -234,8 +237,10 @@ def find_cached(backbone: Backbone | str, source: DataSource | str, *, cache_dir
             ``vitlab embed`` command that computes it (a partial entry resumes).
 
     Example:
-        >>> emb = find_cached("demo:fmnist-vit", "sample:fashion-mnist")  # doctest: +SKIP
-        >>> emb.from_cache  # doctest: +SKIP
+        >>> import vitlab
+        >>> _ = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+        >>> emb = find_cached("demo:fmnist-vit", "sample:digits?limit=64")
+        >>> emb.from_cache
         True
     """
     from vitlab.backbones import load_backbone, resolve_device
@@ -270,7 +275,9 @@ def open_entry(digest: str, *, cache_dir: str | Path | None = None, pool: str = 
         CacheError: no entry, an ambiguous prefix, a partial entry, or an entry that fails validation.
 
     Example:
-        >>> open_entry("3fa2c1e0").digest.startswith("3fa2c1e0")  # doctest: +SKIP
+        >>> import vitlab
+        >>> digest = vitlab.embed("demo:fmnist-vit", "sample:digits?limit=64", progress=False).digest
+        >>> open_entry(digest[:8]).digest == digest
         True
     """
     from vitlab.store.fingerprint import EmbeddingKey
@@ -322,8 +329,10 @@ def export_parquet(out: str | Path, *, digest: str | None = None, backbone: Back
         layer, pool: what to export from it (default: its last layer, ``pool``).
 
     Example:
-        >>> export_parquet("fmnist.parquet", backbone="demo:fmnist-vit", data="sample:fashion-mnist")  # doctest: +SKIP
-        {'path': 'fmnist.parquet', 'rows': 2000, 'dim': 96, ...}
+        >>> info = export_parquet("digits.parquet", backbone="demo:fmnist-vit", data="sample:digits?limit=64",
+        ...                       compute=True, progress=False)
+        >>> info["path"], info["rows"], info["dim"]
+        ('digits.parquet', 64, 96)
     """
     from vitlab.store.store import EmbeddingStore
 

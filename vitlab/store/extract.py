@@ -234,8 +234,9 @@ def check_precision(backbone: Backbone, precision: str, layers: tuple[int, ...],
     zero image must go through (quantised int8 kernels, for one, reject bf16 inputs).
 
     Example:
-        >>> bb = vitlab.load_backbone("demo:fmnist-vit")  # doctest: +SKIP
-        >>> check_precision(bb, "bf16", (5,), ("cls",))  # CPU autocast: fine  # doctest: +SKIP
+        >>> import vitlab
+        >>> bb = vitlab.load_backbone("demo:fmnist-vit")
+        >>> check_precision(bb, "bf16", (5,), ("cls",))  # CPU autocast: fine
     """
     amp = _AMP.get(precision)
     if amp is None:

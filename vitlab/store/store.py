@@ -49,10 +49,10 @@ class EmbeddingStore:
             ``$VITLAB_CACHE_DIR``, or the user cache dir).
 
     Example:
-        >>> store = EmbeddingStore("/tmp/vitlab-cache")
-        >>> emb = store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", progress=False)  # doctest: +SKIP
-        >>> emb.from_cache, emb.get().shape  # doctest: +SKIP
-        (False, (2000, 96))
+        >>> store = EmbeddingStore("cache")
+        >>> emb = store.get_or_compute("demo:fmnist-vit", "sample:digits?limit=64", progress=False)
+        >>> emb.from_cache, emb.get().shape
+        (False, (64, 96))
     """
 
     def __init__(self, root: str | Path | None = None) -> None:
@@ -79,9 +79,10 @@ class EmbeddingStore:
         ``view="tokens"`` (a pooled key is the same as before views existed).
 
         Example:
-            >>> bb, src = vitlab.load_backbone("demo:fmnist-vit"), vitlab.load_source("sample:fashion-mnist")  # doctest: +SKIP
-            >>> store = EmbeddingStore()  # doctest: +SKIP
-            >>> store.key_for(bb, src, -1).digest != store.key_for(bb, src, -1, view="tokens").digest  # doctest: +SKIP
+            >>> import vitlab
+            >>> bb, src = vitlab.load_backbone("demo:fmnist-vit"), vitlab.load_source("sample:digits?limit=64")
+            >>> store = EmbeddingStore()
+            >>> store.key_for(bb, src, -1).digest != store.key_for(bb, src, -1, view="tokens").digest
             True
         """
         if precision not in PRECISIONS:
@@ -151,14 +152,17 @@ class EmbeddingStore:
             vitlab.errors.Interrupted: Ctrl-C during extraction; ``resume_hint`` says what is kept.
 
         Example:
-            >>> store = EmbeddingStore("/tmp/vitlab-cache")  # doctest: +SKIP
-            >>> store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", shard_size=500).from_cache  # doctest: +SKIP
+            >>> store = EmbeddingStore("cache")
+            >>> store.get_or_compute("demo:fmnist-vit", "sample:digits?limit=64", shard_size=16,
+            ...                      progress=False).from_cache
             False
-            >>> emb = store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", view="tokens",
-            ...                            token_dtype="float16")  # doctest: +SKIP
-            >>> emb.tokens().shape, emb.grid  # doctest: +SKIP
-            ((2000, 49, 96), (7, 7))
-            >>> store.get_or_compute("demo:fmnist-vit", "sample:fashion-mnist", engine="ray").stats["engine"]  # doctest: +SKIP
+            >>> store.get_or_compute("demo:fmnist-vit", "sample:digits?limit=64", progress=False).from_cache
+            True
+            >>> emb = store.get_or_compute("demo:fmnist-vit", "sample:digits?limit=64", view="tokens",
+            ...                            token_dtype="float16", progress=False)
+            >>> emb.tokens().shape, emb.grid
+            ((64, 49, 96), (7, 7))
+            >>> store.get_or_compute("demo:fmnist-vit", "sample:digits?limit=64", engine="ray").stats["engine"]  # starts a Ray instance: slow  # doctest: +SKIP
             'ray'
         """
         opts = EmbedOptions(layers=layers, pool=pool, batch_size=batch_size, num_workers=num_workers, device=device,

@@ -13,8 +13,11 @@ The adapted backbone's ``weights_id`` is pinned to a hash of the base id and the
 it never equals the base's and the store never confuses their embeddings.
 
 Example:
-    >>> bb = vitlab.load_backbone("runs/tune/ab12/lora.vitlab")  # doctest: +SKIP
-    >>> bb.name, bb.spec.extra["tuned"]["method"]  # doctest: +SKIP
+    >>> import vitlab
+    >>> res = vitlab.tune("demo:fmnist-vit", "sample:digits?limit=300", methods="lora", out="runs", probe=False,
+    ...                   epochs=1, max_steps=1, lr_grid=(1.0,), lp_init=False, n_resamples=20, progress=False)
+    >>> bb = vitlab.load_backbone(str(res.artefacts["lora"]))  # runs/tune/<run>/lora.vitlab
+    >>> bb.name, bb.spec.extra["tuned"]["method"]
     ('demo:fmnist-vit+lora', 'lora')
 """
 

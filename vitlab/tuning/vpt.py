@@ -105,8 +105,11 @@ class VPTBackbone(TimmBackbone):
     """A :class:`PromptedViT` behind the Backbone contract (same spec and token layout as the base).
 
     Example:
+        >>> import copy, vitlab
         >>> bb = VPTBackbone(PromptedViT(copy.deepcopy(vitlab.load_backbone("demo:fmnist-vit").model), 0, False),
-        ...                  vitlab.load_backbone("demo:fmnist-vit").spec)  # doctest: +SKIP
+        ...                  vitlab.load_backbone("demo:fmnist-vit").spec)
+        >>> bb.forward_tokens(torch.zeros(1, 3, 28, 28), [-1]).tokens[5].shape  # prompts are dropped from the output
+        torch.Size([1, 50, 96])
     """
 
     def _forward_layers(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
