@@ -172,9 +172,83 @@ def ratios(args: argparse.Namespace) -> dict:
     return out
 
 
+def _scale_case(kind: str, n: int, method: str, args: argparse.Namespace) -> dict:
+    """One scale case, run in this (child) process: time, peak RSS, recall."""
+    from vitlab.neighbors import recall_at_k, search
+
+    _set_threads(args.threads)
+    g = make_data(n, args.dim, 10)
+    q = make_data(args.scale_queries, args.dim, 11) if kind == "retrieval" else g
+    k = 10 if kind == "retrieval" else 16
+    self_ = kind == "curation"
+    t0 = time.perf_counter()
+    if method == "faiss-flat":
+        s, i = faiss_flat(q, g, k, self_)
+        extra = {}
+    else:
+        r = search(q, g, k, metric="cosine", exclude_self=self_,
+                   backend="faiss" if method == "vitlab-approx" else "exact", seed=0)
+        s, i = r.scores, r.indices
+        extra = {"index": r.index, "recall_recorded": r.recall, "recall_queries": r.recall_queries}
+    dt = time.perf_counter() - t0
+    out = {"kind": kind, "n": n, "method": method, "seconds": dt, **extra}
+    if self_:
+        t1 = time.perf_counter()
+        rows = np.repeat(np.arange(len(q)), k)
+        above = s.ravel() > args.pair_threshold
+        a, b = rows[above], i.ravel()[above]
+        pairs = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0)
+        out.update(pairs=int(len(pairs)), pairs_s=time.perf_counter() - t1, seconds=dt + time.perf_counter() - t1)
+    if method == "vitlab-approx" and args.check_recall:  # recall on sampled queries against vitlab's exact search, measured here too (not trusted blindly)
+        rng = np.random.default_rng(1)
+        sample = np.sort(rng.choice(len(q), size=min(len(q), 500), replace=False))
+        if self_:
+            ex = search(q[sample], g, k + 1, metric="cosine")
+            ei = np.array([[j for j in row if j != sample[r]][:k] for r, row in enumerate(ex.indices)])
+        else:
+            ei = search(q[sample], g, k, metric="cosine").indices
+        out["recall_checked"] = float(recall_at_k(i[sample], ei))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def scale(args: argparse.Namespace) -> list[dict]:
+    """Every (kind, n, method) in its own subprocess (peak memory per case), printed as it finishes."""
+    rows = []
+    for n in args.scale_sizes:
+        for kind in ("retrieval", "curation"):
+            methods = ["vitlab-exact", "faiss-flat", "vitlab-approx"]
+            if kind == "curation" and n > args.max_exact_self:
+                methods = ["vitlab-approx"]  # n^2 exact work: hours on 2 cores (the reason is printed)
+                print(f"curation n={n:,}: exact self-search skipped ({n:,}^2 x {args.dim} x 2 = "
+                      f"{2.0 * n * n * args.dim:.1e} flop); approximate only", flush=True)
+            for method in methods:
+                cmd = [sys.executable, __file__, "_case", "--kind", kind, "--n", str(n), "--method", method,
+                       "--threads", str(args.threads), "--dim", str(args.dim), "--scale-queries",
+                       str(args.scale_queries), "--pair-threshold", str(args.pair_threshold)]
+                if args.check_recall:
+                    cmd.append("--check-recall")
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"{kind} n={n:,} {method}: failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+                    continue
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("part", choices=["ratios", "scale"])
+    ap.add_argument("part", choices=["ratios", "scale", "_case"])
+    ap.add_argument("--scale-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--scale-queries", type=int, default=1000)
+    ap.add_argument("--max-exact-self", type=int, default=100_000)
+    ap.add_argument("--pair-threshold", type=float, default=0.99)
+    ap.add_argument("--check-recall", action="store_true")
+    ap.add_argument("--kind", choices=["retrieval", "curation"])
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--method", choices=["vitlab-exact", "faiss-flat", "vitlab-approx"])
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--gallery", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=384)
@@ -184,10 +258,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.part == "_case":
+        print(json.dumps(_scale_case(args.kind, args.n, args.method, args)))
+        return
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; {args.threads} threads for torch, faiss and BLAS", flush=True)
     if args.part == "ratios":
         print(json.dumps(ratios(args)))
+    else:
+        scale(args)
 
 
 if __name__ == "__main__":
