@@ -10,8 +10,8 @@ measured figures as Markdown (never run as a test).
     student against the teacher and against its random start, and its speed-up (``vitlab bench``'s timing code).
 
 Usage:
-    OMP_NUM_THREADS=1 python bench/bench_pretrain.py pretrain --epochs 5 --out runs/bench_pretrain
-    OMP_NUM_THREADS=1 python bench/bench_pretrain.py distill --max-steps 300 --out runs/bench_pretrain
+    OMP_NUM_THREADS=1 python bench/bench_pretrain.py pretrain runs/bench_pretrain --epochs 5
+    OMP_NUM_THREADS=1 python bench/bench_pretrain.py distill runs/bench_pretrain --max-steps 300
     python bench/bench_pretrain.py show runs/bench_pretrain      # the tables of records already written
 
 Accuracies do not depend on the machine's load; wall times on a shared machine do.
