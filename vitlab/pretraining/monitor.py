@@ -51,13 +51,13 @@ def monitor_splits(source: DataSource, seed: int, test_fraction: float, val_frac
         >>> len(tr) + len(val) + len(te)
         1797
     """
-    from vitlab.tuning.evaluate import _splits
+    from vitlab.tuning.plan import tune_splits
 
     if source.labels is None:
         raise DataError(f"monitor data {source.uri} has no labels; the monitor scores kNN accuracy, so it needs "
                         "labelled images (class subfolders, or a label column). The training data (--data) may be "
                         "unlabelled.")
-    return _splits(source, [seed], test_fraction, val_fraction)[seed]
+    return tune_splits(source, [seed], test_fraction, val_fraction)[seed]
 
 
 def collapsed(current: dict[str, Any], base: dict[str, Any]) -> bool:
