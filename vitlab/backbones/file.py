@@ -164,7 +164,12 @@ def load_file(target: str, *, pretrained: bool = True, seed: int = 0, arch: str 
     weights strictly; a model changed in place after loading gets a new id.
 
     Example:
-        >>> bb = load_file("ckpt.safetensors", arch="vit_small_patch16_224")  # doctest: +SKIP
+        >>> import timm
+        >>> from safetensors.torch import save_file
+        >>> save_file(timm.create_model("vit_tiny_patch16_224").state_dict(), "ckpt.safetensors")  # random weights
+        >>> bb = load_file("ckpt.safetensors", arch="vit_tiny_patch16_224")
+        >>> bb.spec.embed_dim, bb.spec.grid_size
+        (192, (14, 14))
     """
     path_s, _, query = target.partition("?")
     for part in filter(None, query.split("&")):

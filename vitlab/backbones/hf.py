@@ -171,7 +171,7 @@ def load_hf(src: str, *, pretrained: bool = True, seed: int = 0, **kwargs: Any) 
     random; that is how tests run offline on local config directories.
 
     Example:
-        >>> bb = load_hf("facebook/dinov2-small")  # doctest: +SKIP
+        >>> bb = load_hf("facebook/dinov2-small")  # downloads the weights  # doctest: +SKIP
         >>> bb.spec.num_prefix_tokens  # doctest: +SKIP
         1
     """

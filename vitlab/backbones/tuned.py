@@ -5,8 +5,11 @@ The artefact format, its checks and the per-kind rebuild live in :mod:`vitlab.ba
 is the loader the backbone registry calls.
 
 Example:
-    >>> bb = vitlab.load_backbone("runs/tune/ab12/lora.vitlab")  # doctest: +SKIP
-    >>> bb.weights_id != vitlab.load_backbone("demo:fmnist-vit").weights_id  # doctest: +SKIP
+    >>> import vitlab
+    >>> res = vitlab.tune("demo:fmnist-vit", "sample:digits?limit=300", methods="lora", out="runs", probe=False,
+    ...                   epochs=1, max_steps=1, lr_grid=(1.0,), lp_init=False, n_resamples=20, progress=False)
+    >>> bb = vitlab.load_backbone(str(res.artefacts["lora"]))  # runs/tune/<run>/lora.vitlab
+    >>> bb.weights_id != vitlab.load_backbone("demo:fmnist-vit").weights_id
     True
 """
 
@@ -22,7 +25,12 @@ def load_tuned(target: str, *, pretrained: bool = True, seed: int = 0, merge: bo
     names its base and how to rebuild it).
 
     Example:
-        >>> bb = load_tuned("runs/tune/ab12/vpt.vitlab")  # doctest: +SKIP
+        >>> import vitlab
+        >>> res = vitlab.tune("demo:fmnist-vit", "sample:digits?limit=300", methods="vpt", out="runs", probe=False,
+        ...                   epochs=1, max_steps=1, lr_grid=(1.0,), lp_init=False, n_resamples=20, progress=False)
+        >>> bb = load_tuned(str(res.artefacts["vpt"]))
+        >>> bb.spec.extra["tuned"]["method"]
+        'vpt'
     """
     from vitlab.backbones.artefact import load_artefact
     from vitlab.errors import BackboneError

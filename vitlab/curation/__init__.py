@@ -12,8 +12,10 @@ rendered by :mod:`vitlab.report` from the record, never here.
 
 Example:
     >>> from vitlab.curation import curate
-    >>> res = curate("demo:fmnist-vit", "folder:./imgs", threshold="auto")  # doctest: +SKIP
-    >>> vitlab.report.render_html([res.record], "curate.html")  # doctest: +SKIP
+    >>> import vitlab.report
+    >>> res = curate("demo:fmnist-vit", "sample:digits?limit=300", threshold=0.99, n_resamples=20, progress=False)
+    >>> vitlab.report.render_html([res.record], "curate.html")
+    PosixPath('curate.html')
 """
 
 from vitlab.curation.run import CurateResult, curate

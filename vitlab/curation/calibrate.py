@@ -264,9 +264,14 @@ def calibrate(backbone: Any, source: DataSource, X: np.ndarray, index: np.ndarra
         DataError: fewer than :data:`MIN_CALIBRATION_IMAGES` images.
 
     Example:
-        >>> cal = calibrate(bb, src, emb.get(), emb.index, store)  # doctest: +SKIP
-        >>> cal.threshold, cal.recall, cal.fpr  # doctest: +SKIP
-        (0.93, 0.95, 0.0004)
+        >>> import vitlab
+        >>> from vitlab.store import EmbeddingStore
+        >>> bb, src = vitlab.load_backbone("demo:fmnist-vit"), vitlab.load_source("sample:digits?limit=300")
+        >>> store = EmbeddingStore()
+        >>> emb = store.get_or_compute(bb, src, progress=False)
+        >>> cal = calibrate(bb, src, emb.get(), emb.index, store, sample=50, embed_kwargs={"progress": False})
+        >>> -1 <= cal.threshold <= 1, 0 <= cal.recall <= 1, 0 <= cal.fpr <= 1
+        (True, True, True)
     """
     n = len(X)
     check_calibration_size(n, source.uri)

@@ -6,9 +6,9 @@ issues (:mod:`~vitlab.exploration.issues`, the adapter to :mod:`vitlab.curation.
 
 Example:
     >>> from vitlab.exploration import explore
-    >>> res = explore("demo:fmnist-vit", "sample:fashion-mnist", layout="pca")  # doctest: +SKIP
-    >>> res.data.xy.shape  # doctest: +SKIP
-    (2000, 2)
+    >>> res = explore("demo:fmnist-vit", "sample:digits?limit=200", layout="pca", n_resamples=20, progress=False)
+    >>> res.data.xy.shape
+    (200, 2)
 """
 
 from vitlab.exploration.layout import Layout, LayoutConfig, compute_layout

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vitlab._io import atomic_write
 from vitlab.exploration.layout import Layout, LayoutConfig, _library, _version, compute_layout
 
 __all__ = ["NAMESPACE", "FORMAT", "layout_key", "load_or_compute_layout", "describe_layout"]
@@ -94,9 +95,7 @@ def load_or_compute_layout(root: str | Path, X: np.ndarray, config: LayoutConfig
              key=np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8),
              info=np.frombuffer(json.dumps(layout.info).encode(), np.uint8))
     try:
-        from vitlab._io import atomic_write
-
-        atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())  # a WriteError is an OSError
         layout.info["cache_file"] = str(path)
     except OSError as err:  # a read-only cache costs a recomputation next time, not this run
         warnings.warn(f"could not cache the layout in {path.parent} ({err}); it will be recomputed next time.",

@@ -263,11 +263,12 @@ def explore(backbone: Any, data: Any, *, page: str | Path | None = None, layout:
         DataError: fewer items than UMAP's neighbours, no labels for ``probe``/``label_issues``, before any work.
 
     Example:
-        >>> res = vitlab.explore("demo:fmnist-vit", "sample:fashion-mnist", layout="pca",
-        ...                      page="explore.html")  # doctest: +SKIP
-        >>> from vitlab.report.explore_page import write_explore_page  # doctest: +SKIP
-        >>> write_explore_page(res)["n_points"]  # doctest: +SKIP
-        2000
+        >>> import vitlab
+        >>> res = vitlab.explore("demo:fmnist-vit", "sample:digits?limit=200", layout="pca", page="explore.html",
+        ...                      n_resamples=20, progress=False)
+        >>> from vitlab.report.explore_page import write_explore_page
+        >>> write_explore_page(res)["n_points"]
+        200
     """
     from vitlab.backbones import load_backbone
     from vitlab.data import load_source

@@ -1,7 +1,7 @@
 """The optional dependency of ``vitlab pretrain`` / ``vitlab distill``: lightly (MIT), checked before any work.
 
 Example:
-    >>> require_lightly("vitlab pretrain")  # doctest: +SKIP
+    >>> require_lightly("vitlab pretrain")  # lightly installed: nothing happens; else one ConfigError line
 """
 
 from __future__ import annotations

@@ -9,8 +9,12 @@ loads with ``vitlab.load_backbone(path)`` (and ``--backbone path``) like any tun
 ``weights_id`` (a hash of the base id and the weights), never the base's; the user's model is only read.
 
 Example:
-    >>> bb = vitlab.load_backbone("runs/pretrain/ab12cd34ef56/model.vitlab")  # doctest: +SKIP
-    >>> bb.spec.extra["tuned"]["method"], bb.weights_id != vitlab.load_backbone("demo:fmnist-vit").weights_id  # doctest: +SKIP
+    >>> import vitlab
+    >>> res = vitlab.pretrain("demo:fmnist-vit", "sample:digits?limit=200", monitor="sample:digits?limit=200",
+    ...                       max_steps=1, batch_size=16, monitor_every=0, n_resamples=20, verdict_protocols="knn",
+    ...                       progress=False)  # one step: a smoke run
+    >>> bb = vitlab.load_backbone(str(res.artefact))  # runs/pretrain/<run>/model.vitlab
+    >>> bb.spec.extra["tuned"]["method"], bb.weights_id != vitlab.load_backbone("demo:fmnist-vit").weights_id
     ('full', True)
 """
 

@@ -7,8 +7,9 @@ ratio 0.75, normalised-pixel loss, crops of scale 0.2..1 with flips and no colou
 decoder 128 wide, 2 blocks (MAE's is 512 x 8; a small decoder is enough to adapt an encoder and fits a CPU).
 
 Example:
-    >>> m = parse_method("mae:mask_ratio=0.6")  # doctest: +SKIP
-    >>> m.config.decoder_depth  # doctest: +SKIP
+    >>> from vitlab.pretraining.methods import parse_method
+    >>> m = parse_method("mae:mask_ratio=0.6")
+    >>> m.config.decoder_depth
     2
 """
 

@@ -13,9 +13,12 @@ Outputs under ``out`` (default ``runs``): the record ``pretrain-<run>.json`` and
 ``model.vitlab``, ``checkpoint.pt`` (resume: run the same command again) and ``best.pt``.
 
 Example:
-    >>> res = pretrain("demo:fmnist-vit", "sample:digits", monitor="sample:digits", method="dino")  # doctest: +SKIP
-    >>> res.record.details["verdict"]["knn"]["diff"]  # doctest: +SKIP
-    0.006
+    >>> res = pretrain("demo:fmnist-vit", "sample:digits?limit=200", monitor="sample:digits?limit=200", method="dino",
+    ...                max_steps=1, batch_size=16, monitor_every=0,
+    ...                n_resamples=20, verdict_protocols="knn", progress=False)  # one step: a smoke run
+    >>> pair = res.record.details["verdict"]["knn"][0]  # adapted vs base, paired on the monitor's test split
+    >>> pair["a"], pair["b"], pair["low"] <= pair["diff"] <= pair["high"]
+    ('adapted', 'base', True)
 """
 
 from __future__ import annotations

@@ -10,9 +10,13 @@ difference and McNemar, Holm-adjusted over the pairs of that protocol). The spee
 per-repeat ratios).
 
 Example:
-    >>> v = verdict({"adapted": bb2, "base": bb}, "sample:digits", pairs=[("adapted", "base")])  # doctest: +SKIP
-    >>> v["pairs"]["knn"][0]["diff"]  # doctest: +SKIP
-    0.011
+    >>> import vitlab
+    >>> bb, bb2 = vitlab.load_backbone("demo:fmnist-vit"), vitlab.load_backbone("random:demo:fmnist-vit")
+    >>> v = verdict({"adapted": bb2, "base": bb}, "sample:digits?limit=200", pairs=[("adapted", "base")],
+    ...             protocols="knn", n_resamples=20)
+    >>> p = v["pairs"]["knn"][0]
+    >>> p["a"], p["b"], p["low"] <= p["diff"] <= p["high"]
+    ('adapted', 'base', True)
 """
 
 from __future__ import annotations

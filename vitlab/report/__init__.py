@@ -4,11 +4,15 @@ The renderers are imported on first use, so ``vitlab.record`` stays light
 (no matplotlib or rich) for the code that only writes records.
 
 Example:
+    >>> import vitlab
     >>> from vitlab.report import load_records, render_html, to_markdown
-    >>> records = load_records("runs/")  # doctest: +SKIP
-    >>> render_html(records, "report.html")  # doctest: +SKIP
+    >>> _ = vitlab.evaluate("demo:fmnist-vit", "sample:digits?limit=200", protocols="knn", n_resamples=20, out="runs/",
+    ...                     progress=False)
+    >>> records = load_records("runs/")
+    >>> render_html(records, "report.html")
     PosixPath('report.html')
-    >>> print(to_markdown(records))  # doctest: +SKIP
+    >>> to_markdown(records).splitlines()[1]
+    '# vitlab results'
 """
 
 from __future__ import annotations

@@ -17,10 +17,11 @@ escaped as ``\\u003c``, ``\\u003e``, ``\\u0026``, and the script shows every str
 such as ``<script>alert(1)</script>`` is shown as text and never run. Header text is HTML-escaped.
 
 Example:
-    >>> res = vitlab.explore("demo:fmnist-vit", "sample:fashion-mnist", layout="pca",
-    ...                      page="explore.html")  # doctest: +SKIP
-    >>> write_explore_page(res)["n_points"]  # doctest: +SKIP
-    2000
+    >>> import vitlab
+    >>> res = vitlab.explore("demo:fmnist-vit", "sample:digits?limit=200", layout="pca", page="explore.html",
+    ...                      n_resamples=20, progress=False)
+    >>> write_explore_page(res)["n_points"]
+    200
 """
 
 from __future__ import annotations

@@ -14,8 +14,11 @@ The registries, :class:`~vitlab.report.base.RenderContext` and the small HTML he
 :mod:`vitlab.report.base`; the section modules import them from there, never from this module.
 
 Example:
+    >>> import vitlab
     >>> from vitlab.report import load_records, render_html
-    >>> render_html(load_records("runs/"), "report.html")  # doctest: +SKIP
+    >>> _ = vitlab.evaluate("demo:fmnist-vit", "sample:digits?limit=200", protocols="knn", n_resamples=20, out="runs/",
+    ...                     progress=False)
+    >>> render_html(load_records("runs/"), "report.html")
     PosixPath('report.html')
 """
 
@@ -372,8 +375,9 @@ def render_html(records: list[RunRecord], path: str | Path, *, title: str = "vit
 
     Example:
         >>> import vitlab
-        >>> res = vitlab.compare(["demo:fmnist-vit", "pixels"], "sample:fashion-mnist")  # doctest: +SKIP
-        >>> render_html([res.record, *(r.record for r in res.runs.values())], "report.html")  # doctest: +SKIP
+        >>> res = vitlab.compare(["demo:fmnist-vit", "pixels:8"], "sample:digits?limit=200", protocols="knn",
+        ...                      n_resamples=20, progress=False)
+        >>> render_html([res.record, *(r.record for r in res.runs.values())], "report.html")
         PosixPath('report.html')
     """
     ctx = RenderContext(list(records), load_images=load_images, thumb_size=thumb_size)

@@ -273,9 +273,12 @@ def leaderboard_table(records: list[RunRecord]) -> list[Table]:
     """Rich tables for the terminal, one per (dataset, protocol).
 
     Example:
+        >>> import io, vitlab
         >>> from rich.console import Console
-        >>> for t in leaderboard_table(records):  # doctest: +SKIP
-        ...     Console().print(t)
+        >>> res = vitlab.evaluate("demo:fmnist-vit", "sample:digits?limit=200", protocols="knn", n_resamples=20,
+        ...                       progress=False)
+        >>> for t in leaderboard_table([res.record]):
+        ...     Console(file=io.StringIO()).print(t)  # a terminal: Console()
     """
     tables = []
     for b in leaderboards(records):
@@ -388,7 +391,10 @@ def to_csv(records: list[RunRecord], path: str | Path) -> Path:
     """Write one row per (dataset, backbone, protocol, metric) with value, low and high.
 
     Example:
-        >>> to_csv(records, "results.csv")  # doctest: +SKIP
+        >>> import vitlab
+        >>> res = vitlab.evaluate("demo:fmnist-vit", "sample:digits?limit=200", protocols="knn", n_resamples=20,
+        ...                       progress=False)
+        >>> to_csv([res.record], "results.csv")
         PosixPath('results.csv')
     """
     import io
