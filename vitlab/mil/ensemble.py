@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vitlab.errors import DataError
-from vitlab.mil.cv import _as_groups, _as_labels
+from vitlab.mil.folds import _as_groups, _as_labels
 
 __all__ = ["ensemble_proba", "evaluate_test", "ensemble_gain", "TestEvaluation", "GAIN_METRICS"]
 

@@ -124,7 +124,8 @@ class MIL(Protocol):
         return res
 
     def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str) -> Result:
-        from vitlab.mil.cv import cross_validate, patient_folds
+        from vitlab.mil.cv import cross_validate
+        from vitlab.mil.folds import patient_folds
         from vitlab.mil.ensemble import ensemble_proba
         from vitlab.mil.train import fit_head, predict
 
