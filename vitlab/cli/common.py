@@ -106,12 +106,14 @@ _HTML = (".html", ".htm")
 
 
 def check_outputs(*, dirs: dict[str, Any] | None = None, files: dict[str, Any] | None = None,
-                  inputs: tuple[Any, ...] | list[Any] = (), records: Any = None, overwrite: bool = False) -> None:
+                  inputs: tuple[Any, ...] | list[Any] = (), records: Any = None, overwrite: bool = False,
+                  out_flag: str = "-o/--out") -> None:
     """The one output rule (:mod:`vitlab.outputs`), before any work: ``{"--out": path}`` folders,
     ``{"--report": (path, kind)}`` files; ``inputs`` are what the verb reads (data URIs, backbone
     names, feature files), ``records`` a runs folder or record file it reads.
 
-    ``-o/--out`` is always the folder for run records: an ``.html`` name there is refused with the
+    ``--out`` is always the folder for run records (``out_flag`` names it as the verb spells it: ``-o/--out``,
+    or ``--out`` where ``-o`` names the verb's one-file product): an ``.html`` name there is refused with the
     option that writes the HTML (the verb's html file option, else ``vitlab report``).
 
     Example:
@@ -129,7 +131,7 @@ def check_outputs(*, dirs: dict[str, Any] | None = None, files: dict[str, Any] |
         html = [k for k, v in (files or {}).items() if isinstance(v, tuple) and v[1] == "html"]
         fix = (f"write the HTML report with {html[0].split('/')[-1]} {out}" if html else
                f"this verb writes no HTML: render the records with vitlab report <folder> --output {out}")
-        raise ConfigError(f"--out {out}: -o/--out is the folder for run records; {fix}.")
+        raise ConfigError(f"--out {out}: {out_flag} is the folder for run records; {fix}.")
     rule(files=files, dirs=dirs, inputs=input_paths(*inputs, records=records), overwrite=overwrite)
 
 

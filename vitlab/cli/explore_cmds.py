@@ -9,7 +9,7 @@ import typer
 
 from vitlab.cli.common import (check_outputs, console, deprecated, device_arg, friendly_errors, note,
                                num_workers_option, print_json, progress_setting)
-from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, Out, Pretrained, Quiet, app, hidden_alias,
+from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, Pretrained, Quiet, app, hidden_alias,
                                 n_resamples_option, seed_option)
 
 
@@ -18,8 +18,9 @@ from vitlab.cli.options import (BatchSize, CacheDir, Device, Json, Out, Pretrain
 def explore_cmd(
     backbone: str = typer.Option(..., "--backbone", "-b", help="Alias or <source>:<model>."),
     data: str = typer.Option(..., "--data", "-d", help="Data: folder:, csv:, idx:, sample:."),
-    page: Optional[Path] = typer.Option(None, "--output", help="The HTML page FILE to write (a NEW file; never "
-                                                                "overwritten). Required."),
+    page: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML page FILE to write (a NEW file; never "
+                                                                      "overwritten). Required. (-o names the "
+                                                                      "product, as in report and gen-stats.)"),
     layout: str = typer.Option("umap", "--layout", help="umap (needs pip install 'vitlab[explore]'), pca (instant) "
                                                         "or tsne."),
     neighbors: int = typer.Option(15, "--neighbors", help="UMAP's n_neighbors."),
@@ -45,7 +46,8 @@ def explore_cmd(
     seed: int = seed_option("Seeds the layout, the split (as vitlab eval --seed) and the probe."),
     test_fraction: float = typer.Option(0.2, help="Test fraction of the split when the data has no split column."),
     n_resamples: int = n_resamples_option("Bootstrap resamples of the probe's CI."),
-    out: Optional[Path] = Out,
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the JSON run record (vitlab report shows it as "
+                                                         "a section); not the page (that is -o/--output)."),
     old_records: Optional[Path] = hidden_alias("--records"),
     pretrained: bool = Pretrained,
     device: str = Device,
@@ -61,20 +63,20 @@ def explore_cmd(
     hover for the thumbnail, click for the nearest neighbours; filter by class, find by id, export a selection
     as a csv: manifest.
 
-    The run record goes to -o/--out (vitlab report shows it as a section).
+    The page goes to -o/--output FILE; the run record to --out DIR (vitlab report shows it as a section).
 
-    Example: [bold]vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist --output explore.html[/]
+    Example: [bold]vitlab explore --backbone demo:fmnist-vit --data sample:fashion-mnist -o explore.html[/]
     """
     import vitlab
     from vitlab.errors import ConfigError
     from vitlab.report.explore_page import write_explore_page
 
-    out = deprecated("--records", "-o/--out", old_records, out, None)
+    out = deprecated("--records", "--out", old_records, out, None)
     layer = deprecated("--layers", "--layer", old_layers, layer, -1)
-    check_outputs(dirs={"--out": out}, files={"--output": (None, "html")})  # (an .html --out names --output)
+    check_outputs(dirs={"--out": out}, files={"--output": (None, "html")}, out_flag="--out")
     if page is None:
-        raise ConfigError("explore needs --output FILE: the HTML page to write (e.g. --output explore.html); "
-                          "-o/--out is the folder for the run record.")
+        raise ConfigError("explore needs -o/--output FILE: the HTML page to write (e.g. -o explore.html); "
+                          "--out is the folder for the run record.")
 
     res = vitlab.explore(backbone, data, page=page, layout=layout, n_neighbors=neighbors, min_dist=min_dist,
                          perplexity=perplexity, metric=metric, fit_sample=fit_sample, k=k,
