@@ -1,5 +1,8 @@
 """The one ``Backbone`` contract every model source is turned into.
 
+(Over 400 lines by design: the contract itself, its token outputs and pooling; the weights identity is in
+:mod:`vitlab.backbones.identity`, token helpers in :mod:`vitlab.backbones.tokens`.)
+
 A backbone gives, from one forward pass, the tokens of any set of layers
 (final norm applied, as DINOv2's ``get_intermediate_layers(norm=True)``),
 knows its prefix tokens (CLS + registers) and patch grid, and pools tokens

@@ -1,5 +1,8 @@
 """Multiple-instance learning heads: one bag ``[n, d]`` of instance embeddings -> logits ``[C]``.
 
+(Over 400 lines by design: the registry of heads and the five small head modules, each a few dozen lines,
+read best side by side.)
+
 Every head is an ``nn.Module`` whose ``forward(h, y=None)`` takes **one** bag (no batch axis,
 any ``n >= 1``) and returns a :class:`MILOutput`: ``logits [C]``, per-instance ``attention [n]``
 summing to 1 (``None`` for the pooling baselines) and, for CLAM-SB when a label is given in

@@ -1,5 +1,8 @@
 """``render_html``: run records → one static, self-contained HTML report.
 
+(About 400 lines by design: the page skeleton and the dispatch of every record kind to its section live
+together; each section's body is in its own ``*_section.py``.)
+
 Inline CSS, figures and images as base64 ``data:`` URIs, no script and no external
 URL: the file can be mailed, archived or opened offline. Every string that comes
 from a record is escaped with :func:`html.escape`.

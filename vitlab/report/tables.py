@@ -1,5 +1,8 @@
 """Leaderboards from run records → plain rows, rich tables, Markdown and CSV.
 
+(About 400 lines by design: one leaderboard model rendered four ways; splitting the renderers would
+spread one row format over several files.)
+
 One :class:`Board` per (dataset, protocol). A ``compare`` record supplies the order
 and the significance marks (Holm-adjusted paired tests against the leader); ``eval``
 records not covered by a comparison add rows without marks.
