@@ -136,4 +136,73 @@ def test_the_protocol_records_its_loss_and_training_samples():
         res = parse_protocols(spec)[0].run(s, s, seed=0, n_classes=3)
         loss = res.hparams["loss"]
         assert res.details[key] == (30 * 64 if loss == "pixel" else 30 * 4)
-        assert f"val_{loss}_accuracy_by_C" in res.details
+        assert f"val_{loss}_miou_by_C" in res.details
+
+
+def _imbalanced_set(n, seed):
+    """4x4 grid, 16x16 masks: mostly background (0), with small objects of classes 1-3 whose patch tokens carry
+    a weak, noisy signal, so the background dominates accuracy while the C grid moves the small classes' IoU."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, 16, 16), np.int64)
+    for i in range(n):
+        for _ in range(2):
+            r, c, k = rng.integers(0, 12), rng.integers(0, 12), rng.integers(1, 4)
+            masks[i, r:r + 4, c:c + 4] = k
+    frac = np.stack([[np.bincount(m[r:r + 4, c:c + 4].ravel(), minlength=4) / 16
+                      for r in range(0, 16, 4) for c in range(0, 16, 4)] for m in masks])   # [n, 16, 4]
+    return masks, frac @ rng.normal(size=(4, 6)) + 0.6 * rng.normal(size=(n, 16, 6))
+
+
+@pytest.mark.parametrize("loss", ["pixel", "patch"])
+def test_the_probe_trains_on_its_samples_and_chooses_c_by_validation_miou(loss):
+    """Reference: scikit-learn's LogisticRegression on the probe's own training samples (standardised with their
+    statistics) on the same validation split of images, scored by jaccard_score(average="macro"), per C."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, jaccard_score
+
+    from vitlab.data.splits import holdout
+
+    masks, tok = _imbalanced_set(60, 4)
+    Cs = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    probe = LinearSegProbe(4, Cs=Cs, dtype="float64", tol=1e-10, max_train_pixels=4000, patience=None, seed=2)
+    if loss == "pixel":
+        X, y, groups = probe.pixel_samples(tok, masks, (4, 4))
+        probe.fit_pixels(tok, masks, (4, 4))
+    else:
+        X, y, groups = probe.patch_samples(tok, patch_labels(masks, (4, 4), 4))
+        probe.fit(tok, patch_labels(masks, (4, 4), 4))
+    X = X.astype(np.float64)
+    X = (X - X.mean(0)) / X.std(0)
+    tr, va = holdout(y, groups, 0.2, 2)
+    miou, acc = [], []
+    for C in Cs:
+        pred = LogisticRegression(C=C, tol=1e-12, max_iter=10_000).fit(X[tr], y[tr]).predict(X[va])
+        miou.append(jaccard_score(y[va], pred, average="macro"))
+        acc.append(accuracy_score(y[va], pred))
+    np.testing.assert_allclose(probe.probe_.val_scores_, miou, atol=1e-6)
+    assert probe.probe_.C_ == Cs[int(np.argmax(miou))]
+    if loss == "pixel":                                     # accuracy, the old rule, would under-fit here
+        assert Cs[int(np.argmax(acc))] < probe.probe_.C_
+    ref = LogisticRegression(C=probe.probe_.C_, tol=1e-12, max_iter=10_000).fit(X, y)  # the refit on all samples
+    np.testing.assert_allclose(probe.probe_.coef_, ref.coef_, atol=1e-4)
+    old = LinearSegProbe(4, Cs=Cs, dtype="float64", tol=1e-10, max_train_pixels=4000, patience=None, seed=2,
+                         val_metric="accuracy")
+    old = old.fit_pixels(tok, masks, (4, 4)) if loss == "pixel" else old.fit(tok, patch_labels(masks, (4, 4), 4))
+    np.testing.assert_allclose(old.probe_.val_scores_, acc, atol=1e-6)
+
+
+def test_seg_linear_records_its_validation_metric():
+    from vitlab.protocols.base import Split, parse_protocols
+
+    masks, tok = _imbalanced_set(40, 5)
+    s = Split(None, None, np.arange(40), tokens=tok, grid=(4, 4), masks=list(masks), extra={"ignore_index": 255})
+    for spec, key in (("seg-linear:Cs=[0.01,1.0]", "val_pixel_miou_by_C"),
+                      ("seg-linear:Cs=[0.01,1.0],val_metric=accuracy", "val_pixel_accuracy_by_C")):
+        res = parse_protocols(spec)[0].run(s, s, seed=0, n_classes=4)
+        assert set(res.details[key]) == {"0.01", "1"} and res.hparams["val_metric"] == key.split("_")[2]
+    with pytest.raises(ConfigError, match=r"val_metric='iou'; choose miou"):
+        parse_protocols("seg-linear:val_metric=iou")
+    from vitlab.protocols.linear import LinearProbe
+
+    with pytest.raises(ConfigError, match=r"val_metric='f1'; choose one of accuracy, miou"):
+        LinearProbe(Cs=[1.0, 2.0], val_metric="f1").fit(np.eye(4), np.array([0, 1, 0, 1]))

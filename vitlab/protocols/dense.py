@@ -213,13 +213,14 @@ class LinearSegProbe:
     Two ways to fit the same head (multinomial logistic regression with
     :class:`~vitlab.protocols.linear.LinearProbe`; ``C`` chosen on a validation split of
     *images*: the image index is the group, so an image's samples are all in train or all in
-    validation; then refitted on all samples):
+    validation, by mIoU (``val_metric``); then refitted on all samples):
 
     - :meth:`fit_pixels` (DINOv2's loss; what ``seg-linear`` uses): cross-entropy per pixel of the
       bilinearly upsampled logits, i.e. logistic regression on the upsampled features of up to
-      ``max_train_pixels`` labelled pixels drawn uniformly (seeded); validation score: pixel accuracy.
+      ``max_train_pixels`` labelled pixels drawn uniformly (seeded); validation score: mIoU of the
+      validation images' sampled pixels.
     - :meth:`fit`: one sample per patch, labelled with its pixels' majority
-      (:func:`patch_labels`); validation score: patch accuracy. Cheaper, but its loss is not the
+      (:func:`patch_labels`); validation score: mIoU of the validation patches. Cheaper, but its loss is not the
       one the upsampled prediction is scored on: patches that straddle a boundary teach their
       majority class everywhere (on ``sample:fashion-mnist-mosaic`` it scores about 0.02 mIoU
       below :meth:`fit_pixels`, BENCHMARKS.md).
@@ -237,6 +238,9 @@ class LinearSegProbe:
         ignore_index: patch label left out of training.
         Cs: grid of inverse regularisation strengths (one value: no validation split).
         val_fraction: share of training images held out to choose C.
+        val_metric: ``"miou"`` (default: the metric the probe is scored on) or ``"accuracy"`` (pixel / patch
+            accuracy, dominated by the largest class, usually background: it picks a strongly regularised C
+            that under-fits the other classes; issue 20 §3, BENCHMARKS.md).
         seed: seed of the validation split and of ``max_train_patches`` subsampling.
         standardize: standardise channels (see above).
         max_train_patches: :meth:`fit` on at most this many labelled patches, drawn uniformly
@@ -267,7 +271,8 @@ class LinearSegProbe:
     def __init__(self, n_classes: int, *, ignore_index: int | None = 255, Cs: Sequence[float] | np.ndarray = SEG_CS,
                  val_fraction: float = 0.2, seed: int = 0, standardize: bool = True,
                  max_train_patches: int | None = None, max_train_pixels: int | None = None, max_iter: int = 1000,
-                 tol: float = 1e-6, dtype: str = "float32", device: Any = "cpu", patience: int | None = 3) -> None:
+                 tol: float = 1e-6, dtype: str = "float32", device: Any = "cpu", patience: int | None = 3,
+                 val_metric: str = "miou") -> None:
         if int(n_classes) < 2:
             raise ConfigError(f"n_classes={n_classes}: a segmentation probe needs at least 2 classes.")
         for name, v in (("max_train_patches", max_train_patches), ("max_train_pixels", max_train_pixels)):
@@ -278,15 +283,25 @@ class LinearSegProbe:
         self.Cs, self.val_fraction, self.seed = Cs, val_fraction, seed
         self.standardize, self.max_train_patches, self.max_train_pixels = standardize, max_train_patches, max_train_pixels
         self.max_iter, self.tol, self.dtype, self.device, self.patience = max_iter, tol, dtype, device, patience
+        self.val_metric = val_metric
 
     def fit(self, tokens: np.ndarray, labels: np.ndarray) -> LinearSegProbe:
         """Fit on ``tokens [n, N, C]`` and patch labels ``[n, N]`` (from :func:`patch_labels`): one sample per patch."""
+        X, y, groups = self.patch_samples(tokens, labels)
+        self.n_train_patches_ = len(y)
+        return self._fit_samples(X, y, groups, "patch")
+
+    def patch_samples(self, tokens: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The samples :meth:`fit` trains on: ``X [P, C]`` patch tokens, ``y [P]`` their labels, ``[P]`` image index.
+
+        Labelled patches only, at most ``max_train_patches`` of them (a seeded uniform draw). Raw
+        features: the probe standardises them itself.
+        """
         X, y, groups = _flatten_train(tokens, labels, self.n_classes, self.ignore_index)
         if self.max_train_patches is not None and len(y) > self.max_train_patches:
             pick = np.sort(np.random.default_rng(self.seed).choice(len(y), int(self.max_train_patches), replace=False))
             X, y, groups = X[pick], y[pick], groups[pick]
-        self.n_train_patches_ = len(y)
-        return self._fit_samples(X, y, groups, "patch")
+        return X, y, groups
 
     def fit_pixels(self, tokens: np.ndarray, masks: np.ndarray | Sequence[np.ndarray], grid: Sequence[int]
                    ) -> LinearSegProbe:
@@ -297,6 +312,17 @@ class LinearSegProbe:
             masks: ``[n, H, W]`` label maps, or one ``[H_i, W_i]`` map per image (the resolution the
                 logits are upsampled to and scored at).
             grid: ``(h, w)``.
+        """
+        X, y, img = self.pixel_samples(tokens, masks, grid)
+        self.n_train_pixels_ = len(y)
+        return self._fit_samples(X, y, img, "pixel")
+
+    def pixel_samples(self, tokens: np.ndarray, masks: np.ndarray | Sequence[np.ndarray], grid: Sequence[int]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The samples :meth:`fit_pixels` trains on: ``X [P, C]``, ``y [P]``, ``[P]`` image index.
+
+        Up to ``max_train_pixels`` labelled pixels (a seeded uniform draw), each with its label and the
+        bilinearly upsampled patch features at its position (float32; the probe standardises them).
         """
         from vitlab.protocols.dense_pixels import pixel_features, sample_pixels
 
@@ -314,9 +340,7 @@ class LinearSegProbe:
         if bad.size:
             raise DataError(f"a training mask holds label {int(bad[0])}, outside 0..{self.n_classes - 1} and not the "
                             f"ignore index {self.ignore_index}. Pass the right n_classes / ignore_index.")
-        X = pixel_features(x, (h, w), img, ys, xs, [np.asarray(m).shape for m in masks])
-        self.n_train_pixels_ = len(y)
-        return self._fit_samples(X, y, img, "pixel")
+        return pixel_features(x, (h, w), img, ys, xs, [np.asarray(m).shape for m in masks]), y, img
 
     def _fit_samples(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, what: str) -> LinearSegProbe:
         from vitlab.protocols.linear import LinearProbe
@@ -330,7 +354,7 @@ class LinearSegProbe:
         self.probe_ = LinearProbe(Cs=self.Cs, val_fraction=self.val_fraction, seed=self.seed, device=self.device,
                                   max_iter=self.max_iter, tol=self.tol, dtype=self.dtype,
                                   standardize=self.standardize, num_classes=self.classes_.size,
-                                  patience=self.patience)
+                                  patience=self.patience, val_metric=self.val_metric)
         self.probe_.fit(X, yc, groups=groups)
         return self
 

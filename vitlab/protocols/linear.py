@@ -303,6 +303,20 @@ def fit_logistic(
     return Ws, bs
 
 
+VAL_METRICS = ("accuracy", "miou")
+
+
+def _val_score(metric: str, y: torch.Tensor, pred: torch.Tensor, n_cls: int) -> float:
+    """Validation accuracy, or the mean IoU of the validation confusion matrix (classes absent from both sides
+    left out)."""
+    if metric == "accuracy":
+        return float((pred == y).double().mean())
+    from vitlab.metrics.segmentation import seg_metrics
+
+    cm = torch.bincount(y * n_cls + pred, minlength=n_cls * n_cls).reshape(n_cls, n_cls)
+    return seg_metrics(cm.cpu().numpy())["miou"]
+
+
 def _softmax(Z: np.ndarray) -> np.ndarray:
     Z = Z - Z.max(axis=1, keepdims=True)
     E = np.exp(Z)
@@ -317,7 +331,7 @@ class LinearProbe:
     ``groups`` are given; too little data is an error, not a silent unstratified split), fits
     :func:`fit_logistic` for every ``C`` in ascending order, warm-starting each
     fit from the previous solution, keeps the ``C`` with the best validation
-    accuracy (ties: the smallest ``C``), and refits on train + validation.
+    score (``val_metric``; ties: the smallest ``C``), and refits on train + validation.
 
     Args:
         Cs: Grid of inverse regularisation strengths.
@@ -336,12 +350,16 @@ class LinearProbe:
             best all score below it on validation (``None``: sweep the whole grid). Larger C
             means weaker regularisation: once validation accuracy has fallen for several
             decades the probe is overfitting, and those fits are the slowest to converge.
+        val_metric: what C is chosen by: ``"accuracy"`` (default) or ``"miou"`` (mean over classes of
+            the intersection over union of the validation confusion matrix,
+            :func:`vitlab.metrics.segmentation.seg_metrics`; what a segmentation probe is scored on:
+            accuracy there is dominated by the background class and picks a C that under-fits the rest).
 
     With a single ``C`` no validation split is made (``val_scores_ = [nan]``).
 
     Attributes:
         Cs_: ``[n_Cs]`` sorted grid (the part swept, with ``patience``). val_scores_: ``[n_Cs]``
-        validation accuracy. C_: chosen C. coef_: ``[C, d]``. intercept_: ``[C]``. n_iter_:
+        validation score (``val_metric``). C_: chosen C. coef_: ``[C, d]``. intercept_: ``[C]``. n_iter_:
         iterations of the refit. converged_: whether the refit converged. fit_info_: one
         :class:`FitInfo` per fit (sweep, then refit). convergence_: record-ready summary from
         :func:`convergence_summary` (a :class:`ConvergenceWarning` is issued when a fit hit
@@ -368,8 +386,10 @@ class LinearProbe:
         num_classes: int | None = None,
         refit: bool = True,
         patience: int | None = None,
+        val_metric: Literal["accuracy", "miou"] = "accuracy",
     ) -> None:
         self.Cs = Cs
+        self.val_metric = val_metric
         self.patience = patience
         self.val_fraction = val_fraction
         self.seed = seed
@@ -401,6 +421,8 @@ class LinearProbe:
             raise ConfigError(f"patience={self.patience} must be >= 1 or None (sweep every C), e.g. 3.")
         if self.max_iter < 1:
             raise ConfigError(f"max_iter={self.max_iter} must be >= 1, e.g. 1000.")
+        if self.val_metric not in VAL_METRICS:
+            raise ConfigError(f"val_metric={self.val_metric!r}; choose one of {', '.join(VAL_METRICS)}.")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}. Use 'float64' or 'float32'.")
         n_cls = check_labels(X, y, self.num_classes)
@@ -429,7 +451,7 @@ class LinearProbe:
                 fits.append(info)
                 Z = X_va @ W + b
                 pred = (Z[:, 0] > 0).long() if n_cls == 2 else Z.argmax(1)
-                scores.append(float((pred == y_va).double().mean()))
+                scores.append(_val_score(self.val_metric, y_va, pred, n_cls))
                 sols.append((W, b))
                 if self.patience is not None and len(scores) - 1 - int(np.argmax(scores)) >= self.patience \
                         and all(v < max(scores) for v in scores[-self.patience:]):

@@ -1,7 +1,7 @@
 """Dense probes: semantic segmentation on frozen patch tokens (``seg-linear``, ``seg-linear-ms``, ``seg-knn``).
 
 - ``seg-linear``: a 1 x 1 linear probe on the patch tokens of one layer (DINOv2's linear
-  segmentation evaluation: logits upsampled bilinearly, cross-entropy per pixel), C chosen on a
+  segmentation evaluation: logits upsampled bilinearly, cross-entropy per pixel), C chosen by mIoU on a
   validation split of training *images*;
 - ``seg-linear-ms``: the same on the last four layers concatenated (DINOv2's "+ms" features);
 - ``seg-knn``: training-free label transfer from a memory bank of training patches
@@ -53,7 +53,9 @@ LOSSES = ("pixel", "patch")
 @dataclass(frozen=True)
 class SegLinearConfig:
     """``layers`` whose patch tokens are concatenated; ``Cs`` the grid of C (chosen on validation images);
-    ``loss``: ``pixel`` (cross-entropy per pixel of the bilinearly upsampled logits, DINOv2's; on at most
+    ``val_metric`` what C is chosen by
+    (``miou``, the reported metric; ``accuracy``: pixel / patch accuracy, the earlier rule, which the
+    background class dominates); ``loss``: ``pixel`` (cross-entropy per pixel of the bilinearly upsampled logits, DINOv2's; on at most
     ``max_train_pixels`` labelled pixels, a seeded uniform draw) or ``patch`` (one sample per patch with its
     majority label; at most ``max_train_patches``); ``none``: no cap."""
 
@@ -64,9 +66,13 @@ class SegLinearConfig:
     max_train_patches: int | None = 200_000
     max_iter: int = 1000
     val_fraction: float = 0.2
+    val_metric: str = "miou"
 
     def __post_init__(self) -> None:
         _check_layers(self.layers, "seg-linear")
+        if self.val_metric not in ("miou", "accuracy"):
+            raise ConfigError(f"seg-linear: val_metric={self.val_metric!r}; choose miou (the reported metric) or "
+                              "accuracy.")
         if not self.Cs or min(self.Cs) <= 0:
             raise ConfigError(f"seg-linear: Cs must be positive, got {self.Cs}.")
         if self.loss not in LOSSES:
@@ -149,30 +155,42 @@ class SegLinear(_Dense):
     Config = SegLinearConfig
     help = "linear 1x1 probe on patch tokens (DINOv2 linear segmentation)"
 
-    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
-        from vitlab.protocols.dense import LinearSegProbe
-        from vitlab.protocols.linear import ConvergenceWarning, convergence_summary
+    def _fit_probe(self, train: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Any:
+        """The fitted :class:`~vitlab.protocols.dense.LinearSegProbe` of this config on ``train`` (C chosen on
+        validation images), on a split in canonical order (as ``_run`` gets it); ``probe.pixel_samples`` /
+        ``patch_samples`` give its training set."""
+        from vitlab.protocols.dense import LinearSegProbe, patch_labels
+        from vitlab.protocols.linear import ConvergenceWarning
 
         import warnings
 
         cfg = self.config
-        ignore, labels, sizes = self._inputs(train, test, n_classes, patch_labels=cfg.loss == "patch")
+        ignore = train.extra.get("ignore_index", 255)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             probe = LinearSegProbe(n_classes, ignore_index=ignore, Cs=list(cfg.Cs), seed=seed,
                                    max_train_patches=cfg.max_train_patches, max_train_pixels=cfg.max_train_pixels,
-                                   max_iter=cfg.max_iter, val_fraction=cfg.val_fraction, device=device)
+                                   max_iter=cfg.max_iter, val_fraction=cfg.val_fraction, device=device,
+                                   val_metric=cfg.val_metric)
             if cfg.loss == "pixel":
                 probe.fit_pixels(train.tokens, list(train.masks), train.grid)
             else:
-                probe.fit(train.tokens, labels)
+                probe.fit(train.tokens, patch_labels(list(train.masks), train.grid, n_classes, ignore))
+        return probe
+
+    def _run(self, train: Split, test: Split, *, seed: int, n_classes: int, device: str = "cpu") -> Result:
+        from vitlab.protocols.linear import convergence_summary
+
+        cfg = self.config
+        ignore, _, sizes = self._inputs(train, test, n_classes, patch_labels=False)
+        probe = self._fit_probe(train, seed=seed, n_classes=n_classes, device=device)
         conv = {**convergence_summary(probe.probe_.fit_info_, f"{self.name} probe"), "max_iter": cfg.max_iter}
         pred = probe.predict(test.tokens, test.grid, sizes)
         n_train = {"n_train_pixels": int(probe.n_train_pixels_)} if cfg.loss == "pixel" else \
             {"n_train_patches": int(probe.n_train_patches_)}
         return self._result(test, pred, n_classes, ignore,
-                            {"C": probe.probe_.C_, "layers": list(cfg.layers), "loss": cfg.loss},
-                            {f"val_{cfg.loss}_accuracy_by_C": {f"{c:.3g}": float(v) for c, v in
+                            {"C": probe.probe_.C_, "layers": list(cfg.layers), "loss": cfg.loss, "val_metric": cfg.val_metric},
+                            {f"val_{cfg.loss}_{cfg.val_metric}_by_C": {f"{c:.3g}": float(v) for c, v in
                                                                zip(probe.probe_.Cs_, probe.probe_.val_scores_)},
                              **n_train, "convergence": conv})
 
