@@ -219,3 +219,53 @@ def test_default_linear_protocol_converges_on_the_bundled_sample(tmp_path):
         out = Linear(max_iter=20).run(Split(X[tr], y[tr], tr), Split(X[te], y[te], te), seed=0,
                                       n_classes=len(emb.classes))
     assert not out.details["convergence"]["all_converged"]
+
+
+def test_float64_probe_matches_sklearn_sweep():
+    """The float64 probe (preconditioned L-BFGS, extrapolated warm starts) picks scikit-learn's C and
+    gives its predictions and coefficients: same sweep, same split, refit from the chosen C's solution."""
+    rng = np.random.default_rng(3)
+    n, d = 400, 12
+    y = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.2, 5.0, d) + 2.0  # uncentred, badly scaled features
+    X[:, :3] += 1.5 * np.eye(3)[y]
+    Xte = rng.normal(size=(300, d)) * 1.0 + 2.0
+    Cs = np.logspace(-4, 2, 7)
+    probe = LinearProbe(Cs=Cs, seed=0, tol=1e-8, max_iter=5000).fit(X, y)
+    tr, va = holdout(y, None, 0.2, 0)
+    scores, sols = [], []
+    for C in Cs:
+        sk = LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit(X[tr], y[tr])
+        scores.append((sk.predict(X[va]) == y[va]).mean())
+        sols.append(sk)
+    best = int(np.argmax(scores))
+    np.testing.assert_allclose(probe.val_scores_, scores)
+    assert probe.C_ == Cs[best]
+    sk = LogisticRegression(C=Cs[best], tol=1e-10, max_iter=20000).fit(X, y)
+    np.testing.assert_array_equal(probe.predict(Xte), sk.predict(Xte))
+    np.testing.assert_allclose(probe.coef_, sk.coef_, atol=1e-5)
+    np.testing.assert_allclose(probe.predict_proba(Xte), sk.predict_proba(Xte), atol=1e-5)
+
+
+@pytest.mark.parametrize("n_cls", [2, 4])
+def test_preconditioning_does_not_move_the_optimum(n_cls):
+    """The solver's change of variables (W = A V, b = c - mu . W) leaves the minimiser where it was."""
+    import torch
+
+    from vitlab.protocols._lbfgs import Problem, Whitening, minimize
+
+    X, y = _data(n_cls=n_cls, seed=7)
+    X = X * np.array([0.5, 1, 2, 1, 1, 3, 0.5, 2]) + 1.0
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    K = 1 if n_cls == 2 else n_cls
+    prob = Problem(Xt, Xt.T.contiguous(), yt, K)
+    d = X.shape[1]
+    ident = Whitening(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64),
+                      torch.eye(d, dtype=torch.float64))
+    z = (torch.zeros(d, K, dtype=torch.float64), torch.zeros(K, dtype=torch.float64))
+    reg = 1.0 / (1.0 * len(y))
+    sols = [minimize(prob, reg, *z, white, 20000, 1e-9, 0.0, 50000) for white in (ident, Whitening.of(Xt))]
+    for W, b, _, _, stop, gmax in sols:
+        assert stop in ("gradient", "no_progress") and gmax <= 1e-7  # round-off can end it just above tol
+    np.testing.assert_allclose(sols[0][0].numpy(), sols[1][0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(sols[0][1].numpy(), sols[1][1].numpy(), atol=1e-6)
