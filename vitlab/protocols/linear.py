@@ -1,5 +1,8 @@
 """Linear probe: L2-regularised logistic regression fitted with torch L-BFGS.
 
+(Over 400 lines for now: the float32 path keeps torch.optim.LBFGS bit-identical while float64 goes through
+:mod:`vitlab.protocols._lbfgs`; the C sweep and refit serve both. Next step: move the float32 fit beside it.)
+
 The objective is exactly scikit-learn's ``LogisticRegression(C=C)`` (lbfgs)::
 
     C * sum_i logloss_i + 0.5 * ||W||^2        (intercept not penalised)
