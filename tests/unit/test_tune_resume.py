@@ -27,8 +27,9 @@ def test_interrupt_then_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "fit", lambda net, *a, label, **k: (calls.append(label), real_fit(net, *a, label=label,
                                                                                                    **k))[1])
     res = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path, **kw)
-    # two rates each; the interrupted bitfit trains again, linear does not
-    assert calls == ["linear", "linear", "bitfit", "bitfit", "bitfit"]
+    # two rates and the refit on train + validation each: linear's three before the interrupt, bitfit's first
+    # (interrupted) call, then bitfit's three on resume; linear is not trained again
+    assert calls == ["linear"] * 3 + ["bitfit"] * 4
     resumed = {m: [c["resumed"] for c in res.record.details["cost"][m]["per_seed"]] for m in ("linear", "bitfit")}
     assert resumed == {"linear": [True], "bitfit": [False]}
     fresh = vitlab.tune("demo:fmnist-vit", DATA, out=tmp_path / "fresh", **kw)

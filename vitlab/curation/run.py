@@ -30,7 +30,7 @@ from vitlab.curation.options import (DEFAULT_FOLDS, DEFAULT_PERCEPTUAL_DISTANCE,
 from vitlab.curation.pairs import MAX_NEIGHBOURS
 from vitlab.curation.semantic import NeighbourTable, check_threshold, neighbour_table
 from vitlab.errors import ConfigError
-from vitlab.record import RunRecord
+from vitlab.record import RunRecord, start_record
 from vitlab.outputs import check_output_dir
 
 __all__ = ["curate", "CurateResult"]
@@ -313,9 +313,9 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
     details["kept"] = {"n": int(kept.sum()), "fraction": float(kept.mean()) if n else 0.0,
                        "removed_by_dedup": int(len(removed)),
                        "removed_by_filters": {f.name: int((~f.kept).sum()) for f in filters}}
-    record = RunRecord(
-        kind="curate",
-        config={"backbone": backbone.name, "data": source.uri, "dedup": dedup, "threshold": threshold,
+    record = start_record(
+        "curate",
+        {"backbone": backbone.name, "data": source.uri, "dedup": dedup, "threshold": threshold,
                 "threshold_used": t_sem, "k": k, "backend": backend, "perceptual_distance": pdist,
                 "max_neighbours": max_nb, "layer": emb.layers[-1], "pool": pool, "protocol": proto.label,
                 "test_fraction": test_fraction, "target": getattr(target, "uri", target), "target_min": target_min,
@@ -324,10 +324,9 @@ def curate(backbone: Any, data: Any, *, dedup: bool = True, threshold: float | s
                 "n_resamples": n_resamples, "label_issues": label_issues,
                 **({"folds": n_folds, "label_method": method} if label_issues else {}),
                 **({"max_removed": max_rm} if write_manifest is not None else {})},
-        metrics={}, details=details, timings=timings, seeds={"split": seed, "calibration": seed, "bootstrap": seed},
-        fingerprints={"backbone": backbone.fingerprint(), "embeddings": emb.digest,
-                      "data": {"kind": source.kind, "uri": source.uri, "fingerprint": source.fingerprint,
-                               "n": len(source)}})
+        backbone=backbone, source=source, embeddings=emb.digest,
+        seeds={"split": seed, "calibration": seed, "bootstrap": seed})
+    record.details, record.timings = details, timings
     manifest = None
     if write_manifest is not None:
         try:

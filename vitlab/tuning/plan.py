@@ -25,7 +25,7 @@ from vitlab.backbones import Backbone, load_backbone, resolve_device
 from vitlab.data import DataSource, load_source
 from vitlab.errors import ConfigError, DataError
 from vitlab.outputs import check_output_dir
-from vitlab.record import RunRecord
+from vitlab.record import start_record
 from vitlab.tuning.methods import Method, check_dependencies, parse_methods
 from vitlab.tuning.recipe import TuneRecipe
 
@@ -180,9 +180,8 @@ def plan_run(backbone: Backbone | str, data: DataSource | str, *, methods: Any, 
               "lr_candidates": candidates, "selection": SELECTION,
               "head_init": ("LP-FT: the linear probe (vitlab eval's linear protocol) on the step-0 features of the "
                             "rows trained on" if recipe.lp_init else "random (normal, std 0.01)")}
-    fingerprints = {"backbone": backbone.fingerprint(), "data": {"kind": source.kind, "uri": source.uri,
-                                                                 "fingerprint": source.fingerprint, "n": len(source)}}
-    run_id = RunRecord(kind="tune", config=config, metrics={}, fingerprints=fingerprints).run_id
+    started = start_record("tune", config, backbone=backbone, source=source)
+    fingerprints, run_id = started.fingerprints, started.run_id
     run_dir = Path(out) / "tune" / run_id if out is not None else None
     return RunPlan(ms, dev, source, backbone, dict(backbone_kwargs or {}), seed_list, splits,
                    pool, lrs, candidates, recipe, config, fingerprints, run_id, run_dir)
