@@ -8,7 +8,7 @@ For each data set (real images, embedded once with ``--backbone`` through the em
 and seed, ``round(rate * n)`` items get a label drawn uniformly from the other classes; "flagged" is
 cleanlab's ``find_label_issues`` (``filter_by="prune_by_noise_rate"``) on each method's out-of-fold
 probabilities; precision = planted among flagged / flagged, recall = planted among flagged / planted.
-Intervals: Student-t over seeds (:func:`vitlab.protocols.fewshot.t_interval`), clipped to [0, 1].
+Intervals: Student-t over seeds (:func:`vitlab.stats.interval.t_interval`), clipped to [0, 1].
 
 Example:
     python bench/bench_label_issues.py --data sample:fashion-mnist sample:digits --rates 0.02 0.05 0.1 --seeds 5
@@ -83,12 +83,12 @@ def one(X: np.ndarray, y_noisy: np.ndarray, planted: np.ndarray, method: str, fo
 
 def _clip(ci: tuple[float, float, float]) -> tuple[float, float, float]:
     """A Student-t interval over seeds of a proportion, clipped to [0, 1] (it still holds the mean)."""
-    m, lo, hi = ci
-    return m, max(0.0, lo), min(1.0, hi)
+    m, lo, hi = ci.value, ci.low, ci.high
+    return m, (None if lo is None else max(0.0, lo)), (None if hi is None else min(1.0, hi))
 
 
 def main() -> None:
-    from vitlab.protocols.fewshot import t_interval
+    from vitlab.stats.interval import t_interval
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbone", default="demo:fmnist-vit")
@@ -115,8 +115,8 @@ def main() -> None:
                     runs.append(r)
                     print(json.dumps({"data": data, "n": len(y), "rate": rate, "method": method, "seed": s, **r}),
                           file=sys.stderr, flush=True)
-                pr = _clip(t_interval([r["precision"] for r in runs]))
-                rc = _clip(t_interval([r["recall"] for r in runs]))
+                pr = _clip(t_interval([r["precision"] for r in runs], bounds=(0.0, 1.0)))
+                rc = _clip(t_interval([r["recall"] for r in runs], bounds=(0.0, 1.0)))
                 rows.append({"data": data, "n": len(y), "rate": rate, "method": method, "precision": pr, "recall": rc,
                              "flagged": np.mean([r["flagged"] for r in runs]), "planted": runs[0]["planted"],
                              "seconds": np.mean([r["seconds"] for r in runs])})
