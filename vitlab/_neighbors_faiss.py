@@ -10,8 +10,10 @@ Indexes (``index=``):
   ``nprobe`` lists whose centres are nearest. Building costs one k-means, querying a fraction
   ``nprobe / nlist`` of an exact search. Defaults from the reference size ``n``: ``nlist`` = the power of
   two nearest ``4 * sqrt(n)`` (at most ``n // 39``: faiss wants 39 training rows a list) and ``nprobe =
-  max(8, nlist / 64)``: with these, recall@16 against exact search was at least 0.99 on the synthetic,
-  normalised Gaussian mixtures of ``bench/bench_neighbors.py`` at 1e5 and 1e6 items (BENCHMARKS.md).
+  max(8, nlist / 64)``. Recall depends on the data: it is measured against exact search on sampled
+  queries and recorded in every result (on 5,000 near-uniform synthetic items, recall@10 was only 0.54 at
+  these defaults; ``bench/bench_neighbors.py scale`` measures it at 1e5 and 1e6). Raise ``nprobe`` when the
+  recorded recall is too low.
 * ``"ivfpq"``: ``IndexIVFPQ``, the same lists with each vector stored as ``m`` one-byte codes (``m`` = d / 8
   where it divides d): 4 * d / m times less memory, lower recall (scores from codes, not vectors).
 * ``"hnsw"``: ``IndexHNSWFlat`` (M = 32, efConstruction = 80, efSearch = max(64, 4k)). Its build was 16x an
