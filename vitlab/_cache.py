@@ -24,7 +24,7 @@ module imports nothing above :mod:`vitlab._io`.
 
 Example:
     >>> [ns.name for ns in NAMESPACES]
-    ['embeddings', 'text', 'specs', 'wds-index', 'pca', 'tune-resume']
+    ['embeddings', 'text', 'specs', 'wds-index', 'pca', 'layouts', 'tune-resume']
     >>> NAMESPACES.get("wds-index").folder
     'wds-index'
 """

@@ -53,7 +53,8 @@ class RunRecord:
     """A run's full record. ``metrics`` hold ``{"value", "low", "high", ...}`` dicts (95% CIs).
 
     Example:
-        >>> r = RunRecord(kind="eval", config={"protocols": ["knn"]}, metrics={"knn": {"top1": {"value": 0.8}}})
+        >>> r = RunRecord(kind="eval", config={"protocols": ["knn"]},
+        ...               metrics={"knn": {"top1": {"value": 0.8, "low": 0.7, "high": 0.9}}})
         >>> RunRecord.from_dict(json.loads(r.to_json())).metrics["knn"]["top1"]["value"]
         0.8
     """
@@ -80,9 +81,10 @@ class RunRecord:
         """Strict JSON (what ``save`` writes and ``--json`` prints): NaN and infinities become ``null``.
 
         Example:
-            >>> RunRecord("eval", {}, {"knn": {"auroc": {"value": float("nan"), "low": None,
-            ...                                          "high": None}}}).to_json().count("null")
-            3
+            >>> text = RunRecord("eval", {}, {"knn": {"auroc": {"value": float("nan"), "low": None,
+            ...                                                 "high": None}}}).to_json()
+            >>> json.loads(text)["metrics"]["knn"]["auroc"], "NaN" in text
+            ({'value': None, 'low': None, 'high': None}, False)
         """
         return dumps_strict(self.to_dict())
 

@@ -45,7 +45,7 @@ def test_no_labels_is_refused_first():
 
 def test_missing_module_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(issues, "label_issues_module", lambda: None)
-    with pytest.raises(ConfigError, match=r"--label-issues needs vitlab\.curate\.label_issues\.find_label_issues"):
+    with pytest.raises(ConfigError, match=r"--label-issues needs vitlab\.curation\.label_issues\.find_label_issues"):
         issues.check_label_issues(np.array([0, 1]), what="sample:x")
 
 
